@@ -1,0 +1,76 @@
+"""Command line: ``python -m explainer predict --weights weights/shapes.safetensors [--threshold T] [--top-n N] IMAGE...``
+
+Prints one JSON object per line per image, in the order given. An unreadable image prints
+``{"image": ..., "error": "..."}`` and the others go on; the exit status is 1 if any image failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+import torch
+
+from .bundle import BundleError
+from .imageio import open_image
+from .predictor import Explainer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m explainer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    pred = sub.add_parser("predict", help="classify images and explain the predictions (JSON lines)")
+    pred.add_argument("images", nargs="+", metavar="IMAGE")
+    pred.add_argument("--weights", required=True, help="a .safetensors file written by explainer")
+    pred.add_argument("--threshold", type=float, default=None, help="explanation threshold (default: the model's)")
+    pred.add_argument("--top-n", type=int, default=None, help="top N classes by explanations (default: the model's)")
+    pred.add_argument("--batch-size", type=int, default=64)
+    pred.add_argument("--device", default="cpu")
+    return parser
+
+
+def predict(args: argparse.Namespace) -> int:
+    try:
+        explainer = Explainer.load(args.weights, args.device)
+    except BundleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    threshold = explainer.default_threshold if args.threshold is None else args.threshold
+    top_n = explainer.default_top_n if args.top_n is None else args.top_n
+    if not 0 <= threshold <= 1:
+        print(f"error: --threshold {threshold} is out of range (0 to 1)", file=sys.stderr)
+        return 2
+    if not 1 <= top_n <= len(explainer.class_names):
+        print(f"error: --top-n {top_n} is out of range (1 to {len(explainer.class_names)})", file=sys.stderr)
+        return 2
+    failed = 0
+    paths: Sequence[str] = args.images
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start : start + args.batch_size]
+        results: list[dict | None] = [None] * len(chunk)
+        tensors, where = [], []
+        for i, path in enumerate(chunk):
+            try:
+                tensors.append(explainer.preprocess(open_image(path)))
+                where.append(i)
+            except ValueError as err:  # ImageError, NothingToClassify and other bad-input errors
+                results[i] = {"image": path, "error": str(err)}
+        if tensors:
+            probs, expls = explainer.infer_tensors(torch.stack(tensors))
+            for i, p, e in zip(where, probs, expls):
+                results[i] = {"image": chunk[i], **explainer.explain(p, e, threshold, top_n).to_json()}
+        for result in results:
+            failed += "error" in result
+            print(json.dumps(result), flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return predict(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

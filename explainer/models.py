@@ -1,0 +1,407 @@
+"""The main network, the mirror network that reads its per-stage activations, and the pair that joins them.
+
+Every main network here follows timm's contract: ``forward_intermediates(x) -> (final, [stage activations])`` and
+``forward_head(final) -> logits``, with ``feature_info`` describing each stage (channels, reduction, module). The
+mirror is sized from that ``feature_info``, never from hard-coded channel counts.
+
+Two families:
+- :class:`ShapesCNN` / :class:`ShapesMirror`: the reference's small Keras networks for 64x64 shapes, rebuilt exactly
+  (conv -> ReLU -> BatchNorm -> MaxPool blocks; the mirror concatenates the main network's block outputs).
+- :class:`TimmMirror`: a mirror of any timm CNN (ResNet, EfficientNet, ...), the same architecture run stage by stage,
+  joining the main network's activation after each stage by addition (the reference birds design) or concatenation.
+
+:class:`MirrorPair` holds both and makes gradient flow into the main network an explicit choice: ``"frozen"`` (the
+reference's two-step training: the main network is fixed, runs in eval mode, and no gradient reaches it) or
+``"joint"`` (both train together).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+JOINS = ("add", "concat")
+COUPLINGS = ("frozen", "joint")
+
+
+class MirrorError(ValueError):
+    """A backbone or configuration that cannot be mirrored."""
+
+
+def _check_choice(name: str, value: str, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} {value!r} is not one of {tuple(valid)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Shapes: the reference networks
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _shapes_block(in_chs: int, out_chs: int, kernel: int, padding: int) -> nn.Sequential:
+    """Keras's Conv2D(relu) -> BatchNormalization -> MaxPool2D(2), in that order."""
+    return nn.Sequential(
+        nn.Conv2d(in_chs, out_chs, kernel, padding=padding),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm2d(out_chs, eps=1e-3, momentum=0.01),  # Keras defaults
+        nn.MaxPool2d(2),
+    )
+
+
+class ShapesCNN(nn.Module):
+    """The shapes main network: conv blocks, then Flatten + Linear. Reference: widths (5, 5, 5), kernel 4, valid."""
+
+    def __init__(
+        self,
+        n_classes: int = 4,
+        widths: Sequence[int] = (5, 5, 5),
+        kernel: int = 4,
+        padding: int = 0,
+        in_chans: int = 1,
+        image_size: int = 64,
+    ) -> None:
+        super().__init__()
+        if not widths:
+            raise ValueError("widths must name at least one block")
+        self.blocks = nn.ModuleList()
+        chs, size, reduction = in_chans, image_size, 1
+        self.feature_info: list[dict[str, Any]] = []
+        for i, width in enumerate(widths):
+            self.blocks.append(_shapes_block(chs, width, kernel, padding))
+            size = (size + 2 * padding - kernel + 1) // 2
+            reduction *= 2
+            if size < 1:
+                raise ValueError(f"image size {image_size} is too small for {len(widths)} blocks of kernel {kernel}")
+            chs = width
+            self.feature_info.append({"num_chs": width, "reduction": reduction, "module": f"blocks.{i}", "size": size})
+        self.head = nn.Linear(chs * size * size, n_classes)
+
+    def forward_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        taps = []
+        for block in self.blocks:
+            x = block(x)
+            taps.append(x)
+        return x, taps
+
+    def forward_head(self, final: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(final, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_intermediates(x)[0])
+
+
+class ShapesMirror(nn.Module):
+    """The reference's explanations network for shapes.
+
+    Starts from the main network's block-0 output; after each of its own blocks but the last it joins the main
+    network's output of the same resolution (concatenation along channels, or addition); then Flatten + Linear.
+    """
+
+    def __init__(
+        self,
+        main_info: Sequence[dict[str, Any]],
+        n_explanations: int = 5,
+        widths: Sequence[int] = (3, 3, 3),
+        kernel: int = 4,
+        padding: int = 0,
+        join: str = "concat",
+    ) -> None:
+        super().__init__()
+        _check_choice("join", join, JOINS)
+        if len(widths) != len(main_info):
+            raise MirrorError(f"the mirror needs one block per main block ({len(main_info)}); got {len(widths)} widths")
+        self.join = join
+        self.blocks = nn.ModuleList()
+        chs, size = main_info[0]["num_chs"], main_info[0]["size"]
+        for i, width in enumerate(widths):
+            self.blocks.append(_shapes_block(chs, width, kernel, padding))
+            size = (size + 2 * padding - kernel + 1) // 2
+            if size < 1:
+                raise MirrorError(f"mirror block {i} shrinks the activation to nothing; use padding or fewer blocks")
+            chs = width
+            if i + 1 < len(widths):
+                tap = main_info[i + 1]
+                if tap["size"] != size:
+                    raise MirrorError(
+                        f"mirror block {i} outputs {size}x{size} but main block {i + 1} outputs "
+                        f"{tap['size']}x{tap['size']}; kernel/padding must keep the resolutions equal"
+                    )
+                if join == "add" and tap["num_chs"] != width:
+                    raise MirrorError(
+                        f"join 'add' needs mirror block {i} width {width} to equal main block {i + 1} width "
+                        f"{tap['num_chs']}"
+                    )
+                chs = width + tap["num_chs"] if join == "concat" else width
+        self.head = nn.Linear(chs * size * size, n_explanations)
+
+    def forward(self, image: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        del image  # the reference mirror starts from the main network's block-0 output, not the image
+        x = taps[0]
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i + 1 < len(self.blocks):
+                x = torch.cat([x, taps[i + 1]], dim=1) if self.join == "concat" else x + taps[i + 1]
+        return self.head(torch.flatten(x, 1))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Any timm CNN
+# ----------------------------------------------------------------------------------------------------------------------
+
+# Children that belong to timm's forward_head (pooling, classifier): the mirror calls forward_head for these.
+_HEAD_NAMES = {"global_pool", "head", "fc", "classifier", "head_drop", "flatten", "fc_norm", "drop", "pre_logits"}
+
+
+def _ordered_entries(net: nn.Module, feature_modules: Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """The model's children in order, with a Sequential opened one level where a feature module lives inside it."""
+    entries = []
+    for name, child in net.named_children():
+        inside = [m for m in feature_modules if m.startswith(name + ".")]
+        if isinstance(child, nn.Sequential) and inside and name not in feature_modules:
+            entries.extend((f"{name}.{sub}", mod) for sub, mod in child.named_children())
+        else:
+            entries.append((name, child))
+    return entries
+
+
+def _replace_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_name, _, leaf = dotted.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, new)
+
+
+class _ConcatJoin(nn.Module):
+    """Concatenate mirror and main activations, then a 1x1 conv back to the stage width.
+
+    Initialised as [I | I] so that, at the start of training, it equals the addition join.
+    """
+
+    def __init__(self, chs: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(2 * chs, chs, 1, bias=False)
+        with torch.no_grad():
+            eye = torch.eye(chs)[:, :, None, None]
+            self.proj.weight.copy_(torch.cat([eye, eye], dim=1))
+
+    def forward(self, mirror: torch.Tensor, main: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([mirror, main], dim=1))
+
+
+class TimmMirror(nn.Module):
+    """A copy of a timm CNN's architecture, run stage by stage, reading the main network's stage activations.
+
+    ``start="stem"`` (the reference): the mirror's input is the main network's first stage activation (its stem) and
+    the mirror's own stem is dropped. ``start="image"``: the mirror runs its own stem on the image and joins the
+    main network's first activation after it. After every later stage the main network's activation of that stage
+    is joined (``"add"`` or ``"concat"``), then the rest of the mirror's ``forward_features`` and its ``forward_head``
+    produce the explanation logits.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        feature_info: Sequence[dict[str, Any]],
+        n_explanations: int,
+        join: str = "add",
+        start: str = "stem",
+        verify: bool = True,
+        **model_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        import timm  # local import: the shapes-only paths never need timm
+
+        _check_choice("join", join, JOINS)
+        _check_choice("start", start, ("stem", "image"))
+        self.join, self.start = join, start
+        try:
+            net = timm.create_model(model_name, pretrained=False, num_classes=n_explanations, **model_kwargs)
+        except Exception as err:  # timm raises RuntimeError for unknown names
+            raise MirrorError(f"timm cannot build {model_name!r}: {err}") from err
+        fi = getattr(net, "feature_info", None)
+        if not fi or not hasattr(net, "forward_intermediates") or not hasattr(net, "forward_head"):
+            raise MirrorError(f"{model_name!r} has no per-stage feature_info / forward_intermediates to mirror")
+        info = list(fi.get_dicts() if hasattr(fi, "get_dicts") else fi)
+        reductions = [f["reduction"] for f in info]
+        if any(b <= a for a, b in zip(reductions, reductions[1:])):
+            raise MirrorError(
+                f"{model_name!r} is not a staged CNN (feature reductions {reductions} do not grow stage by stage)"
+            )
+        modules = [f["module"] for f in info]
+        entries = _ordered_entries(net, modules)
+        names = [n for n, _ in entries]
+        missing = [m for m in modules if m not in names]
+        if missing:
+            raise MirrorError(f"{model_name!r}: feature modules {missing} are not top-level stages the mirror can run")
+        ends = [names.index(m) for m in modules]
+        segments: list[list[tuple[str, nn.Module]]] = []
+        prev = 0
+        for end in ends:
+            segments.append(entries[prev : end + 1])
+            prev = end + 1
+        tail = []
+        for name, mod in entries[prev:]:
+            if name.split(".")[0] in _HEAD_NAMES:
+                break
+            tail.append((name, mod))
+        self.net = net
+        self._segments = [nn.Sequential(*[m for _, m in seg]) for seg in segments]  # views, not registered twice
+        self._tail = nn.Sequential(*[m for _, m in tail])
+        self.stage_channels = [f["num_chs"] for f in info]
+        main_chs = [f["num_chs"] for f in feature_info]
+        if main_chs != self.stage_channels:
+            raise MirrorError(
+                f"main network stage channels {main_chs} differ from the mirror's {self.stage_channels}; "
+                "the mirror must be the same architecture"
+            )
+        if verify:
+            self._verify(model_name)
+        first = 1 if start == "stem" else 0
+        self.joins = nn.ModuleList(
+            [_ConcatJoin(c) if join == "concat" else nn.Identity() for c in self.stage_channels[first:]]
+        )
+        if start == "stem":  # the mirror's own stem never runs: drop its weights
+            for name, _ in segments[0]:
+                _replace_submodule(self.net, name, nn.Identity())
+            self._segments[0] = nn.Sequential()
+
+    @torch.no_grad()
+    def _verify(self, model_name: str) -> None:
+        """Running the stages one by one must reproduce the network's own forward, or the split is wrong."""
+        was_training = self.net.training
+        self.net.eval()
+        x = torch.randn(1, 3, 64, 64)
+        try:
+            expected = self.net(x)
+            y = x
+            for seg in self._segments:
+                y = seg(y)
+            got = self.net.forward_head(self._tail(y))
+        except Exception as err:
+            raise MirrorError(f"{model_name!r} cannot be run stage by stage: {err}") from err
+        finally:
+            self.net.train(was_training)
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
+            raise MirrorError(f"{model_name!r}: running its stages one by one does not reproduce its forward")
+
+    def forward(self, image: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(taps) != len(self._segments):
+            raise ValueError(f"expected {len(self._segments)} main activations, got {len(taps)}")
+        if self.start == "stem":
+            x = taps[0]
+            stages = range(1, len(self._segments))
+        else:
+            x = image
+            stages = range(len(self._segments))
+        for j, i in enumerate(stages):
+            x = self._segments[i](x)
+            x = self.joins[j](x, taps[i]) if self.join == "concat" else x + taps[i]
+        return self.net.forward_head(self._tail(x))
+
+
+def create_timm_main(model_name: str, n_classes: int, **model_kwargs: Any) -> nn.Module:
+    """A timm main network with its classifier sized for ``n_classes`` (never downloads: pretrained=False)."""
+    import timm
+
+    try:
+        return timm.create_model(model_name, pretrained=False, num_classes=n_classes, **model_kwargs)
+    except Exception as err:
+        raise MirrorError(f"timm cannot build {model_name!r}: {err}") from err
+
+
+def timm_feature_info(model: nn.Module) -> list[dict[str, Any]]:
+    fi = getattr(model, "feature_info", None)
+    if not fi:
+        raise MirrorError(f"{type(model).__name__} has no feature_info")
+    return list(fi.get_dicts() if hasattr(fi, "get_dicts") else fi)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The pair
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class MirrorPair(nn.Module):
+    """Main network + mirror. ``coupling`` says whether gradients reach the main network.
+
+    ``"frozen"``: the main network runs in eval mode under ``torch.no_grad()`` and its parameters have
+    ``requires_grad=False`` (the reference's second training step). ``"joint"``: both networks train together.
+    """
+
+    def __init__(self, main: nn.Module, mirror: nn.Module, coupling: str = "frozen") -> None:
+        super().__init__()
+        self.main = main
+        self.mirror = mirror
+        self.coupling = "joint"
+        self.set_coupling(coupling)
+
+    def set_coupling(self, coupling: str) -> None:
+        _check_choice("coupling", coupling, COUPLINGS)
+        self.coupling = coupling
+        for p in self.main.parameters():
+            p.requires_grad_(coupling == "joint")
+        if coupling == "frozen":
+            self.main.eval()
+
+    def train(self, mode: bool = True) -> "MirrorPair":
+        super().train(mode)
+        if self.coupling == "frozen":
+            self.main.eval()  # keep BatchNorm statistics fixed too
+        return self
+
+    def forward_main(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Main logits and the per-stage activations the mirror reads."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.coupling == "joint"):
+            final, taps = self.main.forward_intermediates(x)
+            logits = self.main.forward_head(final)
+        return logits, list(taps)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (class logits, explanation logits)."""
+        logits, taps = self.forward_main(x)
+        return logits, self.mirror(x, taps)
+
+
+def build_pair(architecture: dict[str, Any], coupling: str = "frozen", verify: bool = True) -> MirrorPair:
+    """Build an untrained pair from the JSON-able architecture description stored in a weights file."""
+    family = architecture.get("family")
+    if family == "shapes":
+        main = ShapesCNN(**architecture["main"])
+        mirror = ShapesMirror(main.feature_info, **architecture["mirror"])
+    elif family == "timm":
+        name = architecture["model_name"]
+        kwargs = dict(architecture.get("model_kwargs", {}))
+        main = create_timm_main(name, architecture["n_classes"], **kwargs)
+        mirror = TimmMirror(
+            name,
+            timm_feature_info(main),
+            architecture["n_explanations"],
+            join=architecture.get("join", "add"),
+            start=architecture.get("start", "stem"),
+            verify=verify,
+            **kwargs,
+        )
+    else:
+        raise ValueError(f"architecture family {family!r} is not one of ('shapes', 'timm')")
+    return MirrorPair(main, mirror, coupling)
+
+
+def reference_shapes_architecture() -> dict[str, Any]:
+    """The reference Keras pair exactly as its code built it (1,459 + ~1,070 parameters, Keras-counted)."""
+    return {
+        "family": "shapes",
+        "main": {"n_classes": 4, "widths": [5, 5, 5], "kernel": 4, "padding": 0, "in_chans": 1, "image_size": 64},
+        "mirror": {"n_explanations": 5, "widths": [3, 3, 3], "kernel": 4, "padding": 0, "join": "concat"},
+    }
+
+
+def keras_parameter_count(module: nn.Module) -> int:
+    """Parameters as Keras counts them: trainable weights plus BatchNorm's moving mean and variance."""
+    params = sum(p.numel() for p in module.parameters())
+    bn_stats = sum(
+        m.running_mean.numel() + m.running_var.numel()
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    )
+    return params + bn_stats

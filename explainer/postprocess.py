@@ -1,0 +1,144 @@
+"""Post-processing of predicted explanations and the verdict on the main prediction.
+
+Pure functions on NumPy arrays, so the app can rerun them on every slider move and tests can check them by hand.
+Every function accepts one sample (shape ``(E,)`` / ``(C,)``) or a batch (``(N, E)`` / ``(N, C)``).
+
+The reference work defines two class rankings:
+- ``"normalized"`` (shapes): binarise the kept explanations, multiply by each class's explanation vector, sum, divide
+  by the number of explanations the class has (the sum of its row of the prior matrix).
+- ``"weighted"`` (birds): multiply the kept explanation *scores* (not binarised) by the class x explanation matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+RANKINGS = ("normalized", "weighted")
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold {threshold} is out of range (0 to 1)")
+
+
+def apply_threshold(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Scores below ``threshold`` become 0; the rest keep their value (a score equal to the threshold is kept)."""
+    _check_threshold(threshold)
+    probs = np.asarray(probs, dtype=np.float64)
+    return np.where(probs >= threshold, probs, 0.0)
+
+
+def clean_groups(probs: np.ndarray, groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """Keep only the most probable explanation of each group (first on ties); the group's others become 0.
+
+    Explanations in no group are untouched. This is the reference's duplicate cleaning ("bill shape" can only have
+    one value), and for shapes it makes the vertex-count group mutually exclusive.
+    """
+    out = np.array(probs, dtype=np.float64, copy=True)
+    n = out.shape[-1]
+    for group in groups:
+        idx = np.asarray(group, dtype=np.int64)
+        if idx.size == 0:
+            continue
+        if idx.min() < 0 or idx.max() >= n:
+            raise ValueError(f"explanation group {list(group)} has an index out of range (0 to {n - 1})")
+        block = out[..., idx]
+        winner = np.argmax(block, axis=-1)
+        keep = np.zeros_like(block, dtype=bool)
+        np.put_along_axis(keep, winner[..., None], True, axis=-1)
+        out[..., idx] = np.where(keep, block, 0.0)
+    return out
+
+
+def kept_explanations(probs: np.ndarray, threshold: float, groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """Threshold then group cleaning: the explanation scores the ranking uses (0 where dropped)."""
+    return clean_groups(apply_threshold(probs, threshold), groups)
+
+
+def rank_scores(kept: np.ndarray, class_explanations: np.ndarray, ranking: str) -> np.ndarray:
+    """Score every class by how well its known explanations match the kept ones.
+
+    ``kept``: (..., E) scores after :func:`kept_explanations`. ``class_explanations``: (C, E) prior matrix.
+    Returns (..., C). ``"normalized"`` gives values in [0, 1]: the share of the class's explanations that were
+    predicted (a continuous prior row acts as weights). ``"weighted"`` is the plain product of the reference's birds.
+    """
+    prior = np.asarray(class_explanations, dtype=np.float64)
+    kept = np.asarray(kept, dtype=np.float64)
+    if prior.ndim != 2 or prior.shape[1] != kept.shape[-1]:
+        raise ValueError(
+            f"class x explanation matrix has shape {prior.shape}; expected (classes, {kept.shape[-1]})"
+        )
+    if ranking == "normalized":
+        counts = prior.sum(axis=1)
+        counts = np.where(counts > 0, counts, 1.0)
+        return ((kept > 0).astype(np.float64) @ prior.T) / counts
+    if ranking == "weighted":
+        return kept @ prior.T
+    raise ValueError(f"ranking {ranking!r} is not one of {RANKINGS}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The cross-check of one main prediction against the explanation ranking.
+
+    case: 1 = the explanations do not support the predicted class at all (score 0); 2 = it is inside the top N but
+    ties with another class; 3 = it has some support but at least N other classes are preferred; None = consistent.
+    Cases 1 and 3 are questioned, case 2 is not (the reference's choice).
+    """
+
+    questioned: bool
+    case: int | None
+    predicted_class: int
+    preferred_class: int
+    rank: int  # 1-based position of the predicted class: 1 + number of classes with a strictly higher score
+    margin: float  # continuous consistency: (score - N-th best other score) / best score; < 0 means questioned
+
+
+def verdict(scores: np.ndarray, predicted_class: int, top_n: int) -> Verdict:
+    """Question the main prediction when the explanations do not place it among the top ``top_n`` classes.
+
+    Ties at the cut count as inside. A predicted class with no support at all (score 0) is always questioned: the
+    explanations say nothing for it, even when every class scores 0.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n_classes = scores.shape[-1]
+    if scores.ndim != 1:
+        raise ValueError(f"verdict takes the scores of one sample, shape (classes,); got {scores.shape}")
+    if not 0 <= predicted_class < n_classes:
+        raise ValueError(f"predicted class {predicted_class} is out of range (0 to {n_classes - 1})")
+    if not 1 <= top_n <= n_classes:
+        raise ValueError(f"top N {top_n} is out of range (1 to {n_classes})")
+    own = scores[predicted_class]
+    higher = int(np.sum(scores > own))
+    others = np.delete(scores, predicted_class)
+    tied = bool(np.any(others == own))
+    best = float(scores.max())
+    preferred = predicted_class if own == best else int(np.argmax(scores))
+    cut = np.sort(others)[::-1][top_n - 1] if others.size >= top_n else -np.inf
+    scale = best if best > 0 else 1.0
+    margin = float((own - cut) / scale) if np.isfinite(cut) else 1.0
+    if own <= 0:
+        case: int | None = 1
+        margin = min(margin, -1e-9) if margin >= 0 else margin
+    elif higher >= top_n:
+        case = 3
+    elif tied:
+        case = 2
+    else:
+        case = None
+    return Verdict(
+        questioned=case in (1, 3),
+        case=case,
+        predicted_class=int(predicted_class),
+        preferred_class=preferred,
+        rank=higher + 1,
+        margin=margin,
+    )
+
+
+def verdicts(scores: np.ndarray, predicted: np.ndarray, top_n: int) -> list[Verdict]:
+    """:func:`verdict` for a batch: ``scores`` (N, C), ``predicted`` (N,)."""
+    return [verdict(row, int(p), top_n) for row, p in zip(np.asarray(scores), np.asarray(predicted))]

@@ -1,0 +1,198 @@
+"""The object the CLI and the app use: load a weights file once, run the pair, explain a prediction.
+
+Running the networks (:meth:`Explainer.infer`) is separate from explaining (:meth:`Explainer.explain`), which only
+post-processes cached probabilities: moving a threshold slider or switching an explanation off never reruns a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import postprocess
+from .bundle import load_bundle
+
+ImageLike = Image.Image | np.ndarray
+
+
+@dataclass
+class Explanation:
+    """Everything one prediction shows: main probabilities, explanations, the class ranking and the verdict."""
+
+    class_names: list[str]
+    explanation_names: list[str]
+    class_probs: np.ndarray  # (C,)
+    explanation_probs: np.ndarray  # (E,) after any intervention
+    kept_scores: np.ndarray  # (E,) after threshold and group cleaning (0 = dropped)
+    ranking_scores: np.ndarray  # (C,)
+    verdict: postprocess.Verdict
+    threshold: float
+    top_n: int
+    overrides: dict[int, bool] = field(default_factory=dict)
+
+    @property
+    def predicted_class(self) -> str:
+        return self.class_names[self.verdict.predicted_class]
+
+    @property
+    def preferred_class(self) -> str:
+        return self.class_names[self.verdict.preferred_class]
+
+    @property
+    def kept_explanations(self) -> list[str]:
+        """Kept explanation names, most probable first."""
+        order = np.argsort(-self.kept_scores, kind="stable")
+        return [self.explanation_names[i] for i in order if self.kept_scores[i] > 0]
+
+    @property
+    def ranking(self) -> list[tuple[str, float]]:
+        """Classes by explanation score, best first (stable: ties keep class order)."""
+        order = np.argsort(-self.ranking_scores, kind="stable")
+        return [(self.class_names[i], float(self.ranking_scores[i])) for i in order]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "predicted_class": self.predicted_class,
+            "class_probabilities": {n: float(p) for n, p in zip(self.class_names, self.class_probs)},
+            "explanation_probabilities": {n: float(p) for n, p in zip(self.explanation_names, self.explanation_probs)},
+            "kept_explanations": self.kept_explanations,
+            "explanation_ranking": [[name, score] for name, score in self.ranking],
+            "questioned": self.verdict.questioned,
+            "case": self.verdict.case,
+            "preferred_class": self.preferred_class,
+            "threshold": self.threshold,
+            "top_n": self.top_n,
+        }
+
+    def sentence(self) -> str:
+        """The verdict in words a non-expert understands."""
+        pred, pref = self.predicted_class, self.preferred_class
+        n = self.top_n
+        top = "top class" if n == 1 else f"top {n} classes"
+        case = self.verdict.case
+        if case == 1:
+            return f"Questioned: none of the predicted explanations supports '{pred}' (case 1); they prefer '{pref}'."
+        if case == 3:
+            return (
+                f"Questioned: '{pred}' is not among the {top} by explanations, which prefer '{pref}' "
+                f"(case 3: some support, but other classes fit better)."
+            )
+        if case == 2:
+            return f"Consistent: the explanations support '{pred}', tied with another class (case 2)."
+        return f"Consistent: the explanations support '{pred}'."
+
+
+class Explainer:
+    """A loaded pair and its metadata. Build it with :meth:`load`."""
+
+    def __init__(self, pair: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu") -> None:
+        self.pair = pair.eval()
+        self.meta = meta
+        self.device = torch.device(device)
+        self.task: str = meta["task"]
+        self.class_names: list[str] = list(meta["class_names"])
+        self.explanation_names: list[str] = list(meta["explanation_names"])
+        self.display_names: list[str] = list(meta.get("explanation_display_names") or self.explanation_names)
+        self.groups: list[list[int]] = [list(map(int, g)) for g in meta["explanation_groups"]]
+        self.class_explanations = np.asarray(meta["class_explanations"], dtype=np.float64)
+        self.ranking: str = meta["ranking"]
+        self.preprocessing: dict[str, Any] = meta["preprocessing"]
+        self.default_threshold = float(meta["defaults"]["threshold"])
+        self.default_top_n = int(meta["defaults"]["top_n"])
+        self._transform = None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Explainer":
+        pair, meta = load_bundle(path, device)
+        return cls(pair, meta, device)
+
+    # -- images -> tensors -------------------------------------------------------------------------------------------
+
+    def preprocess(self, image: ImageLike) -> torch.Tensor:
+        """One image (PIL or array, any mode) to the network's input tensor (C, H, W).
+
+        Shapes raise :class:`explainer.shape_input.NothingToClassify` for a blank image.
+        """
+        kind = self.preprocessing.get("kind")
+        if kind == "shapes":
+            from .shape_input import normalize_shape_image
+
+            grey = normalize_shape_image(
+                image,
+                size=int(self.preprocessing.get("size", 64)),
+                crop_to_content=bool(self.preprocessing.get("crop_to_content", True)),
+                margin=float(self.preprocessing.get("margin", 0.1)),
+            )
+            return torch.from_numpy(grey.astype(np.float32) / 255.0)[None]
+        if kind == "imagenet":
+            from .transforms import build_transform
+
+            if self._transform is None:
+                self._transform = build_transform(self.preprocessing, train=False)
+            if isinstance(image, np.ndarray):
+                image = Image.fromarray(image)
+            return self._transform(image.convert("RGB"))
+        raise ValueError(f"preprocessing kind {kind!r} is not one of ('shapes', 'imagenet')")
+
+    # -- networks ----------------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def infer_tensors(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (N, C) and explanation probabilities (N, E) for a preprocessed batch."""
+        logits, expl_logits = self.pair(batch.to(self.device, torch.float32))
+        return (
+            torch.softmax(logits.float(), dim=1).cpu().numpy(),
+            torch.sigmoid(expl_logits.float()).cpu().numpy(),
+        )
+
+    def infer(self, images: Sequence[ImageLike], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocess and run a list of images in batches."""
+        probs, expls = [], []
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([self.preprocess(im) for im in images[start : start + batch_size]])
+            p, e = self.infer_tensors(batch)
+            probs.append(p)
+            expls.append(e)
+        if not probs:
+            return np.zeros((0, len(self.class_names))), np.zeros((0, len(self.explanation_names)))
+        return np.concatenate(probs), np.concatenate(expls)
+
+    # -- explanation (no network) ------------------------------------------------------------------------------------
+
+    def explain(
+        self,
+        class_probs: np.ndarray,
+        explanation_probs: np.ndarray,
+        threshold: float | None = None,
+        top_n: int | None = None,
+        overrides: Mapping[int, bool] | None = None,
+    ) -> Explanation:
+        """Post-process one sample's cached probabilities. ``overrides`` forces explanations on (True) or off (False)."""
+        threshold = self.default_threshold if threshold is None else float(threshold)
+        top_n = self.default_top_n if top_n is None else int(top_n)
+        expl = np.asarray(explanation_probs, dtype=np.float64).copy()
+        overrides = dict(overrides or {})
+        for idx, on in overrides.items():
+            if not 0 <= idx < expl.size:
+                raise ValueError(f"explanation index {idx} is out of range (0 to {expl.size - 1})")
+            expl[idx] = 1.0 if on else 0.0
+        kept = postprocess.kept_explanations(expl, threshold, self.groups)
+        scores = postprocess.rank_scores(kept, self.class_explanations, self.ranking)
+        predicted = int(np.argmax(class_probs))
+        return Explanation(
+            class_names=self.class_names,
+            explanation_names=self.display_names,
+            class_probs=np.asarray(class_probs, dtype=np.float64),
+            explanation_probs=expl,
+            kept_scores=kept,
+            ranking_scores=scores,
+            verdict=postprocess.verdict(scores, predicted, top_n),
+            threshold=threshold,
+            top_n=top_n,
+            overrides=overrides,
+        )
