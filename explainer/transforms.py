@@ -1,0 +1,193 @@
+"""Image loading and the birds task's preprocessing, described by a JSON-serialisable dict.
+
+The dict (see `reference_preprocessing`) is stored next to the weights so that serving rebuilds exactly the
+transform the network was trained with (`build_transform(cfg, train=False)`).
+
+Two training recipes exist because the reference thesis's code and text disagree:
+- "code" (what produced the published numbers): Resize(256) of the SHORTER side, RandomRotation(45) always,
+  RandomResizedCrop(crop), RandomHorizontalFlip, ToTensor, Normalize. Test: Resize(256) shorter side, CenterCrop(crop).
+- "text": the LONGER side resized to 256, then padded to a 256x256 square (centred; the padding is the mean colour so
+  that it becomes 0 after normalisation), RandomRotation(45) with probability 0.5, plain RandomCrop(crop); no flip
+  (the text names none). Test: same resize and padding, CenterCrop(crop).
+Both use torchvision.transforms (v1) on PIL images, as the reference code did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
+
+from explainer.imageio import ImageError, open_image
+
+ImageLoadError = ImageError  # the error load_rgb raises; kept under this name for the data side
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+DEFAULT_MAX_PIXELS = 50_000_000
+TRAIN_VARIANTS = ("code", "text")
+REFERENCE_ROTATION_DEGREES = 45.0
+TEXT_ROTATION_PROBABILITY = 0.5
+_INTERPOLATIONS = {
+    "nearest": T.InterpolationMode.NEAREST,
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "lanczos": T.InterpolationMode.LANCZOS,
+}
+_CONFIG_KEYS = ("kind", "resize", "crop", "mean", "std", "interpolation", "train_variant")
+
+
+class TransformConfigError(ValueError):
+    """A preprocessing dict that `build_transform` cannot rebuild."""
+
+
+def load_rgb(path_or_file: str | Path | bytes | IO[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image as RGB with its EXIF orientation applied, refusing huge images before they are decoded.
+
+    Decoding is `explainer.imageio.open_image` (the pixel count is read from the header, so a decompression bomb is
+    rejected without being allocated); then transparent images are composited onto white and 16-bit greyscale is
+    scaled to 8 bits rather than clipped. Raises ImageLoadError (= imageio.ImageError, a ValueError).
+    """
+    return _to_rgb(open_image(path_or_file, max_pixels=max_pixels))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB without surprises (alpha onto white, 16-bit scaled rather than clipped)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 / 65535.0 if values.max(initial=0) > 255 else 1.0
+        image = Image.fromarray(np.clip(values * scale, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def reference_preprocessing(
+    size: int = 224,
+    resize: int = 256,
+    variant: str = "code",
+    mean: tuple[float, float, float] | list[float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] | list[float] = IMAGENET_STD,
+    interpolation: str = "bilinear",
+) -> dict[str, Any]:
+    """The reference birds preprocessing as a JSON-serialisable dict (store it with the weights).
+
+    Pass another mean/std when the backbone's pretrained weights expect them (timm's tf_efficientnet_lite0: 0.5).
+    """
+    config = {
+        "kind": "imagenet",
+        "resize": resize,
+        "crop": size,
+        "mean": [float(value) for value in mean],
+        "std": [float(value) for value in std],
+        "interpolation": interpolation,
+        "train_variant": variant,
+    }
+    validate_preprocessing(config)
+    return config
+
+
+def validate_preprocessing(cfg: dict[str, Any]) -> None:
+    """Raise TransformConfigError naming the first bad entry, so a corrupt weights file fails at load, not mid-serve."""
+    if not isinstance(cfg, dict):
+        raise TransformConfigError(f"preprocessing config must be a dict, got {type(cfg).__name__}")
+    unknown = sorted(set(cfg) - set(_CONFIG_KEYS))
+    missing = [key for key in _CONFIG_KEYS if key not in cfg]
+    if unknown or missing:
+        raise TransformConfigError(
+            f"preprocessing config keys: unknown {unknown}, missing {missing}; valid keys are {list(_CONFIG_KEYS)}"
+        )
+    if cfg["kind"] != "imagenet":
+        raise TransformConfigError(f"preprocessing kind {cfg['kind']!r} is not supported; valid: 'imagenet'")
+    for key in ("resize", "crop"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] <= 0:
+            raise TransformConfigError(f"preprocessing {key!r} must be a positive int, got {cfg[key]!r}")
+    if cfg["crop"] > cfg["resize"]:
+        raise TransformConfigError(f"preprocessing crop {cfg['crop']} must not exceed resize {cfg['resize']}")
+    for key in ("mean", "std"):
+        values = cfg[key]
+        if not isinstance(values, (list, tuple)) or len(values) != 3 or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) for value in values
+        ):
+            raise TransformConfigError(f"preprocessing {key!r} must be 3 numbers (R, G, B), got {values!r}")
+    if any(value <= 0 for value in cfg["std"]):
+        raise TransformConfigError(f"preprocessing 'std' must be positive, got {cfg['std']!r}")
+    if cfg["interpolation"] not in _INTERPOLATIONS:
+        raise TransformConfigError(
+            f"preprocessing interpolation {cfg['interpolation']!r} is not valid; valid: {list(_INTERPOLATIONS)}"
+        )
+    if cfg["train_variant"] not in TRAIN_VARIANTS:
+        raise TransformConfigError(
+            f"preprocessing train_variant {cfg['train_variant']!r} is not valid; valid: {list(TRAIN_VARIANTS)}"
+        )
+
+
+class ResizeLongerSide:
+    """Resize so that the longer side equals `size`, keeping the aspect ratio (the thesis text's resize)."""
+
+    def __init__(self, size: int, interpolation: T.InterpolationMode = T.InterpolationMode.BILINEAR) -> None:
+        self.size = size
+        self.interpolation = interpolation
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        scale = self.size / max(width, height)
+        new_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        return TF.resize(image, list(new_size), interpolation=self.interpolation, antialias=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, interpolation={self.interpolation.value})"
+
+
+class PadToSquare:
+    """Pad (centred) to a `size` x `size` square with a constant colour, so a crop of up to `size` always fits."""
+
+    def __init__(self, size: int, fill: tuple[int, int, int]) -> None:
+        self.size = size
+        self.fill = fill
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        pad_width, pad_height = max(0, self.size - width), max(0, self.size - height)
+        if pad_width == 0 and pad_height == 0:
+            return image
+        left, top = pad_width // 2, pad_height // 2
+        return TF.pad(image, [left, top, pad_width - left, pad_height - top], fill=self.fill)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, fill={self.fill})"
+
+
+def build_transform(cfg: dict[str, Any], train: bool) -> Callable[[Image.Image], torch.Tensor]:
+    """Rebuild the train or test transform (PIL RGB image -> normalised float tensor 3 x crop x crop) from its dict."""
+    validate_preprocessing(cfg)
+    interpolation = _INTERPOLATIONS[cfg["interpolation"]]
+    resize, crop = cfg["resize"], cfg["crop"]
+    finish = [T.ToTensor(), T.Normalize(mean=list(cfg["mean"]), std=list(cfg["std"]))]
+    if cfg["train_variant"] == "code":
+        if not train:
+            return T.Compose([T.Resize(resize, interpolation=interpolation), T.CenterCrop(crop), *finish])
+        return T.Compose(
+            [
+                T.Resize(resize, interpolation=interpolation),
+                T.RandomRotation(REFERENCE_ROTATION_DEGREES),
+                T.RandomResizedCrop(crop, interpolation=interpolation),
+                T.RandomHorizontalFlip(),
+                *finish,
+            ]
+        )
+    mean_colour = tuple(int(round(255 * value)) for value in cfg["mean"])
+    square = [ResizeLongerSide(resize, interpolation), PadToSquare(resize, mean_colour)]
+    if not train:
+        return T.Compose([*square, T.CenterCrop(crop), *finish])
+    rotation = T.RandomApply([T.RandomRotation(REFERENCE_ROTATION_DEGREES)], p=TEXT_ROTATION_PROBABILITY)
+    return T.Compose([*square, rotation, T.RandomCrop(crop), *finish])
