@@ -246,8 +246,9 @@ class TimmMirror(nn.Module):
                 break
             tail.append((name, mod))
         self.net = net
-        self._segments = [nn.Sequential(*[m for _, m in seg]) for seg in segments]  # views, not registered twice
-        self._tail = nn.Sequential(*[m for _, m in tail])
+        # Plain lists of views into self.net: registering them would store every tensor twice in the state dict.
+        self._segments = [nn.Sequential(*[m for _, m in seg]) for seg in segments]
+        self._tail = [m for _, m in tail]
         self.stage_channels = [f["num_chs"] for f in info]
         main_chs = [f["num_chs"] for f in feature_info]
         if main_chs != self.stage_channels:
@@ -277,13 +278,18 @@ class TimmMirror(nn.Module):
             y = x
             for seg in self._segments:
                 y = seg(y)
-            got = self.net.forward_head(self._tail(y))
+            got = self.net.forward_head(self._run_tail(y))
         except Exception as err:
             raise MirrorError(f"{model_name!r} cannot be run stage by stage: {err}") from err
         finally:
             self.net.train(was_training)
         if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
             raise MirrorError(f"{model_name!r}: running its stages one by one does not reproduce its forward")
+
+    def _run_tail(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self._tail:
+            x = module(x)
+        return x
 
     def forward(self, image: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(taps) != len(self._segments):
@@ -297,7 +303,7 @@ class TimmMirror(nn.Module):
         for j, i in enumerate(stages):
             x = self._segments[i](x)
             x = self.joins[j](x, taps[i]) if self.join == "concat" else x + taps[i]
-        return self.net.forward_head(self._tail(x))
+        return self.net.forward_head(self._run_tail(x))
 
 
 def create_timm_main(model_name: str, n_classes: int, **model_kwargs: Any) -> nn.Module:

@@ -109,7 +109,7 @@ def run_phase(
     step: StepFn,
     evaluate: EvalFn,
     epochs: int,
-    score_key: str,
+    score_key: str | None,
     config: dict[str, Any] | None = None,
     progress: bool = True,
     is_main_process: bool = True,
@@ -118,7 +118,8 @@ def run_phase(
 
     ``train_batches(epoch)`` yields the epoch's batches; ``step(batch)`` returns (loss, batch size, extra sums) and
     the loop does backward + optimizer step; ``evaluate()`` returns validation metrics, of which ``score_key`` (higher
-    is better) picks the best checkpoint. ``config`` is stored in the checkpoint and must match on resume.
+    is better) picks the best checkpoint; ``score_key=None`` keeps the last epoch (no selection, e.g. when the only
+    held-out set is the test set). ``config`` is stored in the checkpoint and must match on resume.
     """
     from tqdm.auto import tqdm
 
@@ -172,10 +173,14 @@ def run_phase(
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - started, 3),
         }
-        improved = metrics[score_key] > best_score
+        score = float(epoch) if score_key is None else metrics[score_key]
+        improved = score > best_score
         if improved:
-            best_score, best_epoch, best_metrics = metrics[score_key], epoch, dict(metrics)
+            best_score, best_epoch, best_metrics = score, epoch, dict(metrics)
         if is_main_process:
+            # log first: a kill before the checkpoint leaves a line that resume drops; the reverse order lost lines
+            with log.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
             if improved:
                 save_checkpoint(best_path, {"model": net.state_dict(), "epoch": epoch, "metrics": metrics})
             save_checkpoint(
@@ -192,8 +197,6 @@ def run_phase(
                     "config": config,
                 },
             )
-            with log.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
             if progress:
                 shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float))
                 print(f"[{phase}] epoch {epoch}/{epochs} {shown}", flush=True)

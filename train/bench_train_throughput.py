@@ -1,0 +1,111 @@
+"""Training throughput of the pair step (main frozen, mirror training) against a main-only step, same run.
+
+    python train/bench_train_throughput.py --model resnet50 --batch-size 64 --img-size 224 --bf16 --channels-last
+
+Synthetic tensors (the data loader is not measured). Prints images/s of both steps and their ratio as JSON; the
+mirror roughly doubles the compute, so a ratio near 0.5 is the ideal (the frozen main network needs no backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explainer.models import build_pair  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--classes", type=int, default=200)
+    p.add_argument("--explanations", type=int, default=312)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    pair = build_pair(
+        {"family": "timm", "model_name": args.model, "n_classes": args.classes, "n_explanations": args.explanations,
+         "join": "add", "start": "stem"},
+        coupling="joint",
+    ).to(device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    pair.to(memory_format=fmt)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device).to(memory_format=fmt)
+    y = torch.randint(0, args.classes, (args.batch_size,), device=device)
+    t = (torch.rand(args.batch_size, args.explanations, device=device) > 0.9).float()
+
+    def time_steps(step) -> float:
+        for _ in range(args.warmup):
+            step()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        _sync(device)
+        return args.steps * args.batch_size / (time.perf_counter() - start)
+
+    pair.set_coupling("joint")
+    pair.main.train()
+    opt_main = torch.optim.SGD(pair.main.parameters(), lr=1e-4, momentum=0.9)
+
+    def main_step() -> None:
+        with autocast:
+            loss = F.cross_entropy(pair.main(x).float(), y)
+        opt_main.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_main.step()
+
+    main_ips = time_steps(main_step)
+
+    pair.set_coupling("frozen")
+    pair.mirror.train()
+    opt_mirror = torch.optim.SGD(pair.mirror.parameters(), lr=1e-4, momentum=0.9)
+
+    def pair_step() -> None:
+        with autocast:
+            with torch.no_grad():
+                _, taps = pair.forward_main(x)
+            loss = F.binary_cross_entropy_with_logits(pair.mirror(x, taps).float(), t)
+        opt_mirror.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_mirror.step()
+
+    pair_ips = time_steps(pair_step)
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "img_size": args.img_size,
+        "bf16": args.bf16,
+        "channels_last": args.channels_last,
+        "main_only_images_per_s": round(main_ips, 1),
+        "pair_images_per_s": round(pair_ips, 1),
+        "ratio_pair_over_main": round(pair_ips / main_ips, 3),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

