@@ -1,0 +1,269 @@
+"""One input normalisation for shape images, shared by the CLI, the app and training.
+
+Whatever arrives (a PIL image of any mode, or a numpy array of any common layout and depth, light-on-dark or
+dark-on-light, coloured ink, transparent background) becomes dark ink on a white background, cropped to the ink
+with a margin, padded to a square and resized. Training applies the same function to generated images, so the
+network sees the same framing in training and in serving: a small shape in a corner of a big canvas and the same
+shape filling a 64x64 image come out alike.
+
+How ink is found: the background colour is the median of the border pixels; each pixel's ink strength is its
+largest per-channel difference from that colour (so a red or blue stroke on white counts as fully as black, and
+white strokes on black are ink too). Strengths are stretched so that the strongest ink becomes black, but never by
+more than 1 / MIN_CONTRAST, so JPEG noise or a faint gradient on an empty canvas stays white.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from PIL import Image, ImageChops
+
+MIN_CONTRAST = 0.3  # differences from the background below this fraction of full range are never stretched to black
+INK_LEVEL = 128  # after stretching, pixels darker than this are ink (i.e. >= 0.15 of full range from the background)
+MIN_INK_PIXELS = 4  # fewer connected ink pixels than this (or MIN_INK_FRACTION of the image) is nothing to classify
+MIN_INK_FRACTION = 2e-5
+MAX_WORKING_SIDE = 1024  # larger inputs are reduced first (area average) so that normalising stays fast
+
+_MIN_CONTRAST_LEVEL = round(MIN_CONTRAST * 255)
+_SMALL_IMAGE_PIXELS = 256 * 256
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+class NothingToClassify(ValueError):
+    """The image has no ink: it is blank, uniform, or its only marks are a few specks of noise."""
+
+
+def _float_from_integers(values: np.ndarray) -> np.ndarray:
+    """Integers to [0, 1]: 8-bit and 16-bit ranges are recognised from the largest value, as PIL stores 16-bit PNGs
+    as mode "I" (int32) without saying how many bits were used (a 16-bit image whose values all stay <= 255 would be
+    almost black anyway)."""
+    highest = int(values.max()) if values.size else 0
+    full_scale = 255 if highest <= 255 else 65535 if highest <= 65535 else highest
+    return np.clip(values.astype(np.float32) / full_scale, 0.0, 1.0)
+
+
+def _float_from_floats(values: np.ndarray) -> np.ndarray:
+    """Floats to [0, 1]: values up to 1 are taken as [0, 1], up to 255 as 8-bit, else as 16-bit levels."""
+    values = values.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("the image contains NaN or infinite values; pass finite pixel values")
+    highest = float(values.max()) if values.size else 0.0
+    full_scale = 1.0 if highest <= 1.0 else 255.0 if highest <= 255.0 else 65535.0 if highest <= 65535.0 else highest
+    return np.clip(values / full_scale, 0.0, 1.0)
+
+
+def _flatten_alpha_pil(image: Image.Image) -> Image.Image:
+    """Composite an image with transparency onto white, as RGB."""
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+    white = Image.new("RGB", rgba.size, (255, 255, 255))
+    white.paste(rgba, (0, 0), rgba)  # the alpha channel as the paste mask: colour * alpha + white * (1 - alpha)
+    return white
+
+
+def _from_array(values: np.ndarray) -> Image.Image | np.ndarray:
+    """8-bit (or bool) arrays become PIL images (L, LA, RGB, RGBA); deeper or float ones float32 (H, W, C) in [0, 1]
+    with alpha flattened onto white."""
+    shape = values.shape
+    if values.ndim == 3 and shape[2] == 1:
+        values = values[:, :, 0]
+    if not (values.ndim == 2 or (values.ndim == 3 and values.shape[2] in (2, 3, 4))):
+        raise ValueError(
+            f"unsupported image array shape {shape}; use (H, W), (H, W, 1), (H, W, 2) grey+alpha, (H, W, 3) RGB "
+            "or (H, W, 4) RGBA"
+        )
+    if shape[0] == 0 or shape[1] == 0:
+        raise NothingToClassify(f"the image is empty (shape {shape}): there is nothing to classify")
+    if values.dtype == np.bool_:
+        values = values.astype(np.uint8) * 255
+    if values.dtype == np.uint8:
+        return Image.fromarray(np.ascontiguousarray(values))  # mode L, LA, RGB or RGBA from the shape
+    if np.issubdtype(values.dtype, np.integer):
+        unit = _float_from_integers(values)
+    elif np.issubdtype(values.dtype, np.floating):
+        unit = _float_from_floats(values)
+    else:
+        raise ValueError(f"unsupported pixel dtype {values.dtype}; use bool, an integer type or a float type")
+    if unit.ndim == 2:
+        unit = unit[:, :, None]
+    if unit.shape[2] in (2, 4):  # alpha onto white
+        alpha = unit[:, :, -1:]
+        unit = unit[:, :, :-1] * alpha + (1.0 - alpha)
+    return _reduce_large(unit)
+
+
+def _as_8bit_pil_or_float(image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+    """An 8-bit PIL image in mode L or RGB (alpha flattened onto white), or, for deeper or float pixels, a float32
+    (H, W, C) array in [0, 1] with C 1 or 3. Inputs larger than MAX_WORKING_SIDE are area-reduced."""
+    if isinstance(image, np.ndarray):
+        converted = _from_array(image)
+        if isinstance(converted, np.ndarray):
+            return converted
+        image = converted
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"expected a PIL.Image.Image or a numpy array, got {type(image).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise NothingToClassify(f"the image is empty ({image.width}x{image.height}): there is nothing to classify")
+    mode = image.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        unit = _float_from_floats(np.asarray(image)) if mode == "F" else _float_from_integers(np.asarray(image))
+        return _reduce_large(unit[:, :, None])
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        image = _flatten_alpha_pil(image)
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode not in ("L", "RGB"):
+        image = image.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV, ...
+    factor = math.ceil(max(image.size) / MAX_WORKING_SIDE)
+    return image.reduce(factor) if factor > 1 else image  # area average, in C
+
+
+def _reduce_large(channels: np.ndarray) -> np.ndarray:
+    """Area-average by an integer factor so that the longer side is at most MAX_WORKING_SIDE."""
+    height, width = channels.shape[:2]
+    factor = math.ceil(max(height, width) / MAX_WORKING_SIDE)
+    if factor <= 1:
+        return channels
+    height, width = height // factor * factor, width // factor * factor
+    blocks = channels[:height, :width].reshape(height // factor, factor, width // factor, factor, -1)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _border_background(values: np.ndarray) -> np.ndarray:
+    """Median colour of the border pixels: the background, whatever the polarity."""
+    border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]]).reshape(-1, values.shape[2])
+    return np.median(border, axis=0)
+
+
+def _grey_from_8bit(image: Image.Image) -> np.ndarray:
+    """Per-channel distance from the background, the largest channel, then the stretch, all by lookup tables:
+    numpy for small images (no per-call setup), PIL for large ones (no strided channel copies)."""
+    width, height = image.size
+    channel_count = len(image.getbands())
+    if width * height <= _SMALL_IMAGE_PIXELS:
+        values = np.asarray(image).reshape(height, width, channel_count)
+        background = _border_background(values)
+        strength = _distance_array(round(background[0]))[values[:, :, 0]]
+        for channel in range(1, channel_count):
+            np.maximum(strength, _distance_array(round(background[channel]))[values[:, :, channel]], out=strength)
+        return _stretch_array(max(int(strength.max()), _MIN_CONTRAST_LEVEL))[strength]
+    strips = [image.crop(box) for box in ((0, 0, width, 1), (0, height - 1, width, height))]
+    strips += [image.crop(box) for box in ((0, 0, 1, height), (width - 1, 0, width, height))]
+    border = np.concatenate([np.asarray(strip).reshape(-1, channel_count) for strip in strips])
+    background = np.median(border, axis=0)
+    table = [entry for level in background.tolist() for entry in _distance_table(round(level))]
+    distances = image.point(table).split()  # one lookup for all channels, then the largest channel
+    strength = distances[0]
+    for distance in distances[1:]:
+        strength = ImageChops.lighter(strength, distance)
+    return np.asarray(strength.point(_stretch_table(max(strength.getextrema()[1], _MIN_CONTRAST_LEVEL))))
+
+
+@functools.lru_cache(maxsize=256)
+def _distance_array(background_level: int) -> np.ndarray:
+    return np.abs(np.arange(256) - background_level).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=256)
+def _stretch_array(contrast_level: int) -> np.ndarray:
+    return np.clip(np.round(255 - np.arange(256) * (255 / contrast_level)), 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=256)
+def _distance_table(background_level: int) -> list[int]:
+    return _distance_array(background_level).tolist()
+
+
+@functools.lru_cache(maxsize=256)
+def _stretch_table(contrast_level: int) -> list[int]:
+    return _stretch_array(contrast_level).tolist()
+
+
+def _grey_from_float(channels: np.ndarray) -> np.ndarray:
+    background = _border_background(channels)
+    strength = np.abs(channels[:, :, 0] - background[0])
+    for channel in range(1, channels.shape[2]):
+        np.maximum(strength, np.abs(channels[:, :, channel] - background[channel]), out=strength)
+    contrast = max(float(strength.max()), MIN_CONTRAST)
+    return np.clip(255.0 - strength * (255.0 / contrast) + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_grey_ink_on_white(image: Image.Image | np.ndarray) -> np.ndarray:
+    """uint8 (H, W) grey image with dark ink on a white background, from any PIL image or numpy image array.
+
+    Transparent areas count as white; the polarity comes from the border (light-on-dark input is inverted); coloured
+    ink counts by its distance from the background colour. Inputs larger than MAX_WORKING_SIDE are area-reduced.
+    """
+    converted = _as_8bit_pil_or_float(image)
+    if isinstance(converted, Image.Image):
+        return _grey_from_8bit(converted)
+    return _grey_from_float(converted)
+
+
+def _connected_ink(grey: np.ndarray) -> np.ndarray:
+    """Ink pixels with at least one ink neighbour (8-neighbourhood): isolated specks of noise are dropped."""
+    ink = grey < INK_LEVEL
+    height, width = ink.shape
+    padded = np.zeros((height + 2, width + 2), dtype=np.uint8)
+    padded[1:-1, 1:-1] = ink
+    rows = padded[:-2] + padded[1:-1] + padded[2:]  # 3x3 box sum, separably
+    box = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    return ink & (box >= 2)
+
+
+def _check_has_ink(ink: np.ndarray) -> None:
+    count = int(ink.sum())
+    needed = max(MIN_INK_PIXELS, math.ceil(MIN_INK_FRACTION * ink.size))
+    if count < needed:
+        raise NothingToClassify(
+            f"nothing to classify: the image is blank or uniform ({count} ink pixels, at least {needed} needed); "
+            "draw a shape first"
+        )
+
+
+def normalize_shape_image(
+    image: Image.Image | np.ndarray, size: int = 64, crop_to_content: bool = True, margin: float = 0.1
+) -> np.ndarray:
+    """uint8 (size, size) black ink on white, ready for the network; raises NothingToClassify without ink.
+
+    crop_to_content: crop to the ink's bounding box plus `margin` (fraction of its longer side, on every side),
+    centred on a white square, so every shape fills about 1 / (1 + 2 * margin) of the frame wherever and however
+    large it was drawn. Without it the whole image is padded to a square and resized. Reduction uses an area filter,
+    enlargement bilinear interpolation. If the result has no black (thin strokes on a big canvas fade when reduced),
+    it is stretched so that its darkest pixel is black.
+    """
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 8:
+        raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    if not 0.0 <= margin <= 1.0:
+        raise ValueError(f"margin must be a fraction between 0 and 1 of the shape's size, got {margin!r}")
+    grey = to_grey_ink_on_white(image)
+    ink = _connected_ink(grey)
+    _check_has_ink(ink)
+    height, width = grey.shape
+    if crop_to_content:
+        rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+        top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+        side = max(bottom - top, right - left) * (1 + 2 * margin)
+        centre_y, centre_x = (top + bottom) / 2, (left + right) / 2
+    else:
+        side = float(max(height, width))
+        centre_y, centre_x = height / 2, width / 2
+    left_edge, top_edge = centre_x - side / 2, centre_y - side / 2
+    # copy the square (plus one pixel for the interpolation) onto white: it may reach beyond the image
+    x0, y0 = math.floor(left_edge) - 1, math.floor(top_edge) - 1
+    x1, y1 = math.ceil(left_edge + side) + 1, math.ceil(top_edge + side) + 1
+    region = np.full((y1 - y0, x1 - x0), 255, dtype=np.uint8)
+    source_x0, source_y0, source_x1, source_y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    region[source_y0 - y0 : source_y1 - y0, source_x0 - x0 : source_x1 - x0] = grey[
+        source_y0:source_y1, source_x0:source_x1
+    ]
+    box = (left_edge - x0, top_edge - y0, left_edge - x0 + side, top_edge - y0 + side)
+    resample = Image.Resampling.BOX if side > size else Image.Resampling.BILINEAR
+    result = np.asarray(Image.fromarray(region).resize((size, size), resample, box=box))
+    darkest = int(result.min())
+    if darkest > 0:
+        if darkest >= 255:
+            raise NothingToClassify("nothing to classify: no ink is left after resizing; draw a larger shape")
+        result = (255 - (255 - result.astype(np.float32)) * (255.0 / (255 - darkest)) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(result, dtype=np.uint8)

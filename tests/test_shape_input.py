@@ -1,0 +1,211 @@
+"""Tests for the one input normalisation of shape images (CLI, app and training all use it)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from explainer.shape_input import NothingToClassify, normalize_shape_image, to_grey_ink_on_white
+from explainer.shapes import generate_shapes
+
+TRIANGLE = [(30, 20), (90, 35), (45, 80)]
+
+
+def _triangle(mode: str, size=(120, 100), background=255, ink=0) -> Image.Image:
+    image = Image.new(mode, size, background)
+    ImageDraw.Draw(image).polygon(TRIANGLE, fill=ink)
+    return image
+
+
+@pytest.fixture(scope="module")
+def expected() -> np.ndarray:
+    """The normalised plain black-on-white triangle every variant below must reproduce."""
+    return normalize_shape_image(_triangle("L"))
+
+
+def _close(result: np.ndarray, expected: np.ndarray, tolerance: int = 2) -> bool:
+    return result.shape == expected.shape and int(np.abs(result.astype(int) - expected.astype(int)).max()) <= tolerance
+
+
+def _ink_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    rows, columns = np.flatnonzero((image < 128).any(axis=1)), np.flatnonzero((image < 128).any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(columns[0]), int(columns[-1])
+
+
+def test_plain_triangle_is_cropped_centred_and_framed(expected):
+    assert expected.shape == (64, 64) and expected.dtype == np.uint8
+    assert expected.min() == 0 and expected.max() == 255
+    top, bottom, left, right = _ink_box(expected)
+    longest = max(bottom - top, right - left) + 1
+    assert abs(longest - 64 / 1.2) <= 2  # margin 0.1 on each side of the longer side
+    assert abs((top + bottom) / 2 - 31.5) <= 1.5 and abs((left + right) / 2 - 31.5) <= 1.5
+
+
+def test_rgba_with_transparent_background(expected):
+    image = _triangle("RGBA", background=(0, 0, 0, 0), ink=(0, 0, 0, 255))  # hidden colour black: naive grey fails
+    assert _close(normalize_shape_image(image), expected)
+    assert _close(normalize_shape_image(np.asarray(image)), expected)
+
+
+def test_grey_alpha_and_palette_with_transparency(expected):
+    assert _close(normalize_shape_image(_triangle("LA", background=(0, 0), ink=(0, 255))), expected)
+    palette_image = Image.new("P", (120, 100), 0)
+    palette_image.putpalette([0, 0, 0, 0, 0, 0])  # index 0 and 1 both black ...
+    palette_image.info["transparency"] = 0  # ... but index 0 is transparent
+    ImageDraw.Draw(palette_image).polygon(TRIANGLE, fill=1)
+    assert _close(normalize_shape_image(palette_image), expected)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        _triangle("L", background=0, ink=255),  # white on black
+        _triangle("RGB", background=(0, 0, 0), ink=(255, 255, 255)),
+        _triangle("RGB", background=(255, 255, 255), ink=(255, 0, 0)),  # red on white
+        _triangle("RGB", background=(255, 255, 255), ink=(0, 0, 255)),  # blue on white
+        _triangle("RGB", background=(255, 255, 255), ink=(255, 220, 0)),  # yellow: light, yet clearly ink
+        _triangle("RGB", background=(240, 235, 220), ink=(30, 30, 160)),  # blue pen on cream paper
+        _triangle("RGB").convert("P"),
+        _triangle("RGB").convert("CMYK"),
+        _triangle("L").convert("1"),
+    ],
+    ids=["white-on-black", "white-on-black-rgb", "red", "blue", "yellow", "paper", "palette", "cmyk", "1-bit"],
+)
+def test_modes_colours_and_polarity(image, expected):
+    assert _close(normalize_shape_image(image), expected)
+
+
+def test_sixteen_bit_and_float_inputs(expected):
+    sixteen = (np.asarray(_triangle("L")).astype(np.uint16) * 257).astype(np.uint16)
+    assert _close(normalize_shape_image(sixteen), expected)
+    assert _close(normalize_shape_image(Image.fromarray(sixteen)), expected)  # I;16
+    assert _close(normalize_shape_image(Image.fromarray(sixteen.astype(np.int32))), expected)  # I
+    assert _close(normalize_shape_image(Image.fromarray(sixteen.astype(np.float32) / 65535)), expected)  # F
+    rgb = np.asarray(_triangle("RGB"))
+    assert _close(normalize_shape_image(rgb.astype(np.float64) / 255), expected)
+    assert _close(normalize_shape_image(rgb.astype(np.float32)), expected)  # floats in 0..255
+    assert _close(normalize_shape_image(np.asarray(_triangle("L")) < 128), expected, tolerance=3)  # bool: True = ink
+
+
+def test_generated_images_pass_through_to_grey_unchanged():
+    images = generate_shapes(n_per_class=5, seed=0, style="mixed").images
+    for image in images:
+        assert np.array_equal(to_grey_ink_on_white(image), image)
+        assert np.array_equal(normalize_shape_image(image, crop_to_content=False), image)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((1, 1), dtype=np.uint8),
+        Image.new("L", (1, 1), 0),
+        Image.new("L", (300, 200), 255),
+        Image.new("RGB", (300, 200), (0, 0, 0)),
+        Image.new("L", (300, 200), 128),
+        Image.new("RGB", (300, 200), (200, 120, 40)),
+        Image.new("RGBA", (300, 200), (0, 0, 0, 0)),
+        np.full((50, 60, 3), 0.5),
+        np.tile(np.linspace(215, 255, 300).astype(np.uint8), (200, 1)),  # gentle shading only
+    ],
+    ids=["1x1-array", "1x1-pil", "white", "black", "grey", "orange", "transparent", "float-grey", "gradient"],
+)
+def test_blank_or_uniform_is_nothing_to_classify(image):
+    with pytest.raises(NothingToClassify, match="nothing to classify"):
+        normalize_shape_image(image)
+
+
+def test_jpeg_noise_and_specks_are_nothing_to_classify():
+    noise = np.random.default_rng(0).normal(0, 6, (300, 300, 3))
+    noisy = np.clip(235 + noise, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, "JPEG", quality=60)
+    with pytest.raises(NothingToClassify):
+        normalize_shape_image(Image.open(io.BytesIO(buffer.getvalue())))
+    specks = np.full((200, 200), 255, dtype=np.uint8)
+    specks[[10, 50, 120, 180], [30, 170, 60, 100]] = 0  # isolated dead pixels, no shape
+    with pytest.raises(NothingToClassify):
+        normalize_shape_image(specks)
+    assert issubclass(NothingToClassify, ValueError)
+
+
+def test_shape_survives_jpeg_noise_and_specks(expected):
+    image = np.asarray(_triangle("RGB")).copy()
+    image[2, 117] = 0  # a speck far away must not stretch the crop
+    noisy = np.clip(image + np.random.default_rng(1).normal(0, 4, image.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, "JPEG", quality=70)
+    result = normalize_shape_image(Image.open(io.BytesIO(buffer.getvalue())))
+    assert max(abs(a - b) for a, b in zip(_ink_box(result), _ink_box(expected))) <= 1
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3, 2, 3), (2, 2, 4)])
+def test_tiny_images_do_not_crash(shape):
+    image = np.full(shape, 255, dtype=np.uint8)
+    image[0, 0] = 0
+    try:
+        result = normalize_shape_image(image)
+    except NothingToClassify:
+        return
+    assert result.shape == (64, 64) and result.dtype == np.uint8
+
+
+def test_small_shape_in_a_corner_of_a_big_canvas_frames_like_the_same_shape_drawn_large():
+    big_canvas = Image.new("L", (1600, 1200), 255)
+    ImageDraw.Draw(big_canvas).regular_polygon((70, 1120, 50), 4, rotation=20, fill=0)  # a 70 px square in a corner
+    large = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(large).regular_polygon((32, 32, 28), 4, rotation=20, fill=0)  # the same square filling 64x64
+    from_canvas, from_large = normalize_shape_image(big_canvas), normalize_shape_image(large)
+    ink_canvas, ink_large = from_canvas < 128, from_large < 128
+    overlap = (ink_canvas & ink_large).sum() / (ink_canvas | ink_large).sum()
+    assert overlap > 0.9
+    top, bottom, left, right = _ink_box(from_canvas)
+    assert abs((top + bottom) / 2 - 31.5) <= 1 and abs((left + right) / 2 - 31.5) <= 1
+
+
+def test_thin_strokes_on_a_big_canvas_stay_black():
+    canvas = Image.new("RGB", (800, 800), "white")
+    ImageDraw.Draw(canvas).ellipse((100, 150, 700, 650), outline=(20, 20, 20), width=3)
+    result = normalize_shape_image(canvas)
+    assert result.min() == 0
+    assert (result < 128).sum() > 100  # a visible ring, not a faint trace
+    assert result[32, 32] == 255  # still an outline: the middle is empty
+
+
+def test_large_input_is_reduced_and_framed():
+    canvas = Image.new("L", (5000, 4000), 255)
+    ImageDraw.Draw(canvas).rectangle((1000, 1000, 3000, 2000), fill=0)
+    result = normalize_shape_image(canvas)
+    top, bottom, left, right = _ink_box(result)
+    assert abs((right - left + 1) - 64 / 1.2) <= 2 and abs((bottom - top + 1) - 64 / 1.2 / 2) <= 2
+
+
+def test_without_crop_the_whole_image_is_padded_square_and_resized():
+    image = Image.new("L", (200, 100), 255)
+    ImageDraw.Draw(image).rectangle((0, 0, 49, 99), fill=0)  # the left quarter, full height
+    result = normalize_shape_image(image, size=32, crop_to_content=False)
+    assert result.shape == (32, 32)
+    top, bottom, left, right = _ink_box(result)
+    assert (top, bottom) == (8, 23) and (left, right) == (0, 7)
+
+
+def test_margin_sets_the_framing():
+    image = _triangle("L")
+    for margin in (0.0, 0.1, 0.25):
+        top, bottom, left, right = _ink_box(normalize_shape_image(image, size=100, margin=margin))
+        assert abs(max(bottom - top, right - left) + 1 - 100 / (1 + 2 * margin)) <= 2
+
+
+def test_bad_arguments_name_the_problem():
+    with pytest.raises(ValueError, match="expected a PIL.Image.Image or a numpy array"):
+        normalize_shape_image([[0, 255]])
+    with pytest.raises(ValueError, match="unsupported image array shape"):
+        normalize_shape_image(np.zeros((10, 10, 5), dtype=np.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        normalize_shape_image(np.full((10, 10), np.nan))
+    with pytest.raises(ValueError, match="size"):
+        normalize_shape_image(_triangle("L"), size=4)
+    with pytest.raises(ValueError, match="margin"):
+        normalize_shape_image(_triangle("L"), margin=-0.1)
