@@ -1,0 +1,717 @@
+"""Train the shapes pair (main CNN + mirror CNN) on the project's generated shapes and write a weights file.
+
+Two-step training like the reference: first the main network alone (categorical cross-entropy), then the main network
+frozen and the mirror trained on its activations (binary cross-entropy with logits). Both steps: Nadam lr 1e-3 with
+Keras's time decay ``lr / (1 + decay * iterations)``, ``decay = lr / epochs``, batch 64, the weights of the best
+validation epoch kept. ``--joint`` trains both in one phase instead (loss CE + w * BCE).
+
+The reference-faithful pair (the reference's exact networks, raw 64x64 frames, filled shapes, 250 epochs):
+
+    .venv/bin/python train/train_shapes.py --arch reference --style filled --epochs 250 \
+        --out runs/shapes-reference --output weights/shapes-reference.safetensors
+
+The shipped pair (wider networks, crop-to-content input, filled + hand-drawn looking shapes, augmentation, mirror
+also shown uniform-noise images labelled "no explanation"):
+
+    .venv/bin/python train/train_shapes.py --arch wide --style mixed --crop-to-content --augment \
+        --warm-start-mirror --mirror-noise-fraction 0.1 --epochs 40 \
+        --out runs/shapes-wide --output weights/shapes.safetensors
+
+A killed run resumes from its last completed epoch when rerun with the same options and ``--out``; per-epoch metrics
+go to ``<out>/metrics.jsonl``. The data (3,000 images per class by default) is regenerated from the seed each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explainer import evaluation  # noqa: E402
+from explainer.bundle import save_bundle  # noqa: E402
+from explainer.models import MirrorPair, build_pair, keras_parameter_count, reference_shapes_architecture  # noqa: E402
+from explainer.predictor import Explainer  # noqa: E402
+from explainer.shape_input import normalize_shape_image  # noqa: E402
+from explainer.shapes import (  # noqa: E402
+    CLASS_NAMES,
+    EXPLANATION_GROUPS,
+    EXPLANATION_NAMES,
+    STYLES,
+    class_explanation_prior,
+    generate_shapes,
+    split_stratified,
+)
+from explainer.training import run_phase, seed_everything  # noqa: E402
+
+IMAGE_SIZE = 64
+CROP_MARGIN = 0.1
+EVAL_BATCH = 1024
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _widths(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"widths {text!r} must be comma-separated integers, e.g. 16,32,64") from err
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"widths {text!r} must be positive integers, e.g. 16,32,64")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl (resumable)")
+    p.add_argument("--output", type=Path, required=True, help="weights file to write (.safetensors)")
+    data = p.add_argument_group("data")
+    data.add_argument("--n-per-class", type=int, default=3000)
+    data.add_argument("--seed", type=int, default=0, help="seeds the generator, the split, init and batch order")
+    data.add_argument("--style", choices=STYLES, default="filled")
+    data.add_argument("--val-fraction", type=float, default=0.5, help="stratified validation share (reference 50/50)")
+    data.add_argument(
+        "--crop-to-content",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop to the drawn shape before resizing (default: off for --arch reference, on otherwise)",
+    )
+    data.add_argument("--augment", action="store_true", help="random rotation/scale/shift and pixel noise")
+    data.add_argument(
+        "--mirror-noise-fraction",
+        type=float,
+        default=0.0,
+        help="add this share (of the training set) of uniform-noise images, labelled with no explanation, to the "
+        "mirror's training data only (the main network never sees them)",
+    )
+    data.add_argument(
+        "--mirror-ood-fraction",
+        type=float,
+        default=0.0,
+        help="add this share (of the training set) of out-of-distribution images from explainer.ood (stars, hearts, "
+        "letters, scribbles, ...; a seed no evaluation uses), labelled with no explanation, to the mirror's training "
+        "data only (outlier exposure: the mirror learns to stay silent outside the four shapes)",
+    )
+    data.add_argument(
+        "--mirror-ood-kinds",
+        default="all",
+        help="comma-separated explainer.ood kinds used by --mirror-ood-fraction (default all; hold some out to "
+        "measure how questioning generalises to kinds never shown)",
+    )
+    arch = p.add_argument_group("architecture")
+    arch.add_argument("--arch", choices=("reference", "wide"), default="reference")
+    arch.add_argument("--main-widths", type=_widths, default=None, help="wide: main block widths (default 16,32,64)")
+    arch.add_argument("--mirror-widths", type=_widths, default=None, help="wide: mirror widths (default: main's shifted by one, 32,64,64)")
+    arch.add_argument("--kernel", type=int, default=3, help="wide: kernel size (padding keeps resolutions)")
+    arch.add_argument("--join", choices=("concat", "add"), default="concat", help="wide: how the mirror joins")
+    train = p.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=250, help="epochs of each phase (reference 250)")
+    train.add_argument("--mirror-epochs", type=int, default=None, help="epochs of the mirror phase (default --epochs)")
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument(
+        "--schedule",
+        choices=("keras", "cosine"),
+        default="keras",
+        help="keras: the reference's lr / (1 + (lr / epochs) * iteration); cosine: from lr down to 0 over the phase",
+    )
+    train.add_argument(
+        "--mirror-select",
+        choices=("exact_match", "binary_accuracy"),
+        default="exact_match",
+        help="validation score that picks the best mirror epoch (the reference used Keras's binary accuracy)",
+    )
+    train.add_argument("--warm-start-mirror", action="store_true", help="copy main block weights into the mirror")
+    train.add_argument("--joint", action="store_true", help="one phase, both networks, loss CE + w * BCE")
+    train.add_argument("--joint-weight", type=float, default=1.0, help="w of --joint")
+    train.add_argument(
+        "--bn-momentum",
+        type=float,
+        default=0.01,
+        help="BatchNorm running-statistics momentum, PyTorch convention (default 0.01 = Keras's 0.99); short runs "
+        "need a larger one (0.1) or the statistics used for validation lag far behind the weights",
+    )
+    run = p.add_argument_group("running")
+    run.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    run.add_argument(
+        "--main-from",
+        type=Path,
+        default=None,
+        help="reuse the finished main phase of another run folder with the same main options (train another mirror)",
+    )
+    run.add_argument("--noise-eval", type=int, default=1000, help="uniform-noise images for the final check (0: none)")
+    run.add_argument("--latency-repeats", type=int, default=200, help="batch-1 CPU timing calls (0: no timing)")
+    args = p.parse_args(argv)
+    if args.crop_to_content is None:
+        args.crop_to_content = args.arch != "reference"
+    if args.mirror_epochs is None:
+        args.mirror_epochs = args.epochs
+    for name in ("n_per_class", "epochs", "mirror_epochs", "batch_size", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0.0 < args.val_fraction < 1.0:
+        p.error(f"--val-fraction must be strictly between 0 and 1, got {args.val_fraction}")
+    if not 0.0 <= args.mirror_noise_fraction <= 10.0:
+        p.error(f"--mirror-noise-fraction must be between 0 and 10, got {args.mirror_noise_fraction}")
+    if args.arch == "reference" and (args.main_widths or args.mirror_widths):
+        p.error("--main-widths/--mirror-widths apply to --arch wide only")
+    if args.kernel < 1 or args.kernel % 2 == 0:
+        p.error(f"--kernel must be an odd positive integer (padding kernel // 2 keeps resolutions), got {args.kernel}")
+    if args.joint and args.main_from is not None:
+        p.error("--main-from reuses a main phase; --joint has none")
+    if args.joint and args.mirror_noise_fraction > 0:
+        p.error("--mirror-noise-fraction needs the two-step training (the main network must never see the noise)")
+    return args
+
+
+def architecture_for(args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON architecture stored in the weights file."""
+    if args.arch == "reference":
+        return reference_shapes_architecture()
+    main_widths = args.main_widths or [16, 32, 64]
+    # mirror block i reads main block i's output and runs beside main block i + 1: give it that block's width
+    mirror_widths = args.mirror_widths or list(main_widths[1:]) + [main_widths[-1]]
+    pad = args.kernel // 2
+    return {
+        "family": "shapes",
+        "main": {
+            "n_classes": len(CLASS_NAMES),
+            "widths": main_widths,
+            "kernel": args.kernel,
+            "padding": pad,
+            "in_chans": 1,
+            "image_size": IMAGE_SIZE,
+        },
+        "mirror": {
+            "n_explanations": len(EXPLANATION_NAMES),
+            "widths": mirror_widths,
+            "kernel": args.kernel,
+            "padding": pad,
+            "join": args.join,
+        },
+    }
+
+
+RUN_ONLY = {"out", "output", "threads", "device", "no_progress", "noise_eval", "latency_repeats", "main_from"}
+MIRROR_ONLY = {
+    "mirror_widths", "join", "mirror_epochs", "mirror_select", "warm_start_mirror", "mirror_noise_fraction",
+    "mirror_ood_fraction", "mirror_ood_kinds",
+}
+
+
+def run_config(args: argparse.Namespace, phase: str = "mirror") -> dict[str, Any]:
+    """The options that change a phase's result (its checkpoints must match them to resume). The main phase ignores
+    the mirror's options, so that another mirror can be trained on the same main network (``--main-from``)."""
+    skip = RUN_ONLY | (MIRROR_ONLY if phase == "main" else set())
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items()) if k not in skip}
+
+
+def reuse_main(source: Path, out: Path) -> None:
+    """Start ``out`` from the finished main phase of run folder ``source``: its checkpoints and its log lines."""
+    last = source / "main.last.pt"
+    if not last.exists() or not (source / "main.best.pt").exists():
+        raise SystemExit(f"error: --main-from {source}: no finished main phase there (main.last.pt, main.best.pt)")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("main.last.pt", "main.best.pt"):
+        (out / name).write_bytes((source / name).read_bytes())
+    lines = [line for line in (source / "metrics.jsonl").read_text().splitlines() if '"phase": "main"' in line]
+    (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def to_tensor(images: np.ndarray, crop_to_content: bool) -> torch.Tensor:
+    """uint8 (N, H, W) black-on-white images -> float (N, 1, 64, 64) in [0, 1], exactly as Explainer.preprocess."""
+    out = np.empty((len(images), IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    for i, image in enumerate(images):
+        out[i] = normalize_shape_image(image, size=IMAGE_SIZE, crop_to_content=crop_to_content, margin=CROP_MARGIN)
+    out /= 255.0
+    return torch.from_numpy(out)[:, None]
+
+
+def uniform_noise_images(count: int, seed: int) -> np.ndarray:
+    """uint8 (count, 64, 64) images, every pixel uniform over the full 0..255 range."""
+    return np.random.default_rng(seed).integers(0, 256, size=(count, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+
+
+def load_data(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Generated images preprocessed once; training and validation tensors live on ``device`` (this data is tiny)."""
+    shapes = generate_shapes(args.n_per_class, seed=args.seed, size=IMAGE_SIZE, style=args.style)
+    train_idx, val_idx = split_stratified(shapes.labels, args.val_fraction, seed=args.seed)
+    images = to_tensor(shapes.images, args.crop_to_content)
+    labels = torch.from_numpy(shapes.labels)
+    expl = torch.from_numpy(shapes.explanations)
+    prior = class_explanation_prior(shapes.labels[train_idx], shapes.explanations[train_idx], len(CLASS_NAMES))
+    data = {
+        "x_train": images[train_idx].to(device),
+        "y_train": labels[train_idx].to(device),
+        "e_train": expl[train_idx].to(device),
+        "x_val": images[val_idx].to(device),
+        "y_val": labels[val_idx].to(device),
+        "e_val": expl[val_idx].to(device),
+        "raw_val": shapes.images[val_idx],
+        "prior": prior,
+    }
+    if args.mirror_noise_fraction > 0:
+        count = int(round(args.mirror_noise_fraction * len(train_idx)))
+        noise = to_tensor(uniform_noise_images(count, seed=10_000 + args.seed), args.crop_to_content)
+        data["x_noise"] = noise.to(device)
+    if args.mirror_ood_fraction > 0:
+        ood = ood_training_images(args, int(round(args.mirror_ood_fraction * len(train_idx))))
+        data["x_noise"] = torch.cat([data["x_noise"], ood.to(device)]) if "x_noise" in data else ood.to(device)
+        data["mirror_ood_images"] = int(ood.shape[0])
+    return data
+
+
+def ood_training_images(args: argparse.Namespace, count: int) -> torch.Tensor:
+    """Out-of-distribution images for the mirror, preprocessed like every input; blank ones are dropped."""
+    from explainer.ood import OOD_KINDS, generate_ood
+    from explainer.shape_input import NothingToClassify
+
+    kinds = OOD_KINDS if args.mirror_ood_kinds == "all" else tuple(k.strip() for k in args.mirror_ood_kinds.split(","))
+    unknown = [k for k in kinds if k not in OOD_KINDS]
+    if unknown:
+        raise SystemExit(f"--mirror-ood-kinds: {unknown} are not among {list(OOD_KINDS)}")
+    per_kind = -(-count // len(OOD_KINDS))
+    images, names = generate_ood(per_kind, seed=30_000 + args.seed, size=128)
+    out = []
+    for image, name in zip(images, names):
+        if name not in kinds:
+            continue
+        try:
+            out.append(normalize_shape_image(image, size=IMAGE_SIZE, crop_to_content=args.crop_to_content,
+                                             margin=CROP_MARGIN))
+        except NothingToClassify:
+            continue
+    return torch.from_numpy(np.stack(out).astype(np.float32) / 255.0)[:, None]
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Small label-preserving changes: rotation +-15 degrees, isotropic scale 0.85-1.15, shift +-4 px, pixel noise.
+
+    Isotropic only: a stretch would turn a square into a rectangle and break the "same size" explanation.
+    """
+    n, device = x.shape[0], x.device
+    angle = (torch.rand(n, generator=generator, device=device) * 2 - 1) * (15 * torch.pi / 180)
+    scale = 0.85 + torch.rand(n, generator=generator, device=device) * 0.30
+    shift = (torch.rand(n, 2, generator=generator, device=device) * 2 - 1) * (4 / (IMAGE_SIZE / 2))
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    ink = F.grid_sample(1.0 - x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    sigma = torch.rand(n, 1, 1, 1, generator=generator, device=device) * 0.05
+    noisy = 1.0 - ink + sigma * torch.randn(x.shape, generator=generator, device=device)
+    return noisy.clamp_(0.0, 1.0)
+
+
+def batches(
+    tensors: Sequence[torch.Tensor], batch_size: int, seed: int, augment: bool
+) -> Callable[[int], Iterator[tuple[int, list[torch.Tensor]]]]:
+    """Epoch -> shuffled batches (first tensor augmented) on the tensors' device; deterministic per (seed, epoch), so
+    a resumed run repeats exactly what the killed one would have done. Yields (iteration from the phase start, tensors).
+    """
+    n, device = tensors[0].shape[0], tensors[0].device
+    per_epoch = (n + batch_size - 1) // batch_size
+
+    def epoch_batches(epoch: int) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).to(device)
+        pixels = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch + 50_000)
+        for b in range(per_epoch):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            items = [t[idx] for t in tensors]
+            if augment:
+                items[0] = augment_batch(items[0], pixels)
+            yield (epoch - 1) * per_epoch + b, items
+
+    return epoch_batches
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def nadam(params: Sequence[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Keras's Nadam: momentum schedule decay 0.004 (torch's momentum_decay), epsilon 1e-7."""
+    return torch.optim.NAdam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7, momentum_decay=4e-3)
+
+
+def scheduled_lr(schedule: str, lr: float, epochs: int, per_epoch: int, iteration: int) -> float:
+    """The learning rate of batch ``iteration`` (from 0). "keras": the reference's ``decay = lr / epochs`` time decay,
+    lr / (1 + decay * iteration), which barely decays (to ~0.9 lr); "cosine": half a cosine from lr to 0."""
+    if schedule == "keras":
+        return lr / (1.0 + (lr / epochs) * iteration)
+    if schedule == "cosine":
+        return 0.5 * lr * (1.0 + math.cos(math.pi * min(iteration / max(epochs * per_epoch, 1), 1.0)))
+    raise ValueError(f"schedule {schedule!r} is not one of ('keras', 'cosine')")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, value: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = value
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size
+
+
+@torch.no_grad()
+def predict_logits(model: Callable, x: torch.Tensor, device: torch.device) -> Any:
+    outputs = [model(x[i : i + EVAL_BATCH].to(device)) for i in range(0, x.shape[0], EVAL_BATCH)]
+    if isinstance(outputs[0], tuple):
+        return tuple(torch.cat([o[k] for o in outputs]) for k in range(len(outputs[0])))
+    return torch.cat(outputs)
+
+
+def explanation_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    preds = logits >= 0  # sigmoid >= 0.5
+    right = preds == targets.bool()
+    return {
+        "val_expl_loss": float(F.binary_cross_entropy_with_logits(logits, targets)),
+        "val_binary_accuracy": float(right.float().mean()),
+        "val_exact_match": float(right.all(dim=1).float().mean()),
+    }
+
+
+def warm_start_mirror(pair: MirrorPair) -> list[str]:
+    """Copy main block i+1 into mirror block i (the mirror block that reads main block i's output), where shapes allow.
+
+    The copied part maps the main activation the mirror block reads to the first output channels: for "concat" the
+    input channels of the main tap (after the mirror's own channels), for "add" (and block 0) all input channels.
+    Returns the names of what was copied.
+    """
+    main_blocks, mirror_blocks = pair.main.blocks, pair.mirror.blocks
+    copied = []
+    with torch.no_grad():
+        for i, mirror_block in enumerate(mirror_blocks):
+            if i + 1 >= len(main_blocks):
+                break
+            src_conv, dst_conv = main_blocks[i + 1][0], mirror_block[0]
+            if src_conv.kernel_size != dst_conv.kernel_size:
+                continue
+            out_chs = min(src_conv.out_channels, dst_conv.out_channels)
+            if pair.mirror.join == "concat" and i > 0:
+                offset = dst_conv.in_channels - src_conv.in_channels  # the main tap's channels follow the mirror's
+            else:
+                offset = 0
+            if offset < 0 or dst_conv.in_channels - offset != src_conv.in_channels:
+                continue
+            dst_conv.weight[:out_chs, offset : offset + src_conv.in_channels] = src_conv.weight[:out_chs]
+            dst_conv.bias[:out_chs] = src_conv.bias[:out_chs]
+            src_bn, dst_bn = main_blocks[i + 1][2], mirror_block[2]
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(dst_bn, name)[:out_chs] = getattr(src_bn, name)[:out_chs]
+            copied.append(f"mirror.blocks.{i} <- main.blocks.{i + 1} ({out_chs} channels)")
+    return copied
+
+
+def train_main(args: argparse.Namespace, pair: MirrorPair, data: dict[str, Any], device: torch.device) -> Any:
+    main = pair.main
+    optimizer = nadam(list(main.parameters()), args.lr)
+    per_epoch = steps_per_epoch(len(data["y_train"]), args.batch_size)
+
+    def step(batch: tuple[int, list[torch.Tensor]]) -> tuple[torch.Tensor, int, dict[str, float]]:
+        iteration, (x, y) = batch
+        set_lr(optimizer, scheduled_lr(args.schedule, args.lr, args.epochs, per_epoch, iteration))
+        logits = main(x)
+        return F.cross_entropy(logits, y), x.shape[0], {"accuracy": float((logits.argmax(1) == y).sum())}
+
+    def evaluate() -> dict[str, float]:
+        logits = predict_logits(main, data["x_val"], device)
+        y = data["y_val"]
+        return {"val_loss": float(F.cross_entropy(logits, y)), "val_accuracy": float((logits.argmax(1) == y).float().mean())}
+
+    return run_phase(
+        "main",
+        args.out,
+        main,
+        optimizer,
+        None,
+        batches([data["x_train"], data["y_train"]], args.batch_size, args.seed, args.augment),
+        step,
+        evaluate,
+        args.epochs,
+        "val_accuracy",
+        config=run_config(args, "main"),
+        progress=not args.no_progress,
+    )
+
+
+def mirror_training_set(data: dict[str, Any]) -> list[torch.Tensor]:
+    x, e = data["x_train"], data["e_train"]
+    if "x_noise" in data:
+        noise = data["x_noise"]
+        x = torch.cat([x, noise])
+        e = torch.cat([e, torch.zeros(noise.shape[0], e.shape[1], device=e.device)])
+    return [x, e]
+
+
+def train_mirror(args: argparse.Namespace, pair: MirrorPair, data: dict[str, Any], device: torch.device) -> Any:
+    pair.set_coupling("frozen")
+    optimizer = nadam(list(pair.mirror.parameters()), args.lr)
+    training_set = mirror_training_set(data)
+    per_epoch = steps_per_epoch(len(training_set[0]), args.batch_size)
+
+    def step(batch: tuple[int, list[torch.Tensor]]) -> tuple[torch.Tensor, int, dict[str, float]]:
+        iteration, (x, e) = batch
+        set_lr(optimizer, scheduled_lr(args.schedule, args.lr, args.mirror_epochs, per_epoch, iteration))
+        _, expl_logits = pair(x)
+        return F.binary_cross_entropy_with_logits(expl_logits, e), x.shape[0], {}
+
+    def evaluate() -> dict[str, float]:
+        _, expl_logits = predict_logits(pair, data["x_val"], device)
+        return explanation_scores(expl_logits, data["e_val"])
+
+    return run_phase(
+        "mirror",
+        args.out,
+        pair,
+        optimizer,
+        None,
+        batches(training_set, args.batch_size, args.seed + 1, args.augment),
+        step,
+        evaluate,
+        args.mirror_epochs,
+        f"val_{args.mirror_select}",
+        config=run_config(args),
+        progress=not args.no_progress,
+    )
+
+
+def train_joint(args: argparse.Namespace, pair: MirrorPair, data: dict[str, Any], device: torch.device) -> Any:
+    pair.set_coupling("joint")
+    optimizer = nadam(list(pair.parameters()), args.lr)
+    per_epoch = steps_per_epoch(len(data["y_train"]), args.batch_size)
+
+    def step(batch: tuple[int, list[torch.Tensor]]) -> tuple[torch.Tensor, int, dict[str, float]]:
+        iteration, (x, y, e) = batch
+        set_lr(optimizer, scheduled_lr(args.schedule, args.lr, args.epochs, per_epoch, iteration))
+        logits, expl_logits = pair(x)
+        loss = F.cross_entropy(logits, y) + args.joint_weight * F.binary_cross_entropy_with_logits(expl_logits, e)
+        return loss, x.shape[0], {}
+
+    def evaluate() -> dict[str, float]:
+        logits, expl_logits = predict_logits(pair, data["x_val"], device)
+        scores = explanation_scores(expl_logits, data["e_val"])
+        accuracy = float((logits.argmax(1) == data["y_val"]).float().mean())
+        return {"val_accuracy": accuracy, **scores, "val_joint_score": (accuracy + scores["val_exact_match"]) / 2}
+
+    result = run_phase(
+        "joint",
+        args.out,
+        pair,
+        optimizer,
+        None,
+        batches([data["x_train"], data["y_train"], data["e_train"]], args.batch_size, args.seed, args.augment),
+        step,
+        evaluate,
+        args.epochs,
+        "val_joint_score",
+        config=run_config(args),
+        progress=not args.no_progress,
+    )
+    pair.set_coupling("frozen")
+    return result
+
+
+def infer_batched(explainer: Explainer, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Cached probabilities of preprocessed images, in batches that keep memory small."""
+    parts = [explainer.infer_tensors(x[i : i + EVAL_BATCH]) for i in range(0, x.shape[0], EVAL_BATCH)]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([e for _, e in parts])
+
+
+def phase_log(out: Path) -> dict[str, dict[str, Any]]:
+    """Per phase: epochs logged, seconds summed over all (resumed) sessions, seconds per epoch."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    summary: dict[str, dict[str, Any]] = {}
+    for phase in sorted({r["phase"] for r in rows}):
+        mine = [r for r in rows if r["phase"] == phase]
+        seconds = sum(r["seconds"] for r in mine)
+        summary[phase] = {
+            "epochs": len(mine),
+            "seconds": round(seconds, 1),
+            "seconds_per_epoch": round(seconds / max(len(mine), 1), 3),
+        }
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bundle
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def describe(args: argparse.Namespace, arch: dict[str, Any]) -> str:
+    look = {"filled": "black filled shapes", "outline": "hand-drawn looking outlines", "mixed": "filled and hand-drawn"}
+    main, mirror = arch["main"], arch["mirror"]
+    text = (
+        f"Classifies a 64x64 greyscale drawing as circle, triangle, square or rectangle (main CNN, widths "
+        f"{main['widths']}, kernel {main['kernel']}), and predicts five yes/no explanations (vertices, parallel "
+        f"edges, equal edges) from the main CNN's block activations with a mirror CNN (widths {mirror['widths']}, "
+        f"join {mirror['join']}). Trained on {args.n_per_class} generated images per class "
+        f"({look[args.style]}; half for validation), "
+    )
+    text += "both networks together." if args.joint else "main network first, then the mirror with the main frozen."
+    text += " Input is cropped to the drawing first." if args.crop_to_content else " Input is the raw frame, resized."
+    if args.mirror_noise_fraction > 0:
+        text += " The mirror also saw uniform-noise images labelled with no explanation."
+    if args.mirror_ood_fraction > 0:
+        text += (
+            f" The mirror also saw out-of-distribution drawings ({args.mirror_ood_kinds} kinds of explainer.ood) "
+            "labelled with no explanation."
+        )
+    return text
+
+
+def summary_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    expl = result["explanations"]
+    verdict = result["verdict"]
+    return {
+        "n": result["n"],
+        "main_accuracy": result["accuracy"],
+        "explanation_binary_accuracy": expl["per_explanation_accuracy"],
+        "explanation_exact_match": expl["exact_match"],
+        "explanation_macro_f1": expl["macro_f1"],
+        "explanation_per_explanation": expl["per_explanation"],
+        "misclassified": result["n_misclassified"],
+        "questioned_share_correct": verdict["questioned_share_correct"],
+        "questioned_share_misclassified": verdict["questioned_share_misclassified"],
+        "cases_all": verdict["cases_all"],
+        "error_detection_auroc": {k: v["auroc"] for k, v in result["error_detection"].items()},
+        "confusion_matrix": result["confusion_matrix"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    started = time.time()
+    seed_everything(args.seed)
+    arch = architecture_for(args)
+    pair = build_pair(arch, coupling="joint")
+    for module in pair.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = args.bn_momentum
+    pair = pair.to(device)
+    generated = time.perf_counter()
+    data = load_data(args, device)
+    data_seconds = time.perf_counter() - generated
+    print(
+        f"data: {len(data['y_train'])} training, {len(data['y_val'])} validation images ({data_seconds:.1f} s); "
+        f"main {keras_parameter_count(pair.main)} / mirror {keras_parameter_count(pair.mirror)} parameters "
+        "(Keras count)",
+        flush=True,
+    )
+    results: dict[str, Any] = {}
+    warm: list[str] = []
+    if args.joint:
+        results["joint"] = train_joint(args, pair, data, device)
+    else:
+        if args.main_from is not None and not (args.out / "main.last.pt").exists():
+            reuse_main(args.main_from, args.out)
+        results["main"] = train_main(args, pair, data, device)
+        pair.set_coupling("frozen")
+        if args.warm_start_mirror and not (args.out / "mirror.last.pt").exists():
+            warm = warm_start_mirror(pair)
+        results["mirror"] = train_mirror(args, pair, data, device)
+    pair = pair.eval()
+
+    preprocessing = {"kind": "shapes", "size": IMAGE_SIZE, "crop_to_content": bool(args.crop_to_content), "margin": CROP_MARGIN}
+    meta: dict[str, Any] = {
+        "task": "shapes",
+        "architecture": arch,
+        "class_names": list(CLASS_NAMES),
+        "explanation_names": list(EXPLANATION_NAMES),
+        "explanation_groups": [list(g) for g in EXPLANATION_GROUPS],
+        "class_explanations": np.round(data["prior"].astype(np.float64), 6).tolist(),
+        "ranking": "normalized",
+        "preprocessing": preprocessing,
+        "defaults": {"threshold": 0.5, "top_n": 1},
+    }
+    explainer = Explainer(pair, {**meta, "format_version": 1}, device)
+    class_probs, expl_probs = infer_batched(explainer, data["x_val"])
+    validation = evaluation.evaluate_predictions(
+        explainer, class_probs, expl_probs, data["y_val"].cpu().numpy(), data["e_val"].cpu().numpy()
+    )
+    noise_result: dict[str, Any] = {"n": 0, "share": None, "cases": {}, "predicted_counts": {}}
+    if args.noise_eval > 0:
+        noise = uniform_noise_images(args.noise_eval, seed=20_000 + args.seed)  # never the training noise's seed
+        noise_probs, noise_expl = explainer.infer(list(noise))
+        noise_result = evaluation.questioned_share(explainer, noise_probs, noise_expl)
+    pair = pair.cpu()
+    latency: dict[str, Any] = {}
+    if args.latency_repeats > 0:
+        torch.set_num_threads(2)  # the budget is stated for 2 CPU threads, whatever --threads trained with
+        cpu_explainer = Explainer(pair, {**meta, "format_version": 1}, "cpu")
+        latency = evaluation.measure_latency(cpu_explainer, list(data["raw_val"][:50]), repeats=args.latency_repeats)
+    log = phase_log(args.out)
+    training = {
+        **run_config(args),
+        "data": {
+            "generator": "explainer.shapes.generate_shapes",
+            "n_per_class": args.n_per_class,
+            "seed": args.seed,
+            "style": args.style,
+            "size": IMAGE_SIZE,
+            "split": "explainer.shapes.split_stratified",
+            "val_fraction": args.val_fraction,
+            "split_seed": args.seed,
+            "mirror_noise_images": int(data["x_noise"].shape[0]) if "x_noise" in data else 0,
+            "mirror_noise_seed": 10_000 + args.seed if "x_noise" in data else None,
+        },
+        "optimizer": "Nadam (Keras settings: eps 1e-7, momentum decay 0.004), per-batch learning rate "
+        + ("lr / (1 + (lr / epochs) * iteration)" if args.schedule == "keras" else "0.5 lr (1 + cos(pi t / T))"),
+        "selection": {
+            "main": "best validation accuracy",
+            "mirror": f"best validation {args.mirror_select}",
+            "joint": "best mean of validation accuracy and explanation exact match",
+        },
+        "phases": {
+            name: {"best_epoch": r.best_epoch, "best_score": r.best_score, **log.get(name, {})}
+            for name, r in results.items()
+        },
+        "warm_start": warm,
+        "main_from": str(args.main_from) if args.main_from is not None else None,
+        "parameters_keras": {"main": keras_parameter_count(pair.main), "mirror": keras_parameter_count(pair.mirror)},
+        "data_seconds": round(data_seconds, 1),
+        "wall_seconds_last_session": round(time.time() - started, 1),
+        "torch": torch.__version__,
+    }
+    meta.update(
+        {
+            "training": training,
+            "metrics": {
+                "validation": summary_metrics(validation),
+                "uniform_noise": {k: noise_result[k] for k in ("n", "share", "cases", "predicted_counts")},
+                "latency": latency,
+            },
+            "description": describe(args, arch),
+        }
+    )
+    save_bundle(args.output, pair, meta)
+    report = {"validation": summary_metrics(validation), "uniform_noise_questioned": noise_result["share"],
+              "latency": latency, "phases": training["phases"], "output": str(args.output)}
+    print(json.dumps(report, indent=1), flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main()
