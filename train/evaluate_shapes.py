@@ -37,6 +37,7 @@ from explainer.shapes import generate_shapes, split_stratified  # noqa: E402
 
 _FILE_NAME = re.compile(r"^(?P<index>[^_]+)((?:_EX\d+)*)\.png$", re.IGNORECASE)
 _EXPLANATION_TAG = re.compile(r"_EX(\d+)", re.IGNORECASE)
+FRESH_SEED = 777_777  # no training run uses it
 NOISE_SEED = 20_260_101  # not the training script's noise seeds (10_000 + seed, 20_000 + seed)
 BLOB_SEED = 20_260_102
 
@@ -113,7 +114,12 @@ def load_generated(explainer: Explainer) -> tuple[list[Any], np.ndarray, np.ndar
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--data", required=True, help="'generated' (the training validation split) or a folder")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="'generated' (the training validation split), 'fresh:STYLE' (1,500 new images per class of STYLE "
+        "from a seed no training run uses) or a folder",
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, results.json and plots")
     p.add_argument("--threshold", type=float, default=None, help="explanation threshold (default: the model's)")
     p.add_argument("--top-n", type=int, default=None, help="top N classes by explanations (default: the model's)")
@@ -133,7 +139,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"error: {args.weights} is a {explainer.task!r} model, not a shapes model")
     started = time.perf_counter()
     notes = []
-    if args.data == "generated":
+    if args.data.startswith("fresh:"):
+        style = args.data.split(":", 1)[1]
+        shapes = generate_shapes(1500, seed=FRESH_SEED, style=style)
+        images, labels, targets = list(shapes.images), shapes.labels, shapes.explanations
+        set_name = f"fresh generated ({style}, seed {FRESH_SEED})"
+        notes = [f"{len(labels)} images from generate_shapes(1500, seed={FRESH_SEED}, style={style!r}), never trained on."]
+    elif args.data == "generated":
         images, labels, targets, described = load_generated(explainer)
         set_name = f"generated validation ({described['style']}, seed {described['seed']})"
         notes.append(
