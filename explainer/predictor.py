@@ -75,6 +75,8 @@ class Explanation:
         n = self.top_n
         top = "top class" if n == 1 else f"top {n} classes"
         case = self.verdict.case
+        if case == 1 and not np.any(self.ranking_scores > 0):
+            return f"Questioned: no kept explanation supports any class, so nothing backs '{pred}' (case 1)."
         if case == 1:
             return f"Questioned: none of the predicted explanations supports '{pred}' (case 1); they prefer '{pref}'."
         if case == 3:
@@ -130,13 +132,13 @@ class Explainer:
             )
             return torch.from_numpy(grey.astype(np.float32) / 255.0)[None]
         if kind == "imagenet":
-            from .transforms import build_transform
+            from .transforms import build_transform, to_rgb
 
             if self._transform is None:
                 self._transform = build_transform(self.preprocessing, train=False)
             if isinstance(image, np.ndarray):
                 image = Image.fromarray(image)
-            return self._transform(image.convert("RGB"))
+            return self._transform(to_rgb(image))  # alpha onto white, 16-bit scaled, CMYK/palette converted
         raise ValueError(f"preprocessing kind {kind!r} is not one of ('shapes', 'imagenet')")
 
     # -- networks ----------------------------------------------------------------------------------------------------

@@ -53,10 +53,10 @@ def load_rgb(path_or_file: str | Path | bytes | IO[bytes], max_pixels: int = DEF
     rejected without being allocated); then transparent images are composited onto white and 16-bit greyscale is
     scaled to 8 bits rather than clipped. Raises ImageLoadError (= imageio.ImageError, a ValueError).
     """
-    return _to_rgb(open_image(path_or_file, max_pixels=max_pixels))
+    return to_rgb(open_image(path_or_file, max_pixels=max_pixels))
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB without surprises (alpha onto white, 16-bit scaled rather than clipped)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         values = np.asarray(image, dtype=np.float64)

@@ -1,0 +1,276 @@
+"""The two model families, the weights file and the command line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from explainer.bundle import BundleError, load_bundle, read_bundle, save_bundle
+from explainer.models import (
+    MirrorError,
+    MirrorPair,
+    ShapesCNN,
+    ShapesMirror,
+    TimmMirror,
+    build_pair,
+    keras_parameter_count,
+    reference_shapes_architecture,
+)
+from explainer.predictor import Explainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shapes_meta(arch: dict | None = None) -> dict:
+    return {
+        "task": "shapes",
+        "architecture": arch or reference_shapes_architecture(),
+        "class_names": ["circle", "triangle", "square", "rectangle"],
+        "explanation_names": ["no vertices", "three vertices", "four vertices", "all opposite edges are parallel",
+                              "all edges have the same size"],
+        "explanation_groups": [[0, 1, 2]],
+        "class_explanations": [[1, 0, 0, 0, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0]],
+        "ranking": "normalized",
+        "preprocessing": {"kind": "shapes", "size": 64, "crop_to_content": True, "margin": 0.1},
+        "defaults": {"threshold": 0.5, "top_n": 1},
+    }
+
+
+def timm_arch(name: str, join: str = "add", classes: int = 5, expl: int = 7) -> dict:
+    return {"family": "timm", "model_name": name, "n_classes": classes, "n_explanations": expl, "join": join}
+
+
+# -- shapes family ----------------------------------------------------------------------------------------------------
+
+
+def test_reference_pair_parameter_counts_match_the_keras_tables():
+    pair = build_pair(reference_shapes_architecture())
+    assert keras_parameter_count(pair.main) == 1459
+    assert keras_parameter_count(pair.mirror) == 1073  # 243+12 + 387+12 + 387+12 + 20
+    assert [f["size"] for f in pair.main.feature_info] == [30, 13, 5]
+
+
+def test_reference_pair_output_shapes_and_head_contract():
+    pair = build_pair(reference_shapes_architecture()).eval()
+    x = torch.rand(3, 1, 64, 64)
+    logits, expl = pair(x)
+    assert logits.shape == (3, 4) and expl.shape == (3, 5)
+    final, taps = pair.main.forward_intermediates(x)
+    assert [t.shape[1:] for t in taps] == [(5, 30, 30), (5, 13, 13), (5, 5, 5)]
+    assert torch.allclose(pair.main.forward_head(final), pair.main(x))
+
+
+def test_shapes_add_join_needs_equal_widths():
+    main = ShapesCNN(widths=(8, 8, 8), kernel=3, padding=1)
+    mirror = ShapesMirror(main.feature_info, widths=(8, 8, 8), kernel=3, padding=1, join="add")
+    assert mirror(torch.rand(2, 1, 64, 64), main.forward_intermediates(torch.rand(2, 1, 64, 64))[1]).shape == (2, 5)
+    with pytest.raises(MirrorError, match="join 'add' needs"):
+        ShapesMirror(main.feature_info, widths=(4, 4, 4), kernel=3, padding=1, join="add")
+    with pytest.raises(ValueError, match="join 'sum'"):
+        ShapesMirror(main.feature_info, join="sum")
+
+
+def test_frozen_coupling_sends_no_gradient_to_the_main_network():
+    pair = build_pair(reference_shapes_architecture(), coupling="frozen")
+    pair.train()
+    assert not pair.main.training  # BatchNorm statistics stay fixed too
+    before = [b.clone() for b in pair.main.buffers()]
+    _, expl = pair(torch.rand(4, 1, 64, 64))
+    expl.sum().backward()
+    assert all(p.grad is None for p in pair.main.parameters())
+    assert all(p.grad is not None for p in pair.mirror.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, pair.main.buffers()))
+    pair.set_coupling("joint")
+    logits, expl = pair(torch.rand(4, 1, 64, 64))
+    (logits.sum() + expl.sum()).backward()
+    assert all(p.grad is not None for p in pair.main.parameters())
+
+
+# -- timm family ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, join",
+    [("resnet18", "add"), ("resnet18", "concat"), ("resnet50", "add"), ("tf_efficientnet_lite0", "add"),
+     ("tf_efficientnet_lite0", "concat")],
+)
+def test_timm_pairs_run_and_keep_the_head_contract(name, join):
+    pair = build_pair(timm_arch(name, join)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        logits, expl = pair(x)
+        final, taps = pair.main.forward_intermediates(x)
+        assert torch.allclose(pair.main.forward_head(final), pair.main(x), atol=1e-5)
+    assert logits.shape == (2, 5) and expl.shape == (2, 7)
+    channels = [f["num_chs"] for f in pair.main.feature_info]
+    assert [t.shape[1] for t in taps] == channels
+
+
+def test_timm_mirror_is_sized_from_feature_info_and_drops_its_unused_stem():
+    pair = build_pair(timm_arch("resnet18"))
+    assert pair.mirror.stage_channels == [64, 64, 128, 256, 512]
+    keys = pair.mirror.state_dict().keys()
+    assert not any(k.startswith("net.conv1.") for k in keys)  # start="stem": the mirror reads the main stem instead
+    assert len(keys) == len(set(keys))
+
+
+def test_timm_mirror_start_image_uses_its_own_stem():
+    pair = build_pair({**timm_arch("resnet18"), "start": "image"}).eval()
+    assert any(k.startswith("net.conv1.") for k in pair.mirror.state_dict())
+    assert pair(torch.rand(1, 3, 64, 64))[1].shape == (1, 7)
+
+
+def test_a_backbone_that_cannot_be_mirrored_gets_a_clear_error():
+    with pytest.raises(MirrorError, match="not a staged CNN"):
+        build_pair(timm_arch("vit_tiny_patch16_224"))
+    with pytest.raises(MirrorError, match="timm cannot build"):
+        build_pair(timm_arch("no_such_network"))
+    with pytest.raises(MirrorError, match="same architecture"):
+        TimmMirror("resnet18", [{"num_chs": 1}], 3)
+
+
+def test_timm_frozen_pair_leaves_main_untouched():
+    pair = build_pair(timm_arch("resnet18"), coupling="frozen").train()
+    _, expl = pair(torch.rand(2, 3, 64, 64))
+    expl.sum().backward()
+    assert all(p.grad is None for p in pair.main.parameters())
+    assert isinstance(pair, MirrorPair)
+
+
+# -- weights file -----------------------------------------------------------------------------------------------------
+
+
+def test_bundle_round_trip_rebuilds_the_same_pair(tmp_path):
+    pair = build_pair(reference_shapes_architecture()).eval()
+    path = tmp_path / "shapes.safetensors"
+    save_bundle(path, pair, {**shapes_meta(), "metrics": {"x": 1}})
+    loaded, meta = load_bundle(path)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(pair(x), loaded(x)):
+            assert torch.equal(a, b)
+    assert meta["metrics"] == {"x": 1} and meta["format_version"] == 1
+    assert path.stat().st_mode & 0o044  # readable by others, unlike mkstemp's default
+
+
+def test_half_storage_halves_the_file_and_stays_close(tmp_path):
+    pair = build_pair(timm_arch("resnet18")).eval()
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    meta = {**shapes_meta(), "architecture": timm_arch("resnet18"), "class_names": list("abcde"),
+            "explanation_names": list("abcdefg"), "explanation_groups": [], "class_explanations": np.eye(5, 7).tolist(),
+            "preprocessing": {"kind": "imagenet"}}
+    save_bundle(full, pair, meta)
+    save_bundle(half, pair, meta, half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = load_bundle(full)[0](x)[0], load_bundle(half)[0](x)[0]
+    assert torch.allclose(torch.softmax(a, 1), torch.softmax(b, 1), atol=1e-2)
+
+
+def test_bundle_errors_name_the_file_and_the_problem(tmp_path):
+    with pytest.raises(BundleError, match="no such weights file"):
+        read_bundle(tmp_path / "missing.safetensors")
+    pair = build_pair(reference_shapes_architecture())
+    good = tmp_path / "good.safetensors"
+    save_bundle(good, pair, shapes_meta())
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(BundleError, match="truncated.safetensors.*(truncated|corrupt)"):
+        read_bundle(truncated)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a weights file at all")
+    with pytest.raises(BundleError, match="garbage.safetensors"):
+        read_bundle(garbage)
+    wider = {**reference_shapes_architecture(), "main": {**reference_shapes_architecture()["main"], "widths": [6, 5, 5]}}
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_bundle(mismatched, pair, shapes_meta(wider))  # metadata says widths 6, tensors are width 5
+    with pytest.raises(BundleError, match=r"mismatched.safetensors: tensor main\.blocks\.0\..* has shape"):
+        load_bundle(mismatched)
+    with pytest.raises(BundleError, match="class_explanations must be 4 rows"):
+        save_bundle(tmp_path / "bad.safetensors", pair, {**shapes_meta(), "class_explanations": [[1, 0]]})
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_bundle_loading_never_unpickles(tmp_path):
+    """A pickle payload in the file is data, never code: loading fails cleanly instead of running it."""
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
+    with pytest.raises(BundleError):
+        load_bundle(evil)
+    assert not (tmp_path / "pwned").exists()
+
+
+# -- explainer and command line ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shapes_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "shapes.safetensors"
+    save_bundle(path, build_pair(reference_shapes_architecture()), shapes_meta())
+    return path
+
+
+def test_explainer_explain_and_interventions(shapes_weights):
+    explainer = Explainer.load(shapes_weights)
+    class_probs = np.array([0.1, 0.1, 0.2, 0.6])
+    result = explainer.explain(class_probs, np.array([0.2, 0.1, 0.3, 0.5, 0.6]))
+    assert result.predicted_class == "rectangle"
+    assert dict(result.ranking)["rectangle"] == pytest.approx(0.5)
+    assert (result.verdict.questioned, result.verdict.case, result.preferred_class) == (True, 3, "square")
+    assert "Questioned" in result.sentence() and "'square'" in result.sentence()
+    forced = explainer.explain(class_probs, np.array([0.2, 0.1, 0.3, 0.5, 0.6]), overrides={2: True, 4: False})
+    assert forced.kept_explanations == ["four vertices", "all opposite edges are parallel"]
+    assert (forced.verdict.questioned, forced.verdict.case) == (False, None)
+    assert "Consistent" in forced.sentence()
+    nothing = explainer.explain(class_probs, np.zeros(5))
+    assert nothing.verdict.case == 1 and "no kept explanation supports any class" in nothing.sentence()
+
+
+def _write_images(folder: Path) -> list[Path]:
+    square = np.full((120, 90), 255, np.uint8)
+    square[30:80, 20:70] = 0
+    paths = [folder / "square.png", folder / "rgba.png", folder / "broken.png", folder / "blank.png"]
+    Image.fromarray(square).save(paths[0])
+    rgba = np.zeros((50, 50, 4), np.uint8)
+    rgba[10:40, 10:40] = (0, 0, 255, 255)
+    Image.fromarray(rgba).save(paths[1])
+    paths[2].write_bytes(paths[0].read_bytes()[:60])
+    Image.new("L", (40, 40), 255).save(paths[3])
+    return paths
+
+
+def test_cli_prints_one_json_line_per_image_and_fails_on_bad_ones(shapes_weights, tmp_path):
+    paths = _write_images(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "explainer", "predict", "--weights", str(shapes_weights), "--top-n", "2",
+         *map(str, paths), str(tmp_path / "missing.png")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert run.returncode == 1, run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["image"] for r in rows] == [*map(str, paths), str(tmp_path / "missing.png")]
+    for row in rows[:2]:
+        assert set(row) >= {"image", "predicted_class", "class_probabilities", "explanation_probabilities",
+                            "kept_explanations", "explanation_ranking", "questioned", "case", "preferred_class"}
+        assert len(row["explanation_probabilities"]) == 5 and row["top_n"] == 2
+        assert sum(row["class_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert "truncated or corrupt" in rows[2]["error"]
+    assert "nothing" in rows[3]["error"].lower() or "blank" in rows[3]["error"].lower()
+    assert "no such file" in rows[4]["error"]
+
+
+def test_cli_all_good_exits_zero_and_bad_weights_exit_two(shapes_weights, tmp_path):
+    paths = _write_images(tmp_path)[:2]
+    ok = subprocess.run([sys.executable, "-m", "explainer", "predict", "--weights", str(shapes_weights),
+                         *map(str, paths)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 2
+    bad = subprocess.run([sys.executable, "-m", "explainer", "predict", "--weights", str(tmp_path / "none.st"),
+                          str(paths[0])], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "no such weights file" in bad.stderr
