@@ -1,0 +1,185 @@
+"""The web app: draw or upload a shape, or upload a bird photo, and see what the network predicts, which
+human-understandable explanations a second network reads from its activations, and whether the two agree.
+
+Run: ``python app.py`` (then open http://127.0.0.1:7860). Weights come from ``weights/shapes.safetensors`` and
+``weights/birds.safetensors``, or from the environment variables ``EXPLAINER_SHAPES_WEIGHTS`` /
+``EXPLAINER_BIRDS_WEIGHTS`` (a local path, or a Hugging Face Hub file ``user/repo/file.safetensors``, fetched only
+when a variable names one). A task without weights shows how to get them. All behaviour lives in
+``explainer/app_logic.py``; this file only lays out the page.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from explainer import app_logic
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _hub_download(repo_id: str, filename: str) -> str:
+    """Fetch a weights file from the Hugging Face Hub (only called when an env var names a Hub file)."""
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo_id=repo_id, filename=filename)
+
+
+MODELS = app_logic.load_models(os.environ, ROOT / "weights", download=_hub_download)
+SHAPE_EXAMPLES = app_logic.write_shape_examples() if MODELS["shapes"].available else []
+
+SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+THEME = gr.themes.Default(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)  # no web font is fetched
+CSS = """
+.gradio-container {max-width: 1180px !important; margin: 0 auto !important;}
+#intro p {margin: 0.2em 0;}
+.badge {display: inline-block; padding: 0.2em 0.7em; border-radius: 999px; font-weight: 600; font-size: 1.1em;}
+.badge-consistent {background: #dcfce7; color: #166534;}
+.badge-questioned {background: #fef3c7; color: #92400e;}
+.network-input img {image-rendering: pixelated;}
+.gallery-item img, .example-image img {image-rendering: pixelated;}
+@media (max-width: 640px) {.gradio-container {padding: 6px !important;}}
+"""
+LAUNCH_OPTIONS = {"theme": THEME, "css": CSS, "max_file_size": "25mb", "footer_links": ["api", "settings"]}
+# Gradio's image editor starts with no tool selected; pick the brush once so that the first stroke draws.
+SELECT_BRUSH_JS = """
+() => {
+  let tries = 0;
+  const timer = setInterval(() => {
+    const brush = document.querySelector('#shapes-sketch button[aria-label="Brush"]');
+    if (brush) { brush.click(); }
+    if (brush || ++tries > 100) { clearInterval(timer); }
+  }, 100);
+}
+"""
+# One intra-op thread per network run and two runs at a time, one per core of a 2-vCPU Space: on this project's
+# 2-core machine under load, two threads per run made the birds pair 5x slower (median 441 ms against 80 ms) and the
+# shapes pair 80x slower (180 ms against 2.3 ms) than one; see train/bench_app.py. Others wait in the queue.
+torch.set_num_threads(1)
+NETWORK_CONCURRENCY = 2
+RENDER_CONCURRENCY = 4  # re-rendering from the cache is cheap numpy + JSON
+
+
+def _controls(app: app_logic.TaskApp) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Checkbox]:
+    """Threshold, top N and top k sliders, defaulting to the weights' metadata, and the raw-list switch."""
+    task = app.model.task
+    threshold = gr.Slider(0, 1, value=app.default_threshold, step=0.01, label="Explanation threshold",
+                          info="Explanations at or above it are kept.", elem_id=f"{task}-threshold")
+    top_n = gr.Slider(1, app.n_classes, value=app.default_top_n, step=1, precision=0, label="Top N",
+                      info="The prediction is consistent if its class is among the N best by explanations.",
+                      elem_id=f"{task}-top-n")
+    top_k = gr.Slider(1, app.top_k_max, value=app.default_top_k, step=1, precision=0, label="Bars per chart (top k)",
+                      elem_id=f"{task}-top-k")
+    show_raw = gr.Checkbox(False, label="Show the raw explanation list (before group cleaning)",
+                           elem_id=f"{task}-raw")
+    return threshold, top_n, top_k, show_raw
+
+
+def _interventions(app: app_logic.TaskApp) -> tuple[gr.components.Component, gr.components.Component]:
+    """CheckboxGroups for a handful of explanations, searchable multi-select dropdowns for hundreds."""
+    choices = app.explanation_choices
+    if len(choices) <= 20:
+        present = gr.CheckboxGroup(choices, type="index", label="Force present")
+        absent = gr.CheckboxGroup(choices, type="index", label="Force absent")
+    else:
+        present = gr.Dropdown(choices, type="index", multiselect=True, label="Force present", filterable=True)
+        absent = gr.Dropdown(choices, type="index", multiselect=True, label="Force absent", filterable=True)
+    return present, absent
+
+
+def _task_tab(model: app_logic.TaskModel, examples: list[Path]) -> None:
+    """One task's inputs, controls, results and events; or, without weights, how to get them."""
+    task = model.task
+    if not model.available:
+        gr.Markdown(app_logic.unavailable_markdown(model), elem_classes="unavailable")
+        return
+    app = app_logic.TaskApp(model)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=300):
+            sketch = None
+            if task == "shapes":
+                with gr.Tabs():
+                    with gr.Tab("Draw", id=f"{task}-draw"):
+                        sketch = gr.Sketchpad(
+                            type="filepath",
+                            image_mode="RGB",
+                            canvas_size=(512, 512),
+                            fixed_canvas=True,
+                            brush=gr.Brush(colors=["#000000"], default_size=6, color_mode="fixed"),
+                            layers=False,
+                            transforms=(),
+                            label="Draw one shape",
+                            height=440,
+                            elem_id=f"{task}-sketch",
+                        )
+                        sketch_button = gr.Button("Classify drawing", variant="primary", elem_id=f"{task}-classify")
+                    with gr.Tab("Upload", id=f"{task}-upload"):
+                        upload = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                          label="Image of a shape", elem_id=f"{task}-upload")
+            else:
+                upload = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
+                                  label="Photo of a bird", elem_id=f"{task}-upload")
+            network_input = gr.Image(label="Network input (what the network sees)", type="pil", interactive=False,
+                                     height=150, buttons=[], elem_classes="network-input")
+            if examples:
+                gr.Examples([[str(p)] for p in examples], inputs=[upload], examples_per_page=len(examples),
+                            label="Examples (drawn by the project's generator: filled, then hand-drawn); click one",
+                            api_name=f"{task}_load_example", elem_id=f"{task}-examples")
+            with gr.Accordion("Switch explanations on or off", open=False):
+                gr.Markdown("Force an explanation present or absent and watch the ranking and the verdict change.")
+                force_present, force_absent = _interventions(app)
+                reset = gr.Button("Clear interventions", size="sm")
+        with gr.Column(scale=7, min_width=320):
+            status = gr.Markdown(app.prompt, elem_classes="verdict", elem_id=f"{task}-status")
+            class_plot = gr.Plot(label="Main network: top classes", show_label=False, elem_id=f"{task}-classes")
+            explanation_plot = gr.Plot(label="Explanations", show_label=False, elem_id=f"{task}-explanations")
+            ranking_plot = gr.Plot(label="Classes ranked by the explanations", show_label=False,
+                                   elem_id=f"{task}-ranking")
+            with gr.Accordion("Controls", open=True):
+                threshold, top_n, top_k, show_raw = _controls(app)
+    with gr.Accordion("Result as JSON", open=False):
+        result = gr.JSON(label="Result", elem_id=f"{task}-json")
+    with gr.Accordion("About this model", open=False):
+        gr.Markdown(app_logic.about_markdown(model))
+    cache = gr.State(None, time_to_live=3600)
+
+    controls = [threshold, top_n, top_k, show_raw]
+    classify_outputs = [result, status, network_input, class_plot, explanation_plot, ranking_plot, cache,
+                        force_present, force_absent]
+    render_outputs = [result, status, class_plot, explanation_plot, ranking_plot]
+    network = {"concurrency_id": "network", "concurrency_limit": NETWORK_CONCURRENCY}
+    if sketch is not None:
+        sketch_button.click(app.classify_sketch, [sketch, *controls], classify_outputs, api_name=f"{task}_sketch",
+                            **network)
+    # preprocess=False: the handler gets the uploaded file's path and opens it safely itself (bomb guard)
+    upload.change(app.classify_image, [upload, *controls], classify_outputs, api_name=f"{task}_image",
+                  preprocess=False, **network)
+    gr.on([threshold.input, top_n.input, top_k.input, show_raw.input, force_present.input, force_absent.input],
+          app.rerender, [cache, *controls, force_present, force_absent], render_outputs, api_name=f"{task}_explain",
+          show_progress="hidden", trigger_mode="always_last", concurrency_limit=RENDER_CONCURRENCY)
+    reset.click(app.clear_interventions, [cache, *controls], [*render_outputs, force_present, force_absent],
+                api_name=f"{task}_clear_interventions", show_progress="hidden",
+                concurrency_limit=RENDER_CONCURRENCY)
+
+
+with gr.Blocks(title="Explainer: does the explanation back the prediction?") as demo:
+    gr.Markdown(
+        "## Does the explanation back the prediction?\n"
+        "A main CNN classifies the image; a mirror CNN reads its hidden activations and predicts human-readable "
+        "explanations; the app ranks the classes by those explanations and questions the prediction when they "
+        "disagree.",
+        elem_id="intro",
+    )
+    with gr.Tabs():
+        for task in app_logic.TASKS:
+            with gr.Tab(app_logic.TASK_TITLES[task], id=task):
+                _task_tab(MODELS[task], SHAPE_EXAMPLES if task == "shapes" else [])
+    demo.load(None, js=SELECT_BRUSH_JS, api_visibility="private")
+demo.queue(default_concurrency_limit=2, max_size=256)
+
+if __name__ == "__main__":
+    demo.launch(**LAUNCH_OPTIONS)

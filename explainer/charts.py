@@ -1,0 +1,279 @@
+"""Horizontal bar charts for the app, as plain Plotly figure dicts (JSON-ready, no plotly import needed).
+
+Why dicts and not ``plotly.graph_objects``: building and validating three ``go.Figure`` objects costs ~100 ms, over the
+app's 50 ms budget for re-rendering on a slider move; a dict of Python lists costs well under a millisecond and
+``json.dumps`` serialises it. :func:`to_figure` turns a dict into a validated ``go.Figure`` when one is wanted.
+
+Every chart has its title inside the figure, lists its rows best first, labels each bar with its value, keeps long
+names short (the full name is in the hover text), explains its colours and dashed lines in a legend below, sizes its
+height to its rows and disables zoom and the mode bar, so that it stays readable on a phone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .postprocess import clean_groups
+
+Figure = dict[str, Any]
+
+ACCENT = "#2563eb"  # the main prediction / kept explanations
+SUPPORT = "#93c5fd"  # inside the top N / other classes
+MUTED = "#d1d5db"  # below the threshold / outside the top N
+GROUP_DROPPED = "#f59e0b"  # above the threshold but removed by group cleaning
+FORCED = "#7c3aed"  # switched on or off by the user
+CUT = "#dc2626"  # threshold and top-N lines
+MAX_LABEL_CHARS = 30
+_ROW_PX = 30
+_TITLE_PX = 40
+_AXIS_PX = 34
+_LEGEND_LINE_PX = 24
+_LEGEND_ITEMS_PER_LINE = 2  # what a phone-wide legend fits on one line
+
+
+def short_label(name: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """Cut a long name to ``limit`` characters with an ellipsis, so that the bars keep most of a phone's width."""
+    if limit < 2:
+        raise ValueError(f"label limit {limit} is too small (at least 2)")
+    return name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
+
+
+def _unique(labels: Sequence[str]) -> list[str]:
+    """Plotly merges equal category labels; append a counter to repeats so that every bar keeps its row."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        count = seen.get(label, 0)
+        seen[label] = count + 1
+        out.append(label if count == 0 else f"{label} ({count + 1})")
+    return out
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _check_top(name: str, value: int, largest: int) -> int:
+    value = int(value)
+    if not 1 <= value <= max(1, largest):
+        raise ValueError(f"{name} {value} is out of range (1 to {max(1, largest)})")
+    return value
+
+
+def _layout(
+    title: str, labels: list[str], x_range: list[float], legend_items: int, percent_axis: bool
+) -> dict[str, Any]:
+    """Title on top, one row per label best first, the legend (if any) at the bottom, no zoom or drag."""
+    legend_lines = -(-legend_items // _LEGEND_ITEMS_PER_LINE) if legend_items else 0
+    legend_px = _LEGEND_LINE_PX * legend_lines + (8 if legend_lines else 0)
+    xaxis: dict[str, Any] = {"range": x_range, "fixedrange": True, "gridcolor": "#eef0f3", "zeroline": False,
+                             "automargin": True}
+    if percent_axis:
+        xaxis["tickformat"] = ".0%"
+    return {
+        "title": {"text": f"<b>{title}</b>", "x": 0, "xref": "container", "xanchor": "left", "pad": {"l": 8},
+                  "y": 1, "yref": "container", "yanchor": "top", "font": {"size": 14}},
+        "height": _TITLE_PX + _ROW_PX * max(len(labels), 1) + _AXIS_PX + legend_px,
+        "margin": {"l": 8, "r": 12, "t": _TITLE_PX, "b": _AXIS_PX + legend_px, "autoexpand": True},
+        "bargap": 0.25,
+        "barmode": "overlay",
+        "font": {"size": 13, "family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"},
+        "plot_bgcolor": "white",
+        "paper_bgcolor": "white",
+        "showlegend": legend_items > 0,
+        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yref": "container", "yanchor": "bottom",
+                   "font": {"size": 12}, "itemclick": False, "itemdoubleclick": False},
+        "dragmode": False,
+        "hovermode": "closest",
+        "xaxis": xaxis,
+        "yaxis": {"automargin": True, "fixedrange": True, "autorange": "reversed", "type": "category",
+                  "categoryorder": "array", "categoryarray": labels, "ticks": "outside", "ticklen": 4,
+                  "tickcolor": "white"},
+        "shapes": [],
+        "annotations": [],
+    }
+
+
+def _bar(name: str, values: list[float], labels: list[str], hover: list[str], colour: str, text: list[str],
+         legend: bool) -> dict[str, Any]:
+    return {
+        "type": "bar",
+        "orientation": "h",
+        "name": name,
+        "x": values,
+        "y": labels,
+        "marker": {"color": colour},
+        "text": text,
+        "textposition": "auto",  # inside a long bar, outside a short one: the text never leaves the plot
+        "insidetextanchor": "end",
+        "cliponaxis": False,
+        "hovertext": hover,
+        "hoverinfo": "text",
+        "showlegend": legend,
+    }
+
+
+def _legend_line(name: str) -> dict[str, Any]:
+    """A legend entry for a dashed reference line drawn as a layout shape (shapes have no legend of their own)."""
+    return {"type": "scatter", "mode": "lines", "x": [None], "y": [None], "name": name, "hoverinfo": "skip",
+            "line": {"color": CUT, "width": 2, "dash": "dash"}, "showlegend": True}
+
+
+def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> Figure:
+    return {"data": data, "layout": layout, "config": {"displayModeBar": False, "scrollZoom": False,
+                                                       "responsive": True}}
+
+
+def _grouped_bars(rows: list[int], labels: list[str], categories: list[str], colours: Mapping[str, str],
+                  values: np.ndarray, text: list[str], hover: list[str]) -> list[dict[str, Any]]:
+    """One bar trace per category (so that the legend explains the colours), rows keep their order."""
+    data = []
+    for cat, colour in colours.items():
+        members = [k for k in range(len(rows)) if categories[k] == cat]
+        if members:
+            data.append(_bar(cat, [round(float(values[rows[k]]), 6) for k in members], [labels[k] for k in members],
+                             [hover[k] for k in members], colour, [text[k] for k in members], True))
+    return data
+
+
+def class_chart(class_names: Sequence[str], class_probs: np.ndarray, top_k: int) -> Figure:
+    """The main network's ``top_k`` most probable classes; the predicted one (highest) in the accent colour."""
+    probs = np.asarray(class_probs, dtype=np.float64)
+    if probs.ndim != 1 or probs.size != len(class_names):
+        raise ValueError(f"class_probs has shape {probs.shape}; expected ({len(class_names)},)")
+    top_k = _check_top("top k", top_k, probs.size)
+    order = [int(i) for i in np.argsort(-probs, kind="stable")[:top_k]]
+    labels = _unique([short_label(class_names[i]) for i in order])
+    values = [round(float(probs[i]), 6) for i in order]
+    colours = [ACCENT if rank == 0 else SUPPORT for rank in range(len(order))]
+    hover = [f"{class_names[i]}: {_percent(float(probs[i]))}" for i in order]
+    bar = _bar("class probability", values, labels, hover, ACCENT, [_percent(v) for v in values], False)
+    bar["marker"] = {"color": colours}
+    return _figure([bar], _layout("Main network: top classes", labels, [0, 1.2], 0, True))
+
+
+def explanation_chart(
+    explanation_names: Sequence[str],
+    explanation_probs: np.ndarray,
+    kept_scores: np.ndarray,
+    threshold: float,
+    top_k: int,
+    groups: Sequence[Sequence[int]] = (),
+    raw: bool = False,
+    overrides: Mapping[int, bool] | None = None,
+) -> Figure:
+    """The most probable explanations with the threshold marked.
+
+    Cleaned view (default, like the reference): within each group only the most probable explanation is listed;
+    bars at or above the threshold are kept (accent), those below are greyed. Raw view (``raw=True``): every
+    explanation, with the ones group cleaning removes in amber. Explanations the user forced on or off are always
+    listed, in violet, marked "(forced on)" / "(forced off)".
+    """
+    probs = np.asarray(explanation_probs, dtype=np.float64)
+    kept = np.asarray(kept_scores, dtype=np.float64)
+    n = len(explanation_names)
+    if probs.shape != (n,) or kept.shape != (n,):
+        raise ValueError(f"explanation arrays have shapes {probs.shape} and {kept.shape}; expected ({n},)")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold {threshold} is out of range (0 to 1)")
+    top_k = _check_top("top k", top_k, n)
+    overrides = {int(i): bool(on) for i, on in (overrides or {}).items()}
+    listed = probs if raw else clean_groups(probs, groups)
+    candidates = [int(i) for i in np.argsort(-listed, kind="stable") if raw or listed[i] > 0 or int(i) in overrides]
+    rows = candidates[:top_k]
+    rows += [i for i in overrides if i not in rows]  # forced explanations stay visible whatever their rank
+    rows.sort(key=lambda i: (-probs[i], i))
+
+    def category(i: int) -> str:
+        if i in overrides:
+            return "forced by you"
+        if kept[i] > 0:
+            return "kept"
+        if probs[i] >= threshold:
+            return "removed by group cleaning"
+        return "below threshold"
+
+    colours = {"kept": ACCENT, "below threshold": MUTED, "removed by group cleaning": GROUP_DROPPED,
+               "forced by you": FORCED}
+    names = []
+    for i in rows:
+        mark = "" if i not in overrides else (" (forced on)" if overrides[i] else " (forced off)")
+        names.append(short_label(explanation_names[i], MAX_LABEL_CHARS - len(mark)) + mark)
+    labels = _unique(names)
+    categories = [category(i) for i in rows]
+    hover = [f"{explanation_names[i]}: {_percent(float(probs[i]))} ({categories[k]})" for k, i in enumerate(rows)]
+    data = _grouped_bars(rows, labels, categories, colours, probs, [_percent(float(probs[i])) for i in rows], hover)
+    data.append(_legend_line(f"threshold {threshold:.2f}"))
+    title = "Explanations: raw list" if raw else "Explanations (one per group)"
+    layout = _layout(title, labels, [0, 1.2], len(data), True)
+    layout["shapes"].append({"type": "line", "xref": "x", "yref": "paper", "x0": threshold, "x1": threshold,
+                             "y0": 0, "y1": 1, "line": {"color": CUT, "width": 2, "dash": "dash"}})
+    if not rows:
+        layout["annotations"].append({"xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False,
+                                      "text": "no explanation to show"})
+    return _figure(data, layout)
+
+
+def ranking_chart(
+    class_names: Sequence[str],
+    ranking_scores: np.ndarray,
+    predicted_class: int,
+    top_n: int,
+    top_k: int,
+    normalized: bool = True,
+) -> Figure:
+    """Classes ranked by how well their known explanations match the kept ones.
+
+    Shows the best ``top_k`` classes, or all classes inside the top-N cut if more (ties at the cut are inside, and
+    the predicted class comes first among its ties); the predicted class is appended with its rank when it falls
+    outside. Highlights the main prediction in the accent colour and draws the top-N cut as a dashed line.
+    ``normalized`` scores are shares in [0, 1] and shown in percent; weighted scores are plain numbers.
+    """
+    scores = np.asarray(ranking_scores, dtype=np.float64)
+    if scores.ndim != 1 or scores.size != len(class_names):
+        raise ValueError(f"ranking_scores has shape {scores.shape}; expected ({len(class_names)},)")
+    if not 0 <= predicted_class < scores.size:
+        raise ValueError(f"predicted class {predicted_class} is out of range (0 to {scores.size - 1})")
+    top_n = _check_top("top N", top_n, scores.size)
+    top_k = _check_top("top k", top_k, scores.size)
+    # Ties share a rank (1 + the number of classes scoring strictly higher, as the verdict counts) and the predicted
+    # class comes first among its ties, so that a tie at the cut shows inside it, as the verdict treats it.
+    order = sorted(range(scores.size), key=lambda c: (-scores[c], c != predicted_class, c))
+    position = {c: 1 + int(np.sum(scores > scores[c])) for c in order}
+    inside_cut = {c for c in order if position[c] <= top_n}
+    shown = order[: max(top_k, len(inside_cut))]
+    if predicted_class not in shown:
+        shown.append(predicted_class)
+    names, categories, text, hover = [], [], [], []
+    for c in shown:
+        mark = " ◀" if c == predicted_class else ""  # the colour and the legend say "main prediction"
+        names.append(f"{position[c]}. " + short_label(class_names[c], MAX_LABEL_CHARS - len(mark) - 4) + mark)
+        categories.append("main prediction" if c == predicted_class
+                          else f"inside the top {top_n}" if c in inside_cut else "outside")
+        value = float(scores[c])
+        text.append(_percent(value) if normalized else f"{value:.2f}")
+        hover.append(f"#{position[c]} {class_names[c]}: {text[-1]}" + (" (main prediction)" if mark else ""))
+    labels = _unique(names)
+    colours = {"main prediction": ACCENT, f"inside the top {top_n}": SUPPORT, "outside": MUTED}
+    data = _grouped_bars(shown, labels, categories, colours, scores, text, hover)
+    cut_after = sum(1 for c in shown if c in inside_cut)  # rows inside the cut come first
+    draw_cut = cut_after < len(shown)
+    if draw_cut:
+        data.append(_legend_line(f"top-{top_n} cut"))
+    best = max([float(scores[c]) for c in shown] + [0.0])
+    x_range = [0, 1.2] if normalized else [0, (best if best > 0 else 1.0) * 1.25]
+    layout = _layout("Classes ranked by the explanations", labels, x_range, len(data), normalized)
+    if draw_cut:  # between the last row inside the cut and the next (category positions are 0-based)
+        layout["shapes"].append({"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1,
+                                 "y0": cut_after - 0.5, "y1": cut_after - 0.5,
+                                 "line": {"color": CUT, "width": 2, "dash": "dash"}})
+    return _figure(data, layout)
+
+
+def to_figure(figure: Figure) -> Any:
+    """A validated ``plotly.graph_objects.Figure`` from a chart dict (raises ValueError on an invalid property)."""
+    import plotly.graph_objects as go
+
+    return go.Figure({"data": figure["data"], "layout": figure["layout"]})

@@ -1,0 +1,129 @@
+"""The app launched in-process and driven through gradio_client, as an API user would:
+`python -m pytest -q tests/test_app_client.py`."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+import app_images  # noqa: E402
+from bundles import import_app, one_torch_thread, running_app  # noqa: E402
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),  # pandas 3 deprecations inside Gradio's queue
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
+ENDPOINTS = {"/shapes_sketch", "/shapes_image", "/shapes_explain", "/shapes_clear_interventions", "/birds_image",
+             "/birds_explain", "/birds_clear_interventions"}
+
+
+@pytest.fixture(scope="module")
+def server() -> tuple[Any, str]:
+    return running_app()
+
+
+@pytest.fixture(scope="module")
+def client(server: tuple[Any, str]) -> Client:
+    return Client(server[1], verbose=False, download_files=False)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("client-images")
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (the server runs in it), from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def test_every_action_has_an_api_name(client: Client) -> None:
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert ENDPOINTS <= named
+
+
+def test_upload_then_sliders_then_intervention(client: Client, images: Path) -> None:
+    result, status, *_ = client.predict(handle_file(str(app_images.triangle_png(images))), api_name="/shapes_image")
+    assert result["predicted_class"] in result["class_probabilities"] and result["threshold"] == 0.5
+    assert result["predicted_class"] in status
+    moved = client.predict(0.95, 2, 3, True, [], [], api_name="/shapes_explain")[0]  # same session: cached outputs
+    assert moved["class_probabilities"] == result["class_probabilities"]  # no network rerun, same probabilities
+    assert moved["threshold"] == 0.95 and moved["top_n"] == 2
+    forced = client.predict(0.5, 1, 4, False, ["four vertices"], ["no vertices", "three vertices"],
+                            api_name="/shapes_explain")[0]
+    assert forced["overrides"] == {"four vertices": True, "no vertices": False, "three vertices": False}
+    assert forced["explanation_probabilities"]["four vertices"] == 1.0
+    cleared = client.predict(0.5, 1, 4, False, api_name="/shapes_clear_interventions")
+    assert cleared[0]["overrides"] == {} and list(cleared[-2:]) == [[], []]
+
+
+def test_sketch_dictionary(client: Client, images: Path) -> None:
+    square = handle_file(str(app_images.outline_square_png(images)))
+    result, status, *_ = client.predict({"background": None, "layers": [], "composite": square},
+                                        api_name="/shapes_sketch")
+    assert "error" not in result and "badge" in status
+    empty = client.predict({"background": None, "layers": [], "composite": None}, api_name="/shapes_sketch")
+    assert "canvas is empty" in empty[0]["error"]
+
+
+def test_birds_photo(client: Client, images: Path) -> None:
+    result, status, *_ = client.predict(handle_file(str(app_images.bird_like_jpeg(images))), 0.5, 3, 5, False,
+                                        api_name="/birds_image")
+    assert result["top_n"] == 3 and len(result["class_probabilities"]) == 5
+    assert client.predict(0.5, 1, 5, False, ["bill shape: hooked"], [], api_name="/birds_explain")[0]["overrides"] == {
+        "bill shape: hooked": True}
+
+
+@pytest.mark.parametrize("case", sorted(app_images.BAD_INPUTS))
+def test_bad_files_through_the_api(client: Client, images: Path, case: str) -> None:
+    builder, phrase = app_images.BAD_INPUTS[case]
+    result, status, *_ = client.predict(handle_file(str(builder(images))), api_name="/shapes_image")
+    assert set(result) == {"error"} and phrase in result["error"].lower() and result["error"] in status
+
+
+def test_out_of_range_controls(client: Client, images: Path) -> None:
+    result = client.predict(handle_file(str(app_images.triangle_png(images))), 1.5, api_name="/shapes_image")[0]
+    assert "Threshold 1.5 is out of range" in result["error"]
+    with pytest.raises(AppError, match="1.5"):  # Gradio's own slider check, before the handler
+        client.predict(1.5, 1, 4, False, [], [], api_name="/shapes_explain")
+    ok = client.predict(handle_file(str(app_images.triangle_png(images))), api_name="/shapes_image")[0]
+    assert "predicted_class" in ok  # and the server keeps serving
+
+
+def test_fifty_concurrent_requests_succeed_with_bounded_memory(server: tuple[Any, str], images: Path) -> None:
+    files = [app_images.triangle_png(images), app_images.outline_square_png(images), app_images.greyscale_png(images)]
+    client = Client(server[1], verbose=False, download_files=False, max_workers=50)
+    client.predict(handle_file(str(files[0])), api_name="/shapes_image")  # warm up
+    before = rss_bytes()
+    jobs = [client.submit(handle_file(str(files[i % len(files)])), api_name="/shapes_image") for i in range(50)]
+    results = [job.result(timeout=240)[0] for job in jobs]
+    assert all("predicted_class" in r for r in results), [r for r in results if "predicted_class" not in r][:2]
+    grown = rss_bytes() - before
+    assert grown < 300 * 2**20, f"memory grew by {grown / 2**20:.0f} MiB over 50 requests"
+
+
+def test_app_without_weights_starts_and_says_how_to_get_them(tmp_path: Path) -> None:
+    module = import_app(
+        {"EXPLAINER_SHAPES_WEIGHTS": str(tmp_path / "none.safetensors"),
+         "EXPLAINER_BIRDS_WEIGHTS": "nobody-xyz/nothing/birds.safetensors"},
+        "app_without_weights",
+    )
+    assert not module.MODELS["shapes"].available and not module.MODELS["birds"].available
+    config = json.dumps(module.demo.get_config_file())
+    assert "No shapes model is installed" in config and "No birds model is installed" in config
+    assert "EXPLAINER_BIRDS_WEIGHTS" in config and "train/train_birds.py" in config

@@ -1,0 +1,318 @@
+"""Benchmarks of the web app on this machine (CPU); prints numbers, asserts nothing.
+
+    .venv/bin/python train/bench_app.py [--shapes-weights weights/shapes.safetensors]
+                                        [--birds-weights weights/birds.safetensors] [--repeats 30]
+                                        [--repeats-resnet 10] [--skip-server]
+
+Measures, in one run:
+1. cold start: from launching ``python app.py`` to its first answer through gradio_client (shapes image), then the
+   birds photo and the slider round trip (``/birds_explain``) through the real server, and 50 simultaneous requests
+   (all must be answered; the server's resident memory before and after);
+2. per-image latency of the handlers (open, preprocess, both networks, charts), shapes and birds, with one torch
+   thread as app.py serves, and of the networks alone with one thread and with torch's default;
+3. slider re-render latency (post-processing + three charts + JSON) for the real birds size, 200 classes x 312
+   explanations, from cached outputs (the app's budget: 50 ms);
+4. a timm ResNet50 mirror pair (200 classes, 312 explanations, add join) against one ResNet50 forward, 224 px,
+   batch 1, torch.inference_mode, contiguous and channels_last, one thread and torch's default, the two timed in
+   turn so that both see the same background load (target: pair <= 2.1x single and <= 300 ms median).
+Weights not given (or absent from weights/) are replaced by untrained stand-ins of the same architecture family:
+the reference shapes pair, and a 200 x 312 timm ResNet50 pair for birds (the speed does not depend on training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from explainer import app_logic  # noqa: E402
+from explainer.bundle import save_bundle  # noqa: E402
+from explainer.models import build_pair, reference_shapes_architecture  # noqa: E402
+from explainer.predictor import Explainer  # noqa: E402
+
+IMAGENET = {"kind": "imagenet", "resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "train_variant": "code"}
+
+
+def summary(seconds: list[float]) -> str:
+    ms = sorted(1000 * s for s in seconds)
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    return f"median {statistics.median(ms):7.1f} ms   p90 {p90:7.1f} ms   min {ms[0]:7.1f} ms   (n={len(ms)})"
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# -- stand-in weights --------------------------------------------------------------------------------------------------
+
+
+def birds_size_metadata(architecture: dict[str, Any], n_classes: int = 200, n_explanations: int = 312) -> dict:
+    """CUB-sized metadata: 28 exclusive groups, a continuous prior, weighted ranking, readable names."""
+    rng = np.random.default_rng(0)
+    groups = [list(map(int, g)) for g in np.array_split(np.arange(n_explanations), 28)]
+    names = [f"attribute group {g + 1}: value {i + 1}" for g, group in enumerate(groups) for i in range(len(group))]
+    return {
+        "task": "birds",
+        "architecture": architecture,
+        "class_names": [f"Species {i + 1:03d}" for i in range(n_classes)],
+        "explanation_names": [n.replace(" ", "_") for n in names],
+        "explanation_display_names": names,
+        "explanation_groups": groups,
+        "class_explanations": np.round(rng.random((n_classes, n_explanations)) ** 3, 4).tolist(),
+        "ranking": "weighted",
+        "preprocessing": dict(IMAGENET),
+        "defaults": {"threshold": 0.8, "top_n": 10},
+        "description": "Untrained benchmark stand-in.",
+    }
+
+
+def standin_shapes(path: Path) -> Path:
+    torch.manual_seed(0)
+    meta = {
+        "task": "shapes",
+        "architecture": reference_shapes_architecture(),
+        "class_names": ["circle", "triangle", "square", "rectangle"],
+        "explanation_names": ["no vertices", "three vertices", "four vertices", "all opposite edges are parallel",
+                              "all edges have the same size"],
+        "explanation_groups": [[0, 1, 2]],
+        "class_explanations": [[1, 0, 0, 0, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0]],
+        "ranking": "normalized",
+        "preprocessing": {"kind": "shapes", "size": 64, "crop_to_content": True, "margin": 0.1},
+        "defaults": {"threshold": 0.5, "top_n": 1},
+    }
+    save_bundle(path, build_pair(reference_shapes_architecture()), meta)
+    return path
+
+
+def standin_birds(path: Path) -> Path:
+    architecture = {"family": "timm", "model_name": "resnet50", "n_classes": 200, "n_explanations": 312, "join": "add"}
+    torch.manual_seed(0)
+    save_bundle(path, build_pair(architecture, verify=False), birds_size_metadata(architecture), half=True)
+    return path
+
+
+def pick_weights(given: str | None, default: Path, make: Callable[[Path], Path], scratch: Path) -> tuple[Path, str]:
+    if given:
+        return Path(given), "given"
+    if default.is_file():
+        return default, "weights/"
+    return make(scratch / default.name), "untrained stand-in"
+
+
+# -- test images -------------------------------------------------------------------------------------------------------
+
+
+def sample_images(folder: Path) -> tuple[Path, Path]:
+    drawing = Image.new("RGB", (512, 512), "white")
+    ImageDraw.Draw(drawing).polygon([(100, 400), (420, 400), (260, 120)], outline="black", width=6)
+    shape_path = folder / "triangle.png"
+    drawing.save(shape_path)
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:375, 0:500]
+    photo = np.stack([120 + 80 * np.sin(x / 17), 110 + 70 * np.cos(y / 13), 90 + 60 * np.sin((x + y) / 23)], -1)
+    photo_path = folder / "photo.jpg"
+    Image.fromarray(np.clip(photo + rng.normal(0, 12, photo.shape), 0, 255).astype(np.uint8)).save(photo_path)
+    return shape_path, photo_path
+
+
+# -- 1. the real server ------------------------------------------------------------------------------------------------
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_server(shapes_weights: Path, birds_weights: Path, shape_image: Path, photo: Path, repeats: int) -> None:
+    from gradio_client import Client, handle_file
+
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "EXPLAINER_SHAPES_WEIGHTS": str(shapes_weights), "EXPLAINER_BIRDS_WEIGHTS": str(birds_weights),
+           "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    url = f"http://127.0.0.1:{port}/"
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        client = None
+        while client is None:
+            if server.poll() is not None:
+                raise RuntimeError(f"app.py exited with {server.returncode}: {server.stderr.read()[-2000:]}")
+            try:
+                client = Client(url, verbose=False, download_files=False)
+            except Exception:
+                time.sleep(0.2)
+        ready = time.perf_counter() - started
+        result = client.predict(handle_file(str(shape_image)), api_name="/shapes_image")[0]
+        first = time.perf_counter() - started
+        assert "predicted_class" in result, result
+        print(f"cold start: server answering HTTP after {ready:.1f} s; first shapes answer after {first:.1f} s")
+        shape_rt = timed(lambda: client.predict(handle_file(str(shape_image)), api_name="/shapes_image"), repeats)
+        print(f"shapes image, client round trip:        {summary(shape_rt)}")
+        bird_rt = timed(lambda: client.predict(handle_file(str(photo)), api_name="/birds_image"), repeats)
+        print(f"birds photo, client round trip:         {summary(bird_rt)}")
+        thresholds = iter(np.linspace(0.3, 0.95, 10 * (repeats + 2)).tolist())
+        explain_rt = timed(lambda: client.predict(next(thresholds), 10, 10, False, [], [], api_name="/birds_explain"),
+                           repeats)
+        print(f"birds slider move, client round trip:   {summary(explain_rt)}")
+        burst = Client(url, verbose=False, download_files=False, max_workers=50)
+        before = rss_mib(server.pid)
+        start = time.perf_counter()
+        jobs = [burst.submit(handle_file(str(photo if i % 2 else shape_image)), api_name="/birds_image" if i % 2
+                             else "/shapes_image") for i in range(50)]
+        answers = [job.result(timeout=600)[0] for job in jobs]
+        ok = sum("predicted_class" in answer for answer in answers)
+        took = time.perf_counter() - start
+        print(f"50 simultaneous requests (25 shapes, 25 birds): {ok}/50 answered in {took:.1f} s; "
+              f"server memory {before:.0f} -> {rss_mib(server.pid):.0f} MiB")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# -- 2 and 3. the handlers ---------------------------------------------------------------------------------------------
+
+
+def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path, photo: Path, repeats: int) -> None:
+    models = {"shapes": app_logic.load_task_model("shapes", str(shapes_weights), ROOT / "weights"),
+              "birds": app_logic.load_task_model("birds", str(birds_weights), ROOT / "weights")}
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as app.py serves
+    for task, image in (("shapes", shape_image), ("birds", photo)):
+        model = models[task]
+        if not model.available:
+            print(f"{task}: {model.problem}")
+            continue
+        app = app_logic.TaskApp(model)
+        arch = model.explainer.meta["architecture"]
+        name = arch.get("model_name", arch.get("family"))
+        out = app.classify_image(str(image))
+        assert out.cache is not None, out.status
+        print(f"{task} ({name}, {app.n_classes} classes x {app.n_explanations} explanations, {model.parameters:,} "
+              f"parameters)")
+        whole = timed(lambda: app.classify_image(str(image)), repeats)
+        print(f"  per image, whole handler, 1 thread:    {summary(whole)}")
+        tensor = model.explainer.preprocess(Image.open(image))[None]
+        for count in (1, default_threads) if default_threads > 1 else (1,):
+            torch.set_num_threads(count)
+            print(f"  per image, both networks, {count} thread{'s' if count > 1 else ' '}:  "
+                  f"{summary(timed(lambda: model.explainer.infer_tensors(tensor), repeats))}")
+        torch.set_num_threads(1)
+        cache = out.cache
+        moves = iter(np.linspace(0.05, 0.95, repeats + 2).tolist())
+        print(f"  slider re-render (cached outputs):     "
+              f"{summary(timed(lambda: app.rerender(cache, next(moves), None, None, False), repeats))}")
+    torch.set_num_threads(default_threads)
+
+    meta = birds_size_metadata({"family": "timm", "model_name": "resnet50", "n_classes": 200, "n_explanations": 312})
+    app = app_logic.TaskApp(app_logic.TaskModel("birds", explainer=Explainer(torch.nn.Identity(), meta)))
+    rng = np.random.default_rng(0)
+    cache = {"task": "birds", "class_probs": rng.dirichlet(np.ones(200)).astype(np.float32),
+             "explanation_probs": rng.random(312).astype(np.float32)}
+    moves = iter(np.linspace(0.05, 0.95, 10 * repeats).tolist())
+    times = timed(lambda: app.rerender(cache, next(moves), 10, 10, False, [3, 40], [100]), 5 * repeats)
+    out = app.rerender(cache, 0.5, 10, 10, False)
+    plots = (out.class_plot, out.explanation_plot, out.ranking_plot)
+    size = sum(len(p.plot) for p in plots) + len(json.dumps(out.result))
+    print(f"slider re-render, 200 classes x 312 explanations, with an intervention (budget 50 ms):")
+    print(f"  handler (explain + 3 charts + JSON):   {summary(times)}   payload {size / 1024:.0f} KiB")
+
+
+# -- 4. the pair against its main network ------------------------------------------------------------------------------
+
+
+def bench_resnet50_pair(repeats: int) -> None:
+    from explainer.models import create_timm_main
+
+    architecture = {"family": "timm", "model_name": "resnet50", "n_classes": 200, "n_explanations": 312, "join": "add"}
+    torch.manual_seed(0)
+    pair = build_pair(architecture, verify=False).eval()
+    single = create_timm_main("resnet50", 200).eval()
+    x = torch.randn(1, 3, 224, 224)
+    default_threads = torch.get_num_threads()
+    print("ResNet50 pair (200 classes, 312 explanations, add join) vs single ResNet50, 224 px, batch 1, "
+          "torch.inference_mode:")
+    for threads in (1, default_threads) if default_threads > 1 else (1,):
+        torch.set_num_threads(threads)
+        for layout in ("contiguous", "channels_last"):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            pair_l, single_l, x_l = pair.to(memory_format=fmt), single.to(memory_format=fmt), x.to(memory_format=fmt)
+            t_single, t_pair = [], []
+            with torch.inference_mode():
+                for _ in range(2):  # warm-up
+                    single_l(x_l), pair_l(x_l)
+                for _ in range(repeats):  # interleaved, so that both see the same background load
+                    t_single += timed(lambda: single_l(x_l), 1, warmup=0)
+                    t_pair += timed(lambda: pair_l(x_l), 1, warmup=0)
+            ratio = statistics.median([p / s for p, s in zip(t_pair, t_single)])
+            verdict = (f"ratio <= 2.1x: {'yes' if ratio <= 2.1 else 'no'}, "
+                       f"median <= 300 ms: {'yes' if statistics.median(t_pair) <= 0.3 else 'no'}")
+            where = f"{threads} thread{'s' if threads > 1 else ''}, {layout}"
+            print(f"  {where:27s} single: {summary(t_single)}")
+            print(f"  {where:27s} pair:   {summary(t_pair)}   median ratio {ratio:.2f}x ({verdict})")
+    torch.set_num_threads(default_threads)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes-weights", default=None, help="default: weights/shapes.safetensors or a stand-in")
+    parser.add_argument("--birds-weights", default=None, help="default: weights/birds.safetensors or a stand-in")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats-resnet", type=int, default=10, help="repeats of the ResNet50 comparison")
+    parser.add_argument("--skip-server", action="store_true", help="skip the cold start and round trips")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # numbers appear as they are measured, even through a pipe
+    load = os.getloadavg()
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="bench-app-") as scratch_name:
+        scratch = Path(scratch_name)
+        shapes_weights, shapes_from = pick_weights(args.shapes_weights, ROOT / "weights" / "shapes.safetensors",
+                                                   standin_shapes, scratch)
+        birds_weights, birds_from = pick_weights(args.birds_weights, ROOT / "weights" / "birds.safetensors",
+                                                 standin_birds, scratch)
+        print(f"shapes weights: {shapes_weights} ({shapes_from}); birds weights: {birds_weights} ({birds_from})")
+        shape_image, photo = sample_images(scratch)
+        if not args.skip_server:
+            bench_server(shapes_weights, birds_weights, shape_image, photo, args.repeats)
+        bench_handlers(shapes_weights, birds_weights, shape_image, photo, args.repeats)
+    bench_resnet50_pair(args.repeats_resnet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
