@@ -98,6 +98,9 @@ def _task_tab(model: app_logic.TaskModel, examples: list[Path]) -> None:
         gr.Markdown(app_logic.unavailable_markdown(model), elem_classes="unavailable")
         return
     app = app_logic.TaskApp(model)
+    description = (model.explainer.meta.get("description") or "") if model.explainer is not None else ""
+    if task == "birds" and description:
+        gr.Markdown(f"**Model:** {description}. Full reference (ResNet50, all 200 species): see the README's *Training*.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=300):
             sketch = None
