@@ -2,19 +2,23 @@
 
 Two-step training like the reference: first the main network alone (categorical cross-entropy), then the main network
 frozen and the mirror trained on its activations (binary cross-entropy with logits). Both steps: Nadam lr 1e-3 with
-Keras's time decay ``lr / (1 + decay * iterations)``, ``decay = lr / epochs``, batch 64, the weights of the best
-validation epoch kept. ``--joint`` trains both in one phase instead (loss CE + w * BCE).
+Keras's time decay ``lr / (1 + decay * iterations)``, ``decay = lr / epochs`` (or ``--schedule cosine``), batch 64,
+the weights of the best validation epoch kept (main: accuracy; mirror: exact match, or Keras's binary accuracy with
+``--mirror-select binary_accuracy``). ``--joint`` trains both in one phase instead (loss CE + w * BCE).
 
-The reference-faithful pair (the reference's exact networks, raw 64x64 frames, filled shapes, 250 epochs):
+The reference-faithful pair (the reference's exact networks, raw 64x64 frames, filled shapes; the reference ran 250
+epochs, the shipped file 60 because an epoch takes 10-20 s on 2 busy CPU cores):
 
-    .venv/bin/python train/train_shapes.py --arch reference --style filled --epochs 250 \
-        --out runs/shapes-reference --output weights/shapes-reference.safetensors
+    .venv/bin/python train/train_shapes.py --arch reference --style filled --epochs 60 \
+        --out runs/shapes-reference-60 --output weights/shapes-reference.safetensors
 
-The shipped pair (wider networks, crop-to-content input, filled + hand-drawn looking shapes, augmentation, mirror
-also shown uniform-noise images labelled "no explanation"):
+The shipped pair (conv blocks 24-48-96, crop-to-content input, filled + hand-drawn looking shapes, augmentation,
+cosine learning rate, mirror also shown uniform-noise images labelled "no explanation"; 71 s on one H100, drop
+``--device cuda`` to run it on the CPU, far slower):
 
-    .venv/bin/python train/train_shapes.py --arch wide --style mixed --crop-to-content --augment \
-        --warm-start-mirror --mirror-noise-fraction 0.1 --epochs 40 \
+    .venv/bin/python train/train_shapes.py --arch wide --main-widths 24,48,96 --mirror-widths 48,96,96 \
+        --style mixed --crop-to-content --augment --warm-start-mirror --mirror-noise-fraction 0.1 --epochs 60 \
+        --mirror-epochs 40 --n-per-class 6000 --batch-size 128 --schedule cosine --bn-momentum 0.1 --device cuda \
         --out runs/shapes-wide --output weights/shapes.safetensors
 
 A killed run resumes from its last completed epoch when rerun with the same options and ``--out``; per-epoch metrics
