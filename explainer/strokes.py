@@ -17,14 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-CLASS_NAMES: tuple[str, ...] = ("circle", "triangle", "square", "rectangle")
-EXPLANATION_NAMES: tuple[str, ...] = (
-    "no vertices",
-    "three vertices",
-    "four vertices",
-    "all opposite edges are parallel",
-    "all edges have the same size",
-)
+from .shapes import CLASS_NAMES, EXPLANATION_NAMES  # the shared vocabulary; the rendering below is independent
+
 # Per-class explanation truth, in EXPLANATION_NAMES order; the triangle's "same size" depends on its proportions.
 _BASE_EXPLANATIONS: dict[str, tuple[float, ...]] = {
     "circle": (1, 0, 0, 0, 0),
