@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -452,39 +453,43 @@ def _hand_drawn_circles(
 
 def _hand_drawn_polygons(
     dice: _Dice,
-    class_index: int,
-    equilateral: list[bool],
-    extent: np.ndarray,
+    make_corners: Callable[[int], list[_Point]],
+    explain: Callable[[list[_Point]], np.ndarray],
     base_width: np.ndarray,
     filled: np.ndarray,
     wobble: np.ndarray,
     scale: float,
+    closed: bool = True,
 ) -> _StrokeBatch:
-    """Triangles, squares or rectangles with jittered corners, one wobbly stroke per edge (gaps or overshoot)."""
-    count = len(extent)
+    """Polygons with one wobbly stroke per edge (gaps or overshoot at the corners), or filled along a wobbly path.
+
+    ``make_corners(index)`` gives image ``index``'s corners (all images of a batch have the same number), centred near
+    0 in pixels; ``explain`` labels them. An open polyline (``closed=False``) has no edge from the last corner back to
+    the first and is never filled.
+    """
+    count = len(filled)
     corner_rows, extension_rows, explanations = [], [], []
     for index in range(count):
-        polygon = _base_polygon(dice, class_index, equilateral[index])
-        polygon = _rotated_centred(polygon, dice.uniform(0, 2 * math.pi), float(extent[index]))
-        polygon = _jittered(dice, polygon, class_index, equilateral[index], dice.uniform(0.0, 0.03) * extent[index])
+        polygon = make_corners(index)
         # an outline needs room inside its strokes, or it turns into a blob
         polygon = _with_min_edge(polygon, max(_MIN_EDGE_PX * scale, 2.5 * float(base_width[index])))
         corner_rows.append(polygon)
-        explanations.append(_explanations_of(polygon))
-        ends = 2 * len(polygon)
+        explanations.append(explain(polygon))
+        ends = 2 * (len(polygon) if closed else len(polygon) - 1)
         extension_rows.append([0.0] * ends if filled[index] else [_corner_extension(dice) for _ in range(ends)])
-    corners = np.array(corner_rows)  # (B, E, 2)
-    edges = corners.shape[1]
+    corners = np.array(corner_rows)  # (B, V, 2)
+    starts = corners if closed else corners[:, :-1]
+    directions = (np.roll(corners, -1, axis=1) if closed else corners[:, 1:]) - starts
+    edges = starts.shape[1]
     extensions = np.array(extension_rows).reshape(count, edges, 2)
     closed_grid, open_grid = np.arange(_EDGE_POINTS) / _EDGE_POINTS, np.linspace(0.0, 1.0, _EDGE_POINTS)
     grid = np.where(filled[:, None, None], closed_grid, open_grid)
     t = -extensions[..., :1] + (1 + extensions[..., :1] + extensions[..., 1:]) * grid  # (B, E, K)
-    directions = np.roll(corners, -1, axis=1) - corners
     lengths = np.hypot(directions[..., 0], directions[..., 1])
     normals = np.stack([-directions[..., 1], directions[..., 0]], axis=-1) / lengths[..., None]
     flat_t = t.reshape(count * edges, _EDGE_POINTS)
     offsets = _wobble(dice.rng, flat_t, np.minimum(wobble[:, None], 0.03 * lengths).reshape(-1)).reshape(t.shape)
-    points = corners[:, :, None] + t[..., None] * directions[:, :, None] + offsets[..., None] * normals[:, :, None]
+    points = starts[:, :, None] + t[..., None] * directions[:, :, None] + offsets[..., None] * normals[:, :, None]
     widths = _pen_widths(dice.rng, flat_t, np.repeat(base_width, edges), 0.8 * scale)
     left, right = _stroke_sides(points.reshape(count * edges, _EDGE_POINTS, 2), widths)
     edge_widths = widths.reshape(count, edges, _EDGE_POINTS)
@@ -543,7 +548,13 @@ def _hand_drawn_batch(dice: _Dice, class_index: int, equilateral: list[bool], si
     if class_index == 0:
         batch = _hand_drawn_circles(dice, extent, base_width, filled, wobble, scale)
     else:
-        batch = _hand_drawn_polygons(dice, class_index, equilateral, extent, base_width, filled, wobble, scale)
+
+        def make_corners(index: int) -> list[_Point]:
+            polygon = _base_polygon(dice, class_index, equilateral[index])
+            polygon = _rotated_centred(polygon, dice.uniform(0, 2 * math.pi), float(extent[index]))
+            return _jittered(dice, polygon, class_index, equilateral[index], dice.uniform(0.0, 0.03) * extent[index])
+
+        batch = _hand_drawn_polygons(dice, make_corners, _explanations_of, base_width, filled, wobble, scale)
     return _place_hand_drawn(dice, batch, filled, size)
 
 
@@ -625,6 +636,122 @@ def generate_shapes(n_per_class: int = 3000, seed: int = 0, size: int = 64, styl
             row += 1
     order = rng.permutation(total)
     return ShapeSet(images=images[order], labels=labels[order], explanations=explanations[order])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outliers: drawings that are none of the four shapes, for teaching the explanations network to stay silent
+# ----------------------------------------------------------------------------------------------------------------
+
+OUTLIER_KINDS: tuple[str, ...] = ("polygon", "star", "concave", "zigzag")
+_OUTLIER_MIN_EXTENT_PX = 20.0  # smaller, a many-sided polygon is hard to tell from a small lumpy circle
+_OUTLIER_MIN_TURN_DEGREES = 25.0
+
+
+def _turns_degrees(corners: list[_Point], closed: bool) -> list[float]:
+    """How sharply the outline turns at each corner (0: straight on, 180: doubles back); ends of an open line excluded."""
+    points = np.asarray(corners)
+    incoming = points - np.roll(points, 1, axis=0)
+    outgoing = np.roll(points, -1, axis=0) - points
+    cosine = (incoming * outgoing).sum(1) / np.maximum(1e-12, np.hypot(*incoming.T) * np.hypot(*outgoing.T))
+    turns = np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+    return (turns if closed else turns[1:-1]).tolist()
+
+
+def _outlier_corners(dice: _Dice, kind: str) -> list[_Point]:
+    """Unit-size corners of an outlier: a 5- to 7-sided polygon (near-regular or irregular), a 4- to 8-pointed star,
+    a random concave polygon of 5 to 9 corners, or an open zigzag of 1 to 5 segments. Every corner turns by at least
+    _OUTLIER_MIN_TURN_DEGREES (so a pentagon never passes for a quadrilateral) and a zigzag's ends stay apart (so it
+    never closes into a triangle or a square)."""
+    for _ in range(_MAX_ATTEMPTS):
+        if kind == "zigzag":
+            x, y, heading = 0.0, 0.0, dice.uniform(0, 2 * math.pi)
+            corners = [(x, y)]
+            for _ in range(1 + int(dice.uniform(0, 5))):
+                length = dice.uniform(0.5, 1.0)
+                x, y = x + length * math.cos(heading), y + length * math.sin(heading)
+                corners.append((x, y))
+                heading += math.radians(dice.uniform(60, 160)) * (1 if dice.uniform() < 0.5 else -1)
+            span = np.ptp(np.asarray(corners), axis=0).max()
+            if math.dist(corners[0], corners[-1]) >= 0.5 * span:
+                return corners
+            continue
+        if kind == "star":
+            points, inner = 4 + int(dice.uniform(0, 5)), dice.uniform(0.3, 0.65)
+            radii = [1.0 if i % 2 == 0 else inner for i in range(2 * points)]
+            angles = [math.pi * i / points for i in range(2 * points)]
+        else:
+            count = 5 + int(dice.uniform(0, 3)) if kind == "polygon" else 5 + int(dice.uniform(0, 5))
+            if kind == "polygon" and dice.uniform() < 0.5:  # near-regular
+                angles = [2 * math.pi * (i + dice.uniform(-0.08, 0.08)) / count for i in range(count)]
+                radii = [1.0 + dice.uniform(-0.06, 0.06) for _ in range(count)]
+            else:
+                steps = [0.5 + dice.uniform() for _ in range(count)]
+                angles = [2 * math.pi * sum(steps[:i]) / sum(steps) for i in range(count)]
+                low = 0.8 if kind == "polygon" else 0.3
+                radii = [dice.uniform(low, 1.0) for _ in range(count)]
+        corners = [(r * math.cos(a), r * math.sin(a)) for r, a in zip(radii, angles)]
+        if min(_turns_degrees(corners, closed=True)) >= _OUTLIER_MIN_TURN_DEGREES:
+            return corners
+    raise RuntimeError(f"could not sample a {kind} outlier")  # pragma: no cover - probability ~0
+
+
+def _outlier_drawing(dice: _Dice, kind: str, hand_drawn: bool, size: int) -> _Prepared:
+    """One outlier, drawn by the same code as the four shapes (so that only its geometry tells it apart), labelled
+    with no explanation."""
+    scale = size / _REFERENCE_SIZE
+    nothing = np.zeros(len(EXPLANATION_NAMES), dtype=np.float32)
+    corners = _outlier_corners(dice, kind)
+    if not hand_drawn and kind != "zigzag":
+        extent = max(_sample_extent(dice, scale), _OUTLIER_MIN_EXTENT_PX * scale)
+        polygon = _rotated_centred(corners, dice.uniform(0, 2 * math.pi), extent)
+        polygon = _with_min_edge(polygon, _MIN_EDGE_PX * scale)
+        xs, ys = [x for x, _ in polygon], [y for _, y in polygon]
+        return _place_filled(dice, _Drawing([polygon], [], (min(xs), min(ys)), (max(xs), max(ys)), nothing), size)
+    base_width = np.array([dice.uniform(1.0, 4.0) * scale])
+    extent = max(_sample_extent(dice, scale), _OUTLIER_MIN_EXTENT_PX * scale, 6 * float(base_width[0]))
+    closed = kind != "zigzag"
+    filled = np.array([closed and dice.uniform() < _HAND_DRAWN_FILLED_SHARE])
+    wobble = np.array([dice.uniform(0.0, 0.015) * extent])
+
+    def make_corners(_: int) -> list[_Point]:
+        return _rotated_centred(corners, dice.uniform(0, 2 * math.pi), extent)
+
+    batch = _hand_drawn_polygons(dice, make_corners, lambda _: nothing, base_width, filled, wobble, scale, closed)
+    return _place_hand_drawn(dice, batch, filled, size)[0]
+
+
+def generate_outliers(count: int, seed: int = 0, size: int = 64, style: str = "mixed") -> tuple[np.ndarray, list[str]]:
+    """``count`` images (uint8, (count, size, size)) that are none of the four shapes, and the kind of each.
+
+    Kinds (OUTLIER_KINDS, in equal shares): many-sided polygons, stars, concave polygons and open zigzag lines. They
+    are rendered by this module's own filled and hand-drawn code with the four shapes' size, position and stroke
+    distributions, so a network trained on them must tell them apart by geometry rather than by drawing style.
+    style: as for :func:`generate_shapes` (zigzags are always strokes). Every outlier's explanations are all "no":
+    none of the four shapes' explanations is meant to be asserted for them. Deterministic for a seed; no duplicates.
+    """
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    size = int(size)
+    rng = np.random.default_rng(seed)
+    dice = _Dice(rng)
+    white_band = max(1, round(_WHITE_BORDER_PX * size / _REFERENCE_SIZE))
+    kinds = [OUTLIER_KINDS[i % len(OUTLIER_KINDS)] for i in rng.permutation(count)]
+    images = np.empty((count, size, size), dtype=np.uint8)
+    seen: set[bytes] = set()
+    for row, kind in enumerate(kinds):
+        hand_drawn = style == "outline" or (style == "mixed" and dice.uniform() < 0.5)
+        for _ in range(_MAX_ATTEMPTS):
+            image = _render(_outlier_drawing(dice, kind, hand_drawn, size), size)
+            digest = hashlib.blake2b(image, digest_size=16).digest()
+            if digest not in seen and _border_is_white(image, white_band) and image.min() < 128:
+                break
+        else:  # pragma: no cover - would need hundreds of consecutive duplicates
+            raise RuntimeError(f"could not draw a new {kind} outlier after {_MAX_ATTEMPTS} tries")
+        seen.add(digest)
+        images[row] = image
+    return images, kinds
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -224,3 +224,47 @@ def test_reference_class_explanations():
 def test_prior_requires_every_class():
     with pytest.raises(ValueError, match="class 2 has no samples"):
         class_explanation_prior(np.array([0, 1]), np.zeros((2, 5), dtype=np.float32), n_classes=3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outliers (none of the four shapes)
+
+
+def test_outliers_are_deterministic_balanced_distinct_and_in_frame():
+    from explainer.shapes import OUTLIER_KINDS, generate_outliers
+
+    images, kinds = generate_outliers(80, seed=7, style="mixed")
+    again, kinds_again = generate_outliers(80, seed=7, style="mixed")
+    other, _ = generate_outliers(80, seed=8, style="mixed")
+    assert images.shape == (80, 64, 64) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, again)
+    assert kinds == kinds_again and not np.array_equal(images, other)
+    assert {kind: kinds.count(kind) for kind in OUTLIER_KINDS} == {kind: 20 for kind in OUTLIER_KINDS}
+    assert len({image.tobytes() for image in images}) == 80
+    assert images.min(axis=(1, 2)).max() < 128  # every image has ink
+    for band in (images[:, :2], images[:, -2:], images[:, :, :2], images[:, :, -2:]):
+        assert band.min() == 255  # the whole drawing is in frame
+
+
+def test_outlier_geometry_is_never_one_of_the_four_shapes():
+    from explainer.shapes import _Dice, _outlier_corners, _turns_degrees
+
+    dice = _Dice(np.random.default_rng(0))
+    for _ in range(300):
+        for kind, fewest in (("polygon", 5), ("star", 8), ("concave", 5)):
+            corners = _outlier_corners(dice, kind)
+            assert len(corners) >= fewest
+            # every corner is a visible corner: a pentagon with a nearly straight corner would pass for a quadrilateral
+            assert min(_turns_degrees(corners, closed=True)) >= 25
+        line = np.asarray(_outlier_corners(dice, "zigzag"))
+        assert 2 <= len(line) <= 6
+        assert np.hypot(*(line[-1] - line[0])) >= 0.5 * np.ptp(line, axis=0).max()  # open: never closes a shape
+
+
+def test_outlier_arguments_are_checked():
+    from explainer.shapes import generate_outliers
+
+    with pytest.raises(ValueError, match="count"):
+        generate_outliers(0)
+    with pytest.raises(ValueError, match="style"):
+        generate_outliers(4, style="dotted")

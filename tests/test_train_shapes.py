@@ -110,6 +110,18 @@ def test_augmentation_keeps_a_blank_frame_blank_and_moves_ink() -> None:
     assert not torch.allclose(moved, square, atol=0.2)
 
 
+def test_outliers_reach_only_the_mirror_labelled_with_no_explanation() -> None:
+    args = train_shapes.parse_args([
+        "--arch", "wide", "--n-per-class", "10", "--mirror-noise-fraction", "0.1", "--mirror-outlier-fraction", "0.5",
+        "--out", "x", "--output", "y.safetensors",
+    ])  # fmt: skip
+    data = train_shapes.load_data(args, torch.device("cpu"))
+    assert len(data["y_train"]) == 20 and data["mirror_outlier_images"] == 10
+    assert data["x_noise"].shape == (2 + 10, 1, 64, 64)  # 2 noise images, then 10 outliers; the main never sees them
+    x, e = train_shapes.mirror_training_set(data)
+    assert x.shape[0] == 20 + 12 and float(e[20:].abs().sum()) == 0.0 and float(e[:20].sum()) > 0
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -117,6 +129,8 @@ def test_augmentation_keeps_a_blank_frame_blank_and_moves_ink() -> None:
         ["--kernel", "4"],
         ["--epochs", "0"],
         ["--joint", "--mirror-noise-fraction", "0.1"],
+        ["--joint", "--mirror-outlier-fraction", "0.1"],
+        ["--mirror-outlier-fraction", "-1"],
         ["--main-widths", "8,x"],
     ],
 )

@@ -53,6 +53,7 @@ from explainer.shapes import (  # noqa: E402
     EXPLANATION_NAMES,
     STYLES,
     class_explanation_prior,
+    generate_outliers,
     generate_shapes,
     split_stratified,
 )
@@ -61,6 +62,7 @@ from explainer.training import run_phase, seed_everything  # noqa: E402
 IMAGE_SIZE = 64
 CROP_MARGIN = 0.1
 EVAL_BATCH = 1024
+OUTLIER_SEED = 40_000  # + --seed: outliers never share a seed with the shapes or the noise
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -100,6 +102,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="add this share (of the training set) of uniform-noise images, labelled with no explanation, to the "
         "mirror's training data only (the main network never sees them)",
+    )
+    data.add_argument(
+        "--mirror-outlier-fraction",
+        type=float,
+        default=0.0,
+        help="add this share (of the training set) of outliers from explainer.shapes.generate_outliers (5- to "
+        "7-sided polygons, stars, concave polygons, open zigzags, drawn by the same renderer as the four shapes), "
+        "labelled with no explanation, to the mirror's training data only: the mirror learns to stay silent on "
+        "drawings that are none of the four shapes, so the verdict questions them. explainer.ood, which the "
+        "evaluation uses, is a separate code path and is never seen",
     )
     data.add_argument(
         "--mirror-ood-fraction",
@@ -170,16 +182,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0.0 < args.val_fraction < 1.0:
         p.error(f"--val-fraction must be strictly between 0 and 1, got {args.val_fraction}")
-    if not 0.0 <= args.mirror_noise_fraction <= 10.0:
-        p.error(f"--mirror-noise-fraction must be between 0 and 10, got {args.mirror_noise_fraction}")
+    for name in ("mirror_noise_fraction", "mirror_outlier_fraction", "mirror_ood_fraction"):
+        if not 0.0 <= getattr(args, name) <= 10.0:
+            p.error(f"--{name.replace('_', '-')} must be between 0 and 10, got {getattr(args, name)}")
     if args.arch == "reference" and (args.main_widths or args.mirror_widths):
         p.error("--main-widths/--mirror-widths apply to --arch wide only")
     if args.kernel < 1 or args.kernel % 2 == 0:
         p.error(f"--kernel must be an odd positive integer (padding kernel // 2 keeps resolutions), got {args.kernel}")
     if args.joint and args.main_from is not None:
         p.error("--main-from reuses a main phase; --joint has none")
-    if args.joint and args.mirror_noise_fraction > 0:
-        p.error("--mirror-noise-fraction needs the two-step training (the main network must never see the noise)")
+    for name in ("mirror_noise_fraction", "mirror_outlier_fraction", "mirror_ood_fraction"):
+        if args.joint and getattr(args, name) > 0:
+            p.error(f"--{name.replace('_', '-')} needs the two-step training (the main network must never see "
+                    "those images)")
     return args
 
 
@@ -214,7 +229,7 @@ def architecture_for(args: argparse.Namespace) -> dict[str, Any]:
 RUN_ONLY = {"out", "output", "threads", "device", "no_progress", "noise_eval", "latency_repeats", "main_from"}
 MIRROR_ONLY = {
     "mirror_widths", "join", "mirror_epochs", "mirror_select", "warm_start_mirror", "mirror_noise_fraction",
-    "mirror_ood_fraction", "mirror_ood_kinds",
+    "mirror_outlier_fraction", "mirror_ood_fraction", "mirror_ood_kinds",
 }
 
 
@@ -278,6 +293,12 @@ def load_data(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         count = int(round(args.mirror_noise_fraction * len(train_idx)))
         noise = to_tensor(uniform_noise_images(count, seed=10_000 + args.seed), args.crop_to_content)
         data["x_noise"] = noise.to(device)
+    if args.mirror_outlier_fraction > 0:
+        count = int(round(args.mirror_outlier_fraction * len(train_idx)))
+        outliers, _ = generate_outliers(count, seed=OUTLIER_SEED + args.seed, size=IMAGE_SIZE, style=args.style)
+        outliers_x = to_tensor(outliers, args.crop_to_content).to(device)
+        data["x_noise"] = torch.cat([data["x_noise"], outliers_x]) if "x_noise" in data else outliers_x
+        data["mirror_outlier_images"] = count
     if args.mirror_ood_fraction > 0:
         ood = ood_training_images(args, int(round(args.mirror_ood_fraction * len(train_idx))))
         data["x_noise"] = torch.cat([data["x_noise"], ood.to(device)]) if "x_noise" in data else ood.to(device)
@@ -576,6 +597,11 @@ def describe(args: argparse.Namespace, arch: dict[str, Any]) -> str:
     text += " Input is cropped to the drawing first." if args.crop_to_content else " Input is the raw frame, resized."
     if args.mirror_noise_fraction > 0:
         text += " The mirror also saw uniform-noise images labelled with no explanation."
+    if args.mirror_outlier_fraction > 0:
+        text += (
+            " The mirror also saw drawings that are none of the four shapes (many-sided polygons, stars, concave "
+            "polygons, open zigzags) labelled with no explanation, so that it stays silent on such inputs."
+        )
     if args.mirror_ood_fraction > 0:
         text += (
             f" The mirror also saw out-of-distribution drawings ({args.mirror_ood_kinds} kinds of explainer.ood) "
@@ -680,6 +706,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "split_seed": args.seed,
             "mirror_noise_images": int(data["x_noise"].shape[0]) if "x_noise" in data else 0,
             "mirror_noise_seed": 10_000 + args.seed if "x_noise" in data else None,
+            "mirror_outlier_images": data.get("mirror_outlier_images", 0),
+            "mirror_outlier_seed": OUTLIER_SEED + args.seed if args.mirror_outlier_fraction > 0 else None,
         },
         "optimizer": "Nadam (Keras settings: eps 1e-7, momentum decay 0.004), per-batch learning rate "
         + ("lr / (1 + (lr / epochs) * iteration)" if args.schedule == "keras" else "0.5 lr (1 + cos(pi t / T))"),
