@@ -581,6 +581,30 @@ def _border_is_white(image: np.ndarray, band: int) -> bool:
     return min(edge.min() for edge in edges) == 255
 
 
+def _check_generator_arguments(count_name: str, count: object, size: object, style: object) -> None:
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"{count_name} must be a positive integer, got {count!r}")
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 32:
+        raise ValueError(f"size must be an integer >= 32 pixels, got {size!r}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+
+
+def _new_image(
+    draw: Callable[[int], _Prepared], size: int, seen: set[bytes], what: str
+) -> tuple[np.ndarray, _Prepared]:
+    """Render ``draw(attempt)`` until the image is new (not in ``seen``), inked and wholly in frame; remember it."""
+    white_band = max(1, round(_WHITE_BORDER_PX * size / _REFERENCE_SIZE))
+    for attempt in range(_MAX_ATTEMPTS):
+        prepared = draw(attempt)
+        image = _render(prepared, size)
+        digest = hashlib.blake2b(image, digest_size=16).digest()
+        if digest not in seen and _border_is_white(image, white_band) and image.min() < 128:
+            seen.add(digest)
+            return image, prepared
+    raise RuntimeError(f"could not draw a new {what} after {_MAX_ATTEMPTS} tries")  # pragma: no cover - ~impossible
+
+
 def generate_shapes(n_per_class: int = 3000, seed: int = 0, size: int = 64, style: str = "filled") -> ShapeSet:
     """Generate n_per_class images of each class, shuffled, deterministic for a seed, with no duplicate images.
 
@@ -589,17 +613,11 @@ def generate_shapes(n_per_class: int = 3000, seed: int = 0, size: int = 64, styl
     equilateral (labelled "all edges have the same size"); the rest are isosceles, scalene, right or obtuse.
     Every image keeps a 2-pixel (at 64 px) white border: the whole shape is in frame.
     """
-    if not isinstance(n_per_class, (int, np.integer)) or isinstance(n_per_class, bool) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be a positive integer, got {n_per_class!r}")
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 32:
-        raise ValueError(f"size must be an integer >= 32 pixels, got {size!r}")
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    _check_generator_arguments("n_per_class", n_per_class, size, style)
     size = int(size)
     rng = np.random.default_rng(seed)
     dice = _Dice(rng)
     scale = size / _REFERENCE_SIZE
-    white_band = max(1, round(_WHITE_BORDER_PX * scale))
     total = n_per_class * len(CLASS_NAMES)
     images = np.empty((total, size, size), dtype=np.uint8)
     labels = np.repeat(np.arange(len(CLASS_NAMES), dtype=np.int64), n_per_class)
@@ -617,21 +635,14 @@ def generate_shapes(n_per_class: int = 3000, seed: int = 0, size: int = 64, styl
             equilateral[rng.permutation(n_per_class)[: round(n_per_class * EQUILATERAL_TRIANGLE_SHARE)]] = True
         batch = iter(_hand_drawn_batch(dice, class_index, equilateral[hand_drawn].tolist(), size))
         for is_hand_drawn, is_equilateral in zip(hand_drawn.tolist(), equilateral.tolist()):
-            for attempt in range(_MAX_ATTEMPTS):
+
+            def draw(attempt: int) -> _Prepared:
                 if is_hand_drawn:  # a rejected drawing is replaced by a fresh one, still deterministically
                     fresh = attempt > 0
-                    prepared = _hand_drawn_batch(dice, class_index, [is_equilateral], size)[0] if fresh else next(batch)
-                else:
-                    drawing = _filled_reference_like(dice, class_index, is_equilateral, scale)
-                    prepared = _place_filled(dice, drawing, size)
-                image = _render(prepared, size)
-                digest = hashlib.blake2b(image, digest_size=16).digest()
-                if digest not in seen and _border_is_white(image, white_band) and image.min() < 128:
-                    break
-            else:  # pragma: no cover - would need hundreds of consecutive duplicates
-                raise RuntimeError(f"could not draw a new {CLASS_NAMES[class_index]} image after {_MAX_ATTEMPTS} tries")
-            seen.add(digest)
-            images[row] = image
+                    return _hand_drawn_batch(dice, class_index, [is_equilateral], size)[0] if fresh else next(batch)
+                return _place_filled(dice, _filled_reference_like(dice, class_index, is_equilateral, scale), size)
+
+            images[row], prepared = _new_image(draw, size, seen, f"{CLASS_NAMES[class_index]} image")
             explanations[row] = prepared.explanations
             row += 1
     order = rng.permutation(total)
@@ -729,28 +740,16 @@ def generate_outliers(count: int, seed: int = 0, size: int = 64, style: str = "m
     style: as for :func:`generate_shapes` (zigzags are always strokes). Every outlier's explanations are all "no":
     none of the four shapes' explanations is meant to be asserted for them. Deterministic for a seed; no duplicates.
     """
-    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
-        raise ValueError(f"count must be a positive integer, got {count!r}")
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    _check_generator_arguments("count", count, size, style)
     size = int(size)
     rng = np.random.default_rng(seed)
     dice = _Dice(rng)
-    white_band = max(1, round(_WHITE_BORDER_PX * size / _REFERENCE_SIZE))
     kinds = [OUTLIER_KINDS[i % len(OUTLIER_KINDS)] for i in rng.permutation(count)]
     images = np.empty((count, size, size), dtype=np.uint8)
     seen: set[bytes] = set()
     for row, kind in enumerate(kinds):
         hand_drawn = style == "outline" or (style == "mixed" and dice.uniform() < 0.5)
-        for _ in range(_MAX_ATTEMPTS):
-            image = _render(_outlier_drawing(dice, kind, hand_drawn, size), size)
-            digest = hashlib.blake2b(image, digest_size=16).digest()
-            if digest not in seen and _border_is_white(image, white_band) and image.min() < 128:
-                break
-        else:  # pragma: no cover - would need hundreds of consecutive duplicates
-            raise RuntimeError(f"could not draw a new {kind} outlier after {_MAX_ATTEMPTS} tries")
-        seen.add(digest)
-        images[row] = image
+        images[row], _ = _new_image(lambda _: _outlier_drawing(dice, kind, hand_drawn, size), size, seen, kind)
     return images, kinds
 
 
