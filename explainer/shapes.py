@@ -6,7 +6,7 @@ size"). Two looks:
 - "filled" mimics the reference data set: a black filled shape on white, random scale (bounding box 10 to 56 px at
   64 px, log-uniform), rotation and centre (within 10 px of the middle), anti-aliased by 4x supersampling, a third
   of those over 14 px drawn with hard (aliased) edges and half the small circles slightly lumpy, as the reference's are;
-- "outline" looks hand-drawn: jittered corners, wobbly strokes 1 to 4 px wide with pen-pressure variation, gaps and
+- "outline" looks hand-drawn: jittered corners, wobbly strokes 0.6 to 8% of the shape's size wide (0.4 to 4 px) with pen-pressure variation, gaps and
   overshoot at corners, slightly oval circles that miss their start; a quarter are wobbly filled shapes instead.
 
 Bands that keep the labels unambiguous (measured on the corner positions that are actually drawn):
@@ -61,6 +61,9 @@ _HAND_DRAWN_FILLED_SHARE = 0.25  # the rest of the hand-drawn shapes are outline
 _ALIASED_SHARE = 1.0 / 3.0  # filled shapes drawn without anti-aliasing: the reference's edges are often jagged
 _ALIASED_MIN_EXTENT_PX = 14.0  # smaller aliased shapes lose their proportions (a tiny square looks 1.2:1)
 _MIN_EDGE_PX = 3.5
+PEN_RELATIVE_WIDTH = (0.006, 0.08)  # hand-drawn pen width / shape extent
+_MIN_PEN_PX, _MAX_PEN_PX = 0.4, 4.0
+_HAND_DRAWN_MIN_EXTENT_PX = 32.0
 _MAX_ATTEMPTS = 200
 
 _CIRCLE_EXPLANATIONS = np.array([1, 0, 0, 0, 0], dtype=np.float32)
@@ -436,7 +439,7 @@ def _hand_drawn_circles(
     x, y = radii * np.cos(angles) * oval[:, None], radii * np.sin(angles)
     cosine, sine = np.cos(tilt)[:, None], np.sin(tilt)[:, None]
     path = np.stack([x * cosine - y * sine, x * sine + y * cosine], axis=-1)  # (B, L, 2)
-    left, right = _stroke_sides(path, _pen_widths(dice.rng, t, base_width, 0.8 * scale))
+    left, right = _stroke_sides(path, _pen_widths(dice.rng, t, base_width, _MIN_PEN_PX * scale))
     pieces = [  # the stroke in pieces that share their end points: cheap to fill, no seams, no self-overlap
         np.concatenate([left[:, s : s + _CIRCLE_PIECE_POINTS], right[:, s : s + _CIRCLE_PIECE_POINTS][:, ::-1]], 1)
         for s in range(0, path_length - 1, _CIRCLE_PIECE_POINTS - 1)
@@ -490,7 +493,7 @@ def _hand_drawn_polygons(
     flat_t = t.reshape(count * edges, _EDGE_POINTS)
     offsets = _wobble(dice.rng, flat_t, np.minimum(wobble[:, None], 0.03 * lengths).reshape(-1)).reshape(t.shape)
     points = starts[:, :, None] + t[..., None] * directions[:, :, None] + offsets[..., None] * normals[:, :, None]
-    widths = _pen_widths(dice.rng, flat_t, np.repeat(base_width, edges), 0.8 * scale)
+    widths = _pen_widths(dice.rng, flat_t, np.repeat(base_width, edges), _MIN_PEN_PX * scale)
     left, right = _stroke_sides(points.reshape(count * edges, _EDGE_POINTS, 2), widths)
     edge_widths = widths.reshape(count, edges, _EDGE_POINTS)
     return _StrokeBatch(
@@ -531,6 +534,17 @@ def _place_hand_drawn(dice: _Dice, batch: _StrokeBatch, filled: np.ndarray, size
     return prepared
 
 
+def _extent_and_pen(dice: _Dice, scale: float) -> tuple[float, float]:
+    """A hand-drawn shape's bounding-box side and pen width (pixels). The width is drawn relative to the shape, as
+    a person's pen is against what they draw (a thin pen on a large canvas gives 1 to 2% of the shape's size once
+    the drawing is cropped), log-uniform in PEN_RELATIVE_WIDTH, and kept between 0.4 and 4 px at 64 px. Sides start
+    at 32 px (log-uniform up to 56): drawings are cropped to their content, and a thin stroke needs room to stay a thin stroke."""
+    extent = scale * math.exp(dice.uniform(math.log(_HAND_DRAWN_MIN_EXTENT_PX), math.log(_MAX_SHAPE_EXTENT_PX)))
+    low, high = PEN_RELATIVE_WIDTH
+    relative = math.exp(dice.uniform(math.log(max(low, _MIN_PEN_PX * scale / extent)), math.log(high)))
+    return extent, min(relative * extent, _MAX_PEN_PX * scale)
+
+
 def _hand_drawn_batch(dice: _Dice, class_index: int, equilateral: list[bool], size: int) -> list[_Prepared]:
     """Hand-drawn looking shapes, three quarters outlines and one quarter wobbly filled, placed anywhere in frame.
 
@@ -541,8 +555,7 @@ def _hand_drawn_batch(dice: _Dice, class_index: int, equilateral: list[bool], si
     if count == 0:
         return []
     scale = size / _REFERENCE_SIZE
-    base_width = np.array([dice.uniform(1.0, 4.0) * scale for _ in range(count)])
-    extent = np.array([max(_sample_extent(dice, scale), 6 * width) for width in base_width])
+    extent, base_width = np.array([_extent_and_pen(dice, scale) for _ in range(count)]).T
     filled = np.array([dice.uniform() < _HAND_DRAWN_FILLED_SHARE for _ in range(count)])
     wobble = np.array([dice.uniform(0.0, 0.015) for _ in range(count)]) * extent
     if class_index == 0:
@@ -655,7 +668,7 @@ def generate_shapes(n_per_class: int = 3000, seed: int = 0, size: int = 64, styl
 
 OUTLIER_KINDS: tuple[str, ...] = ("polygon", "star", "concave", "zigzag")
 _OUTLIER_MIN_EXTENT_PX = 20.0  # smaller, a many-sided polygon is hard to tell from a small lumpy circle
-_OUTLIER_MIN_TURN_DEGREES = 25.0
+_OUTLIER_MIN_TURN_DEGREES = 35.0
 
 
 def _turns_degrees(corners: list[_Point], closed: bool) -> list[float]:
@@ -718,8 +731,8 @@ def _outlier_drawing(dice: _Dice, kind: str, hand_drawn: bool, size: int) -> _Pr
         polygon = _with_min_edge(polygon, _MIN_EDGE_PX * scale)
         xs, ys = [x for x, _ in polygon], [y for _, y in polygon]
         return _place_filled(dice, _Drawing([polygon], [], (min(xs), min(ys)), (max(xs), max(ys)), nothing), size)
-    base_width = np.array([dice.uniform(1.0, 4.0) * scale])
-    extent = max(_sample_extent(dice, scale), _OUTLIER_MIN_EXTENT_PX * scale, 6 * float(base_width[0]))
+    extent, width = _extent_and_pen(dice, scale)
+    base_width = np.array([width])
     closed = kind != "zigzag"
     filled = np.array([closed and dice.uniform() < _HAND_DRAWN_FILLED_SHARE])
     wobble = np.array([dice.uniform(0.0, 0.015) * extent])

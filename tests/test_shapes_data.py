@@ -124,7 +124,9 @@ def test_whole_shape_in_frame(fixture_name, request):
     band = 2
     assert images[:, :band].min() == 255 and images[:, -band:].min() == 255
     assert images[:, :, :band].min() == 255 and images[:, :, -band:].min() == 255
-    assert np.all(images.reshape(len(images), -1).min(axis=1) == 0)  # and every image has solid ink
+    darkest = images.reshape(len(images), -1).min(axis=1)
+    assert darkest.max() <= 64  # every image has clear ink (a 0.4 px pen at 64 px is dark grey, not black)
+    assert np.mean(darkest == 0) >= 0.8  # and most have solid black
 
 
 def test_filled_squares_are_square_and_rectangles_clearly_not(filled):
