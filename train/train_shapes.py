@@ -100,8 +100,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--mirror-noise-fraction",
         type=float,
         default=0.0,
-        help="add this share (of the training set) of uniform-noise images, labelled with no explanation, to the "
-        "mirror's training data only (the main network never sees them)",
+        help="add this share (of the training set) of uniform-noise images (64 to 512 px, grey or RGB), labelled "
+        "with no explanation, to the mirror's training data only (the main network never sees them)",
     )
     data.add_argument(
         "--mirror-outlier-fraction",
@@ -257,8 +257,9 @@ def reuse_main(source: Path, out: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def to_tensor(images: np.ndarray, crop_to_content: bool) -> torch.Tensor:
-    """uint8 (N, H, W) black-on-white images -> float (N, 1, 64, 64) in [0, 1], exactly as Explainer.preprocess."""
+def to_tensor(images: np.ndarray | Sequence[np.ndarray], crop_to_content: bool) -> torch.Tensor:
+    """uint8 images ((N, H, W), or a list of any sizes, grey or RGB) -> float (N, 1, 64, 64) in [0, 1], exactly as
+    Explainer.preprocess."""
     out = np.empty((len(images), IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for i, image in enumerate(images):
         out[i] = normalize_shape_image(image, size=IMAGE_SIZE, crop_to_content=crop_to_content, margin=CROP_MARGIN)
@@ -269,6 +270,18 @@ def to_tensor(images: np.ndarray, crop_to_content: bool) -> torch.Tensor:
 def uniform_noise_images(count: int, seed: int) -> np.ndarray:
     """uint8 (count, 64, 64) images, every pixel uniform over the full 0..255 range."""
     return np.random.default_rng(seed).integers(0, 256, size=(count, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+
+
+def training_noise_images(count: int, seed: int) -> list[np.ndarray]:
+    """Uniform-noise images as people could upload them: a side of 64 to 512 px, half grey, half RGB. Once reduced to
+    64 px, their texture and contrast differ with the size and the colour, so one size alone does not teach the
+    mirror to stay silent on the others."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        side = int(rng.integers(IMAGE_SIZE, 513))
+        images.append(rng.integers(0, 256, (side, side, 3) if rng.random() < 0.5 else (side, side), dtype=np.uint8))
+    return images
 
 
 def load_data(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -291,7 +304,7 @@ def load_data(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     }
     if args.mirror_noise_fraction > 0:
         count = int(round(args.mirror_noise_fraction * len(train_idx)))
-        noise = to_tensor(uniform_noise_images(count, seed=10_000 + args.seed), args.crop_to_content)
+        noise = to_tensor(training_noise_images(count, seed=10_000 + args.seed), args.crop_to_content)
         data["x_noise"] = noise.to(device)
     if args.mirror_outlier_fraction > 0:
         count = int(round(args.mirror_outlier_fraction * len(train_idx)))
