@@ -76,7 +76,10 @@ class Explanation:
         top = "top class" if n == 1 else f"top {n} classes"
         case = self.verdict.case
         if case == 1 and not np.any(self.ranking_scores > 0):
-            return f"Questioned: no kept explanation supports any class, so nothing backs '{pred}' (case 1)."
+            return (
+                f"Questioned: no kept explanation supports any class, so nothing backs '{pred}' (case 1); "
+                "the input may be none of the classes this model knows."
+            )
         if case == 1:
             return f"Questioned: none of the predicted explanations supports '{pred}' (case 1); they prefer '{pref}'."
         if case == 3:

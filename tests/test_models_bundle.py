@@ -231,6 +231,7 @@ def test_explainer_explain_and_interventions(shapes_weights):
     assert "Consistent" in forced.sentence()
     nothing = explainer.explain(class_probs, np.zeros(5))
     assert nothing.verdict.case == 1 and "no kept explanation supports any class" in nothing.sentence()
+    assert "none of the classes this model knows" in nothing.sentence()
 
 
 def _write_images(folder: Path) -> list[Path]:

@@ -1,0 +1,59 @@
+"""The weights files the app ships with: they load without unpickling, and the shapes pair does what the README says
+on a small sample (fresh generated shapes, simulated drawings, out-of-distribution images), so a broken or swapped
+file fails here rather than in front of a user. The full measurements are in the README, made by train/evaluate_*.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from explainer.evaluation import verdict_arrays
+from explainer.ood import generate_ood
+from explainer.predictor import Explainer
+from explainer.shapes import CLASS_NAMES, EXPLANATION_NAMES, generate_shapes
+from explainer.strokes import simulate_dataset
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+@pytest.fixture(scope="module")
+def shapes() -> Explainer:
+    return Explainer.load(WEIGHTS / "shapes.safetensors")
+
+
+def _verdicts(explainer: Explainer, images: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    probs, expls = explainer.infer(images)
+    return probs, verdict_arrays(explainer, probs, expls, explainer.default_threshold, explainer.default_top_n)
+
+
+def test_shipped_shapes_pair_classifies_and_stays_consistent_on_shapes(shapes: Explainer) -> None:
+    assert shapes.task == "shapes"
+    assert tuple(shapes.class_names) == CLASS_NAMES and tuple(shapes.explanation_names) == EXPLANATION_NAMES
+    fresh = generate_shapes(25, seed=424_242, style="mixed")  # a seed no training run uses
+    drawn, drawn_labels, _ = simulate_dataset(25, seed=31_337)
+    images = list(fresh.images) + list(drawn)
+    labels = np.concatenate([fresh.labels, drawn_labels])
+    _, found = _verdicts(shapes, images)
+    correct = found["predicted"] == labels
+    assert correct.mean() >= 0.97, f"accuracy {correct.mean():.3f} on 200 fresh shapes and drawings"
+    assert found["questioned"][correct].mean() <= 0.03  # measured: 0.15% of 2,000 correct drawings
+
+
+def test_shipped_shapes_pair_questions_what_is_none_of_the_shapes(shapes: Explainer) -> None:
+    images, kinds = generate_ood(6, seed=2024)  # 60 images, ten kinds
+    _, found = _verdicts(shapes, images)
+    assert found["questioned"].mean() >= 0.8, dict(zip(kinds, found["questioned"].tolist()))  # measured: 94.6%
+
+
+@pytest.mark.parametrize("name", ["shapes-reference.safetensors", "birds.safetensors"])
+def test_other_shipped_weights_load_and_predict(name: str) -> None:
+    explainer = Explainer.load(WEIGHTS / name)
+    size = explainer.meta["preprocessing"].get("size", 64)
+    image = np.full((size, size, 3), 255, np.uint8)
+    image[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 0
+    probs, expls = explainer.infer([image])
+    assert probs.shape == (1, len(explainer.class_names)) and expls.shape == (1, len(explainer.explanation_names))
+    np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-4)
