@@ -473,13 +473,14 @@ class TaskApp:
             head = '<span class="badge badge-consistent">✔ Consistent · case 2 (tie)</span>'
         else:
             head = '<span class="badge badge-consistent">✔ Consistent</span>'
-        lines = [
-            head,
-            f"**Main network:** {pred} ({100 * prob:.1f}%) · "
-            f"**explanations prefer:** {explanation.preferred_class} · "
-            f"**rank of {pred} by explanations:** {verdict.rank} of {len(explanation.class_names)}",
-            explanation.sentence(),
-        ]
+        if np.any(np.asarray(explanation.ranking_scores) > 0):
+            preference = (
+                f"**explanations prefer:** {explanation.preferred_class} · "
+                f"**rank of {pred} by explanations:** {verdict.rank} of {len(explanation.class_names)}"
+            )
+        else:  # every class scores 0: a "rank 1" of a four-way tie at zero would read as support
+            preference = "**explanations prefer:** no class (none is supported)"
+        lines = [head, f"**Main network:** {pred} ({100 * prob:.1f}%) · {preference}", explanation.sentence()]
         forced_on = [self._explainer.display_names[i] for i, on in explanation.overrides.items() if on]
         forced_off = [self._explainer.display_names[i] for i, on in explanation.overrides.items() if not on]
         if forced_on or forced_off:

@@ -207,22 +207,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def running_app() -> tuple[Any, str]:
-    """``app.py`` on a tiny shapes and birds bundle, launched once per test process: (module, base URL)."""
-    if "app" not in _RUNNING:
+def running_app(shipped: bool = False) -> tuple[Any, str]:
+    """``app.py`` launched once per test process: (module, base URL). On tiny shapes and birds bundles, or with
+    ``shipped`` on the weights in ``weights/`` (what users get)."""
+    key = "app-shipped" if shipped else "app"
+    if key not in _RUNNING:
         import atexit
         import tempfile
 
-        folder = Path(tempfile.mkdtemp(prefix="explainer-app-test-"))
-        env = {
-            "EXPLAINER_SHAPES_WEIGHTS": str(make_shapes_bundle(folder / "shapes.safetensors")),
-            "EXPLAINER_BIRDS_WEIGHTS": str(make_birds_bundle(folder / "birds.safetensors")),
-        }
-        module = import_app(env, "app")
+        if shipped:
+            env = {
+                "EXPLAINER_SHAPES_WEIGHTS": str(REPO_ROOT / "weights" / "shapes.safetensors"),
+                "EXPLAINER_BIRDS_WEIGHTS": str(REPO_ROOT / "weights" / "birds.safetensors"),
+            }
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="explainer-app-test-"))
+            env = {
+                "EXPLAINER_SHAPES_WEIGHTS": str(make_shapes_bundle(folder / "shapes.safetensors")),
+                "EXPLAINER_BIRDS_WEIGHTS": str(make_birds_bundle(folder / "birds.safetensors")),
+            }
+        module = import_app(env, key.replace("-", "_"))
         port = free_port()
         module.demo.launch(
             **module.LAUNCH_OPTIONS, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
         )
         atexit.register(module.demo.close)
-        _RUNNING["app"] = (module, f"http://127.0.0.1:{port}/")
-    return _RUNNING["app"]
+        _RUNNING[key] = (module, f"http://127.0.0.1:{port}/")
+    return _RUNNING[key]

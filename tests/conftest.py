@@ -11,10 +11,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
-    """Close the app launched by the client tests now, so its goodbye line does not follow the summary line."""
+    """Close the apps launched by the tests now, so their goodbye lines do not follow the summary line."""
     from bundles import _RUNNING
 
-    running = _RUNNING.get("app")
-    if running is not None:
-        running[0].demo.close()
-        _RUNNING.pop("app")
+    for key in ("app", "app-shipped"):
+        running = _RUNNING.pop(key, None)
+        if running is not None:
+            running[0].demo.close()

@@ -341,6 +341,8 @@ def test_threshold_moves_what_is_kept(shapes: app_logic.TaskApp, triangle_cache:
     high = shapes.rerender(triangle_cache, 0.95, 1, 5, False)
     assert low.result["kept_explanations"] == ["three vertices", "all edges have the same size"]
     assert high.result["kept_explanations"] == [] and high.result["case"] == 1 and "Questioned" in high.status
+    assert "prefer:** no class (none is supported)" in high.status and "rank of" not in high.status
+    assert "prefer:** triangle" in low.status and "rank of triangle by explanations:** 1 of 4" in low.status
     line = plot_json(high.explanation_plot)["layout"]["shapes"][0]
     assert line["x0"] == line["x1"] == 0.95
 

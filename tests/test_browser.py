@@ -13,9 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import math  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Iterator  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,20 +65,28 @@ def screenshot_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def draw_triangle(page: Any) -> None:
-    """Press, move in small steps along three edges, release: what a person does with a mouse."""
+# Outlines in units of the canvas's half-size (y down), closed by repeating the first point.
+TRIANGLE = [(0.0, -1.0), (0.87, 0.5), (-0.87, 0.5), (0.0, -1.0)]
+SQUARE = [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8), (-0.8, -0.8)]
+CIRCLE = [(math.cos(a), math.sin(a)) for a in np.linspace(0.0, 2 * math.pi, 17)]
+STAR = [(math.cos(a) * (1.0 if i % 2 == 0 else 0.4), math.sin(a) * (1.0 if i % 2 == 0 else 0.4))
+        for i, a in enumerate(np.linspace(-math.pi / 2, 1.5 * math.pi, 11))]
+
+
+def draw(page: Any, outline: list[tuple[float, float]] = TRIANGLE, steps: int = 4) -> None:
+    """Press, move in small steps along the outline, release: what a person does with a mouse."""
     canvas = page.locator("#shapes-sketch canvas").first
     canvas.wait_for(state="visible", timeout=TIMEOUT_MS)
     page.wait_for_selector('#shapes-sketch button[aria-label="Brush"]', timeout=TIMEOUT_MS)
     page.wait_for_timeout(500)  # the page's load script selects the brush
     box = canvas.bounding_box()
     cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, min(box["width"], box["height"]) * 0.3
-    corners = [(cx, cy - r), (cx + 0.87 * r, cy + 0.5 * r), (cx - 0.87 * r, cy + 0.5 * r), (cx, cy - r)]
-    page.mouse.move(*corners[0])
+    points = [(cx + r * x, cy + r * y) for x, y in outline]
+    page.mouse.move(*points[0])
     page.mouse.down()
-    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
-        for step in range(1, 5):  # few steps: each move redraws the canvas, ~0.5 s in software WebGL
-            page.mouse.move(x0 + (x1 - x0) * step / 4, y0 + (y1 - y0) * step / 4)
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        for step in range(1, steps + 1):  # few steps: each move redraws the canvas, ~0.5 s in software WebGL
+            page.mouse.move(x0 + (x1 - x0) * step / steps, y0 + (y1 - y0) * step / steps)
     page.mouse.up()
 
 
@@ -90,7 +100,7 @@ def test_draw_classify_and_move_a_slider(browser: Any, url: str, tmp_path: Path)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     outside = record_outside_requests(page, url)
     page.goto(url)
-    draw_triangle(page)
+    draw(page)
     page.click("#shapes-classify")
     badge = page.locator("#shapes-status .badge")
     badge.wait_for(timeout=TIMEOUT_MS)
@@ -131,3 +141,27 @@ def test_example_runs_with_one_click_on_a_phone(browser: Any, url: str, tmp_path
     page.screenshot(path=str(screenshot_folder(tmp_path) / "phone.png"), full_page=True)
     assert outside == []
     page.close()
+
+
+@pytest.mark.parametrize(
+    ("outline", "steps", "expected"),
+    [(TRIANGLE, 4, "triangle"), (SQUARE, 3, "square"), (CIRCLE, 1, "circle"), (STAR, 1, None)],
+    ids=["triangle", "square", "circle", "star"],
+)
+def test_the_shipped_model_on_shapes_drawn_with_the_mouse(
+    browser: Any, outline: list[tuple[float, float]], steps: int, expected: str | None, tmp_path: Path
+) -> None:
+    """Real strokes from Gradio's sketchpad (its brush, its canvas) through the shipped weights: the four shapes are
+    recognised and backed by their explanations; a star, none of them, is questioned."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(running_app(shipped=True)[1])
+    draw(page, outline, steps)
+    page.click("#shapes-classify")
+    page.locator("#shapes-status .badge").wait_for(timeout=TIMEOUT_MS)
+    status = page.inner_text("#shapes-status")
+    page.screenshot(path=str(screenshot_folder(tmp_path) / f"shipped-{expected or 'star'}.png"), full_page=True)
+    page.close()
+    if expected is None:
+        assert "Questioned" in status, status
+    else:
+        assert f"Main network: {expected}" in status and "Consistent" in status, status
