@@ -6,8 +6,13 @@ size"). Two looks:
 - "filled" mimics the reference data set: a black filled shape on white, random scale (bounding box 10 to 56 px at
   64 px, log-uniform), rotation and centre (within 10 px of the middle), anti-aliased by 4x supersampling, a third
   of those over 14 px drawn with hard (aliased) edges and half the small circles slightly lumpy, as the reference's are;
-- "outline" looks hand-drawn: jittered corners, wobbly strokes 0.6 to 8% of the shape's size wide (0.4 to 4 px) with pen-pressure variation, gaps and
-  overshoot at corners, slightly oval circles that miss their start; a quarter are wobbly filled shapes instead.
+- "outline" looks hand-drawn: jittered corners, wobbly strokes 0.6 to 8% of the shape's size wide (0.4 to 4 px)
+  with pen-pressure variation, gaps and overshoot at corners, slightly oval circles that miss their start; a quarter
+  are wobbly filled shapes instead.
+
+``generate_outliers`` draws, with the same code, drawings that are none of the four shapes (many-sided polygons,
+stars, concave polygons, open zigzags), labelled with no explanation, for teaching the explanations network to stay
+silent on them.
 
 Bands that keep the labels unambiguous (measured on the corner positions that are actually drawn):
 - "all edges have the same size" holds when longest edge / shortest edge <= SAME_SIZE_MAX_RATIO (1.10).
@@ -537,8 +542,9 @@ def _place_hand_drawn(dice: _Dice, batch: _StrokeBatch, filled: np.ndarray, size
 def _extent_and_pen(dice: _Dice, scale: float) -> tuple[float, float]:
     """A hand-drawn shape's bounding-box side and pen width (pixels). The width is drawn relative to the shape, as
     a person's pen is against what they draw (a thin pen on a large canvas gives 1 to 2% of the shape's size once
-    the drawing is cropped), log-uniform in PEN_RELATIVE_WIDTH, and kept between 0.4 and 4 px at 64 px. Sides start
-    at 32 px (log-uniform up to 56): drawings are cropped to their content, and a thin stroke needs room to stay a thin stroke."""
+    the drawing is cropped), log-uniform in PEN_RELATIVE_WIDTH, and kept between 0.4 and 4 px at 64 px. Sides are
+    32 to 56 px (log-uniform): drawings are cropped to their content anyway, and a thin stroke needs room to stay
+    a thin stroke."""
     extent = scale * math.exp(dice.uniform(math.log(_HAND_DRAWN_MIN_EXTENT_PX), math.log(_MAX_SHAPE_EXTENT_PX)))
     low, high = PEN_RELATIVE_WIDTH
     relative = math.exp(dice.uniform(math.log(max(low, _MIN_PEN_PX * scale / extent)), math.log(high)))

@@ -14,7 +14,8 @@ epochs, the shipped file 60 because an epoch takes 10-20 s on 2 busy CPU cores):
 
 The shipped pair (four conv blocks 8-16-32-64, crop-to-content input, filled + hand-drawn looking shapes,
 augmentation, cosine learning rate; the mirror also shown noise images and outliers, none of the four shapes,
-labelled "no explanation"; 77 s on one H100, about 45 minutes without ``--device cuda`` on 2 CPU cores):
+labelled "no explanation"; 77 s on one H100; without ``--device cuda`` it runs on the CPU, far slower: a main epoch
+took 20 to 34 s on this project's 2-core machine):
 
     .venv/bin/python train/train_shapes.py --arch wide --main-widths 8,16,32,64 --style mixed --crop-to-content \
         --augment --warm-start-mirror --mirror-noise-fraction 0.1 --mirror-outlier-fraction 0.5 --schedule cosine \
