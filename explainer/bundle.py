@@ -141,10 +141,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[M
             f"{path}: tensors do not match its architecture (missing {missing[:5]}{'...' if len(missing) > 5 else ''},"
             f" unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
         )
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
+    for key, wanted in expected.items():  # network order: the first mismatching layer is named, every time
+        if tensors[key].shape != wanted.shape:
             raise BundleError(
-                f"{path}: tensor {key} has shape {tuple(value.shape)}, architecture expects {tuple(expected[key].shape)}"
+                f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, architecture expects {tuple(wanted.shape)}"
             )
     state = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
     pair.load_state_dict(state, strict=True)
