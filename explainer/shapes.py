@@ -203,6 +203,29 @@ def reference_class_explanations() -> np.ndarray:
     return _REFERENCE_CLASS_EXPLANATIONS.copy()
 
 
+def bundle_metadata(
+    architecture: dict,
+    class_explanations: np.ndarray | list | None = None,
+    crop_to_content: bool = True,
+    margin: float = 0.1,
+) -> dict:
+    """The metadata every shapes weights file carries (explainer.bundle's required keys): names, the vertex-count
+    group, the class x explanation prior (default: the reference's table), the normalized ranking, preprocessing
+    and the defaults threshold 0.5, top N 1. Callers add training details, metrics and a description."""
+    prior = reference_class_explanations() if class_explanations is None else np.asarray(class_explanations)
+    return {
+        "task": "shapes",
+        "architecture": architecture,
+        "class_names": list(CLASS_NAMES),
+        "explanation_names": list(EXPLANATION_NAMES),
+        "explanation_groups": [list(group) for group in EXPLANATION_GROUPS],
+        "class_explanations": np.round(prior.astype(np.float64), 6).tolist(),
+        "ranking": "normalized",
+        "preprocessing": {"kind": "shapes", "size": 64, "crop_to_content": bool(crop_to_content), "margin": margin},
+        "defaults": {"threshold": 0.5, "top_n": 1},
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Shape sampling
 # ----------------------------------------------------------------------------------------------------------------
@@ -338,6 +361,10 @@ def _filled_reference_like(dice: _Dice, class_index: int, equilateral: bool, sca
         polygon = _rotated_centred(_base_polygon(dice, class_index, equilateral), dice.uniform(0, 2 * math.pi), extent)
         polygon = _with_min_edge(polygon, _MIN_EDGE_PX * scale)
         explanations = _explanations_of(polygon)
+    return _polygon_drawing(polygon, explanations)
+
+
+def _polygon_drawing(polygon: list[_Point], explanations: np.ndarray) -> _Drawing:
     xs, ys = [x for x, _ in polygon], [y for _, y in polygon]
     return _Drawing([polygon], [], (min(xs), min(ys)), (max(xs), max(ys)), explanations)
 
@@ -735,8 +762,7 @@ def _outlier_drawing(dice: _Dice, kind: str, hand_drawn: bool, size: int) -> _Pr
         extent = max(_sample_extent(dice, scale), _OUTLIER_MIN_EXTENT_PX * scale)
         polygon = _rotated_centred(corners, dice.uniform(0, 2 * math.pi), extent)
         polygon = _with_min_edge(polygon, _MIN_EDGE_PX * scale)
-        xs, ys = [x for x, _ in polygon], [y for _, y in polygon]
-        return _place_filled(dice, _Drawing([polygon], [], (min(xs), min(ys)), (max(xs), max(ys)), nothing), size)
+        return _place_filled(dice, _polygon_drawing(polygon, nothing), size)
     extent, width = _extent_and_pen(dice, scale)
     base_width = np.array([width])
     closed = kind != "zigzag"

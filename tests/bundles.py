@@ -44,11 +44,12 @@ _BIRD_GROUPS = (
 )
 
 
-def shapes_metadata() -> dict[str, Any]:
-    """The shapes task's metadata exactly as the brief describes it."""
+def required_shapes_metadata(architecture: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The shapes task's required metadata exactly as the brief describes it (spelled out here, not taken from the
+    library, so that the tests check the library against the brief)."""
     return {
         "task": "shapes",
-        "architecture": reference_shapes_architecture(),
+        "architecture": architecture or reference_shapes_architecture(),
         "class_names": list(SHAPES_CLASSES),
         "explanation_names": list(SHAPES_EXPLANATIONS),
         "explanation_groups": [[0, 1, 2]],
@@ -56,6 +57,13 @@ def shapes_metadata() -> dict[str, Any]:
         "ranking": "normalized",
         "preprocessing": {"kind": "shapes", "size": 64, "crop_to_content": True, "margin": 0.1},
         "defaults": {"threshold": 0.5, "top_n": 1},
+    }
+
+
+def shapes_metadata() -> dict[str, Any]:
+    """The required metadata plus what a trained file also carries: a description, metrics, training details."""
+    return {
+        **required_shapes_metadata(),
         "description": "Untrained development pair (test fixture).",
         "metrics": {"main_accuracy": 0.25, "explanation_accuracy": 0.5},
         "training": {"epochs": 0, "note": "untrained"},

@@ -23,22 +23,9 @@ from explainer.models import (
 )
 from explainer.predictor import Explainer
 
+from bundles import required_shapes_metadata as shapes_meta
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def shapes_meta(arch: dict | None = None) -> dict:
-    return {
-        "task": "shapes",
-        "architecture": arch or reference_shapes_architecture(),
-        "class_names": ["circle", "triangle", "square", "rectangle"],
-        "explanation_names": ["no vertices", "three vertices", "four vertices", "all opposite edges are parallel",
-                              "all edges have the same size"],
-        "explanation_groups": [[0, 1, 2]],
-        "class_explanations": [[1, 0, 0, 0, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0]],
-        "ranking": "normalized",
-        "preprocessing": {"kind": "shapes", "size": 64, "crop_to_content": True, "margin": 0.1},
-        "defaults": {"threshold": 0.5, "top_n": 1},
-    }
 
 
 def timm_arch(name: str, join: str = "add", classes: int = 5, expl: int = 7) -> dict:

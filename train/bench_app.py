@@ -48,6 +48,7 @@ from explainer import app_logic  # noqa: E402
 from explainer.bundle import save_bundle  # noqa: E402
 from explainer.models import build_pair, reference_shapes_architecture  # noqa: E402
 from explainer.predictor import Explainer  # noqa: E402
+from explainer.shapes import bundle_metadata  # noqa: E402
 
 IMAGENET = {"kind": "imagenet", "resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "train_variant": "code"}
@@ -95,19 +96,8 @@ def birds_size_metadata(architecture: dict[str, Any], n_classes: int = 200, n_ex
 
 def standin_shapes(path: Path) -> Path:
     torch.manual_seed(0)
-    meta = {
-        "task": "shapes",
-        "architecture": reference_shapes_architecture(),
-        "class_names": ["circle", "triangle", "square", "rectangle"],
-        "explanation_names": ["no vertices", "three vertices", "four vertices", "all opposite edges are parallel",
-                              "all edges have the same size"],
-        "explanation_groups": [[0, 1, 2]],
-        "class_explanations": [[1, 0, 0, 0, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0]],
-        "ranking": "normalized",
-        "preprocessing": {"kind": "shapes", "size": 64, "crop_to_content": True, "margin": 0.1},
-        "defaults": {"threshold": 0.5, "top_n": 1},
-    }
-    save_bundle(path, build_pair(reference_shapes_architecture()), meta)
+    architecture = reference_shapes_architecture()
+    save_bundle(path, build_pair(architecture), bundle_metadata(architecture))
     return path
 
 

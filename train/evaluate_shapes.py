@@ -176,25 +176,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "ood": {},
         "notes": notes,
     }
-    if args.noise_images > 0:
-        noise_probs, noise_expl = explainer.infer(list(uniform_noise(args.noise_images)), batch_size=256)
-        report["ood"]["uniform noise"] = evaluation.questioned_share(
-            explainer, noise_probs, noise_expl, args.threshold, args.top_n
-        )
-        notes.append(
-            f"Uniform noise: {args.noise_images} 64x64 greyscale images, every pixel drawn uniformly from the full "
-            f"0..255 range (seed {NOISE_SEED}), preprocessed like any input "
-            f"(crop_to_content={explainer.preprocessing.get('crop_to_content')})."
-        )
-    if args.smooth_noise_images > 0:
-        blob_probs, blob_expl = explainer.infer(list(smooth_noise(args.smooth_noise_images)), batch_size=256)
-        report["ood"]["smooth noise"] = evaluation.questioned_share(
-            explainer, blob_probs, blob_expl, args.threshold, args.top_n
-        )
-        notes.append(
-            f"Smooth noise: {args.smooth_noise_images} images of 8x8 uniform 0..255 noise enlarged bilinearly to 64x64 "
-            f"(seed {BLOB_SEED}); no model was trained on anything like it."
-        )
+    noise_sets = (
+        ("uniform noise", args.noise_images, uniform_noise,
+         f"Uniform noise: {args.noise_images} 64x64 greyscale images, every pixel drawn uniformly from the full "
+         f"0..255 range (seed {NOISE_SEED}), preprocessed like any input "
+         f"(crop_to_content={explainer.preprocessing.get('crop_to_content')})."),
+        ("smooth noise", args.smooth_noise_images, smooth_noise,
+         f"Smooth noise: {args.smooth_noise_images} images of 8x8 uniform 0..255 noise enlarged bilinearly to 64x64 "
+         f"(seed {BLOB_SEED}); no model was trained on anything like it."),
+    )
+    for name, count, make, note in noise_sets:
+        if count > 0:
+            probs, expl = explainer.infer(list(make(count)), batch_size=256)
+            report["ood"][name] = evaluation.questioned_share(explainer, probs, expl, args.threshold, args.top_n)
+            notes.append(note)
     if args.latency:
         report["timing"] = evaluation.measure_latency(explainer, images[:50])
     notes.append(f"Inference and evaluation took {time.perf_counter() - started:.1f} s ({args.threads} threads).")

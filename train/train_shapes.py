@@ -49,9 +49,9 @@ from explainer.predictor import Explainer  # noqa: E402
 from explainer.shape_input import normalize_shape_image  # noqa: E402
 from explainer.shapes import (  # noqa: E402
     CLASS_NAMES,
-    EXPLANATION_GROUPS,
     EXPLANATION_NAMES,
     STYLES,
+    bundle_metadata,
     class_explanation_prior,
     generate_outliers,
     generate_shapes,
@@ -302,21 +302,21 @@ def load_data(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "raw_val": shapes.images[val_idx],
         "prior": prior,
     }
+    mirror_only = []  # images the mirror learns to stay silent on; the main network never sees them
     if args.mirror_noise_fraction > 0:
         count = int(round(args.mirror_noise_fraction * len(train_idx)))
-        noise = to_tensor(training_noise_images(count, seed=10_000 + args.seed), args.crop_to_content)
-        data["x_noise"] = noise.to(device)
+        mirror_only.append(to_tensor(training_noise_images(count, seed=10_000 + args.seed), args.crop_to_content))
         data["mirror_noise_images"] = count
     if args.mirror_outlier_fraction > 0:
         count = int(round(args.mirror_outlier_fraction * len(train_idx)))
         outliers, _ = generate_outliers(count, seed=OUTLIER_SEED + args.seed, size=IMAGE_SIZE, style=args.style)
-        outliers_x = to_tensor(outliers, args.crop_to_content).to(device)
-        data["x_noise"] = torch.cat([data["x_noise"], outliers_x]) if "x_noise" in data else outliers_x
+        mirror_only.append(to_tensor(outliers, args.crop_to_content))
         data["mirror_outlier_images"] = count
     if args.mirror_ood_fraction > 0:
-        ood = ood_training_images(args, int(round(args.mirror_ood_fraction * len(train_idx))))
-        data["x_noise"] = torch.cat([data["x_noise"], ood.to(device)]) if "x_noise" in data else ood.to(device)
-        data["mirror_ood_images"] = int(ood.shape[0])
+        mirror_only.append(ood_training_images(args, int(round(args.mirror_ood_fraction * len(train_idx)))))
+        data["mirror_ood_images"] = int(mirror_only[-1].shape[0])
+    if mirror_only:
+        data["x_noise"] = torch.cat(mirror_only).to(device)
     return data
 
 
@@ -678,18 +678,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["mirror"] = train_mirror(args, pair, data, device)
     pair = pair.eval()
 
-    preprocessing = {"kind": "shapes", "size": IMAGE_SIZE, "crop_to_content": bool(args.crop_to_content), "margin": CROP_MARGIN}
-    meta: dict[str, Any] = {
-        "task": "shapes",
-        "architecture": arch,
-        "class_names": list(CLASS_NAMES),
-        "explanation_names": list(EXPLANATION_NAMES),
-        "explanation_groups": [list(g) for g in EXPLANATION_GROUPS],
-        "class_explanations": np.round(data["prior"].astype(np.float64), 6).tolist(),
-        "ranking": "normalized",
-        "preprocessing": preprocessing,
-        "defaults": {"threshold": 0.5, "top_n": 1},
-    }
+    meta: dict[str, Any] = bundle_metadata(arch, data["prior"], bool(args.crop_to_content), CROP_MARGIN)
     explainer = Explainer(pair, {**meta, "format_version": 1}, device)
     class_probs, expl_probs = infer_batched(explainer, data["x_val"])
     validation = evaluation.evaluate_predictions(
