@@ -3,25 +3,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import numpy as np
+import pytest
+import torch
+from PIL import Image
 
-import json  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import app_images  # noqa: E402
-from bundles import birds_like_metadata, make_birds_bundle, make_shapes_bundle, one_torch_thread  # noqa: E402
-from explainer import app_logic, charts  # noqa: E402
-from explainer.predictor import Explainer  # noqa: E402
+import app_images
+from bundles import birds_like_metadata, make_birds_bundle, make_shapes_bundle, one_torch_thread
+from explainer import app_logic, charts
+from explainer.predictor import Explainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request is a Python warning
 one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)

@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
-import os
+import json
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-
-import app_images  # noqa: E402
-from bundles import import_app, one_torch_thread, running_app  # noqa: E402
+import app_images
+from bundles import import_app, one_torch_thread, running_app
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),  # pandas 3 deprecations inside Gradio's queue

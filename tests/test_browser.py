@@ -7,18 +7,15 @@ test is skipped, saying why, when either is missing. Set EXPLAINER_SCREENSHOTS=f
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
+from typing import Any, Iterator
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import numpy as np
+import pytest
 
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+from bundles import one_torch_thread, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -36,8 +33,6 @@ TIMEOUT_MS = 60_000
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent (install it with: apt-get install -y chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the Playwright Python package is not installed")
-
-from bundles import one_torch_thread, running_app  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),  # pandas 3 deprecations inside Gradio's queue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,9 +13,7 @@ from PIL import Image
 from explainer import evaluation
 from explainer.bundle import save_bundle
 from explainer.models import build_pair, reference_shapes_architecture
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-import evaluate_shapes  # noqa: E402
+from train import evaluate_shapes
 
 CLASSES = ["circle", "triangle", "square", "rectangle"]
 EXPLANATIONS = ["no vertices", "three vertices", "four vertices", "parallel", "same size"]

@@ -17,11 +17,10 @@ import torch
 
 from explainer.models import build_pair
 from explainer.predictor import Explainer
+from train import train_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train" / "train_shapes.py"
-sys.path.insert(0, str(ROOT / "train"))
-import train_shapes  # noqa: E402
 
 EPOCHS = 6
 # Small but real: 40 images per class (half for validation), small wide networks, a larger learning rate and

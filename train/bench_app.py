@@ -33,22 +33,22 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from explainer import app_logic
+from explainer.bundle import save_bundle
+from explainer.models import build_pair, reference_shapes_architecture
+from explainer.predictor import Explainer
+from explainer.shapes import bundle_metadata
+
+# Set before Gradio or huggingface_hub is first imported (both read them at import; this module imports neither).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from explainer import app_logic  # noqa: E402
-from explainer.bundle import save_bundle  # noqa: E402
-from explainer.models import build_pair, reference_shapes_architecture  # noqa: E402
-from explainer.predictor import Explainer  # noqa: E402
-from explainer.shapes import bundle_metadata  # noqa: E402
 
 IMAGENET = {"kind": "imagenet", "resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "train_variant": "code"}
@@ -238,7 +238,7 @@ def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path,
     out = app.rerender(cache, 0.5, 10, 10, False)
     plots = (out.class_plot, out.explanation_plot, out.ranking_plot)
     size = sum(len(p.plot) for p in plots) + len(json.dumps(out.result))
-    print(f"slider re-render, 200 classes x 312 explanations, with an intervention (budget 50 ms):")
+    print("slider re-render, 200 classes x 312 explanations, with an intervention (budget 50 ms):")
     print(f"  handler (explain + 3 charts + JSON):   {summary(times)}   payload {size / 1024:.0f} KiB")
 
 

@@ -11,14 +11,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explainer.predictor import Explainer  # noqa: E402
+from explainer.predictor import Explainer
 
 
 def main(argv: list[str] | None = None) -> int:

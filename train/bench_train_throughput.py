@@ -13,14 +13,12 @@ import json
 import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explainer.models import build_pair  # noqa: E402
+from explainer.models import build_pair
 
 
 def _sync(device: torch.device) -> None:

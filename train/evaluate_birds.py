@@ -22,12 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explainer import cub  # noqa: E402
-from explainer.evaluation import evaluate_predictions, questioned_share, write_report  # noqa: E402
-from explainer.predictor import Explainer  # noqa: E402
-from explainer.transforms import build_transform  # noqa: E402
+from explainer import cub
+from explainer.evaluation import evaluate_predictions, questioned_share, write_report
+from explainer.predictor import Explainer
+from explainer.transforms import build_transform
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explainer import metrics  # noqa: E402
-from explainer.evaluation import error_scores, evaluate_predictions, verdict_arrays, write_report  # noqa: E402
-from explainer.ood import generate_ood  # noqa: E402
-from explainer.predictor import Explainer  # noqa: E402
-from explainer.shape_input import NothingToClassify  # noqa: E402
-from explainer.strokes import simulate_dataset  # noqa: E402
+from explainer import metrics
+from explainer.evaluation import error_scores, evaluate_predictions, verdict_arrays, write_report
+from explainer.ood import generate_ood
+from explainer.predictor import Explainer
+from explainer.shape_input import NothingToClassify
+from explainer.strokes import simulate_dataset
 
 VERTEX_GROUP = slice(0, 3)
 

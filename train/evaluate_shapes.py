@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,12 +27,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explainer import evaluation  # noqa: E402
-from explainer.imageio import open_image  # noqa: E402
-from explainer.predictor import Explainer  # noqa: E402
-from explainer.shapes import generate_shapes, split_stratified  # noqa: E402
+from explainer import evaluation
+from explainer.imageio import open_image
+from explainer.predictor import Explainer
+from explainer.shapes import generate_shapes, split_stratified
 
 _FILE_NAME = re.compile(r"^(?P<index>[^_]+)((?:_EX\d+)*)\.png$", re.IGNORECASE)
 _EXPLANATION_TAG = re.compile(r"_EX(\d+)", re.IGNORECASE)

@@ -38,13 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explainer import cub  # noqa: E402
-from explainer.bundle import save_bundle  # noqa: E402
-from explainer.models import MirrorPair, build_pair  # noqa: E402
-from explainer.training import run_phase, seed_everything, unwrap  # noqa: E402
-from explainer.transforms import build_transform, reference_preprocessing  # noqa: E402
+from explainer import cub
+from explainer.bundle import save_bundle
+from explainer.models import MirrorPair, build_pair
+from explainer.predictor import Explainer
+from explainer.training import run_phase, seed_everything
+from explainer.transforms import build_transform, reference_preprocessing
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -313,7 +313,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- evaluation on the held-out test images and the weights file ----------------------------------------------------
     from explainer.evaluation import evaluate_predictions
-    from explainer.predictor import Explainer
 
     pair.eval()
     probs, expls, labels = predict(test_loader)
@@ -360,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _compare_storage(full: "Explainer", half: "Explainer", dataset, workers: int) -> dict[str, float]:
+def _compare_storage(full: Explainer, half: Explainer, dataset, workers: int) -> dict[str, float]:
     """How far the float16 file's predictions are from float32 on the test images (both run in float32)."""
     diffs = {"class": 0.0, "explanation": 0.0}
     agree = total = 0

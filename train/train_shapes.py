@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -40,14 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explainer import evaluation  # noqa: E402
-from explainer.bundle import save_bundle  # noqa: E402
-from explainer.models import MirrorPair, build_pair, keras_parameter_count, reference_shapes_architecture  # noqa: E402
-from explainer.predictor import Explainer  # noqa: E402
-from explainer.shape_input import normalize_shape_image  # noqa: E402
-from explainer.shapes import (  # noqa: E402
+from explainer import evaluation
+from explainer.bundle import save_bundle
+from explainer.models import MirrorPair, build_pair, keras_parameter_count, reference_shapes_architecture
+from explainer.predictor import Explainer
+from explainer.shape_input import normalize_shape_image
+from explainer.shapes import (
     CLASS_NAMES,
     EXPLANATION_NAMES,
     STYLES,
@@ -57,7 +55,7 @@ from explainer.shapes import (  # noqa: E402
     generate_shapes,
     split_stratified,
 )
-from explainer.training import run_phase, seed_everything  # noqa: E402
+from explainer.training import run_phase, seed_everything
 
 IMAGE_SIZE = 64
 CROP_MARGIN = 0.1
