@@ -1,4 +1,4 @@
-"""Tests for the birds data side: explainer.cub (reader, targets, splits, Dataset, download), explainer.transforms."""
+"""Tests for the birds data side: explainer.cub (reader, targets, splits, Dataset), train.cub_download, explainer.transforms."""
 
 from __future__ import annotations
 
@@ -19,15 +19,11 @@ from torchvision import transforms as T
 
 from cub_fixture import FIXTURE_IMAGE_SIZE, make_cub_fixture
 from explainer.cub import (
-    CubChecksumError,
     CubDataError,
-    CubDownloadError,
     CubImages,
-    download_cub,
     explanation_targets,
     read_cub,
     validation_split,
-    verify_and_extract,
 )
 from explainer.transforms import (
     IMAGENET_MEAN,
@@ -38,6 +34,7 @@ from explainer.transforms import (
     load_rgb,
     reference_preprocessing,
 )
+from train.cub_download import CubChecksumError, CubDownloadError, download_cub, verify_and_extract
 
 
 @pytest.fixture(scope="module")

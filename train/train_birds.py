@@ -38,13 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 from explainer import cub
 from explainer.bundle import save_bundle
 from explainer.models import MirrorPair, build_pair
 from explainer.predictor import Explainer
 from explainer.training import run_phase, seed_everything
 from explainer.transforms import build_transform, reference_preprocessing
+from train.cub_download import download_cub
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     started = time.time()
 
-    data_root = Path(args.data) if args.data else cub.download_cub(Path(args.download))
+    data_root = Path(args.data) if args.data else download_cub(Path(args.download))
     meta = cub.read_cub(data_root, not_visible_as_unknown=args.not_visible_unknown)
     if meta.notice and is_main:
         print(f"notice: {meta.notice}", flush=True)
