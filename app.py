@@ -4,8 +4,8 @@ human-understandable explanations a second network reads from its activations, a
 Run: ``python app.py`` (then open http://127.0.0.1:7860). Weights come from ``weights/shapes.safetensors`` and
 ``weights/birds.safetensors``, or from the environment variables ``EXPLAINER_SHAPES_WEIGHTS`` /
 ``EXPLAINER_BIRDS_WEIGHTS`` (a local path, or a Hugging Face Hub file ``user/repo/file.safetensors``, fetched only
-when a variable names one). A task without weights shows how to get them. All behaviour lives in
-``explainer/app_logic.py``; this file only lays out the page.
+when a variable names one). A task without weights shows how to get them. All behaviour lives in the ``webapp``
+package (and what differs between tasks in ``explainer/tasks/``); this file only lays out the page.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from explainer import app_logic
+import webapp
+from explainer.tasks import TASKS, Task
 
 ROOT = Path(__file__).resolve().parent
 
@@ -28,23 +29,13 @@ def _hub_download(repo_id: str, filename: str) -> str:
     return hf_hub_download(repo_id=repo_id, filename=filename)
 
 
-MODELS = app_logic.load_models(os.environ, ROOT / "weights", download=_hub_download)
-SHAPE_EXAMPLES = app_logic.write_shape_examples() if MODELS["shapes"].available else []
+MODELS = webapp.load_models(os.environ, ROOT / "weights", download=_hub_download)
+EXAMPLES = {task.name: webapp.write_examples(task) if MODELS[task.name].available else [] for task in TASKS.values()}
 
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 THEME = gr.themes.Default(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)  # no web font is fetched
-CSS = """
-.gradio-container {max-width: 1180px !important; margin: 0 auto !important;}
-#intro p {margin: 0.2em 0;}
-.badge {display: inline-block; padding: 0.2em 0.7em; border-radius: 999px; font-weight: 600; font-size: 1.1em;}
-.badge-consistent {background: #dcfce7; color: #166534;}
-.badge-questioned {background: #fef3c7; color: #92400e;}
-.network-input img {image-rendering: pixelated;}
-.gallery-item img, .example-image img {image-rendering: pixelated;}
-@media (max-width: 640px) {.gradio-container {padding: 6px !important;}}
-"""
-LAUNCH_OPTIONS = {"theme": THEME, "css": CSS, "max_file_size": "25mb", "footer_links": ["api", "settings"]}
+LAUNCH_OPTIONS = {"theme": THEME, "css": webapp.CSS, "max_file_size": "25mb", "footer_links": ["api", "settings"]}
 # Gradio's image editor starts with no tool selected; pick the brush once so that the first stroke draws.
 SELECT_BRUSH_JS = """
 () => {
@@ -64,7 +55,7 @@ NETWORK_CONCURRENCY = 2
 RENDER_CONCURRENCY = 4  # re-rendering from the cache is cheap numpy + JSON
 
 
-def _controls(app: app_logic.TaskApp) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Checkbox]:
+def _controls(app: webapp.TaskApp) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Checkbox]:
     """Threshold, top N and top k sliders, defaulting to the weights' metadata, and the raw-list switch."""
     task = app.model.task
     threshold = gr.Slider(0, 1, value=app.default_threshold, step=0.01, label="Explanation threshold",
@@ -79,7 +70,7 @@ def _controls(app: app_logic.TaskApp) -> tuple[gr.Slider, gr.Slider, gr.Slider, 
     return threshold, top_n, top_k, show_raw
 
 
-def _interventions(app: app_logic.TaskApp) -> tuple[gr.components.Component, gr.components.Component]:
+def _interventions(app: webapp.TaskApp) -> tuple[gr.components.Component, gr.components.Component]:
     """CheckboxGroups for a handful of explanations, searchable multi-select dropdowns for hundreds."""
     choices = app.explanation_choices
     if len(choices) <= 20:
@@ -91,20 +82,22 @@ def _interventions(app: app_logic.TaskApp) -> tuple[gr.components.Component, gr.
     return present, absent
 
 
-def _task_tab(model: app_logic.TaskModel, examples: list[Path]) -> None:
+def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     """One task's inputs, controls, results and events; or, without weights, how to get them."""
     task = model.task
+    spec: Task = model.spec
     if not model.available:
-        gr.Markdown(app_logic.unavailable_markdown(model), elem_classes="unavailable")
+        gr.Markdown(webapp.unavailable_markdown(model), elem_classes="unavailable")
         return
-    app = app_logic.TaskApp(model)
+    app = webapp.TaskApp(model)
     description = (model.explainer.meta.get("description") or "") if model.explainer is not None else ""
-    if task == "birds" and description:
-        gr.Markdown(f"**Model:** {description}. Full reference (ResNet50, all 200 species): see the README's *Training*.")
+    note = spec.model_note(description)
+    if note:
+        gr.Markdown(note)
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=300):
             sketch = None
-            if task == "shapes":
+            if spec.drawable:
                 with gr.Tabs():
                     with gr.Tab("Draw", id=f"{task}-draw"):
                         sketch = gr.Sketchpad(
@@ -121,11 +114,11 @@ def _task_tab(model: app_logic.TaskModel, examples: list[Path]) -> None:
                         )
                         sketch_button = gr.Button("Classify drawing", variant="primary", elem_id=f"{task}-classify")
                     with gr.Tab("Upload", id=f"{task}-upload"):
-                        upload = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                          label="Image of a shape", elem_id=f"{task}-upload")
+                        upload = gr.Image(type="filepath", image_mode=None, sources=list(spec.input_sources),
+                                          label=spec.input_label, elem_id=f"{task}-upload")
             else:
-                upload = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
-                                  label="Photo of a bird", elem_id=f"{task}-upload")
+                upload = gr.Image(type="filepath", image_mode=None, sources=list(spec.input_sources),
+                                  label=spec.input_label, elem_id=f"{task}-upload")
             network_input = gr.Image(label="Network input (what the network sees)", type="pil", interactive=False,
                                      height=150, buttons=[], elem_classes="network-input")
             if examples:
@@ -147,13 +140,16 @@ def _task_tab(model: app_logic.TaskModel, examples: list[Path]) -> None:
     with gr.Accordion("Result as JSON", open=False):
         result = gr.JSON(label="Result", elem_id=f"{task}-json")
     with gr.Accordion("About this model", open=False):
-        gr.Markdown(app_logic.about_markdown(model))
+        gr.Markdown(webapp.about_markdown(model))
     cache = gr.State(None, time_to_live=3600)
 
     controls = [threshold, top_n, top_k, show_raw]
-    classify_outputs = [result, status, network_input, class_plot, explanation_plot, ranking_plot, cache,
-                        force_present, force_absent]
-    render_outputs = [result, status, class_plot, explanation_plot, ranking_plot]
+    # The handlers' NamedTuples define the output order; the component lists are built from their field names.
+    components = {"result": result, "status": status, "network_input": network_input, "class_plot": class_plot,
+                  "explanation_plot": explanation_plot, "ranking_plot": ranking_plot, "cache": cache,
+                  "force_present": force_present, "force_absent": force_absent}
+    classify_outputs = [components[name] for name in webapp.ClassifyOutputs._fields]
+    render_outputs = [components[name] for name in webapp.RenderOutputs._fields]
     network = {"concurrency_id": "network", "concurrency_limit": NETWORK_CONCURRENCY}
     if sketch is not None:
         sketch_button.click(app.classify_sketch, [sketch, *controls], classify_outputs, api_name=f"{task}_sketch",
@@ -178,9 +174,9 @@ with gr.Blocks(title="Explainer: does the explanation back the prediction?") as 
         elem_id="intro",
     )
     with gr.Tabs():
-        for task in app_logic.TASKS:
-            with gr.Tab(app_logic.TASK_TITLES[task], id=task):
-                _task_tab(MODELS[task], SHAPE_EXAMPLES if task == "shapes" else [])
+        for task in TASKS.values():
+            with gr.Tab(task.title, id=task.name):
+                _task_tab(MODELS[task.name], EXAMPLES[task.name])
     demo.load(None, js=SELECT_BRUSH_JS, api_visibility="private")
 demo.queue(default_concurrency_limit=2, max_size=256)
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 from . import postprocess
 from .bundle import load_bundle
-
-ImageLike = Image.Image | np.ndarray
+from .tasks import TASKS, Task, task_for_preprocessing
+from .tasks.base import ImageLike, Preprocessor
 
 
 @dataclass
@@ -102,14 +102,17 @@ class Explainer:
         self.task: str = meta["task"]
         self.class_names: list[str] = list(meta["class_names"])
         self.explanation_names: list[str] = list(meta["explanation_names"])
-        self.display_names: list[str] = list(meta.get("explanation_display_names") or self.explanation_names)
+        self.preprocessing: dict[str, Any] = meta["preprocessing"]
+        self.task_spec: Task | None = task_for_preprocessing(self.preprocessing.get("kind"))
+        self.display_names: list[str] = (
+            self.task_spec.display_names(meta) if self.task_spec is not None else Task().display_names(meta)
+        )
         self.groups: list[list[int]] = [list(map(int, g)) for g in meta["explanation_groups"]]
         self.class_explanations = np.asarray(meta["class_explanations"], dtype=np.float64)
         self.ranking: str = meta["ranking"]
-        self.preprocessing: dict[str, Any] = meta["preprocessing"]
         self.default_threshold = float(meta["defaults"]["threshold"])
         self.default_top_n = int(meta["defaults"]["top_n"])
-        self._transform = None
+        self._preprocess: Preprocessor | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Explainer":
@@ -119,30 +122,29 @@ class Explainer:
     # -- images -> tensors -------------------------------------------------------------------------------------------
 
     def preprocess(self, image: ImageLike) -> torch.Tensor:
-        """One image (PIL or array, any mode) to the network's input tensor (C, H, W).
+        """One image (PIL or array, any mode) to the network's input tensor (C, H, W), as the task says.
 
         Shapes raise :class:`explainer.shape_input.NothingToClassify` for a blank image.
         """
-        kind = self.preprocessing.get("kind")
-        if kind == "shapes":
-            from .shape_input import normalize_shape_image
+        if self._preprocess is None:
+            if self.task_spec is None:
+                kinds = tuple(task.preprocessing_kind for task in TASKS.values())
+                raise ValueError(f"preprocessing kind {self.preprocessing.get('kind')!r} is not one of {kinds}")
+            self._preprocess = self.task_spec.preprocessor(self.preprocessing)
+        return self._preprocess(image)
 
-            grey = normalize_shape_image(
-                image,
-                size=int(self.preprocessing.get("size", 64)),
-                crop_to_content=bool(self.preprocessing.get("crop_to_content", True)),
-                margin=float(self.preprocessing.get("margin", 0.1)),
-            )
-            return torch.from_numpy(grey.astype(np.float32) / 255.0)[None]
-        if kind == "imagenet":
-            from .transforms import build_transform, to_rgb
+    def check_image(self, image: Image.Image) -> Image.Image:
+        """Refuse an image with nothing to classify before any network runs (raises
+        :class:`explainer.tasks.ImageCheckError` in plain words); returns the image to preprocess."""
+        if self.task_spec is None:
+            return image
+        return self.task_spec.check_image(image)
 
-            if self._transform is None:
-                self._transform = build_transform(self.preprocessing, train=False)
-            if isinstance(image, np.ndarray):
-                image = Image.fromarray(image)
-            return self._transform(to_rgb(image))  # alpha onto white, 16-bit scaled, CMYK/palette converted
-        raise ValueError(f"preprocessing kind {kind!r} is not one of ('shapes', 'imagenet')")
+    def preview(self, tensor: torch.Tensor, size: int) -> Image.Image:
+        """The preprocessed tensor as a picture ``size`` pixels square: what the network sees."""
+        if self.task_spec is None:
+            raise ValueError(f"preprocessing kind {self.preprocessing.get('kind')!r} has no preview")
+        return self.task_spec.preview(tensor, self.preprocessing, size)
 
     # -- networks ----------------------------------------------------------------------------------------------------
 

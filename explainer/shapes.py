@@ -203,29 +203,6 @@ def reference_class_explanations() -> np.ndarray:
     return _REFERENCE_CLASS_EXPLANATIONS.copy()
 
 
-def bundle_metadata(
-    architecture: dict,
-    class_explanations: np.ndarray | list | None = None,
-    crop_to_content: bool = True,
-    margin: float = 0.1,
-) -> dict:
-    """The metadata every shapes weights file carries (explainer.bundle's required keys): names, the vertex-count
-    group, the class x explanation prior (default: the reference's table), the normalized ranking, preprocessing
-    and the defaults threshold 0.5, top N 1. Callers add training details, metrics and a description."""
-    prior = reference_class_explanations() if class_explanations is None else np.asarray(class_explanations)
-    return {
-        "task": "shapes",
-        "architecture": architecture,
-        "class_names": list(CLASS_NAMES),
-        "explanation_names": list(EXPLANATION_NAMES),
-        "explanation_groups": [list(group) for group in EXPLANATION_GROUPS],
-        "class_explanations": np.round(prior.astype(np.float64), 6).tolist(),
-        "ranking": "normalized",
-        "preprocessing": {"kind": "shapes", "size": 64, "crop_to_content": bool(crop_to_content), "margin": margin},
-        "defaults": {"threshold": 0.5, "top_n": 1},
-    }
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Shape sampling
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 
 import app_images
+import webapp
 from bundles import birds_like_metadata, make_birds_bundle, make_shapes_bundle, one_torch_thread
-from explainer import app_logic, charts
 from explainer.predictor import Explainer
+from explainer.tasks import SHAPES, TASKS
+from webapp import charts
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request is a Python warning
 one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
@@ -31,18 +33,18 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(weights: Path) -> dict[str, app_logic.TaskModel]:
-    return app_logic.load_models({}, weights)
+def models(weights: Path) -> dict[str, webapp.TaskModel]:
+    return webapp.load_models({}, weights)
 
 
 @pytest.fixture(scope="module")
-def shapes(models: dict[str, app_logic.TaskModel]) -> app_logic.TaskApp:
-    return app_logic.TaskApp(models["shapes"])
+def shapes(models: dict[str, webapp.TaskModel]) -> webapp.TaskApp:
+    return webapp.TaskApp(models["shapes"])
 
 
 @pytest.fixture(scope="module")
-def birds(models: dict[str, app_logic.TaskModel]) -> app_logic.TaskApp:
-    return app_logic.TaskApp(models["birds"])
+def birds(models: dict[str, webapp.TaskModel]) -> webapp.TaskApp:
+    return webapp.TaskApp(models["birds"])
 
 
 @pytest.fixture(scope="module")
@@ -68,28 +70,28 @@ def bar_labels(figure: dict) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_models_load_from_the_weights_folder(models: dict[str, app_logic.TaskModel]) -> None:
+def test_models_load_from_the_weights_folder(models: dict[str, webapp.TaskModel]) -> None:
     assert models["shapes"].available and models["birds"].available
     assert models["shapes"].source.endswith("shapes.safetensors") and models["shapes"].parameters > 0
 
 
 def test_missing_weights_give_a_message_not_a_crash(tmp_path: Path) -> None:
-    models = app_logic.load_models({}, tmp_path)
+    models = webapp.load_models({}, tmp_path)
     for task, model in models.items():
         assert not model.available
-        assert app_logic.ENV_VARS[task] in model.problem and str(tmp_path) in model.problem
-        text = app_logic.unavailable_markdown(model)
-        assert app_logic.ENV_VARS[task] in text and f"train/train_{task}.py" in text
+        assert TASKS[task].env_var in model.problem and str(tmp_path) in model.problem
+        text = webapp.unavailable_markdown(model)
+        assert TASKS[task].env_var in text and f"train/train_{task}.py" in text
         with pytest.raises(ValueError, match="not available"):
-            app_logic.TaskApp(model)
+            webapp.TaskApp(model)
 
 
 def test_env_var_path_wins_over_the_folder(weights: Path, tmp_path: Path) -> None:
     copy = tmp_path / "my-shapes.safetensors"
     copy.write_bytes((weights / "shapes.safetensors").read_bytes())
-    model = app_logic.load_task_model("shapes", str(copy), tmp_path)
+    model = webapp.load_task_model("shapes", str(copy), tmp_path)
     assert model.available and model.source == str(copy)
-    missing = app_logic.load_task_model("shapes", str(tmp_path / "nope.safetensors"), weights)
+    missing = webapp.load_task_model("shapes", str(tmp_path / "nope.safetensors"), weights)
     assert not missing.available and "EXPLAINER_SHAPES_WEIGHTS" in missing.problem and "no such file" in missing.problem
 
 
@@ -105,7 +107,7 @@ def test_env_var_path_wins_over_the_folder(weights: Path, tmp_path: Path) -> Non
     ],
 )
 def test_parse_hub_id(spec: str, expected: tuple[str, str] | None) -> None:
-    assert app_logic.parse_hub_id(spec) == expected
+    assert webapp.parse_hub_id(spec) == expected
 
 
 def test_hub_id_is_fetched_only_through_the_given_downloader(weights: Path, tmp_path: Path) -> None:
@@ -115,18 +117,18 @@ def test_hub_id_is_fetched_only_through_the_given_downloader(weights: Path, tmp_
         calls.append((repo_id, filename))
         return str(weights / "birds.safetensors")
 
-    model = app_logic.load_task_model("birds", "someone/explainer-weights/birds.safetensors", tmp_path, fake_download)
+    model = webapp.load_task_model("birds", "someone/explainer-weights/birds.safetensors", tmp_path, fake_download)
     assert model.available and calls == [("someone/explainer-weights", "birds.safetensors")]
-    no_download = app_logic.load_task_model("birds", "someone/explainer-weights/birds.safetensors", tmp_path)
+    no_download = webapp.load_task_model("birds", "someone/explainer-weights/birds.safetensors", tmp_path)
     assert not no_download.available and "Hub" in no_download.problem
-    assert app_logic.load_task_model("birds", None, weights, fake_download).available and len(calls) == 1
+    assert webapp.load_task_model("birds", None, weights, fake_download).available and len(calls) == 1
 
 
 def test_hub_download_offline_is_a_message(tmp_path: Path) -> None:
     from huggingface_hub import hf_hub_download
 
     os.environ["HF_HUB_OFFLINE"] = "1"
-    model = app_logic.load_task_model(
+    model = webapp.load_task_model(
         "shapes", "nobody-xyz/no-such-repo/shapes.safetensors", tmp_path,
         lambda repo, name: hf_hub_download(repo_id=repo, filename=name, cache_dir=str(tmp_path / "hub")),
     )
@@ -136,28 +138,28 @@ def test_hub_download_offline_is_a_message(tmp_path: Path) -> None:
 def test_broken_or_mismatched_weights_are_reported(weights: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes((weights / "shapes.safetensors").read_bytes()[:500])
-    model = app_logic.load_task_model("shapes", str(broken), tmp_path)
+    model = webapp.load_task_model("shapes", str(broken), tmp_path)
     assert not model.available and "cannot be used" in model.problem
-    swapped = app_logic.load_task_model("birds", str(weights / "shapes.safetensors"), tmp_path)
+    swapped = webapp.load_task_model("birds", str(weights / "shapes.safetensors"), tmp_path)
     assert not swapped.available and "'imagenet'" in swapped.problem
 
 
-def test_about_panel_describes_the_model(models: dict[str, app_logic.TaskModel]) -> None:
-    text = app_logic.about_markdown(models["birds"])
+def test_about_panel_describes_the_model(models: dict[str, webapp.TaskModel]) -> None:
+    text = webapp.about_markdown(models["birds"])
     for phrase in ("test_resnet", "add join", "parameters", "main_accuracy", "explanations / mean_auroc",
                    "What the verdict means", "case 1", "Untrained development pair"):
         assert phrase in text
-    assert "reference shapes CNN" in app_logic.about_markdown(models["shapes"])
+    assert "reference shapes CNN" in webapp.about_markdown(models["shapes"])
 
 
-def test_controls_default_from_the_metadata(shapes: app_logic.TaskApp, birds: app_logic.TaskApp) -> None:
+def test_controls_default_from_the_metadata(shapes: webapp.TaskApp, birds: webapp.TaskApp) -> None:
     assert (shapes.default_threshold, shapes.default_top_n) == (0.5, 1)
     assert (birds.default_threshold, birds.default_top_n) == (0.8, 5)  # metadata says 10, there are 5 classes
     assert birds.explanation_choices[0] == "bill shape: dagger"
 
 
-def test_examples_are_generated_and_classifiable(shapes: app_logic.TaskApp, tmp_path: Path) -> None:
-    paths = app_logic.write_shape_examples(tmp_path)
+def test_examples_are_generated_and_classifiable(shapes: webapp.TaskApp, tmp_path: Path) -> None:
+    paths = webapp.write_examples(SHAPES, tmp_path)
     assert [p.name for p in paths] == [f"{c}-{s}.png" for s in ("filled", "outline")
                                        for c in ("circle", "triangle", "square", "rectangle")]
     for path in paths:
@@ -171,12 +173,12 @@ def test_examples_are_generated_and_classifiable(shapes: app_logic.TaskApp, tmp_
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_classify_image_fills_every_output(shapes: app_logic.TaskApp, images: Path) -> None:
+def test_classify_image_fills_every_output(shapes: webapp.TaskApp, images: Path) -> None:
     out = shapes.classify_image(str(app_images.triangle_png(images)), 0.5, 1, 3, False)
     assert set(out.result) >= {"predicted_class", "class_probabilities", "explanation_probabilities",
                                "kept_explanations", "explanation_ranking", "questioned", "case", "preferred_class"}
     assert 'class="badge' in out.status and out.result["predicted_class"] in out.status
-    assert out.network_input.size == (app_logic.PREVIEW_SIZE, app_logic.PREVIEW_SIZE)
+    assert out.network_input.size == (webapp.PREVIEW_SIZE, webapp.PREVIEW_SIZE)
     assert np.asarray(out.network_input).min() < 64  # the triangle's ink reached the network
     classes = plot_json(out.class_plot)
     assert len(bar_labels(classes)) == 3 and bar_labels(classes)[0] == out.result["predicted_class"]
@@ -186,7 +188,7 @@ def test_classify_image_fills_every_output(shapes: app_logic.TaskApp, images: Pa
     assert out.force_present == [] and out.force_absent == []
 
 
-def test_classify_sketch_uses_the_composite(shapes: app_logic.TaskApp, images: Path) -> None:
+def test_classify_sketch_uses_the_composite(shapes: webapp.TaskApp, images: Path) -> None:
     square = str(app_images.outline_square_png(images))
     from_sketch = shapes.classify_sketch({"background": None, "layers": [square], "composite": square})
     from_file = shapes.classify_image(square)
@@ -195,29 +197,29 @@ def test_classify_sketch_uses_the_composite(shapes: app_logic.TaskApp, images: P
 
 
 @pytest.mark.parametrize("sketch", [None, {"background": None, "layers": [], "composite": None}, {}])
-def test_empty_sketch_asks_for_a_drawing(shapes: app_logic.TaskApp, sketch: object) -> None:
+def test_empty_sketch_asks_for_a_drawing(shapes: webapp.TaskApp, sketch: object) -> None:
     out = shapes.classify_sketch(sketch)
     assert "canvas is empty" in out.status and out.result == {"error": out.result["error"]}
     assert out.cache is None and out.class_plot is None
 
 
-def test_blank_sketch_says_nothing_to_classify(shapes: app_logic.TaskApp, images: Path) -> None:
+def test_blank_sketch_says_nothing_to_classify(shapes: webapp.TaskApp, images: Path) -> None:
     blank = str(app_images.blank_png(images))
     out = shapes.classify_sketch({"background": blank, "layers": [], "composite": blank})
     assert "nothing to classify" in out.status.lower() and out.cache is None
 
 
-def test_sketch_of_the_wrong_type_is_refused(shapes: app_logic.TaskApp) -> None:
+def test_sketch_of_the_wrong_type_is_refused(shapes: webapp.TaskApp) -> None:
     out = shapes.classify_sketch(42)  # type: ignore[arg-type]
     assert "dictionary" in out.status
 
 
-def test_no_upload_clears_the_results(shapes: app_logic.TaskApp) -> None:
+def test_no_upload_clears_the_results(shapes: webapp.TaskApp) -> None:
     out = shapes.classify_image(None)
     assert out.result is None and out.cache is None and out.status == shapes.prompt
 
 
-def test_gradio_file_payloads_are_accepted(birds: app_logic.TaskApp, images: Path) -> None:
+def test_gradio_file_payloads_are_accepted(birds: webapp.TaskApp, images: Path) -> None:
     import base64
 
     path = app_images.bird_like_jpeg(images)
@@ -230,7 +232,7 @@ def test_gradio_file_payloads_are_accepted(birds: app_logic.TaskApp, images: Pat
 @pytest.mark.parametrize("task", ["shapes", "birds"])
 @pytest.mark.parametrize("case", sorted(app_images.BAD_INPUTS))
 def test_bad_inputs_get_a_plain_message(
-    task: str, case: str, shapes: app_logic.TaskApp, birds: app_logic.TaskApp, images: Path
+    task: str, case: str, shapes: webapp.TaskApp, birds: webapp.TaskApp, images: Path
 ) -> None:
     app = shapes if task == "shapes" else birds
     builder, phrase = app_images.BAD_INPUTS[case]
@@ -249,7 +251,7 @@ def test_bad_inputs_get_a_plain_message(
 @pytest.mark.parametrize("task", ["shapes", "birds"])
 @pytest.mark.parametrize("case", sorted(app_images.GOOD_ODD_INPUTS))
 def test_odd_but_valid_images_are_classified(
-    task: str, case: str, shapes: app_logic.TaskApp, birds: app_logic.TaskApp, images: Path
+    task: str, case: str, shapes: webapp.TaskApp, birds: webapp.TaskApp, images: Path
 ) -> None:
     app = shapes if task == "shapes" else birds
     out = app.classify_image(str(app_images.GOOD_ODD_INPUTS[case](images)))
@@ -257,26 +259,26 @@ def test_odd_but_valid_images_are_classified(
     assert out.cache is not None
 
 
-def test_transparent_and_16_bit_photos_are_not_washed_out(birds: app_logic.TaskApp, images: Path) -> None:
+def test_transparent_and_16_bit_photos_are_not_washed_out(birds: webapp.TaskApp, images: Path) -> None:
     seen = np.asarray(birds.classify_image(str(app_images.grey16_png(images))).network_input, dtype=np.float64)
     assert 20 < seen.mean() < 200  # mid grey, not clipped to white
     seen = np.asarray(birds.classify_image(str(app_images.rgba_png(images))).network_input, dtype=np.float64)
     assert seen.mean() > 128  # the transparent background became white, not black
 
 
-def test_exif_orientation_is_applied(birds: app_logic.TaskApp, images: Path) -> None:
+def test_exif_orientation_is_applied(birds: webapp.TaskApp, images: Path) -> None:
     seen = np.asarray(birds.classify_image(str(app_images.exif_rotated_jpeg(images))).network_input.convert("L"))
     top, bottom = seen[: seen.shape[0] // 3].mean(), seen[-seen.shape[0] // 3 :].mean()
     assert top < 60 and bottom > 200  # viewed upright the top half is black; stored, the left half was
 
 
-def test_animated_gif_uses_the_first_frame(shapes: app_logic.TaskApp, images: Path) -> None:
+def test_animated_gif_uses_the_first_frame(shapes: webapp.TaskApp, images: Path) -> None:
     out = shapes.classify_image(str(app_images.animated_gif(images)))
     assert "error" not in out.result and np.asarray(out.network_input).min() < 64
 
 
 def test_unexpected_errors_are_logged_not_shown(
-    shapes: app_logic.TaskApp, images: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    shapes: webapp.TaskApp, images: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def explode(batch: torch.Tensor) -> None:
         raise RuntimeError("secret internal detail")
@@ -287,7 +289,7 @@ def test_unexpected_errors_are_logged_not_shown(
     assert "secret internal detail" in caplog.text
 
 
-def test_bad_controls_are_reported_before_any_network(shapes: app_logic.TaskApp, images: Path) -> None:
+def test_bad_controls_are_reported_before_any_network(shapes: webapp.TaskApp, images: Path) -> None:
     path = str(app_images.triangle_png(images))
     assert "Threshold 1.5 is out of range" in shapes.classify_image(path, threshold=1.5).status
     assert "Top N 9 is out of range (1 to 4)" in shapes.classify_image(path, top_n=9).status
@@ -312,7 +314,7 @@ def triangle_cache() -> dict:
 
 
 def test_rerender_never_runs_a_network(
-    shapes: app_logic.TaskApp, triangle_cache: dict, monkeypatch: pytest.MonkeyPatch
+    shapes: webapp.TaskApp, triangle_cache: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("a network ran")
@@ -324,14 +326,14 @@ def test_rerender_never_runs_a_network(
     assert "Consistent" in out.status
 
 
-def test_rerender_matches_the_library(shapes: app_logic.TaskApp, triangle_cache: dict) -> None:
+def test_rerender_matches_the_library(shapes: webapp.TaskApp, triangle_cache: dict) -> None:
     out = shapes.rerender(triangle_cache, 0.8, 2, 4, False)
     expected = shapes._explainer.explain(triangle_cache["class_probs"], triangle_cache["explanation_probs"], 0.8, 2)
     assert {k: v for k, v in out.result.items() if k not in ("overrides", "rank")} == expected.to_json()
     assert out.result["kept_explanations"] == ["three vertices"]
 
 
-def test_threshold_moves_what_is_kept(shapes: app_logic.TaskApp, triangle_cache: dict) -> None:
+def test_threshold_moves_what_is_kept(shapes: webapp.TaskApp, triangle_cache: dict) -> None:
     low = shapes.rerender(triangle_cache, 0.25, 1, 5, False)
     high = shapes.rerender(triangle_cache, 0.95, 1, 5, False)
     assert low.result["kept_explanations"] == ["three vertices", "all edges have the same size"]
@@ -342,14 +344,14 @@ def test_threshold_moves_what_is_kept(shapes: app_logic.TaskApp, triangle_cache:
     assert line["x0"] == line["x1"] == 0.95
 
 
-def test_top_n_and_top_k(shapes: app_logic.TaskApp, triangle_cache: dict) -> None:
+def test_top_n_and_top_k(shapes: webapp.TaskApp, triangle_cache: dict) -> None:
     two = plot_json(shapes.rerender(triangle_cache, 0.5, 1, 2, False).class_plot)
     assert bar_labels(two) == ["triangle", "square"]
     ranking = plot_json(shapes.rerender(triangle_cache, 0.5, 3, 1, False).ranking_plot)
     assert len(bar_labels(ranking)) >= 3  # at least every class inside the top-3 cut is shown
 
 
-def test_raw_switch_shows_group_losers(shapes: app_logic.TaskApp, triangle_cache: dict) -> None:
+def test_raw_switch_shows_group_losers(shapes: webapp.TaskApp, triangle_cache: dict) -> None:
     cleaned = bar_labels(plot_json(shapes.rerender(triangle_cache, 0.25, 1, 5, False).explanation_plot))
     raw = plot_json(shapes.rerender(triangle_cache, 0.25, 1, 5, True).explanation_plot)
     assert "four vertices" not in cleaned and "no vertices" not in cleaned  # lost to "three vertices" in the group
@@ -358,7 +360,7 @@ def test_raw_switch_shows_group_losers(shapes: app_logic.TaskApp, triangle_cache
     assert amber and amber[0]["y"] == ["four vertices"]  # 0.3 >= 0.25 but not the group's best
 
 
-def test_intervention_changes_ranking_and_verdict(shapes: app_logic.TaskApp, triangle_cache: dict) -> None:
+def test_intervention_changes_ranking_and_verdict(shapes: webapp.TaskApp, triangle_cache: dict) -> None:
     before = shapes.rerender(triangle_cache, 0.5, 1, 4, False)
     assert before.result["case"] is None
     after = shapes.rerender(triangle_cache, 0.5, 1, 4, False, ["four vertices", "all opposite edges are parallel"],
@@ -373,7 +375,7 @@ def test_intervention_changes_ranking_and_verdict(shapes: app_logic.TaskApp, tri
     assert cleared[0] == before.result and cleared[-2:] == ([], [])
 
 
-def test_intervention_in_both_lists_counts_as_absent(shapes: app_logic.TaskApp, triangle_cache: dict) -> None:
+def test_intervention_in_both_lists_counts_as_absent(shapes: webapp.TaskApp, triangle_cache: dict) -> None:
     out = shapes.rerender(triangle_cache, 0.5, 1, 4, False, [1], ["three vertices"])
     assert out.result["overrides"] == {"three vertices": False} and "treated as absent" in out.status
 
@@ -389,13 +391,13 @@ def test_intervention_in_both_lists_counts_as_absent(shapes: app_logic.TaskApp, 
     ],
 )
 def test_bad_rerender_input_is_a_message(
-    shapes: app_logic.TaskApp, triangle_cache: dict, controls: dict, phrase: str
+    shapes: webapp.TaskApp, triangle_cache: dict, controls: dict, phrase: str
 ) -> None:
     out = shapes.rerender(triangle_cache, **controls)
     assert phrase in out.status and out.class_plot is None and "error" in out.result
 
 
-def test_rerender_without_a_cache_prompts(shapes: app_logic.TaskApp, birds: app_logic.TaskApp,
+def test_rerender_without_a_cache_prompts(shapes: webapp.TaskApp, birds: webapp.TaskApp,
                                           triangle_cache: dict) -> None:
     assert shapes.rerender(None).status == shapes.prompt
     assert birds.rerender(triangle_cache).status == birds.prompt  # another tab's cache is never used
@@ -404,13 +406,13 @@ def test_rerender_without_a_cache_prompts(shapes: app_logic.TaskApp, birds: app_
 def test_birds_size_metadata_renders(tmp_path: Path) -> None:
     """200 classes x 312 explanations (the real birds size): charts stay short, the predicted class is shown."""
     meta = birds_like_metadata(200, 312)
-    model = app_logic.TaskModel("birds", explainer=Explainer(torch.nn.Identity(), meta), source="memory")
-    app = app_logic.TaskApp(model)
+    model = webapp.TaskModel("birds", explainer=Explainer(torch.nn.Identity(), meta), source="memory")
+    app = webapp.TaskApp(model)
     rng = np.random.default_rng(0)
     cache = {"task": "birds", "class_probs": rng.dirichlet(np.ones(200)).astype(np.float32),
              "explanation_probs": rng.random(312).astype(np.float32)}
     out = app.rerender(cache, 0.8, 10, 5, False)
-    assert app.top_k_max == app_logic.TOP_K_MAX and len(app.explanation_choices) == 312
+    assert app.top_k_max == webapp.TOP_K_MAX and len(app.explanation_choices) == 312
     assert len(bar_labels(plot_json(out.class_plot))) == 5
     assert len(bar_labels(plot_json(out.explanation_plot))) <= 5
     ranking = bar_labels(plot_json(out.ranking_plot))

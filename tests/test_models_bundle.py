@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bundles import required_shapes_metadata as shapes_meta
 from explainer.bundle import BundleError, load_bundle, read_bundle, save_bundle
 from explainer.models import (
     MirrorError,
@@ -22,8 +23,6 @@ from explainer.models import (
     reference_shapes_architecture,
 )
 from explainer.predictor import Explainer
-
-from bundles import required_shapes_metadata as shapes_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from cub_fixture import make_cub_fixture
-
 from explainer.predictor import Explainer
 
 ROOT = Path(__file__).resolve().parents[1]

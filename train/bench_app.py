@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from explainer import app_logic
+import webapp
 from explainer.bundle import save_bundle
 from explainer.models import build_pair, reference_shapes_architecture
 from explainer.predictor import Explainer
-from explainer.shapes import bundle_metadata
+from explainer.tasks import BIRDS, SHAPES
 
 # Set before Gradio or huggingface_hub is first imported (both read them at import; this module imports neither).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,25 +79,18 @@ def birds_size_metadata(architecture: dict[str, Any], n_classes: int = 200, n_ex
     rng = np.random.default_rng(0)
     groups = [list(map(int, g)) for g in np.array_split(np.arange(n_explanations), 28)]
     names = [f"attribute group {g + 1}: value {i + 1}" for g, group in enumerate(groups) for i in range(len(group))]
-    return {
-        "task": "birds",
-        "architecture": architecture,
-        "class_names": [f"Species {i + 1:03d}" for i in range(n_classes)],
-        "explanation_names": [n.replace(" ", "_") for n in names],
-        "explanation_display_names": names,
-        "explanation_groups": groups,
-        "class_explanations": np.round(rng.random((n_classes, n_explanations)) ** 3, 4).tolist(),
-        "ranking": "weighted",
-        "preprocessing": dict(IMAGENET),
-        "defaults": {"threshold": 0.8, "top_n": 10},
-        "description": "Untrained benchmark stand-in.",
-    }
+    class_names = [f"Species {i + 1:03d}" for i in range(n_classes)]
+    meta = BIRDS.bundle_metadata(
+        architecture, class_names, class_names, [n.replace(" ", "_") for n in names], names, groups,
+        rng.random((n_classes, n_explanations)) ** 3, dict(IMAGENET), threshold=0.8, top_n=10,
+    )
+    return {**meta, "description": "Untrained benchmark stand-in."}
 
 
 def standin_shapes(path: Path) -> Path:
     torch.manual_seed(0)
     architecture = reference_shapes_architecture()
-    save_bundle(path, build_pair(architecture), bundle_metadata(architecture))
+    save_bundle(path, build_pair(architecture), SHAPES.bundle_metadata(architecture))
     return path
 
 
@@ -144,9 +137,9 @@ def rss_mib(pid: int) -> float:
 
 
 def bench_server(shapes_weights: Path, birds_weights: Path, shape_image: Path, photo: Path, repeats: int) -> None:
-    from gradio_client import Client, handle_file
-
     import socket
+
+    from gradio_client import Client, handle_file
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -198,8 +191,8 @@ def bench_server(shapes_weights: Path, birds_weights: Path, shape_image: Path, p
 
 
 def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path, photo: Path, repeats: int) -> None:
-    models = {"shapes": app_logic.load_task_model("shapes", str(shapes_weights), ROOT / "weights"),
-              "birds": app_logic.load_task_model("birds", str(birds_weights), ROOT / "weights")}
+    models = {"shapes": webapp.load_task_model("shapes", str(shapes_weights), ROOT / "weights"),
+              "birds": webapp.load_task_model("birds", str(birds_weights), ROOT / "weights")}
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as app.py serves
     for task, image in (("shapes", shape_image), ("birds", photo)):
@@ -207,7 +200,7 @@ def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path,
         if not model.available:
             print(f"{task}: {model.problem}")
             continue
-        app = app_logic.TaskApp(model)
+        app = webapp.TaskApp(model)
         arch = model.explainer.meta["architecture"]
         name = arch.get("model_name", arch.get("family"))
         out = app.classify_image(str(image))
@@ -229,7 +222,7 @@ def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path,
     torch.set_num_threads(default_threads)
 
     meta = birds_size_metadata({"family": "timm", "model_name": "resnet50", "n_classes": 200, "n_explanations": 312})
-    app = app_logic.TaskApp(app_logic.TaskModel("birds", explainer=Explainer(torch.nn.Identity(), meta)))
+    app = webapp.TaskApp(webapp.TaskModel("birds", explainer=Explainer(torch.nn.Identity(), meta)))
     rng = np.random.default_rng(0)
     cache = {"task": "birds", "class_probs": rng.dirichlet(np.ones(200)).astype(np.float32),
              "explanation_probs": rng.random(312).astype(np.float32)}

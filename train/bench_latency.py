@@ -15,7 +15,6 @@ import time
 import numpy as np
 import torch
 
-
 from explainer.predictor import Explainer
 
 
@@ -26,11 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = p.parse_args(argv)
     explainer = Explainer.load(args.weights)
-    if explainer.task == "shapes":
-        image = np.full((64, 64), 255, np.uint8)
-        image[16:48, 10:54] = 0
-    else:
-        image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    image = explainer.task_spec.sample_image()  # a black rectangle, or a noise photo
     tensor = explainer.preprocess(image)[None]
     results = {"weights": args.weights}
     for threads in args.threads:

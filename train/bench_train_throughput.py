@@ -17,7 +17,6 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-
 from explainer.models import build_pair
 
 

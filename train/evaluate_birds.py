@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-
 from explainer import cub
 from explainer.evaluation import evaluate_predictions, questioned_share, write_report
 from explainer.predictor import Explainer
+from explainer.tasks import BIRDS
 from explainer.transforms import build_transform
 
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     explainer = Explainer.load(args.weights, args.device)
-    if explainer.task != "birds":
+    if explainer.task_spec is not BIRDS:
         p.error(f"{args.weights} is a {explainer.task!r} model, not a birds model")
     meta = cub.read_cub(args.data)
     if meta.notice:

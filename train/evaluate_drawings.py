@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-
 from explainer import metrics
 from explainer.evaluation import error_scores, evaluate_predictions, verdict_arrays, write_report
 from explainer.ood import generate_ood
 from explainer.predictor import Explainer
 from explainer.shape_input import NothingToClassify
 from explainer.strokes import simulate_dataset
+from explainer.tasks import SHAPES
 
 VERTEX_GROUP = slice(0, 3)
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     explainer = Explainer.load(args.weights)
-    if explainer.task != "shapes":
+    if explainer.task_spec is not SHAPES:
         p.error(f"{args.weights} is a {explainer.task!r} model, not a shapes model")
 
     started = time.perf_counter()

@@ -27,11 +27,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-
 from explainer import evaluation
 from explainer.imageio import open_image
 from explainer.predictor import Explainer
 from explainer.shapes import generate_shapes, split_stratified
+from explainer.tasks import SHAPES
 
 _FILE_NAME = re.compile(r"^(?P<index>[^_]+)((?:_EX\d+)*)\.png$", re.IGNORECASE)
 _EXPLANATION_TAG = re.compile(r"_EX(\d+)", re.IGNORECASE)
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     explainer = Explainer.load(args.weights)
-    if explainer.task != "shapes":
+    if explainer.task_spec is not SHAPES:
         raise SystemExit(f"error: {args.weights} is a {explainer.task!r} model, not a shapes model")
     started = time.perf_counter()
     notes = []

@@ -42,6 +42,7 @@ from explainer import cub
 from explainer.bundle import save_bundle
 from explainer.models import MirrorPair, build_pair
 from explainer.predictor import Explainer
+from explainer.tasks import BIRDS
 from explainer.training import run_phase, seed_everything
 from explainer.transforms import build_transform, reference_preprocessing
 from train.cub_download import download_cub
@@ -317,21 +318,20 @@ def main(argv: list[str] | None = None) -> int:
     pair.eval()
     probs, expls, labels = predict(test_loader)
     class_expl = meta.class_attributes_unit[kept_classes]
-    meta_out = {
-        "task": "birds",
-        "architecture": architecture,
-        "class_names": [meta.class_names[c] for c in kept_classes],
-        "class_raw_names": [meta.class_raw_names[c] for c in kept_classes],
-        "explanation_names": list(meta.attribute_raw_names),
-        "explanation_display_names": list(meta.attribute_display_names),
-        "explanation_groups": [list(g) for g in meta.groups],
-        "class_explanations": np.round(class_expl, 4).tolist(),
-        "ranking": "weighted",
-        "preprocessing": preprocessing,
-        "defaults": {"threshold": args.threshold, "top_n": min(args.top_n, n_classes)},
-        "training": {**config, "selected": select, "seconds": round(time.time() - started, 1),
-                     "train_images": int(len(train_idx)), "label_source": targets.source},
-    }
+    meta_out = BIRDS.bundle_metadata(
+        architecture,
+        class_names=[meta.class_names[c] for c in kept_classes],
+        class_raw_names=[meta.class_raw_names[c] for c in kept_classes],
+        explanation_names=meta.attribute_raw_names,
+        display_names=meta.attribute_display_names,
+        groups=meta.groups,
+        class_explanations=class_expl,
+        preprocessing=preprocessing,
+        threshold=args.threshold,
+        top_n=args.top_n,
+    )
+    meta_out["training"] = {**config, "selected": select, "seconds": round(time.time() - started, 1),
+                            "train_images": int(len(train_idx)), "label_source": targets.source}
     explainer = Explainer(pair.cpu().float().to(memory_format=torch.contiguous_format), meta_out)
     test_targets = targets.labels[test_idx]
     results = evaluate_predictions(explainer, probs, expls, labels, test_targets,

@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 from explainer import evaluation
 from explainer.bundle import save_bundle
 from explainer.models import MirrorPair, build_pair, keras_parameter_count, reference_shapes_architecture
@@ -49,12 +48,12 @@ from explainer.shapes import (
     CLASS_NAMES,
     EXPLANATION_NAMES,
     STYLES,
-    bundle_metadata,
     class_explanation_prior,
     generate_outliers,
     generate_shapes,
     split_stratified,
 )
+from explainer.tasks import SHAPES
 from explainer.training import run_phase, seed_everything
 
 IMAGE_SIZE = 64
@@ -676,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["mirror"] = train_mirror(args, pair, data, device)
     pair = pair.eval()
 
-    meta: dict[str, Any] = bundle_metadata(arch, data["prior"], bool(args.crop_to_content), CROP_MARGIN)
+    meta: dict[str, Any] = SHAPES.bundle_metadata(arch, data["prior"], bool(args.crop_to_content), CROP_MARGIN)
     explainer = Explainer(pair, {**meta, "format_version": 1}, device)
     class_probs, expl_probs = infer_batched(explainer, data["x_val"])
     validation = evaluation.evaluate_predictions(

@@ -1,4 +1,4 @@
-"""What the Gradio app does, without its layout: find and load the weights, classify, re-render from the cache.
+"""What the Gradio app does, without its layout: classify, re-render from the cache, report problems in plain words.
 
 ``app.py`` only lays out components and wires them to :class:`TaskApp` methods, so that every behaviour here can be
 tested by calling the methods directly. Rules the handlers keep:
@@ -8,10 +8,8 @@ tested by calling the methods directly. Rules the handlers keep:
   or off only re-runs the post-processing and the charts (:meth:`TaskApp.rerender`), never a network.
 - Bad input never raises: the user gets a plain-words status (and a ``gr.Warning`` toast); anything unexpected is
   logged with its traceback on the server and reported as an internal error, and the server keeps serving.
-- User files are opened by :func:`explainer.imageio.open_image` (decompression-bomb guard, EXIF, first GIF frame).
-
-Like the rest of the library this module reads no environment variable and touches no network by itself: the app
-passes the environment mapping and, for Hugging Face Hub ids, a download function.
+- User files are opened by :func:`explainer.imageio.open_image` (decompression-bomb guard, EXIF, first GIF frame);
+  what differs between tasks (image checks, preview, prompt) is asked of the task (:mod:`explainer.tasks`).
 """
 
 from __future__ import annotations
@@ -20,289 +18,23 @@ import base64
 import binascii
 import json
 import logging
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
+from explainer.imageio import ImageError, open_image
+from explainer.predictor import Explainer, Explanation
+from explainer.tasks import ImageCheckError
+
 from . import charts
-from .bundle import BundleError
-from .imageio import ImageError, open_image
-from .predictor import Explainer, Explanation
+from .weights import TaskModel
 
-LOG = logging.getLogger("explainer.app")
+LOG = logging.getLogger("webapp")
 
-TASKS = ("shapes", "birds")
-ENV_VARS = {"shapes": "EXPLAINER_SHAPES_WEIGHTS", "birds": "EXPLAINER_BIRDS_WEIGHTS"}
-TASK_TITLES = {"shapes": "Shapes", "birds": "Birds"}
-PREPROCESSING_KINDS = {"shapes": "shapes", "birds": "imagenet"}
-TRAIN_COMMANDS = {
-    "shapes": "python train/train_shapes.py --out runs/shapes --output weights/shapes.safetensors",
-    "birds": "python train/train_birds.py --data PATH/TO/CUB_200_2011 --out runs/birds "
-    "--output weights/birds.safetensors",
-}
-MIN_IMAGE_SIDE = 8  # smaller images carry no shape or bird to classify
-FLAT_IMAGE_RANGE = 3  # an image whose pixel values span less than this (of 255) is a single flat colour
 TOP_K_MAX = 30  # most bars one chart shows
 PREVIEW_SIZE = 192  # the "what the network sees" thumbnail, in pixels
-
-Downloader = Callable[[str, str], str]  # (repo_id, filename) -> local path, e.g. huggingface_hub.hf_hub_download
-
-
-class WeightsUnavailable(RuntimeError):
-    """No usable weights for a task; the message says why and how to get them."""
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Finding and loading the weights
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def parse_hub_id(spec: str) -> tuple[str, str] | None:
-    """``user/repo/path/file.safetensors`` (optionally prefixed ``hf://``) -> (``user/repo``, ``path/file...``)."""
-    text = spec.strip()
-    if text.startswith("hf://"):
-        text = text[len("hf://") :]
-    elif text.startswith(("/", ".", "~")) or "\\" in text or ":" in text:
-        return None
-    parts = text.split("/")
-    if len(parts) < 3 or any(not p for p in parts):
-        return None
-    return "/".join(parts[:2]), "/".join(parts[2:])
-
-
-def resolve_weights(spec: str | None, default_path: Path, env_name: str, download: Downloader | None = None) -> Path:
-    """The weights file for one task: ``spec`` (a path or a Hub id) if given, else ``default_path``.
-
-    A Hub id is fetched only when ``spec`` names one and the path does not exist locally. Raises
-    :class:`WeightsUnavailable` with a message naming the variable and what was tried.
-    """
-    if spec is None or not spec.strip():
-        if default_path.is_file():
-            return default_path
-        raise WeightsUnavailable(f"no weights file at {default_path} and {env_name} is not set")
-    spec = spec.strip()
-    local = Path(spec).expanduser()
-    if local.is_file():
-        return local
-    hub = parse_hub_id(spec)
-    if hub is None:
-        raise WeightsUnavailable(f"{env_name}={spec!r}: no such file (nor a Hub id like user/repo/file.safetensors)")
-    if download is None:
-        raise WeightsUnavailable(f"{env_name}={spec!r} names a Hugging Face Hub file, but no downloader is available")
-    repo_id, filename = hub
-    try:
-        return Path(download(repo_id, filename))
-    except Exception as err:  # offline, unknown repo, no such file, network errors: all mean "not available"
-        raise WeightsUnavailable(
-            f"{env_name}={spec!r}: could not fetch {filename} from the Hub repo {repo_id} "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no details'})"
-        ) from err
-
-
-@dataclass
-class TaskModel:
-    """One task's model, or why there is none. ``source`` says where the weights came from."""
-
-    task: str
-    explainer: Explainer | None = None
-    source: str = ""
-    problem: str | None = None
-    parameters: int = 0
-
-    @property
-    def available(self) -> bool:
-        return self.explainer is not None
-
-
-def load_task_model(
-    task: str, spec: str | None, weights_dir: Path, download: Downloader | None = None, device: str = "cpu"
-) -> TaskModel:
-    """Load one task's weights (never raises for missing or bad weights: the problem is kept for the UI)."""
-    if task not in TASKS:
-        raise ValueError(f"task {task!r} is not one of {TASKS}")
-    env_name = ENV_VARS[task]
-    try:
-        path = resolve_weights(spec, Path(weights_dir) / f"{task}.safetensors", env_name, download)
-    except WeightsUnavailable as err:
-        return TaskModel(task, problem=str(err))
-    try:
-        explainer = Explainer.load(path, device)
-    except BundleError as err:
-        return TaskModel(task, source=str(path), problem=f"the weights file cannot be used: {err}")
-    except Exception as err:  # e.g. an architecture this timm cannot build
-        LOG.exception("loading %s weights from %s failed", task, path)
-        return TaskModel(task, source=str(path), problem=f"loading {path} failed ({type(err).__name__}: {err})")
-    kind = explainer.preprocessing.get("kind")
-    if kind != PREPROCESSING_KINDS[task]:
-        return TaskModel(
-            task,
-            source=str(path),
-            problem=f"{path} is a model for {explainer.task!r} images (preprocessing {kind!r}); the {task} tab "
-            f"needs preprocessing {PREPROCESSING_KINDS[task]!r}",
-        )
-    parameters = sum(p.numel() for p in explainer.pair.parameters())
-    return TaskModel(task, explainer=explainer, source=str(path), parameters=parameters)
-
-
-def load_models(
-    env: Mapping[str, str], weights_dir: Path, download: Downloader | None = None, device: str = "cpu"
-) -> dict[str, TaskModel]:
-    """Every task's model, from ``env`` (the app passes ``os.environ``) or ``weights_dir``. Call once at startup."""
-    return {task: load_task_model(task, env.get(ENV_VARS[task]), weights_dir, download, device) for task in TASKS}
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Examples
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def write_shape_examples(folder: str | Path | None = None, seed: int = 7) -> list[Path]:
-    """One PNG per class and style ("filled", then hand-drawn "outline"), drawn by the project's generator.
-
-    Written at startup into ``folder`` (a new temporary folder by default) in a few milliseconds, so that no image
-    is committed to the repository. A style the generator fails on is logged and left out.
-    """
-    from .shapes import CLASS_NAMES, generate_shapes
-
-    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="explainer-examples-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for style in ("filled", "outline"):
-        try:
-            shape_set = generate_shapes(n_per_class=1, seed=seed, style=style)
-        except Exception:  # examples are a convenience: the app must start without them
-            LOG.exception("could not draw the %s example shapes", style)
-            continue
-        for class_index, class_name in enumerate(CLASS_NAMES):
-            row = int(np.flatnonzero(shape_set.labels == class_index)[0])
-            path = folder / f"{class_name}-{style}.png"
-            Image.fromarray(shape_set.images[row], mode="L").save(path)
-            paths.append(path)
-    return paths
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Text panels
-# ----------------------------------------------------------------------------------------------------------------------
-
-VERDICT_HELP = (
-    "**What the verdict means.** The explanation network predicts which human-understandable properties the image "
-    "has. Properties above the threshold are kept (within a group such as *number of vertices* only the most "
-    "probable one). Every class is then scored by how many of its known properties were kept, giving a second "
-    "ranking of the classes. If the main network's class is among the top N of that ranking the prediction is "
-    "**consistent**; otherwise it is **questioned**: *case 1* - no kept property supports it at all; *case 3* - it "
-    "has some support but N or more classes fit the properties better. *Case 2* (a tie inside the top N) counts as "
-    "consistent. A questioned prediction is not necessarily wrong: it means the two networks disagree, which is "
-    "worth a closer look."
-)
-
-
-MAX_LISTED_ENTRIES = 12  # a nested dict with more entries (per-class accuracies...) is summarised in one line
-MAX_INLINE_ENTRIES = 4  # a small dict of plain values inside a nested one is written on one line
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = str(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _scalar_lines(mapping: Mapping[str, Any], prefix: str = "", depth: int = 0) -> list[str]:
-    """Flatten a metrics/training dict to "- key: value" lines: one level of nesting; long nested dicts of numbers
-    become "n values (min, mean, max)" and lists "list of n values", so that the panel stays short."""
-    lines = []
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            numbers = [v for v in value.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            plain = all(isinstance(v, (int, float, str, bool)) or v is None for v in value.values())
-            if depth == 0 and len(value) <= MAX_LISTED_ENTRIES:
-                lines += _scalar_lines(value, f"{name} / ", depth + 1)
-            elif plain and len(value) <= MAX_INLINE_ENTRIES:
-                lines.append(f"- {name}: " + ", ".join(f"{k} {_format_value(v)}" for k, v in value.items()))
-            elif numbers and len(numbers) == len(value):
-                lines.append(f"- {name}: {len(numbers)} values (min {min(numbers):.3g}, mean "
-                             f"{sum(numbers) / len(numbers):.3g}, max {max(numbers):.3g})")
-            else:
-                lines.append(f"- {name}: {len(value)} entries")
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            lines.append(f"- {name}: {_format_value(value)}")
-        elif isinstance(value, (list, tuple)):
-            lines.append(f"- {name}: list of {len(value)} values")
-    return lines
-
-
-def _details(summary: str, lines: list[str]) -> str:
-    """A collapsed HTML section, so that long settings do not push the verdict help out of sight."""
-    return f"<details><summary><b>{summary}</b></summary>\n\n" + "\n".join(lines) + "\n\n</details>"
-
-
-def describe_architecture(architecture: Mapping[str, Any]) -> str:
-    """One line a person can read, e.g. "timm resnet50 main network + mirror (add join)"."""
-    family = architecture.get("family")
-    if family == "timm":
-        return (
-            f"timm `{architecture.get('model_name')}` main network + a mirror of the same architecture that reads its "
-            f"stage activations ({architecture.get('join', 'add')} join)"
-        )
-    if family == "shapes":
-        main, mirror = architecture.get("main", {}), architecture.get("mirror", {})
-        return (
-            f"the reference shapes CNN (conv widths {main.get('widths')}) + explanation network reading its block "
-            f"outputs (widths {mirror.get('widths')}, {mirror.get('join', 'concat')} join)"
-        )
-    return json.dumps(architecture)
-
-
-def about_markdown(model: TaskModel) -> str:
-    """The "About this model" panel: architecture, data, metrics, description and what the verdict means."""
-    if not model.available:
-        return unavailable_markdown(model)
-    explainer = model.explainer
-    assert explainer is not None
-    meta = explainer.meta
-    description = f" - {meta['description']}" if meta.get("description") else ""
-    parts = [f"**Weights:** `{Path(model.source).name}`{description}"]
-    parts.append(f"**Architecture:** {describe_architecture(meta.get('architecture', {}))}; "
-                 f"{model.parameters:,} parameters in total.")
-    parts.append(
-        f"**Classes:** {len(explainer.class_names)}; **explanations:** {len(explainer.explanation_names)} in "
-        f"{len(explainer.groups)} exclusive group(s); **class ranking:** {explainer.ranking}; **defaults:** threshold "
-        f"{explainer.default_threshold:g}, top N {explainer.default_top_n}."
-    )
-    parts.append(VERDICT_HELP)
-    metrics = meta.get("metrics")
-    if isinstance(metrics, Mapping) and metrics:
-        parts.append(_details("Measured metrics", _scalar_lines(metrics)))
-    training = meta.get("training")
-    if isinstance(training, Mapping) and training:
-        parts.append(_details("Training data and settings", _scalar_lines(training)))
-    return "\n\n".join(parts)
-
-
-def unavailable_markdown(model: TaskModel) -> str:
-    """Plain words for a tab without weights: what is missing and the two ways to get it."""
-    task = model.task
-    return (
-        f"### No {task} model is installed\n\n"
-        f"This tab needs a weights file, and none could be loaded: {model.problem}.\n\n"
-        f"To get one, either\n"
-        f"- train it: `{TRAIN_COMMANDS[task]}` (the script's docstring gives the recipe of the shipped model), "
-        f"then restart the app; or\n"
-        f"- set `{ENV_VARS[task]}` to a local `.safetensors` file or to a Hugging Face Hub file "
-        f"`user/repo/{task}.safetensors`, then restart the app."
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Handlers
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 class ClassifyOutputs(NamedTuple):
@@ -540,36 +272,12 @@ class TaskApp:
             plot_value(rank_fig),
         )
 
-    def _preview(self, tensor: torch.Tensor) -> Image.Image:
-        """The preprocessed tensor as a picture: the cropped 64 px shape, or the normalised bird crop undone."""
-        array = tensor.detach().float().cpu().numpy()
-        if array.shape[0] == 1:
-            grey = np.clip(array[0] * 255.0, 0, 255).astype(np.uint8)
-            return Image.fromarray(grey, mode="L").resize((self.preview_size, self.preview_size), Image.NEAREST)
-        mean = np.asarray(self._explainer.preprocessing.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)[:, None, None]
-        std = np.asarray(self._explainer.preprocessing.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)[:, None, None]
-        rgb = np.clip((array * std + mean) * 255.0, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-        return Image.fromarray(rgb, mode="RGB").resize((self.preview_size, self.preview_size), Image.BILINEAR)
-
-    def _model_image(self, image: Image.Image) -> Image.Image:
-        """Checks that apply before any network: size, and for photos a flat colour; photos are flattened to RGB."""
-        width, height = image.size
-        if min(width, height) < MIN_IMAGE_SIDE:
-            raise UserInputError(
-                f"The image is only {width}x{height} pixels; use one at least {MIN_IMAGE_SIDE} pixels on each side."
-            )
-        if self._explainer.preprocessing.get("kind") == "imagenet":
-            from .transforms import to_rgb  # alpha onto white, 16-bit scaled
-
-            image = to_rgb(image)
-            small = np.asarray(image.resize((32, 32), Image.BILINEAR), dtype=np.int16).reshape(-1, 3)
-            if int(np.ptp(small, axis=0).max()) < FLAT_IMAGE_RANGE:  # every channel is (almost) constant
-                raise UserInputError("The image is a single flat colour: there is nothing in it to classify.")
-        return image
-
     def _classify(self, image: Image.Image, threshold: Any, top_n: Any, top_k: Any, show_raw: bool) -> ClassifyOutputs:
         controls = self._controls(threshold, top_n, top_k)  # fail on bad controls before running a network
-        image = self._model_image(image)
+        try:
+            image = self._explainer.check_image(image)
+        except ImageCheckError as err:
+            raise UserInputError(str(err)) from err
         try:
             tensor = self._explainer.preprocess(image)
         except (ImageError, UserInputError):
@@ -587,7 +295,7 @@ class TaskApp:
         return ClassifyOutputs(
             rendered.result,
             rendered.status,
-            self._preview(tensor),
+            self._explainer.preview(tensor, self.preview_size),
             rendered.class_plot,
             rendered.explanation_plot,
             rendered.ranking_plot,
@@ -707,7 +415,4 @@ class TaskApp:
 
     @property
     def prompt(self) -> str:
-        if self.model.task == "shapes":
-            return "*Draw a shape and press **Classify drawing**, upload an image, or click an example.*"
-        return "*Upload a photo of a bird (or use the webcam or paste from the clipboard).*"
-
+        return self.model.spec.prompt

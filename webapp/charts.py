@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .postprocess import clean_groups
+from explainer.postprocess import clean_groups
 
 Figure = dict[str, Any]
 

@@ -1,0 +1,72 @@
+"""What a task is: the one place where shapes and birds (and any later task) differ.
+
+A :class:`Task` owns everything that depends on the kind of image: how an image becomes the network's input, which
+images are refused before any network runs, how the input is shown back, how a weights file's metadata is built,
+and the words the app shows. The rest of the code asks the task and never compares task names, so a new task is one
+subclass (registered in :mod:`explainer.tasks`) and its training script.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+
+ImageLike = Image.Image | np.ndarray
+Preprocessor = Callable[[ImageLike], torch.Tensor]  # one image (PIL or array, any mode) -> the input tensor (C, H, W)
+
+MIN_IMAGE_SIDE = 8  # smaller images carry no shape or bird to classify
+
+
+class ImageCheckError(ValueError):
+    """An image refused before any network runs; the message is plain words for the user."""
+
+
+class Task:
+    """The base class: shared checks here, what differs in the subclasses."""
+
+    name: ClassVar[str]  # the weights' ``task`` field and the app tab's id
+    title: ClassVar[str]  # the app tab's title
+    preprocessing_kind: ClassVar[str]  # the ``preprocessing.kind`` a weights file for this task carries
+    ranking: ClassVar[str]  # the class ranking formula (see explainer.postprocess.rank_scores)
+    env_var: ClassVar[str]  # the variable the app reads the weights' location from
+    train_command: ClassVar[str]  # how to train weights for this task, shown when there are none
+    prompt: ClassVar[str]  # the app's status before any input
+    input_label: ClassVar[str]  # the upload box's label
+    input_sources: ClassVar[tuple[str, ...]] = ("upload", "clipboard")
+    drawable: ClassVar[bool] = False  # the app offers a canvas to draw on
+
+    def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
+        """The function that turns one image into the network's input, for a weights file's ``preprocessing``."""
+        raise NotImplementedError
+
+    def check_image(self, image: Image.Image) -> Image.Image:
+        """Refuse images with nothing to classify (raises :class:`ImageCheckError`); returns the image to use."""
+        width, height = image.size
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise ImageCheckError(
+                f"The image is only {width}x{height} pixels; use one at least {MIN_IMAGE_SIDE} pixels on each side."
+            )
+        return image
+
+    def preview(self, tensor: torch.Tensor, preprocessing: Mapping[str, Any], size: int) -> Image.Image:
+        """The network's input as a picture ``size`` pixels square ("what the network sees")."""
+        raise NotImplementedError
+
+    def model_note(self, description: str) -> str:
+        """Markdown the app shows above the inputs, from the weights' description; nothing by default."""
+        return ""
+
+    def display_names(self, meta: Mapping[str, Any]) -> list[str]:
+        """The explanation names people read: the weights' display names, else the explanation names."""
+        return list(meta.get("explanation_display_names") or meta["explanation_names"])
+
+    def sample_image(self) -> np.ndarray:
+        """A synthetic input for benchmarks (no data needed)."""
+        raise NotImplementedError
+
+    def example_images(self) -> list[tuple[str, np.ndarray]]:
+        """(name, image) pairs the app offers as clickable examples; none by default."""
+        return []

@@ -1,0 +1,99 @@
+"""The birds task: a colour photo of one of the CUB-200-2011 species, ImageNet preprocessing."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .base import ImageCheckError, ImageLike, Preprocessor, Task
+
+FLAT_IMAGE_RANGE = 3  # an image whose pixel values span less than this (of 255) is a single flat colour
+
+
+class BirdsTask(Task):
+    name: ClassVar[str] = "birds"
+    title: ClassVar[str] = "Birds"
+    preprocessing_kind: ClassVar[str] = "imagenet"
+    ranking: ClassVar[str] = "weighted"
+    env_var: ClassVar[str] = "EXPLAINER_BIRDS_WEIGHTS"
+    train_command: ClassVar[str] = (
+        "python train/train_birds.py --data PATH/TO/CUB_200_2011 --out runs/birds --output weights/birds.safetensors"
+    )
+    prompt: ClassVar[str] = "*Upload a photo of a bird (or use the webcam or paste from the clipboard).*"
+    input_label: ClassVar[str] = "Photo of a bird"
+    input_sources: ClassVar[tuple[str, ...]] = ("upload", "webcam", "clipboard")
+
+    def model_note(self, description: str) -> str:
+        """The shipped birds model is a small one; say so and where the full reference is."""
+        if not description:
+            return ""
+        return f"**Model:** {description}. Full reference (ResNet50, all 200 species): see the README's *Training*."
+
+    def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
+        """Resize, centre crop and normalise as the weights say; alpha onto white, 16-bit scaled, CMYK/palette
+        converted."""
+        from ..transforms import build_transform, to_rgb
+
+        transform = build_transform(dict(preprocessing), train=False)
+
+        def preprocess(image: ImageLike) -> torch.Tensor:
+            if isinstance(image, np.ndarray):
+                image = Image.fromarray(image)
+            return transform(to_rgb(image))
+
+        return preprocess
+
+    def check_image(self, image: Image.Image) -> Image.Image:
+        """Also refuse a single flat colour; the photo comes back flattened to RGB."""
+        from ..transforms import to_rgb  # alpha onto white, 16-bit scaled
+
+        image = to_rgb(super().check_image(image))
+        small = np.asarray(image.resize((32, 32), Image.BILINEAR), dtype=np.int16).reshape(-1, 3)
+        if int(np.ptp(small, axis=0).max()) < FLAT_IMAGE_RANGE:  # every channel is (almost) constant
+            raise ImageCheckError("The image is a single flat colour: there is nothing in it to classify.")
+        return image
+
+    def preview(self, tensor: torch.Tensor, preprocessing: Mapping[str, Any], size: int) -> Image.Image:
+        """The normalised crop undone."""
+        array = tensor.detach().float().cpu().numpy()
+        mean = np.asarray(preprocessing.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)[:, None, None]
+        std = np.asarray(preprocessing.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)[:, None, None]
+        rgb = np.clip((array * std + mean) * 255.0, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        return Image.fromarray(rgb, mode="RGB").resize((size, size), Image.BILINEAR)
+
+    def bundle_metadata(
+        self,
+        architecture: dict,
+        class_names: Sequence[str],
+        class_raw_names: Sequence[str],
+        explanation_names: Sequence[str],
+        display_names: Sequence[str],
+        groups: Sequence[Sequence[int]],
+        class_explanations: np.ndarray,
+        preprocessing: dict,
+        threshold: float,
+        top_n: int,
+    ) -> dict:
+        """The metadata every birds weights file carries: CUB's names and attribute groups, the class x attribute
+        prior in [0, 1], the weighted ranking, preprocessing and defaults. Callers add training details, metrics
+        and a description."""
+        return {
+            "task": self.name,
+            "architecture": architecture,
+            "class_names": list(class_names),
+            "class_raw_names": list(class_raw_names),
+            "explanation_names": list(explanation_names),
+            "explanation_display_names": list(display_names),
+            "explanation_groups": [list(g) for g in groups],
+            "class_explanations": np.round(np.asarray(class_explanations), 4).tolist(),
+            "ranking": self.ranking,
+            "preprocessing": preprocessing,
+            "defaults": {"threshold": threshold, "top_n": min(top_n, len(class_names))},
+        }
+
+    def sample_image(self) -> np.ndarray:
+        """Random RGB noise, 256 px."""
+        return np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)

@@ -1,0 +1,96 @@
+"""The shapes task: one drawn or generated shape (circle, triangle, square, rectangle), grey, 64 px."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .base import ImageLike, Preprocessor, Task
+
+LOG = logging.getLogger("explainer.tasks")
+
+
+class ShapesTask(Task):
+    name: ClassVar[str] = "shapes"
+    title: ClassVar[str] = "Shapes"
+    preprocessing_kind: ClassVar[str] = "shapes"
+    ranking: ClassVar[str] = "normalized"
+    env_var: ClassVar[str] = "EXPLAINER_SHAPES_WEIGHTS"
+    train_command: ClassVar[str] = "python train/train_shapes.py --out runs/shapes --output weights/shapes.safetensors"
+    prompt: ClassVar[str] = "*Draw a shape and press **Classify drawing**, upload an image, or click an example.*"
+    input_label: ClassVar[str] = "Image of a shape"
+    drawable: ClassVar[bool] = True
+
+    def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
+        """Grey, cropped to the ink, 64 px in [0, 1]; raises :class:`explainer.shape_input.NothingToClassify` for a
+        blank image."""
+        from ..shape_input import normalize_shape_image
+
+        size = int(preprocessing.get("size", 64))
+        crop_to_content = bool(preprocessing.get("crop_to_content", True))
+        margin = float(preprocessing.get("margin", 0.1))
+
+        def preprocess(image: ImageLike) -> torch.Tensor:
+            grey = normalize_shape_image(image, size=size, crop_to_content=crop_to_content, margin=margin)
+            return torch.from_numpy(grey.astype(np.float32) / 255.0)[None]
+
+        return preprocess
+
+    def preview(self, tensor: torch.Tensor, preprocessing: Mapping[str, Any], size: int) -> Image.Image:
+        """The cropped 64 px shape, enlarged without smoothing."""
+        array = tensor.detach().float().cpu().numpy()
+        grey = np.clip(array[0] * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").resize((size, size), Image.NEAREST)
+
+    def bundle_metadata(
+        self,
+        architecture: dict,
+        class_explanations: np.ndarray | list | None = None,
+        crop_to_content: bool = True,
+        margin: float = 0.1,
+    ) -> dict:
+        """The metadata every shapes weights file carries (explainer.bundle's required keys): names, the vertex-count
+        group, the class x explanation prior (default: the reference's table), the normalized ranking, preprocessing
+        and the defaults threshold 0.5, top N 1. Callers add training details, metrics and a description."""
+        from ..shapes import CLASS_NAMES, EXPLANATION_GROUPS, EXPLANATION_NAMES, reference_class_explanations
+
+        prior = reference_class_explanations() if class_explanations is None else np.asarray(class_explanations)
+        return {
+            "task": self.name,
+            "architecture": architecture,
+            "class_names": list(CLASS_NAMES),
+            "explanation_names": list(EXPLANATION_NAMES),
+            "explanation_groups": [list(group) for group in EXPLANATION_GROUPS],
+            "class_explanations": np.round(prior.astype(np.float64), 6).tolist(),
+            "ranking": self.ranking,
+            "preprocessing": {"kind": self.preprocessing_kind, "size": 64, "crop_to_content": bool(crop_to_content),
+                              "margin": margin},
+            "defaults": {"threshold": 0.5, "top_n": 1},
+        }
+
+    def sample_image(self) -> np.ndarray:
+        """A black rectangle on white."""
+        image = np.full((64, 64), 255, np.uint8)
+        image[16:48, 10:54] = 0
+        return image
+
+    def example_images(self, seed: int = 7) -> list[tuple[str, np.ndarray]]:
+        """One image per class and style ("filled", then hand-drawn "outline"), drawn by the project's generator in a
+        few milliseconds, so that no image is committed. A style the generator fails on is logged and left out."""
+        from ..shapes import CLASS_NAMES, generate_shapes
+
+        examples = []
+        for style in ("filled", "outline"):
+            try:
+                shape_set = generate_shapes(n_per_class=1, seed=seed, style=style)
+            except Exception:  # examples are a convenience: the app must start without them
+                LOG.exception("could not draw the %s example shapes", style)
+                continue
+            for class_index, class_name in enumerate(CLASS_NAMES):
+                row = int(np.flatnonzero(shape_set.labels == class_index)[0])
+                examples.append((f"{class_name}-{style}", shape_set.images[row]))
+        return examples

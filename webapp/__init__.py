@@ -1,0 +1,16 @@
+"""The web app's code, outside the library: weights loading, handlers, text panels and charts (with their CSS).
+
+``app.py`` (the Spaces entry point) lays out the page and wires it to :class:`webapp.handlers.TaskApp`. This package
+imports :mod:`explainer`; the library never imports it. Gradio is imported only where a value must be a Gradio one.
+"""
+
+from __future__ import annotations
+
+from .handlers import PREVIEW_SIZE, TOP_K_MAX, ClassifyOutputs, RenderOutputs, TaskApp, UserInputError, plot_value
+from .panels import CSS, about_markdown, describe_architecture, unavailable_markdown, write_examples
+from .weights import TaskModel, WeightsUnavailable, load_models, load_task_model, parse_hub_id, resolve_weights
+
+__all__ = ["CSS", "PREVIEW_SIZE", "TOP_K_MAX", "ClassifyOutputs", "RenderOutputs", "TaskApp", "TaskModel",
+           "UserInputError", "WeightsUnavailable", "about_markdown", "describe_architecture", "load_models",
+           "load_task_model", "parse_hub_id", "plot_value", "resolve_weights", "unavailable_markdown",
+           "write_examples"]
