@@ -1,7 +1,7 @@
 """Simulated hand drawings: what a person produces in the app's sketchpad with a mouse or a finger.
 
 Used only for evaluation, and deliberately an independent code path from the training renderer
-(``explainer/shapes.py``, PIL polygons): the intended geometry is turned into pointer events like a browser emits
+(``explainer/shapes/``, PIL polygons): the intended geometry is turned into pointer events like a browser emits
 (~60 Hz samples with a per-stroke speed profile, slowing at corners, hand tremor, wobble and drift, corners that
 overshoot or do not close, one or several strokes), and those events are rasterised the way an HTML canvas strokes a
 path (round caps and joins, ~1 px anti-aliasing) by a numpy capsule-SDF rasteriser rather than by PIL.

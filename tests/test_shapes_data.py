@@ -249,7 +249,8 @@ def test_outliers_are_deterministic_balanced_distinct_and_in_frame():
 
 
 def test_outlier_geometry_is_never_one_of_the_four_shapes():
-    from explainer.shapes import _Dice, _outlier_corners, _turns_degrees
+    from explainer.shapes.generation import _Dice
+    from explainer.shapes.outliers import _outlier_corners, _turns_degrees
 
     dice = _Dice(np.random.default_rng(0))
     for _ in range(300):

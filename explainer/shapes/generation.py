@@ -1,29 +1,5 @@
-"""Synthetic 2D shapes (circle, triangle, square, rectangle) with per-image explanation labels.
-
-The reference thesis labels explanations per class; here they are computed per image from the drawn geometry, so
-that the explanations network has to read the image (only near-equilateral triangles have "all edges have the same
-size"). Two looks:
-- "filled" mimics the reference data set: a black filled shape on white, random scale (bounding box 10 to 56 px at
-  64 px, log-uniform), rotation and centre (within 10 px of the middle), anti-aliased by 4x supersampling, a third
-  of those over 14 px drawn with hard (aliased) edges and half the small circles slightly lumpy, as the reference's are;
-- "outline" looks hand-drawn: jittered corners, wobbly strokes 0.6 to 8% of the shape's size wide (0.4 to 4 px)
-  with pen-pressure variation, gaps and overshoot at corners, slightly oval circles that miss their start; a quarter
-  are wobbly filled shapes instead.
-
-``generate_outliers`` draws, with the same code, drawings that are none of the four shapes (many-sided polygons,
-stars, concave polygons, open zigzags), labelled with no explanation, for teaching the explanations network to stay
-silent on them.
-
-Bands that keep the labels unambiguous (measured on the corner positions that are actually drawn):
-- "all edges have the same size" holds when longest edge / shortest edge <= SAME_SIZE_MAX_RATIO (1.10).
-  Generated equilateral triangles and squares are exact in the filled style and within 1.10 after hand-drawn jitter.
-- Generated non-equilateral triangles and rectangles have longest / shortest >= UNEQUAL_MIN_RATIO (1.25); for
-  rectangles also long side / short side (means of the opposite-edge pairs) >= 1.25 (up to 4). Nothing is drawn
-  between 1.10 and 1.25, so a square is never mistaken for a rectangle by its label.
-- "all opposite edges are parallel" holds when both pairs of opposite edges differ by <= PARALLEL_MAX_DEGREES (8).
-  Generated squares and rectangles always satisfy it.
-- Triangles have all angles >= MIN_TRIANGLE_ANGLE_DEGREES (25; hand-drawn jitter may take off 3 more), so there
-  are no slivers; a third are equilateral, the others isosceles, scalene, right or obtuse.
+"""Drawing the four shapes: sampling the geometry, then rendering it "filled" (like the reference data set) or
+"outline" (hand-drawn). :func:`generate_shapes` is the entry point; the looks are described in :mod:`explainer.shapes`.
 """
 
 from __future__ import annotations
@@ -36,23 +12,24 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-CLASS_NAMES: tuple[str, ...] = ("circle", "triangle", "square", "rectangle")
-EXPLANATION_NAMES: tuple[str, ...] = (
-    "no vertices",
-    "three vertices",
-    "four vertices",
-    "all opposite edges are parallel",
-    "all edges have the same size",
+from .labels import (
+    CLASS_NAMES,
+    EQUILATERAL_TRIANGLE_SHARE,
+    EXPLANATION_NAMES,
+    MAX_RECTANGLE_SIDE_RATIO,
+    MIN_TRIANGLE_ANGLE_DEGREES,
+    SAME_SIZE_MAX_RATIO,
+    STYLES,
+    UNEQUAL_MIN_RATIO,
+    ShapeSet,
+    _edge_lengths,
+    _explanations_of,
+    _opposite_edges_parallel,
+    _Point,
+    _side_ratio,
+    _triangle_angles,
+    circle_explanations,
 )
-EXPLANATION_GROUPS: tuple[tuple[int, ...], ...] = ((0, 1, 2),)
-STYLES: tuple[str, ...] = ("filled", "outline", "mixed")
-
-SAME_SIZE_MAX_RATIO = 1.10
-UNEQUAL_MIN_RATIO = 1.25
-PARALLEL_MAX_DEGREES = 8.0
-MIN_TRIANGLE_ANGLE_DEGREES = 25.0
-EQUILATERAL_TRIANGLE_SHARE = 1.0 / 3.0
-MAX_RECTANGLE_SIDE_RATIO = 4.0
 
 # Geometry is sampled in units of a 64-pixel image and scaled by size / 64.
 _REFERENCE_SIZE = 64.0
@@ -70,137 +47,6 @@ PEN_RELATIVE_WIDTH = (0.006, 0.08)  # hand-drawn pen width / shape extent
 _MIN_PEN_PX, _MAX_PEN_PX = 0.4, 4.0
 _HAND_DRAWN_MIN_EXTENT_PX = 32.0
 _MAX_ATTEMPTS = 200
-
-_CIRCLE_EXPLANATIONS = np.array([1, 0, 0, 0, 0], dtype=np.float32)
-_REFERENCE_CLASS_EXPLANATIONS = np.array(
-    [[1, 0, 0, 0, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0]], dtype=np.float32
-)
-
-
-@dataclass
-class ShapeSet:
-    """Images with their class labels and per-image explanation labels."""
-
-    images: np.ndarray  # uint8 (N, size, size), black ink (0) on white (255)
-    labels: np.ndarray  # int64 (N,), index into CLASS_NAMES
-    explanations: np.ndarray  # float32 (N, 5) of 0/1, columns as EXPLANATION_NAMES
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Geometry -> explanations (pure Python: the polygons have 3 or 4 corners, numpy would only add overhead)
-# ----------------------------------------------------------------------------------------------------------------
-
-_Point = tuple[float, float]
-
-
-def _as_polygon(vertices: np.ndarray | list) -> list[_Point]:
-    polygon = np.asarray(vertices, dtype=np.float64)
-    if polygon.ndim != 2 or polygon.shape[1] != 2 or polygon.shape[0] not in (3, 4):
-        raise ValueError(f"vertices must have shape (3, 2) or (4, 2), got {polygon.shape}")
-    if not np.all(np.isfinite(polygon)):
-        raise ValueError(f"vertices must be finite numbers, got {polygon.tolist()}")
-    points = [(float(x), float(y)) for x, y in polygon]
-    if min(_edge_lengths(points)) <= 1e-9:
-        raise ValueError(f"degenerate polygon (an edge of length 0): {polygon.tolist()}")
-    return points
-
-
-def _edge_lengths(polygon: list[_Point]) -> list[float]:
-    count = len(polygon)
-    return [
-        math.hypot(polygon[(i + 1) % count][0] - polygon[i][0], polygon[(i + 1) % count][1] - polygon[i][1])
-        for i in range(count)
-    ]
-
-
-def _line_angle_degrees(first: _Point, second: _Point) -> float:
-    """Angle between two undirected lines given by direction vectors, in [0, 90]."""
-    cosine = abs(first[0] * second[0] + first[1] * second[1]) / (math.hypot(*first) * math.hypot(*second))
-    return math.degrees(math.acos(min(1.0, cosine)))
-
-
-def _triangle_angles(polygon: list[_Point]) -> list[float]:
-    angles = []
-    for index in range(3):
-        (x, y), (xn, yn), (xp, yp) = polygon[index], polygon[(index + 1) % 3], polygon[(index - 1) % 3]
-        angles.append(_line_angle_between_rays((xn - x, yn - y), (xp - x, yp - y)))
-    return angles
-
-
-def _line_angle_between_rays(first: _Point, second: _Point) -> float:
-    cosine = (first[0] * second[0] + first[1] * second[1]) / (math.hypot(*first) * math.hypot(*second))
-    return math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
-
-
-def _opposite_edges_parallel(polygon: list[_Point]) -> bool:
-    edges = [(polygon[(i + 1) % 4][0] - polygon[i][0], polygon[(i + 1) % 4][1] - polygon[i][1]) for i in range(4)]
-    worst = max(_line_angle_degrees(edges[0], edges[2]), _line_angle_degrees(edges[1], edges[3]))
-    return worst <= PARALLEL_MAX_DEGREES
-
-
-def _side_ratio(polygon: list[_Point]) -> float:
-    lengths = _edge_lengths(polygon)
-    pair_a, pair_b = (lengths[0] + lengths[2]) / 2, (lengths[1] + lengths[3]) / 2
-    return max(pair_a, pair_b) / min(pair_a, pair_b)
-
-
-def _explanations_of(polygon: list[_Point]) -> np.ndarray:
-    lengths = _edge_lengths(polygon)
-    explanations = np.zeros(len(EXPLANATION_NAMES), dtype=np.float32)
-    if len(polygon) == 3:
-        explanations[1] = 1.0
-    else:
-        explanations[2] = 1.0
-        explanations[3] = float(_opposite_edges_parallel(polygon))
-    explanations[4] = float(max(lengths) / min(lengths) <= SAME_SIZE_MAX_RATIO)
-    return explanations
-
-
-def edge_lengths(vertices: np.ndarray | list) -> np.ndarray:
-    """Lengths of the closed polygon's edges, edge i joining vertex i to vertex i + 1."""
-    return np.array(_edge_lengths(_as_polygon(vertices)))
-
-
-def edge_length_ratio(vertices: np.ndarray | list) -> float:
-    """Longest edge / shortest edge: 1 for equilateral shapes; the quantity the "same size" rule thresholds."""
-    lengths = _edge_lengths(_as_polygon(vertices))
-    return max(lengths) / min(lengths)
-
-
-def quadrilateral_side_ratio(vertices: np.ndarray | list) -> float:
-    """Long side / short side of a quadrilateral, each side the mean of a pair of opposite edges."""
-    polygon = _as_polygon(vertices)
-    if len(polygon) != 4:
-        raise ValueError(f"a quadrilateral needs 4 vertices, got {len(polygon)}")
-    return _side_ratio(polygon)
-
-
-def triangle_angles_degrees(vertices: np.ndarray | list) -> np.ndarray:
-    """Interior angles of a triangle (degrees), angle i at vertex i."""
-    polygon = _as_polygon(vertices)
-    if len(polygon) != 3:
-        raise ValueError(f"a triangle needs 3 vertices, got {len(polygon)}")
-    return np.array(_triangle_angles(polygon))
-
-
-def polygon_explanations(vertices: np.ndarray | list) -> np.ndarray:
-    """The 5 explanation labels (float32 0/1) of a triangle or quadrilateral given by its corner positions.
-
-    Triangle: "three vertices", plus "all edges have the same size" when edge_length_ratio <= SAME_SIZE_MAX_RATIO.
-    Quadrilateral: "four vertices", "all opposite edges are parallel" when both opposite pairs are within
-    PARALLEL_MAX_DEGREES, and "all edges have the same size" under the same ratio rule.
-    """
-    return _explanations_of(_as_polygon(vertices))
-
-
-def circle_explanations() -> np.ndarray:
-    """Explanation labels of a circle (or a slightly oval hand-drawn one): only "no vertices"."""
-    return _CIRCLE_EXPLANATIONS.copy()
-
-
-def reference_class_explanations() -> np.ndarray:
-    """The reference thesis's class x explanation table (4 x 5, float32 0/1); its triangles are all equilateral."""
-    return _REFERENCE_CLASS_EXPLANATIONS.copy()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -672,149 +518,3 @@ def generate_shapes(n_per_class: int = 3000, seed: int = 0, size: int = 64, styl
     return ShapeSet(images=images[order], labels=labels[order], explanations=explanations[order])
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Outliers: drawings that are none of the four shapes, for teaching the explanations network to stay silent
-# ----------------------------------------------------------------------------------------------------------------
-
-OUTLIER_KINDS: tuple[str, ...] = ("polygon", "star", "concave", "zigzag")
-_OUTLIER_MIN_EXTENT_PX = 20.0  # smaller, a many-sided polygon is hard to tell from a small lumpy circle
-_OUTLIER_MIN_TURN_DEGREES = 35.0
-
-
-def _turns_degrees(corners: list[_Point], closed: bool) -> list[float]:
-    """How sharply the outline turns at each corner (0: straight on, 180: doubles back); ends of an open line excluded."""
-    points = np.asarray(corners)
-    incoming = points - np.roll(points, 1, axis=0)
-    outgoing = np.roll(points, -1, axis=0) - points
-    cosine = (incoming * outgoing).sum(1) / np.maximum(1e-12, np.hypot(*incoming.T) * np.hypot(*outgoing.T))
-    turns = np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
-    return (turns if closed else turns[1:-1]).tolist()
-
-
-def _outlier_corners(dice: _Dice, kind: str) -> list[_Point]:
-    """Unit-size corners of an outlier: a 5- to 7-sided polygon (near-regular or irregular), a 4- to 8-pointed star,
-    a random concave polygon of 5 to 9 corners, or an open zigzag of 1 to 5 segments. Every corner turns by at least
-    _OUTLIER_MIN_TURN_DEGREES (so a pentagon never passes for a quadrilateral) and a zigzag's ends stay apart (so it
-    never closes into a triangle or a square)."""
-    for _ in range(_MAX_ATTEMPTS):
-        if kind == "zigzag":
-            x, y, heading = 0.0, 0.0, dice.uniform(0, 2 * math.pi)
-            corners = [(x, y)]
-            for _ in range(1 + int(dice.uniform(0, 5))):
-                length = dice.uniform(0.5, 1.0)
-                x, y = x + length * math.cos(heading), y + length * math.sin(heading)
-                corners.append((x, y))
-                heading += math.radians(dice.uniform(60, 160)) * (1 if dice.uniform() < 0.5 else -1)
-            span = np.ptp(np.asarray(corners), axis=0).max()
-            if math.dist(corners[0], corners[-1]) >= 0.5 * span:
-                return corners
-            continue
-        if kind == "star":
-            points, inner = 4 + int(dice.uniform(0, 5)), dice.uniform(0.3, 0.65)
-            radii = [1.0 if i % 2 == 0 else inner for i in range(2 * points)]
-            angles = [math.pi * i / points for i in range(2 * points)]
-        else:
-            count = 5 + int(dice.uniform(0, 3)) if kind == "polygon" else 5 + int(dice.uniform(0, 5))
-            if kind == "polygon" and dice.uniform() < 0.5:  # near-regular
-                angles = [2 * math.pi * (i + dice.uniform(-0.08, 0.08)) / count for i in range(count)]
-                radii = [1.0 + dice.uniform(-0.06, 0.06) for _ in range(count)]
-            else:
-                steps = [0.5 + dice.uniform() for _ in range(count)]
-                angles = [2 * math.pi * sum(steps[:i]) / sum(steps) for i in range(count)]
-                low = 0.8 if kind == "polygon" else 0.3
-                radii = [dice.uniform(low, 1.0) for _ in range(count)]
-        corners = [(r * math.cos(a), r * math.sin(a)) for r, a in zip(radii, angles)]
-        if min(_turns_degrees(corners, closed=True)) >= _OUTLIER_MIN_TURN_DEGREES:
-            return corners
-    raise RuntimeError(f"could not sample a {kind} outlier")  # pragma: no cover - probability ~0
-
-
-def _outlier_drawing(dice: _Dice, kind: str, hand_drawn: bool, size: int) -> _Prepared:
-    """One outlier, drawn by the same code as the four shapes (so that only its geometry tells it apart), labelled
-    with no explanation."""
-    scale = size / _REFERENCE_SIZE
-    nothing = np.zeros(len(EXPLANATION_NAMES), dtype=np.float32)
-    corners = _outlier_corners(dice, kind)
-    if not hand_drawn and kind != "zigzag":
-        extent = max(_sample_extent(dice, scale), _OUTLIER_MIN_EXTENT_PX * scale)
-        polygon = _rotated_centred(corners, dice.uniform(0, 2 * math.pi), extent)
-        polygon = _with_min_edge(polygon, _MIN_EDGE_PX * scale)
-        return _place_filled(dice, _polygon_drawing(polygon, nothing), size)
-    extent, width = _extent_and_pen(dice, scale)
-    base_width = np.array([width])
-    closed = kind != "zigzag"
-    filled = np.array([closed and dice.uniform() < _HAND_DRAWN_FILLED_SHARE])
-    wobble = np.array([dice.uniform(0.0, 0.015) * extent])
-
-    def make_corners(_: int) -> list[_Point]:
-        return _rotated_centred(corners, dice.uniform(0, 2 * math.pi), extent)
-
-    batch = _hand_drawn_polygons(dice, make_corners, lambda _: nothing, base_width, filled, wobble, scale, closed)
-    return _place_hand_drawn(dice, batch, filled, size)[0]
-
-
-def generate_outliers(count: int, seed: int = 0, size: int = 64, style: str = "mixed") -> tuple[np.ndarray, list[str]]:
-    """``count`` images (uint8, (count, size, size)) that are none of the four shapes, and the kind of each.
-
-    Kinds (OUTLIER_KINDS, in equal shares): many-sided polygons, stars, concave polygons and open zigzag lines. They
-    are rendered by this module's own filled and hand-drawn code with the four shapes' size, position and stroke
-    distributions, so a network trained on them must tell them apart by geometry rather than by drawing style.
-    style: as for :func:`generate_shapes` (zigzags are always strokes). Every outlier's explanations are all "no":
-    none of the four shapes' explanations is meant to be asserted for them. Deterministic for a seed; no duplicates.
-    """
-    _check_generator_arguments("count", count, size, style)
-    size = int(size)
-    rng = np.random.default_rng(seed)
-    dice = _Dice(rng)
-    kinds = [OUTLIER_KINDS[i % len(OUTLIER_KINDS)] for i in rng.permutation(count)]
-    images = np.empty((count, size, size), dtype=np.uint8)
-    seen: set[bytes] = set()
-    for row, kind in enumerate(kinds):
-        hand_drawn = style == "outline" or (style == "mixed" and dice.uniform() < 0.5)
-        images[row], _ = _new_image(lambda _: _outlier_drawing(dice, kind, hand_drawn, size), size, seen, kind)
-    return images, kinds
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Splits and priors
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def split_stratified(labels: np.ndarray, val_fraction: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint, sorted train and validation indices covering all samples, each class split by val_fraction."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction!r}")
-    rng = np.random.default_rng(seed)
-    train_parts, val_parts = [], []
-    for class_index in np.unique(labels):
-        members = np.flatnonzero(labels == class_index)
-        members = members[rng.permutation(members.size)]
-        val_count = int(round(members.size * val_fraction))
-        val_parts.append(members[:val_count])
-        train_parts.append(members[val_count:])
-    empty = np.empty(0, dtype=np.int64)
-    train = np.sort(np.concatenate(train_parts or [empty])).astype(np.int64)
-    val = np.sort(np.concatenate(val_parts or [empty])).astype(np.int64)
-    return train, val
-
-
-def class_explanation_prior(labels: np.ndarray, explanations: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n_classes, n_explanations) float32 per-class mean of the explanation labels: the class x explanation prior."""
-    labels = np.asarray(labels)
-    explanations = np.asarray(explanations, dtype=np.float32)
-    if labels.ndim != 1 or explanations.ndim != 2 or explanations.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"labels must be (N,) and explanations (N, E) with the same N, got {labels.shape} and {explanations.shape}"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"labels must lie in [0, {n_classes}), got range [{labels.min()}, {labels.max()}]")
-    prior = np.zeros((n_classes, explanations.shape[1]), dtype=np.float32)
-    for class_index in range(n_classes):
-        members = labels == class_index
-        if not members.any():
-            raise ValueError(f"class {class_index} has no samples; a prior needs every class of the {n_classes}")
-        prior[class_index] = explanations[members].mean(axis=0)
-    return prior
