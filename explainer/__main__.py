@@ -1,4 +1,5 @@
-"""Command line: ``python -m explainer predict --weights weights/shapes.safetensors [--threshold T] [--top-n N] IMAGE...``
+"""Command line:
+``python -m explainer predict --weights weights/shapes.safetensors [--threshold T] [--top-n N] IMAGE...``
 
 Prints one JSON object per line per image, in the order given. An unreadable image prints
 ``{"image": ..., "error": "..."}`` and the others go on; the exit status is 1 if any image failed.

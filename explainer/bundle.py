@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .models import MirrorPair, build_pair
+from .models import MirrorPair, build_pair, unwrap
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = (
@@ -62,7 +62,9 @@ def validate_metadata(meta: dict[str, Any], where: str = "metadata") -> None:
     if missing:
         raise BundleError(f"{where}: metadata lacks {missing}")
     if meta["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"{where}: format version {meta['format_version']} is not supported (expected {FORMAT_VERSION})")
+        raise BundleError(
+            f"{where}: format version {meta['format_version']} is not supported (expected {FORMAT_VERSION})"
+        )
     n_classes, n_expl = len(meta["class_names"]), len(meta["explanation_names"])
     prior = meta["class_explanations"]
     if len(prior) != n_classes or any(len(row) != n_expl for row in prior):
@@ -78,8 +80,7 @@ def validate_metadata(meta: dict[str, Any], where: str = "metadata") -> None:
 
 
 def _state_dict(pair: MirrorPair) -> dict[str, torch.Tensor]:
-    pair = getattr(pair, "_orig_mod", pair)  # never let a torch.compile prefix reach the file
-    pair = getattr(pair, "module", pair)  # nor a DistributedDataParallel one
+    pair = unwrap(pair)  # never let a torch.compile or DistributedDataParallel prefix reach the file
     return {k: v.detach().cpu().contiguous() for k, v in pair.state_dict().items()}
 
 
@@ -144,7 +145,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[M
     for key, wanted in expected.items():  # network order: the first mismatching layer is named, every time
         if tensors[key].shape != wanted.shape:
             raise BundleError(
-                f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, architecture expects {tuple(wanted.shape)}"
+                f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, "
+                f"architecture expects {tuple(wanted.shape)}"
             )
     state = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
     pair.load_state_dict(state, strict=True)

@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from explainer.transforms import ImageLoadError, load_rgb
+from explainer.imageio import ImageError
+from explainer.transforms import load_rgb
 
 CUB_FOLDER = "CUB_200_2011"
 CERTAINTY_NOT_VISIBLE = 1
@@ -486,7 +487,7 @@ class CubImages(Dataset):
         path = self.images_dir / self.relative_paths[item]
         try:
             image = load_rgb(path)
-        except ImageLoadError as error:
+        except ImageError as error:
             raise CubDataError(f"image id {self.image_ids[item]}: {error}") from error
         tensor = self.transform(image) if self.transform is not None else TF.to_tensor(image)
         target = torch.from_numpy(self.labels[item])

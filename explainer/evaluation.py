@@ -24,7 +24,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import metrics, postprocess
 
-ERROR_SCORES = ("explanations", "msp", "combined")
 _CURVE_POINTS = 201  # risk-coverage curves are stored at this many coverage values (plots and JSON stay small)
 
 
@@ -160,7 +159,9 @@ def evaluate_predictions(
         preds = expl_probs >= threshold
         known = np.ones_like(preds) if expl_mask is None else np.asarray(expl_mask).astype(bool)
         result["explanations"]["per_explanation"] = {
-            name: _share(int(np.sum((preds[:, k] == expl_targets[:, k].astype(bool)) & known[:, k])), int(known[:, k].sum()))
+            name: _share(
+                int(np.sum((preds[:, k] == expl_targets[:, k].astype(bool)) & known[:, k])), int(known[:, k].sum())
+            )
             for k, name in enumerate(explainer.explanation_names)
         }
     questioned = found["questioned"]
@@ -183,7 +184,8 @@ def evaluate_predictions(
         curves[name] = _curve(wrong, score)
     result["error_detection"] = detection
     result["error_detection_note"] = (
-        "positives = misclassified; explanations = -margin, msp = 1 - max softmax, combined = (1 - max softmax) - margin"
+        "positives = misclassified; explanations = -margin, msp = 1 - max softmax, "
+        "combined = (1 - max softmax) - margin"
     )
     result["risk_coverage"] = curves
     return result
@@ -364,7 +366,8 @@ def _set_section(name: str, res: Mapping[str, Any], out_dir: Path) -> list[str]:
             f"mean AUROC {_num(expl['mean_auroc'])}",
         ]
         if len(expl.get("per_explanation", {})) <= 20:
-            lines.append("- per explanation: " + ", ".join(f"{k} {_pct(v)}" for k, v in expl["per_explanation"].items()))
+            per_explanation = ", ".join(f"{k} {_pct(v)}" for k, v in expl["per_explanation"].items())
+            lines.append("- per explanation: " + per_explanation)
     lines += [
         f"- questioned: {_pct(verdict['questioned_share_correct'])} of correct predictions "
         f"({verdict['questioned_correct']} of {res['n_correct']}), "
@@ -384,12 +387,15 @@ def _set_section(name: str, res: Mapping[str, Any], out_dir: Path) -> list[str]:
         for class_name, row in zip(names, res["confusion_matrix"]):
             lines.append(f"| {class_name} | " + " | ".join(str(v) for v in row) + " |")
         lines.append("")
-    lines += ["Error detection (positive = misclassified):", "", "| score | AUROC | FPR@95%TPR | AURC |", "|---|---|---|---|"]
+    lines += ["Error detection (positive = misclassified):", "", "| score | AUROC | FPR@95%TPR | AURC |",
+              "|---|---|---|---|"]
     for score, values in res["error_detection"].items():
-        lines.append(f"| {score} | {_num(values['auroc'])} | {_num(values['fpr_at_95_tpr'])} | {_num(values['aurc'], 6)} |")
+        lines.append(f"| {score} | {_num(values['auroc'])} | {_num(values['fpr_at_95_tpr'])} | "
+                     f"{_num(values['aurc'], 6)} |")
     lines += ["", res.get("error_detection_note", ""), ""]
     slug = _slug(name)
-    cm = plot_confusion(res["confusion_matrix"], res["class_names"], f"{name}: confusion matrix", out_dir / f"confusion_{slug}.png")
+    cm = plot_confusion(res["confusion_matrix"], res["class_names"], f"{name}: confusion matrix",
+                        out_dir / f"confusion_{slug}.png")
     rc = plot_risk_coverage(res["risk_coverage"], f"{name}: risk-coverage", out_dir / f"risk_coverage_{slug}.png")
     lines += [f"![confusion matrix]({cm.name})", "", f"![risk-coverage]({rc.name})", ""]
     return lines
@@ -422,7 +428,8 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path) -> Path:
         lines += [
             "## Summary",
             "",
-            "| set | n | main accuracy | explanation exact match | questioned of correct | questioned of misclassified (count) |",
+            "| set | n | main accuracy | explanation exact match | questioned of correct "
+            "| questioned of misclassified (count) |",
             "|---|---|---|---|---|---|",
             *summary,
             "",

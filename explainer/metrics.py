@@ -51,7 +51,9 @@ def risk_coverage(errors: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return coverage, risk, float(np.mean(risk)) if len(risk) else float("nan")
 
 
-def binary_counts(targets: np.ndarray, predictions: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+def binary_counts(
+    targets: np.ndarray, predictions: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
     """Per-column TP, FP, FN, TN of 0/1 arrays (N, K), with an optional mask of known labels."""
     t = np.asarray(targets).astype(bool)
     p = np.asarray(predictions).astype(bool)

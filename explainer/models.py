@@ -368,6 +368,63 @@ class MirrorPair(nn.Module):
         logits, taps = self.forward_main(x)
         return logits, self.mirror(x, taps)
 
+    def warm_start_from_main(self) -> list[str]:
+        """Start the mirror from the trained main network where shapes allow (before its own training); returns
+        what was copied. The mirror reads the main network's activations with the same kind of layers, so the main
+        network's filters are a better start than random ones."""
+        if isinstance(self.mirror, ShapesMirror):
+            return _warm_start_shapes_mirror(self.main, self.mirror)
+        if isinstance(self.mirror, TimmMirror):
+            return _warm_start_timm_mirror(self.main, self.mirror)
+        raise MirrorError(f"no warm start for a {type(self.mirror).__name__} mirror")
+
+
+def _warm_start_shapes_mirror(main: ShapesCNN, mirror: ShapesMirror) -> list[str]:
+    """Copy main block i+1 into mirror block i (the mirror block that reads main block i's output), where shapes allow.
+
+    The copied part maps the main activation the mirror block reads to the first output channels: for "concat" the
+    input channels of the main tap (after the mirror's own channels), for "add" (and block 0) all input channels.
+    """
+    main_blocks, mirror_blocks = main.blocks, mirror.blocks
+    copied = []
+    with torch.no_grad():
+        for i, mirror_block in enumerate(mirror_blocks):
+            if i + 1 >= len(main_blocks):
+                break
+            src_conv, dst_conv = main_blocks[i + 1][0], mirror_block[0]
+            if src_conv.kernel_size != dst_conv.kernel_size:
+                continue
+            out_chs = min(src_conv.out_channels, dst_conv.out_channels)
+            if mirror.join == "concat" and i > 0:
+                offset = dst_conv.in_channels - src_conv.in_channels  # the main tap's channels follow the mirror's
+            else:
+                offset = 0
+            if offset < 0 or dst_conv.in_channels - offset != src_conv.in_channels:
+                continue
+            dst_conv.weight[:out_chs, offset : offset + src_conv.in_channels] = src_conv.weight[:out_chs]
+            dst_conv.bias[:out_chs] = src_conv.bias[:out_chs]
+            src_bn, dst_bn = main_blocks[i + 1][2], mirror_block[2]
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(dst_bn, name)[:out_chs] = getattr(src_bn, name)[:out_chs]
+            copied.append(f"mirror.blocks.{i} <- main.blocks.{i + 1} ({out_chs} channels)")
+    return copied
+
+
+def _warm_start_timm_mirror(main: nn.Module, mirror: TimmMirror) -> list[str]:
+    """Copy the main network's weights into the mirror's network wherever names and shapes agree (not the head)."""
+    mirror_state = mirror.net.state_dict()
+    main_state = main.state_dict()
+    head = set(k for k in mirror_state if mirror_state[k].shape != main_state.get(k, torch.empty(0)).shape)
+    copied = {k: main_state[k] for k in mirror_state if k in main_state and k not in head}
+    mirror.net.load_state_dict(copied, strict=False)
+    return sorted(copied)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module behind torch.compile / DistributedDataParallel wrappers (what a weights file must hold)."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
 
 def build_pair(architecture: dict[str, Any], coupling: str = "frozen", verify: bool = True) -> MirrorPair:
     """Build an untrained pair from the JSON-able architecture description stored in a weights file."""

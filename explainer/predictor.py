@@ -179,7 +179,8 @@ class Explainer:
         top_n: int | None = None,
         overrides: Mapping[int, bool] | None = None,
     ) -> Explanation:
-        """Post-process one sample's cached probabilities. ``overrides`` forces explanations on (True) or off (False)."""
+        """Post-process one sample's cached probabilities. ``overrides`` forces explanations on (True) or off
+        (False)."""
         threshold = self.default_threshold if threshold is None else float(threshold)
         top_n = self.default_top_n if top_n is None else int(top_n)
         expl = np.asarray(explanation_probs, dtype=np.float64).copy()

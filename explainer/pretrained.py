@@ -205,3 +205,12 @@ def load_pretrained_backbone(
     full_state.update(mapping.state_dict)
     model.load_state_dict(full_state, strict=True)
     return list(mapping.skipped_target_keys)
+
+
+def load_matching_weights(model: nn.Module, source: Mapping[str, torch.Tensor]) -> list[str]:
+    """Load same-architecture weights (e.g. timm's own ImageNet state dict) by name where shapes agree, and return
+    the keys left at their initialisation (the classifier when the class count differs)."""
+    target = model.state_dict()
+    usable = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    return sorted(set(target) - set(usable))

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .bundle import atomic_write_bytes
+from .models import unwrap
 
 StepFn = Callable[[Any], tuple[torch.Tensor, int, dict[str, float]]]  # batch -> (loss, batch size, extra sums)
 EvalFn = Callable[[], dict[str, float]]
@@ -91,12 +92,6 @@ class PhaseResult:
     best_epoch: int
     best_metrics: dict[str, float]
     epochs_run: int
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module behind torch.compile / DistributedDataParallel wrappers."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
 
 
 def run_phase(

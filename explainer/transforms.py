@@ -23,9 +23,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from explainer.imageio import ImageError, open_image
-
-ImageLoadError = ImageError  # the error load_rgb raises; kept under this name for the data side
+from explainer.imageio import open_image
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -51,7 +49,7 @@ def load_rgb(path_or_file: str | Path | bytes | IO[bytes], max_pixels: int = DEF
 
     Decoding is `explainer.imageio.open_image` (the pixel count is read from the header, so a decompression bomb is
     rejected without being allocated); then transparent images are composited onto white and 16-bit greyscale is
-    scaled to 8 bits rather than clipped. Raises ImageLoadError (= imageio.ImageError, a ValueError).
+    scaled to 8 bits rather than clipped. Raises imageio.ImageError (a ValueError).
     """
     return to_rgb(open_image(path_or_file, max_pixels=max_pixels))
 

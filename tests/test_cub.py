@@ -1,4 +1,5 @@
-"""Tests for the birds data side: explainer.cub (reader, targets, splits, Dataset), train.cub_download, explainer.transforms."""
+"""Tests for the birds data side: explainer.cub (reader, targets, splits, Dataset), train.cub_download,
+explainer.transforms."""
 
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ from explainer.cub import (
     read_cub,
     validation_split,
 )
+from explainer.imageio import ImageError
 from explainer.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    ImageLoadError,
     TransformConfigError,
     build_transform,
     load_rgb,
@@ -343,15 +344,15 @@ def test_load_rgb_applies_exif_orientation_and_converts_modes(tmp_path: Path) ->
 def test_load_rgb_rejects_huge_images_before_decoding(tmp_path: Path) -> None:
     Image.new("1", (8000, 7000)).save(tmp_path / "bomb.png")  # 56 Mpx, a few KB on disk
     assert (tmp_path / "bomb.png").stat().st_size < 100_000
-    with pytest.raises(ImageLoadError, match="bomb.png: image is 8000x7000 pixels, more than the 50,000,000 accepted"):
+    with pytest.raises(ImageError, match="bomb.png: image is 8000x7000 pixels, more than the 50,000,000 accepted"):
         load_rgb(tmp_path / "bomb.png")
     _image(40, 20).save(tmp_path / "small.png")
-    with pytest.raises(ImageLoadError, match="more than the 500 accepted"):
+    with pytest.raises(ImageError, match="more than the 500 accepted"):
         load_rgb(tmp_path / "small.png", max_pixels=500)
     (tmp_path / "text.jpg").write_text("not an image")
-    with pytest.raises(ImageLoadError, match="text.jpg: not an image"):
+    with pytest.raises(ImageError, match="text.jpg: not an image"):
         load_rgb(tmp_path / "text.jpg")
-    with pytest.raises(ImageLoadError, match="absent.jpg: no such file"):
+    with pytest.raises(ImageError, match="absent.jpg: no such file"):
         load_rgb(tmp_path / "absent.jpg")
 
 

@@ -173,7 +173,8 @@ def test_bundle_errors_name_the_file_and_the_problem(tmp_path):
     garbage.write_bytes(b"not a weights file at all")
     with pytest.raises(BundleError, match="garbage.safetensors"):
         read_bundle(garbage)
-    wider = {**reference_shapes_architecture(), "main": {**reference_shapes_architecture()["main"], "widths": [6, 5, 5]}}
+    reference = reference_shapes_architecture()
+    wider = {**reference, "main": {**reference["main"], "widths": [6, 5, 5]}}
     mismatched = tmp_path / "mismatched.safetensors"
     save_bundle(mismatched, pair, shapes_meta(wider))  # metadata says widths 6, tensors are width 5
     with pytest.raises(BundleError, match=r"mismatched.safetensors: tensor main\.blocks\.0\..* has shape"):

@@ -5,12 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cub_fixture import make_cub_fixture
 from explainer.predictor import Explainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_birds_on_a_fixture(tmp_path):
     data = make_cub_fixture(tmp_path, n_classes=3, n_attributes=12, images_per_class=6)
     out, weights = tmp_path / "run", tmp_path / "birds.safetensors"
@@ -27,7 +30,8 @@ def test_train_and_evaluate_birds_on_a_fixture(tmp_path):
     assert [(r["phase"], r["epoch"]) for r in rows] == [("main", 1), ("main", 2), ("mirror", 1)]
     explainer = Explainer.load(weights)
     meta = explainer.meta
-    assert meta["task"] == "birds" and len(meta["class_names"]) == 3 and meta["defaults"] == {"threshold": 0.8, "top_n": 2}
+    assert meta["task"] == "birds" and len(meta["class_names"]) == 3
+    assert meta["defaults"] == {"threshold": 0.8, "top_n": 2}
     assert meta["storage_dtype"] == "float16" and "float16_storage" in meta["metrics"]
     assert meta["training"]["label_source"] == "class" and "top-1" in meta["description"]
     assert meta["explanation_display_names"][0].count(":") == 1  # "group: value", not has_group::value

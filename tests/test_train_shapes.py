@@ -36,6 +36,7 @@ def _log_rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_resumes_after_sigkill_and_loads(tmp_path: Path) -> None:
     out, weights = tmp_path / "run", tmp_path / "shapes.safetensors"
     command = [sys.executable, str(SCRIPT), *TINY, "--out", str(out), "--output", str(weights)]
@@ -88,7 +89,7 @@ def test_tiny_run_learns_resumes_after_sigkill_and_loads(tmp_path: Path) -> None
 def test_warm_start_copies_main_blocks_into_mirror() -> None:
     args = train_shapes.parse_args(["--arch", "wide", "--out", "x", "--output", "y.safetensors"])
     pair = build_pair(train_shapes.architecture_for(args))
-    copied = train_shapes.warm_start_mirror(pair)
+    copied = pair.warm_start_from_main()
     assert len(copied) == 2  # mirror blocks 0 and 1 have main blocks 1 and 2; the last one has none
     main1, mirror0 = pair.main.blocks[1][0].weight, pair.mirror.blocks[0][0].weight
     torch.testing.assert_close(mirror0, main1)  # same input (main block 0's output), same widths (default 32)

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     probs, expls = np.concatenate(probs), np.concatenate(expls)
     seconds = time.perf_counter() - started
     result = evaluate_predictions(explainer, probs, expls, np.array(labels), targets.labels[positions],
-                                  args.threshold, args.top_n, targets.mask[positions] if targets.mask is not None else None)
+                                  args.threshold, args.top_n,
+                                  targets.mask[positions] if targets.mask is not None else None)
     report: dict = {
         "title": f"Birds evaluation: {Path(args.weights).name} on {args.split} images",
         "model": {

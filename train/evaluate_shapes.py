@@ -81,7 +81,9 @@ def class_folders(root: Path, class_names: Sequence[str]) -> dict[int, Path]:
     return found
 
 
-def load_folder(root: Path, explainer: Explainer, limit: int | None = None) -> tuple[list[Any], np.ndarray, np.ndarray, list[str]]:
+def load_folder(
+    root: Path, explainer: Explainer, limit: int | None = None
+) -> tuple[list[Any], np.ndarray, np.ndarray, list[str]]:
     """Images (PIL), labels, explanation targets and paths of a reference-style folder, sorted by class then name."""
     images, labels, targets, paths = [], [], [], []
     for index, folder in class_folders(root, explainer.class_names).items():
@@ -103,7 +105,8 @@ def load_generated(explainer: Explainer) -> tuple[list[Any], np.ndarray, np.ndar
     data = (explainer.meta.get("training") or {}).get("data")
     if not data:
         raise ValueError("the weights file has no training data description (training.data); evaluate on a folder")
-    shapes = generate_shapes(int(data["n_per_class"]), seed=int(data["seed"]), size=int(data["size"]), style=data["style"])
+    shapes = generate_shapes(int(data["n_per_class"]), seed=int(data["seed"]), size=int(data["size"]),
+                             style=data["style"])
     _, val_idx = split_stratified(shapes.labels, float(data["val_fraction"]), seed=int(data["split_seed"]))
     images = [shapes.images[i] for i in val_idx]
     return images, shapes.labels[val_idx], shapes.explanations[val_idx], data
@@ -142,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         shapes = generate_shapes(1500, seed=FRESH_SEED, style=style)
         images, labels, targets = list(shapes.images), shapes.labels, shapes.explanations
         set_name = f"fresh generated ({style}, seed {FRESH_SEED})"
-        notes = [f"{len(labels)} images from generate_shapes(1500, seed={FRESH_SEED}, style={style!r}), never trained on."]
+        notes = [f"{len(labels)} images from generate_shapes(1500, seed={FRESH_SEED}, style={style!r}), "
+                 "never trained on."]
     elif args.data == "generated":
         images, labels, targets, described = load_generated(explainer)
         set_name = f"generated validation ({described['style']}, seed {described['seed']})"

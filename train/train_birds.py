@@ -40,8 +40,9 @@ import torch.nn.functional as F
 
 from explainer import cub
 from explainer.bundle import save_bundle
-from explainer.models import MirrorPair, build_pair
+from explainer.models import build_pair
 from explainer.predictor import Explainer
+from explainer.pretrained import load_matching_weights, load_pretrained_backbone
 from explainer.tasks import BIRDS
 from explainer.training import run_phase, seed_everything
 from explainer.transforms import build_transform, reference_preprocessing
@@ -64,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--all-classes", action="store_true", help="keep all classes of classes.txt, even without images")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="carve a validation split from training images to pick the best epoch (0: keep the last)")
-    p.add_argument("--aug", choices=("code", "text"), default="code", help="reference augmentation: code or thesis text")
+    p.add_argument("--aug", choices=("code", "text"), default="code",
+                   help="reference augmentation: code or thesis text")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--resize", type=int, default=256)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
@@ -150,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     test_idx = _limit(meta.test_indices, all_classes, args.limit_per_class)
     eval_idx = _limit(eval_idx, all_classes, args.limit_per_class)
     kept_classes = (
-        np.arange(meta.num_classes) if args.all_classes else np.unique(all_classes[np.concatenate([train_idx, test_idx])])
+        np.arange(meta.num_classes)
+        if args.all_classes
+        else np.unique(all_classes[np.concatenate([train_idx, test_idx])])
     )
     mapping = {int(c): i for i, c in enumerate(kept_classes)}
     n_classes, n_expl = len(kept_classes), meta.num_attributes
@@ -169,12 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         import timm
 
         source = timm.create_model(args.model, pretrained=True).state_dict()
-        missing = _load_backbone(pair.main, source)
+        missing = load_matching_weights(pair.main, source)
         if is_main:
             print(f"ImageNet weights from timm; left at initialisation: {missing}", flush=True)
     elif args.pretrained_file:
-        from explainer.pretrained import load_pretrained_backbone
-
         missing = load_pretrained_backbone(pair.main, args.pretrained_file)
         if is_main:
             print(f"ImageNet weights from {args.pretrained_file}; left at initialisation: {missing}", flush=True)
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = {k: v for k, v in vars(args).items() if k not in ("no_progress", "workers", "out", "output")}
 
-    # -- phase 1: main ---------------------------------------------------------------------------------------------------
+    # -- phase 1: main -------------------------------------------------------------------------------------------------
     main_net = wrap(pair.main)
 
     def main_step(batch):
@@ -270,12 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     run_phase("main", out, main_net, opt, sched, train_batches, main_step, main_eval, args.epochs_main, score_key,
               config, progress=not args.no_progress, is_main_process=is_main)
 
-    # -- phase 2: mirror, main frozen -----------------------------------------------------------------------------------
+    # -- phase 2: mirror, main frozen ----------------------------------------------------------------------------------
     pair.set_coupling("frozen")
     if args.warm_start_mirror and not (out / "mirror.last.pt").exists():
-        copied = _warm_start(pair)
+        copied = pair.warm_start_from_main()
         if is_main:
-            print(f"mirror warm-started from the main network: {copied} tensors copied", flush=True)
+            print(f"mirror warm-started from the main network: {len(copied)} tensors copied", flush=True)
     mirror_net = wrap(pair.mirror)
 
     def mirror_step(batch):
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.distributed.destroy_process_group()
         return 0
 
-    # -- evaluation on the held-out test images and the weights file ----------------------------------------------------
+    # -- evaluation on the held-out test images and the weights file ---------------------------------------------------
     from explainer.evaluation import evaluate_predictions
 
     pair.eval()
@@ -385,24 +387,6 @@ def describe(model: str, n_classes: int, n_train: int, n_test: int, top1: float,
         f"{prefix}{n_classes} species of CUB-200-2011, {model} {init}, trained on {n_train:,} images; "
         f"top-1 {100 * top1:.1f}% on {n_test:,} held-out images"
     )
-
-
-def _load_backbone(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> list[str]:
-    """Load same-architecture weights by name, leaving the classifier (other class count) at initialisation."""
-    target = model.state_dict()
-    usable = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
-    model.load_state_dict(usable, strict=False)
-    return sorted(set(target) - set(usable))
-
-
-def _warm_start(pair: MirrorPair) -> int:
-    """Copy the trained main network's weights into the mirror wherever names and shapes agree (not the head)."""
-    mirror_state = pair.mirror.net.state_dict()
-    main_state = pair.main.state_dict()
-    head = set(k for k in mirror_state if mirror_state[k].shape != main_state.get(k, torch.empty(0)).shape)
-    copied = {k: main_state[k] for k in mirror_state if k in main_state and k not in head}
-    pair.mirror.net.load_state_dict(copied, strict=False)
-    return len(copied)
 
 
 if __name__ == "__main__":

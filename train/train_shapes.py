@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explainer import evaluation
-from explainer.bundle import save_bundle
+from explainer.bundle import FORMAT_VERSION, save_bundle
 from explainer.models import MirrorPair, build_pair, keras_parameter_count, reference_shapes_architecture
 from explainer.predictor import Explainer
 from explainer.shape_input import normalize_shape_image
@@ -110,24 +110,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "drawings that are none of the four shapes, so the verdict questions them. explainer.ood, which the "
         "evaluation uses, is a separate code path and is never seen",
     )
-    data.add_argument(
-        "--mirror-ood-fraction",
-        type=float,
-        default=0.0,
-        help="add this share (of the training set) of out-of-distribution images from explainer.ood (stars, hearts, "
-        "letters, scribbles, ...; a seed no evaluation uses), labelled with no explanation, to the mirror's training "
-        "data only (outlier exposure: the mirror learns to stay silent outside the four shapes)",
-    )
-    data.add_argument(
-        "--mirror-ood-kinds",
-        default="all",
-        help="comma-separated explainer.ood kinds used by --mirror-ood-fraction (default all; hold some out to "
-        "measure how questioning generalises to kinds never shown)",
-    )
     arch = p.add_argument_group("architecture")
     arch.add_argument("--arch", choices=("reference", "wide"), default="reference")
     arch.add_argument("--main-widths", type=_widths, default=None, help="wide: main block widths (default 16,32,64)")
-    arch.add_argument("--mirror-widths", type=_widths, default=None, help="wide: mirror widths (default: main's shifted by one, 32,64,64)")
+    arch.add_argument("--mirror-widths", type=_widths, default=None,
+                      help="wide: mirror widths (default: main's shifted by one, 32,64,64)")
     arch.add_argument("--kernel", type=int, default=3, help="wide: kernel size (padding keeps resolutions)")
     arch.add_argument("--join", choices=("concat", "add"), default="concat", help="wide: how the mirror joins")
     train = p.add_argument_group("training")
@@ -179,7 +166,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0.0 < args.val_fraction < 1.0:
         p.error(f"--val-fraction must be strictly between 0 and 1, got {args.val_fraction}")
-    for name in ("mirror_noise_fraction", "mirror_outlier_fraction", "mirror_ood_fraction"):
+    for name in ("mirror_noise_fraction", "mirror_outlier_fraction"):
         if not 0.0 <= getattr(args, name) <= 10.0:
             p.error(f"--{name.replace('_', '-')} must be between 0 and 10, got {getattr(args, name)}")
     if args.arch == "reference" and (args.main_widths or args.mirror_widths):
@@ -188,7 +175,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--kernel must be an odd positive integer (padding kernel // 2 keeps resolutions), got {args.kernel}")
     if args.joint and args.main_from is not None:
         p.error("--main-from reuses a main phase; --joint has none")
-    for name in ("mirror_noise_fraction", "mirror_outlier_fraction", "mirror_ood_fraction"):
+    for name in ("mirror_noise_fraction", "mirror_outlier_fraction"):
         if args.joint and getattr(args, name) > 0:
             p.error(f"--{name.replace('_', '-')} needs the two-step training (the main network must never see "
                     "those images)")
@@ -226,7 +213,7 @@ def architecture_for(args: argparse.Namespace) -> dict[str, Any]:
 RUN_ONLY = {"out", "output", "threads", "device", "no_progress", "noise_eval", "latency_repeats", "main_from"}
 MIRROR_ONLY = {
     "mirror_widths", "join", "mirror_epochs", "mirror_select", "warm_start_mirror", "mirror_noise_fraction",
-    "mirror_outlier_fraction", "mirror_ood_fraction", "mirror_ood_kinds",
+    "mirror_outlier_fraction",
 }
 
 
@@ -309,35 +296,9 @@ def load_data(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         outliers, _ = generate_outliers(count, seed=OUTLIER_SEED + args.seed, size=IMAGE_SIZE, style=args.style)
         mirror_only.append(to_tensor(outliers, args.crop_to_content))
         data["mirror_outlier_images"] = count
-    if args.mirror_ood_fraction > 0:
-        mirror_only.append(ood_training_images(args, int(round(args.mirror_ood_fraction * len(train_idx)))))
-        data["mirror_ood_images"] = int(mirror_only[-1].shape[0])
     if mirror_only:
         data["x_noise"] = torch.cat(mirror_only).to(device)
     return data
-
-
-def ood_training_images(args: argparse.Namespace, count: int) -> torch.Tensor:
-    """Out-of-distribution images for the mirror, preprocessed like every input; blank ones are dropped."""
-    from explainer.ood import OOD_KINDS, generate_ood
-    from explainer.shape_input import NothingToClassify
-
-    kinds = OOD_KINDS if args.mirror_ood_kinds == "all" else tuple(k.strip() for k in args.mirror_ood_kinds.split(","))
-    unknown = [k for k in kinds if k not in OOD_KINDS]
-    if unknown:
-        raise SystemExit(f"--mirror-ood-kinds: {unknown} are not among {list(OOD_KINDS)}")
-    per_kind = -(-count // len(OOD_KINDS))
-    images, names = generate_ood(per_kind, seed=30_000 + args.seed, size=128)
-    out = []
-    for image, name in zip(images, names):
-        if name not in kinds:
-            continue
-        try:
-            out.append(normalize_shape_image(image, size=IMAGE_SIZE, crop_to_content=args.crop_to_content,
-                                             margin=CROP_MARGIN))
-        except NothingToClassify:
-            continue
-    return torch.from_numpy(np.stack(out).astype(np.float32) / 255.0)[:, None]
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -427,38 +388,6 @@ def explanation_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str,
     }
 
 
-def warm_start_mirror(pair: MirrorPair) -> list[str]:
-    """Copy main block i+1 into mirror block i (the mirror block that reads main block i's output), where shapes allow.
-
-    The copied part maps the main activation the mirror block reads to the first output channels: for "concat" the
-    input channels of the main tap (after the mirror's own channels), for "add" (and block 0) all input channels.
-    Returns the names of what was copied.
-    """
-    main_blocks, mirror_blocks = pair.main.blocks, pair.mirror.blocks
-    copied = []
-    with torch.no_grad():
-        for i, mirror_block in enumerate(mirror_blocks):
-            if i + 1 >= len(main_blocks):
-                break
-            src_conv, dst_conv = main_blocks[i + 1][0], mirror_block[0]
-            if src_conv.kernel_size != dst_conv.kernel_size:
-                continue
-            out_chs = min(src_conv.out_channels, dst_conv.out_channels)
-            if pair.mirror.join == "concat" and i > 0:
-                offset = dst_conv.in_channels - src_conv.in_channels  # the main tap's channels follow the mirror's
-            else:
-                offset = 0
-            if offset < 0 or dst_conv.in_channels - offset != src_conv.in_channels:
-                continue
-            dst_conv.weight[:out_chs, offset : offset + src_conv.in_channels] = src_conv.weight[:out_chs]
-            dst_conv.bias[:out_chs] = src_conv.bias[:out_chs]
-            src_bn, dst_bn = main_blocks[i + 1][2], mirror_block[2]
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(dst_bn, name)[:out_chs] = getattr(src_bn, name)[:out_chs]
-            copied.append(f"mirror.blocks.{i} <- main.blocks.{i + 1} ({out_chs} channels)")
-    return copied
-
-
 def train_main(args: argparse.Namespace, pair: MirrorPair, data: dict[str, Any], device: torch.device) -> Any:
     main = pair.main
     optimizer = nadam(list(main.parameters()), args.lr)
@@ -473,7 +402,8 @@ def train_main(args: argparse.Namespace, pair: MirrorPair, data: dict[str, Any],
     def evaluate() -> dict[str, float]:
         logits = predict_logits(main, data["x_val"], device)
         y = data["y_val"]
-        return {"val_loss": float(F.cross_entropy(logits, y)), "val_accuracy": float((logits.argmax(1) == y).float().mean())}
+        return {"val_loss": float(F.cross_entropy(logits, y)),
+                "val_accuracy": float((logits.argmax(1) == y).float().mean())}
 
     return run_phase(
         "main",
@@ -613,11 +543,6 @@ def describe(args: argparse.Namespace, arch: dict[str, Any]) -> str:
             " The mirror also saw drawings that are none of the four shapes (many-sided polygons, stars, concave "
             "polygons, open zigzags) labelled with no explanation, so that it stays silent on such inputs."
         )
-    if args.mirror_ood_fraction > 0:
-        text += (
-            f" The mirror also saw out-of-distribution drawings ({args.mirror_ood_kinds} kinds of explainer.ood) "
-            "labelled with no explanation."
-        )
     return text
 
 
@@ -671,12 +596,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["main"] = train_main(args, pair, data, device)
         pair.set_coupling("frozen")
         if args.warm_start_mirror and not (args.out / "mirror.last.pt").exists():
-            warm = warm_start_mirror(pair)
+            warm = pair.warm_start_from_main()
         results["mirror"] = train_mirror(args, pair, data, device)
     pair = pair.eval()
 
     meta: dict[str, Any] = SHAPES.bundle_metadata(arch, data["prior"], bool(args.crop_to_content), CROP_MARGIN)
-    explainer = Explainer(pair, {**meta, "format_version": 1}, device)
+    explainer = Explainer(pair, {**meta, "format_version": FORMAT_VERSION}, device)
     class_probs, expl_probs = infer_batched(explainer, data["x_val"])
     validation = evaluation.evaluate_predictions(
         explainer, class_probs, expl_probs, data["y_val"].cpu().numpy(), data["e_val"].cpu().numpy()
@@ -690,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     latency: dict[str, Any] = {}
     if args.latency_repeats > 0:
         torch.set_num_threads(2)  # the budget is stated for 2 CPU threads, whatever --threads trained with
-        cpu_explainer = Explainer(pair, {**meta, "format_version": 1}, "cpu")
+        cpu_explainer = Explainer(pair, {**meta, "format_version": FORMAT_VERSION}, "cpu")
         latency = evaluation.measure_latency(cpu_explainer, list(data["raw_val"][:50]), repeats=args.latency_repeats)
     log = phase_log(args.out)
     training = {
@@ -706,7 +631,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "split_seed": args.seed,
             "mirror_noise_images": data.get("mirror_noise_images", 0),
             "mirror_noise_seed": 10_000 + args.seed if args.mirror_noise_fraction > 0 else None,
-            "mirror_ood_images": data.get("mirror_ood_images", 0),
             "mirror_outlier_images": data.get("mirror_outlier_images", 0),
             "mirror_outlier_seed": OUTLIER_SEED + args.seed if args.mirror_outlier_fraction > 0 else None,
         },
