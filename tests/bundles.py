@@ -10,7 +10,7 @@ for timing the post-processing and charts alone.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -195,16 +195,6 @@ def import_app(env: dict[str, str], module_name: str = "app") -> Any:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def one_torch_thread() -> Iterator[None]:
-    """As app.py serves (one torch thread per request), restoring the count after: use as a module fixture."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def free_port() -> int:

@@ -15,13 +15,15 @@ from PIL import Image
 
 import app_images
 import webapp
-from bundles import birds_like_metadata, make_birds_bundle, make_shapes_bundle, one_torch_thread
+from bundles import birds_like_metadata, make_birds_bundle, make_shapes_bundle
 from explainer.predictor import Explainer
 from explainer.tasks import SHAPES, TASKS
 from webapp import charts
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request is a Python warning
-one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),  # gr.Warning outside a request is a Python warning
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,14 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import app_images
-from bundles import import_app, one_torch_thread, running_app
+from bundles import import_app, running_app
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),  # pandas 3 deprecations inside Gradio's queue
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.slow,
 ]
-one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 ENDPOINTS = {"/shapes_sketch", "/shapes_image", "/shapes_explain", "/shapes_clear_interventions", "/birds_image",
              "/birds_explain", "/birds_clear_interventions"}
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from bundles import one_torch_thread, running_app
+from bundles import running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -37,8 +37,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the Playwright Pyt
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),  # pandas 3 deprecations inside Gradio's queue
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.slow,
 ]
-one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 
 
 @pytest.fixture(scope="module")
