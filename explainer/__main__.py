@@ -38,13 +38,10 @@ def predict(args: argparse.Namespace) -> int:
     except BundleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    threshold = explainer.default_threshold if args.threshold is None else args.threshold
-    top_n = explainer.default_top_n if args.top_n is None else args.top_n
-    if not 0 <= threshold <= 1:
-        print(f"error: --threshold {threshold} is out of range (0 to 1)", file=sys.stderr)
-        return 2
-    if not 1 <= top_n <= len(explainer.class_names):
-        print(f"error: --top-n {top_n} is out of range (1 to {len(explainer.class_names)})", file=sys.stderr)
+    try:
+        threshold, top_n = explainer.resolve_controls(args.threshold, args.top_n)
+    except ValueError as err:  # names the value and the valid range
+        print(f"error: {err}", file=sys.stderr)
         return 2
     failed = 0
     paths: Sequence[str] = args.images

@@ -43,13 +43,8 @@ def _as_probs(class_probs: np.ndarray, expl_probs: np.ndarray, n_classes: int, n
 
 
 def _resolve(explainer: Any, threshold: float | None, top_n: int | None) -> tuple[float, int]:
-    threshold = explainer.default_threshold if threshold is None else float(threshold)
-    top_n = explainer.default_top_n if top_n is None else int(top_n)
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold {threshold} is out of range (0 to 1)")
-    if not 1 <= top_n <= len(explainer.class_names):
-        raise ValueError(f"top N {top_n} is out of range (1 to {len(explainer.class_names)})")
-    return threshold, top_n
+    return postprocess.resolve_controls(threshold, top_n, explainer.default_threshold, explainer.default_top_n,
+                                        len(explainer.class_names))
 
 
 def verdict_arrays(
@@ -57,12 +52,11 @@ def verdict_arrays(
 ) -> dict[str, np.ndarray]:
     """Per-sample verdicts of cached probabilities: predicted class, questioned, case (0 = consistent), margin, rank.
 
-    Runs exactly the post-processing of :meth:`Explainer.explain` (threshold, group cleaning, ranking, verdict).
+    Runs the post-processing path :meth:`Explainer.explain` runs (:func:`postprocess.process`).
     """
-    kept = postprocess.kept_explanations(expl_probs, threshold, explainer.groups)
-    scores = postprocess.rank_scores(kept, explainer.class_explanations, explainer.ranking)
-    predicted = np.argmax(class_probs, axis=1)
-    found = postprocess.verdicts(scores, predicted, top_n)
+    done = postprocess.process(class_probs, expl_probs, threshold, top_n, explainer.groups,
+                               explainer.class_explanations, explainer.ranking)
+    predicted, found = done.predicted, done.verdicts
     return {
         "predicted": predicted.astype(np.int64),
         "questioned": np.array([v.questioned for v in found], dtype=bool),

@@ -19,14 +19,33 @@ import numpy as np
 RANKINGS = ("normalized", "weighted")
 
 
-def _check_threshold(threshold: float) -> None:
+def check_threshold(threshold: float) -> float:
+    """The one rule for a threshold: a number from 0 to 1 (NaN is refused). Returns it."""
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold {threshold} is out of range (0 to 1)")
+        raise ValueError(f"threshold {threshold:g} is out of range (0 to 1)")
+    return threshold
+
+
+def check_top_n(top_n: int, n_classes: int) -> int:
+    """The one rule for top N: a whole number from 1 to the number of classes. Returns it."""
+    if not 1 <= top_n <= n_classes:
+        raise ValueError(f"top N {top_n} is out of range (1 to {n_classes})")
+    return top_n
+
+
+def resolve_controls(
+    threshold: float | None, top_n: int | None, default_threshold: float, default_top_n: int, n_classes: int
+) -> tuple[float, int]:
+    """Threshold and top N with the weights' defaults filled in, both checked: what every caller (app, CLI,
+    evaluation, :meth:`explainer.predictor.Explainer.explain`) uses, so that the rules live in one place."""
+    threshold = default_threshold if threshold is None else float(threshold)
+    top_n = default_top_n if top_n is None else int(top_n)
+    return check_threshold(threshold), check_top_n(top_n, n_classes)
 
 
 def apply_threshold(probs: np.ndarray, threshold: float) -> np.ndarray:
     """Scores below ``threshold`` become 0; the rest keep their value (a score equal to the threshold is kept)."""
-    _check_threshold(threshold)
+    check_threshold(threshold)
     probs = np.asarray(probs, dtype=np.float64)
     return np.where(probs >= threshold, probs, 0.0)
 
@@ -109,8 +128,7 @@ def verdict(scores: np.ndarray, predicted_class: int, top_n: int) -> Verdict:
         raise ValueError(f"verdict takes the scores of one sample, shape (classes,); got {scores.shape}")
     if not 0 <= predicted_class < n_classes:
         raise ValueError(f"predicted class {predicted_class} is out of range (0 to {n_classes - 1})")
-    if not 1 <= top_n <= n_classes:
-        raise ValueError(f"top N {top_n} is out of range (1 to {n_classes})")
+    check_top_n(top_n, n_classes)
     own = scores[predicted_class]
     higher = int(np.sum(scores > own))
     others = np.delete(scores, predicted_class)
@@ -142,3 +160,30 @@ def verdict(scores: np.ndarray, predicted_class: int, top_n: int) -> Verdict:
 def verdicts(scores: np.ndarray, predicted: np.ndarray, top_n: int) -> list[Verdict]:
     """:func:`verdict` for a batch: ``scores`` (N, C), ``predicted`` (N,)."""
     return [verdict(row, int(p), top_n) for row, p in zip(np.asarray(scores), np.asarray(predicted))]
+
+
+@dataclass
+class Processed:
+    """The post-processing of a batch: what the verdicts rest on."""
+
+    kept: np.ndarray  # (N, E) after threshold and group cleaning (0 = dropped)
+    scores: np.ndarray  # (N, C) the explanation-based class ranking scores
+    predicted: np.ndarray  # (N,) the main network's classes
+    verdicts: list[Verdict]
+
+
+def process(
+    class_probs: np.ndarray,
+    explanation_probs: np.ndarray,
+    threshold: float,
+    top_n: int,
+    groups: Sequence[Sequence[int]],
+    class_explanations: np.ndarray,
+    ranking: str,
+) -> Processed:
+    """Threshold, group cleaning, class ranking and verdict for a batch ((N, C) and (N, E)): the one path that
+    :meth:`explainer.predictor.Explainer.explain` (N = 1) and the evaluation share."""
+    kept = kept_explanations(np.atleast_2d(explanation_probs), threshold, groups)
+    scores = rank_scores(kept, class_explanations, ranking)
+    predicted = np.argmax(np.atleast_2d(class_probs), axis=1)
+    return Processed(kept, scores, predicted, verdicts(scores, predicted, top_n))

@@ -29,6 +29,7 @@ class Explanation:
     class_probs: np.ndarray  # (C,)
     explanation_probs: np.ndarray  # (E,) after any intervention
     kept_scores: np.ndarray  # (E,) after threshold and group cleaning (0 = dropped)
+    cleaned_scores: np.ndarray  # (E,) after group cleaning alone: what the explanation chart lists
     ranking_scores: np.ndarray  # (C,)
     verdict: postprocess.Verdict
     threshold: float
@@ -171,6 +172,11 @@ class Explainer:
 
     # -- explanation (no network) ------------------------------------------------------------------------------------
 
+    def resolve_controls(self, threshold: float | None = None, top_n: int | None = None) -> tuple[float, int]:
+        """Threshold and top N, this model's defaults filled in, checked (raises ValueError naming the valid range)."""
+        return postprocess.resolve_controls(threshold, top_n, self.default_threshold, self.default_top_n,
+                                            len(self.class_names))
+
     def explain(
         self,
         class_probs: np.ndarray,
@@ -181,25 +187,24 @@ class Explainer:
     ) -> Explanation:
         """Post-process one sample's cached probabilities. ``overrides`` forces explanations on (True) or off
         (False)."""
-        threshold = self.default_threshold if threshold is None else float(threshold)
-        top_n = self.default_top_n if top_n is None else int(top_n)
+        threshold, top_n = self.resolve_controls(threshold, top_n)
         expl = np.asarray(explanation_probs, dtype=np.float64).copy()
         overrides = dict(overrides or {})
         for idx, on in overrides.items():
             if not 0 <= idx < expl.size:
                 raise ValueError(f"explanation index {idx} is out of range (0 to {expl.size - 1})")
             expl[idx] = 1.0 if on else 0.0
-        kept = postprocess.kept_explanations(expl, threshold, self.groups)
-        scores = postprocess.rank_scores(kept, self.class_explanations, self.ranking)
-        predicted = int(np.argmax(class_probs))
+        done = postprocess.process(class_probs, expl, threshold, top_n, self.groups, self.class_explanations,
+                                   self.ranking)
         return Explanation(
             class_names=self.class_names,
             explanation_names=self.display_names,
             class_probs=np.asarray(class_probs, dtype=np.float64),
             explanation_probs=expl,
-            kept_scores=kept,
-            ranking_scores=scores,
-            verdict=postprocess.verdict(scores, predicted, top_n),
+            kept_scores=done.kept[0],
+            cleaned_scores=postprocess.clean_groups(expl, self.groups),
+            ranking_scores=done.scores[0],
+            verdict=done.verdicts[0],
             threshold=threshold,
             top_n=top_n,
             overrides=overrides,

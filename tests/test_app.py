@@ -450,10 +450,10 @@ def test_ranking_chart_cut_tie_and_appended_prediction() -> None:
 
 def test_explanation_chart_keeps_forced_rows_and_unique_labels() -> None:
     figure = charts.explanation_chart(["x", "x", "y", "z"], np.array([0.9, 0.8, 0.1, 0.0]),
-                                      np.array([0.9, 0.8, 0.0, 0.0]), 0.5, 1, (), overrides={3: False})
+                                      np.array([0.9, 0.8, 0.0, 0.0]), 0.5, 1, None, overrides={3: False})
     labels = bar_labels(figure)
     assert labels == ["x", "z (forced off)"]
     raw = charts.explanation_chart(["x", "x", "y", "z"], np.array([0.9, 0.8, 0.1, 0.0]),
-                                   np.array([0.9, 0.8, 0.0, 0.0]), 0.5, 4, (), raw=True)
+                                   np.array([0.9, 0.8, 0.0, 0.0]), 0.5, 4, None, raw=True)
     assert bar_labels(raw)[:2] == ["x", "x (2)"]
     assert charts.short_label("a" * 40).endswith("…") and len(charts.short_label("a" * 40)) == charts.MAX_LABEL_CHARS

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from explainer.postprocess import clean_groups
+from explainer.postprocess import check_threshold
 
 Figure = dict[str, Any]
 
@@ -160,7 +160,7 @@ def explanation_chart(
     kept_scores: np.ndarray,
     threshold: float,
     top_k: int,
-    groups: Sequence[Sequence[int]] = (),
+    cleaned_scores: np.ndarray | None = None,
     raw: bool = False,
     overrides: Mapping[int, bool] | None = None,
 ) -> Figure:
@@ -176,11 +176,13 @@ def explanation_chart(
     n = len(explanation_names)
     if probs.shape != (n,) or kept.shape != (n,):
         raise ValueError(f"explanation arrays have shapes {probs.shape} and {kept.shape}; expected ({n},)")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold {threshold} is out of range (0 to 1)")
+    check_threshold(threshold)
     top_k = _check_top("top k", top_k, n)
     overrides = {int(i): bool(on) for i, on in (overrides or {}).items()}
-    listed = probs if raw else clean_groups(probs, groups)
+    cleaned = probs if cleaned_scores is None else np.asarray(cleaned_scores, dtype=np.float64)
+    if cleaned.shape != (n,):
+        raise ValueError(f"cleaned explanation scores have shape {cleaned.shape}; expected ({n},)")
+    listed = probs if raw else cleaned
     candidates = [int(i) for i in np.argsort(-listed, kind="stable") if raw or listed[i] > 0 or int(i) in overrides]
     rows = candidates[:top_k]
     rows += [i for i in overrides if i not in rows]  # forced explanations stay visible whatever their rank

@@ -155,6 +155,8 @@ class TaskApp:
         return list(self._explainer.display_names)
 
     def _controls(self, threshold: Any, top_n: Any, top_k: Any) -> tuple[float, int, int]:
+        """The sliders' values, this tab's defaults filled in; threshold and top N are checked by the library's one
+        rule (:meth:`Explainer.resolve_controls`), top k (bars per chart, an app-only control) here."""
         try:
             threshold_value = float(self.default_threshold if threshold is None else threshold)
             top_n_value = int(round(float(self.default_top_n if top_n is None else top_n)))
@@ -162,10 +164,11 @@ class TaskApp:
         except (TypeError, ValueError, OverflowError) as err:
             raise UserInputError(f"Controls must be numbers (threshold {threshold!r}, top N {top_n!r}, "
                                  f"top k {top_k!r}).") from err
-        if not 0.0 <= threshold_value <= 1.0:
-            raise UserInputError(f"Threshold {threshold_value:g} is out of range (0 to 1).")
-        if not 1 <= top_n_value <= self.n_classes:
-            raise UserInputError(f"Top N {top_n_value} is out of range (1 to {self.n_classes}).")
+        try:
+            threshold_value, top_n_value = self._explainer.resolve_controls(threshold_value, top_n_value)
+        except ValueError as err:  # "threshold 1.5 is out of range (0 to 1)" -> a sentence
+            text = str(err)
+            raise UserInputError(f"{text[:1].upper()}{text[1:]}.") from err
         if top_k_value < 1:
             raise UserInputError(f"Top k {top_k_value} is out of range (at least 1).")
         return threshold_value, top_n_value, top_k_value
@@ -252,7 +255,7 @@ class TaskApp:
             explanation.kept_scores,
             threshold_value,
             min(top_k_value, self.n_explanations),
-            exp.groups,
+            explanation.cleaned_scores,
             raw=bool(show_raw),
             overrides=overrides,
         )
