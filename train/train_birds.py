@@ -32,7 +32,10 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +43,7 @@ import torch.nn.functional as F
 
 from explainer import cub
 from explainer.bundle import save_bundle
-from explainer.models import build_pair
+from explainer.models import MirrorPair, build_pair
 from explainer.predictor import Explainer
 from explainer.pretrained import load_matching_weights, load_pretrained_backbone
 from explainer.tasks import BIRDS
@@ -121,8 +124,47 @@ class _Remapped(torch.utils.data.Dataset):
         return (image, self.mapping[label], *rest)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+@dataclass
+class Run:
+    """This process's settings every phase needs: device, numerics, distribution."""
+
+    args: argparse.Namespace
+    device: torch.device
+    distributed: bool
+    is_main: bool
+    memory_format: torch.memory_format
+    autocast: Any  # bf16 autocast or a no-op context, entered around every forward
+
+
+@dataclass
+class Data:
+    """The CUB metadata, explanation targets and the index sets of one run."""
+
+    meta: cub.CubMetadata
+    targets: cub.ExplanationTargets
+    train_idx: np.ndarray
+    eval_idx: np.ndarray  # validation images when --val-fraction > 0, else the test images (never selected on)
+    test_idx: np.ndarray
+    kept_classes: np.ndarray
+    select: str  # which epoch's weights are kept: "last" or "best validation top-1"
+
+
+@dataclass
+class Loaders:
+    train: torch.utils.data.DataLoader
+    sampler: torch.utils.data.DistributedSampler | None
+    eval: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader
+    test_set: torch.utils.data.Dataset
+
+    def train_batches(self, epoch: int) -> torch.utils.data.DataLoader:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        return self.train
+
+
+def start_run(args: argparse.Namespace) -> Run:
+    """Join the torchrun process group when there is one, pick the device, seed."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
     if distributed:
@@ -131,15 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.device.startswith("cuda"):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(args.device)
-    is_main = rank == 0
     device = torch.device(args.device)
     seed_everything(args.seed + rank)
-    out = Path(args.out)
-    started = time.time()
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    return Run(args, device, distributed, rank == 0, memory_format, autocast)
 
+
+def read_data(args: argparse.Namespace, run: Run) -> Data:
+    """Read (or download) CUB, build the explanation targets and the splits."""
     data_root = Path(args.data) if args.data else download_cub(Path(args.download))
     meta = cub.read_cub(data_root, not_visible_as_unknown=args.not_visible_unknown)
-    if meta.notice and is_main:
+    if meta.notice and run.is_main:
         print(f"notice: {meta.notice}", flush=True)
     targets = cub.explanation_targets(meta, args.labels, args.class_threshold)
     all_classes = meta.class_indices
@@ -156,15 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.all_classes
         else np.unique(all_classes[np.concatenate([train_idx, test_idx])])
     )
-    mapping = {int(c): i for i, c in enumerate(kept_classes)}
-    n_classes, n_expl = len(kept_classes), meta.num_attributes
+    return Data(meta, targets, train_idx, eval_idx, test_idx, kept_classes, select)
 
-    # -- model ---------------------------------------------------------------------------------------------------------
+
+def build_model(args: argparse.Namespace, data: Data, run: Run) -> tuple[MirrorPair, dict, dict]:
+    """The pair (ImageNet weights in the main network when asked), its architecture and its preprocessing."""
     architecture = {
         "family": "timm",
         "model_name": args.model,
-        "n_classes": n_classes,
-        "n_explanations": n_expl,
+        "n_classes": len(data.kept_classes),
+        "n_explanations": data.meta.num_attributes,
         "join": args.join,
         "start": args.start,
     }
@@ -174,11 +220,11 @@ def main(argv: list[str] | None = None) -> int:
 
         source = timm.create_model(args.model, pretrained=True).state_dict()
         missing = load_matching_weights(pair.main, source)
-        if is_main:
+        if run.is_main:
             print(f"ImageNet weights from timm; left at initialisation: {missing}", flush=True)
     elif args.pretrained_file:
         missing = load_pretrained_backbone(pair.main, args.pretrained_file)
-        if is_main:
+        if run.is_main:
             print(f"ImageNet weights from {args.pretrained_file}; left at initialisation: {missing}", flush=True)
     import timm.data
 
@@ -186,140 +232,161 @@ def main(argv: list[str] | None = None) -> int:
     preprocessing = reference_preprocessing(
         size=args.img_size, resize=args.resize, variant=args.aug, mean=data_cfg["mean"], std=data_cfg["std"]
     )
-    pair.to(device)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    pair.to(memory_format=memory_format)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
-    )
+    pair.to(run.device)
+    pair.to(memory_format=run.memory_format)
+    return pair, architecture, preprocessing
 
-    # -- data ----------------------------------------------------------------------------------------------------------
+
+def make_loaders(args: argparse.Namespace, data: Data, preprocessing: dict, run: Run) -> Loaders:
+    """Train (augmented; sharded under torchrun), evaluation and test loaders, classes renumbered to those kept."""
     train_tf, test_tf = build_transform(preprocessing, train=True), build_transform(preprocessing, train=False)
+    mapping = {int(c): i for i, c in enumerate(data.kept_classes)}
 
     def dataset(indices: np.ndarray, tf) -> torch.utils.data.Dataset:
-        return _Remapped(cub.CubImages(meta, indices=indices, transform=tf, targets=targets), mapping)
+        return _Remapped(cub.CubImages(data.meta, indices=indices, transform=tf, targets=data.targets), mapping)
 
-    train_set, eval_set, test_set = dataset(train_idx, train_tf), dataset(eval_idx, test_tf), dataset(test_idx, test_tf)
-    loader_kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
-    sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=args.seed) if distributed else None
+    train_set = dataset(data.train_idx, train_tf)
+    eval_set, test_set = dataset(data.eval_idx, test_tf), dataset(data.test_idx, test_tf)
+    loader_kw = dict(num_workers=args.workers, pin_memory=run.device.type == "cuda",
+                     persistent_workers=args.workers > 0)
+    sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=args.seed) if run.distributed else None
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True, **loader_kw
     )
+    eval_batch = max(64, args.batch_size)
+    return Loaders(
+        train_loader,
+        sampler,
+        torch.utils.data.DataLoader(eval_set, batch_size=eval_batch, shuffle=False, **loader_kw),
+        torch.utils.data.DataLoader(test_set, batch_size=eval_batch, shuffle=False, **loader_kw),
+        test_set,
+    )
 
-    def eval_loader(ds: torch.utils.data.Dataset) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(ds, batch_size=max(64, args.batch_size), shuffle=False, **loader_kw)
 
-    eval_loader_, test_loader = eval_loader(eval_set), eval_loader(test_set)
+@torch.no_grad()
+def predict(
+    pair: MirrorPair, loader: torch.utils.data.DataLoader, run: Run, with_mirror: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Class probabilities, explanation probabilities (None without the mirror) and labels of a whole loader."""
+    probs, expls, labels = [], [], []
+    for images, label, *_ in loader:
+        images = images.to(run.device, non_blocking=True).to(memory_format=run.memory_format)
+        with run.autocast:
+            if with_mirror:
+                logits, expl = pair(images)
+                expls.append(torch.sigmoid(expl.float()).cpu())
+            else:
+                logits = pair.main(images)
+        probs.append(torch.softmax(logits.float(), 1).cpu())
+        labels.append(label)
+    return torch.cat(probs).numpy(), torch.cat(expls).numpy() if expls else None, torch.cat(labels).numpy()
 
-    def train_batches(epoch: int):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        return train_loader
 
-    @torch.no_grad()
-    def predict(loader, with_mirror: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        probs, expls, labels = [], [], []
-        for images, label, *_ in loader:
-            images = images.to(device, non_blocking=True).to(memory_format=memory_format)
-            with autocast:
-                if with_mirror:
-                    logits, expl = pair(images)
-                    expls.append(torch.sigmoid(expl.float()).cpu())
-                else:
-                    logits = pair.main(images)
-            probs.append(torch.softmax(logits.float(), 1).cpu())
-            labels.append(label)
-        return torch.cat(probs).numpy(), torch.cat(expls).numpy() if expls else None, torch.cat(labels).numpy()
+def make_optimizer(args: argparse.Namespace, params, lr: float, epochs: int):
+    """SGD (the reference) or AdamW, with an optional cosine schedule over the phase's epochs."""
+    params = [p for p in params if p.requires_grad]
+    if args.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=args.weight_decay or 0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1)) if args.schedule == "cosine" else None
+    return opt, sched
 
-    expl_labels = torch.from_numpy(targets.labels[train_idx])
-    pos_rate = expl_labels.mean(0).clamp(1e-3, 1 - 1e-3)
-    pos_weight = ((1 - pos_rate) / pos_rate).clamp(max=20.0).to(device) if args.pos_weight else None
 
-    def make_optimizer(params, lr: float, epochs: int):
-        params = [p for p in params if p.requires_grad]
-        if args.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=lr, weight_decay=args.weight_decay or 0.05)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1)) if args.schedule == "cosine" else None
-        return opt, sched
+def wrap(module: torch.nn.Module, run: Run) -> torch.nn.Module:
+    """DistributedDataParallel under torchrun, the module itself otherwise."""
+    if not run.distributed:
+        return module
+    device_ids = [run.device] if run.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
-    def wrap(module: torch.nn.Module) -> torch.nn.Module:
-        if not distributed:
-            return module
-        return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
 
-    config = {k: v for k, v in vars(args).items() if k not in ("no_progress", "workers", "out", "output")}
+def main_step(net: torch.nn.Module, run: Run, batch) -> tuple[torch.Tensor, int, dict]:
+    """One batch of the main network: cross-entropy with label smoothing."""
+    images, label, *_ = batch
+    images = images.to(run.device, non_blocking=True).to(memory_format=run.memory_format)
+    label = label.to(run.device, non_blocking=True)
+    with run.autocast:
+        logits = net(images)
+    loss = F.cross_entropy(logits.float(), label, label_smoothing=run.args.label_smoothing)
+    return loss, len(label), {"correct": (logits.argmax(1) == label).sum()}
 
-    # -- phase 1: main -------------------------------------------------------------------------------------------------
-    main_net = wrap(pair.main)
 
-    def main_step(batch):
-        images, label, *_ = batch
-        images = images.to(device, non_blocking=True).to(memory_format=memory_format)
-        label = label.to(device, non_blocking=True)
-        with autocast:
-            logits = main_net(images)
-        loss = F.cross_entropy(logits.float(), label, label_smoothing=args.label_smoothing)
-        return loss, len(label), {"correct": (logits.argmax(1) == label).sum()}
+def main_eval(pair: MirrorPair, loaders: Loaders, run: Run) -> dict[str, float]:
+    probs, _, labels = predict(pair, loaders.eval, run, with_mirror=False)
+    return {"eval_top1": float((probs.argmax(1) == labels).mean())}
 
-    def main_eval() -> dict[str, float]:
-        probs, _, labels = predict(eval_loader_, with_mirror=False)
-        return {"eval_top1": float((probs.argmax(1) == labels).mean())}
 
+def mirror_step(
+    pair: MirrorPair, net: torch.nn.Module, pos_weight: torch.Tensor | None, run: Run, batch
+) -> tuple[torch.Tensor, int, dict]:
+    """One batch of the mirror (main frozen): binary cross-entropy per explanation, masked where labels are unknown."""
+    images, _, expl_target, *mask = batch
+    images = images.to(run.device, non_blocking=True).to(memory_format=run.memory_format)
+    expl_target = expl_target.to(run.device, non_blocking=True)
+    with torch.no_grad(), run.autocast:
+        _, taps = pair.forward_main(images)
+    with run.autocast:
+        expl = net(images, taps)
+    loss = F.binary_cross_entropy_with_logits(expl.float(), expl_target, pos_weight=pos_weight, reduction="none")
+    if mask:
+        m = mask[0].to(run.device)
+        loss = (loss * m).sum() / m.sum().clamp(min=1)
+    else:
+        loss = loss.mean()
+    return loss, len(expl_target), {}
+
+
+def mirror_eval(pair: MirrorPair, loaders: Loaders, data: Data, run: Run) -> dict[str, float]:
+    from explainer.metrics import multilabel_report
+
+    _, expls, _ = predict(pair, loaders.eval, run)
+    report = multilabel_report(data.targets.labels[data.eval_idx], expls)
+    return {"eval_mean_auroc": report["mean_auroc"], "eval_macro_f1": report["macro_f1"],
+            "eval_attr_accuracy": report["per_explanation_accuracy"]}
+
+
+def train_main(pair: MirrorPair, loaders: Loaders, run: Run, config: dict) -> None:
+    """Phase 1: the main network alone."""
+    args, net = run.args, wrap(pair.main, run)
     score_key = "eval_top1" if args.val_fraction > 0 else None  # never select on the test set
-    opt, sched = make_optimizer(pair.main.parameters(), args.lr, args.epochs_main)
-    run_phase("main", out, main_net, opt, sched, train_batches, main_step, main_eval, args.epochs_main, score_key,
-              config, progress=not args.no_progress, is_main_process=is_main)
+    opt, sched = make_optimizer(args, pair.main.parameters(), args.lr, args.epochs_main)
+    run_phase("main", Path(args.out), net, opt, sched, loaders.train_batches, partial(main_step, net, run),
+              partial(main_eval, pair, loaders, run), args.epochs_main, score_key, config,
+              progress=not args.no_progress, is_main_process=run.is_main)
 
-    # -- phase 2: mirror, main frozen ----------------------------------------------------------------------------------
+
+def train_mirror(pair: MirrorPair, data: Data, loaders: Loaders, run: Run, config: dict) -> None:
+    """Phase 2: the mirror, the main network frozen (optionally warm-started from it)."""
+    args, out = run.args, Path(run.args.out)
     pair.set_coupling("frozen")
     if args.warm_start_mirror and not (out / "mirror.last.pt").exists():
         copied = pair.warm_start_from_main()
-        if is_main:
+        if run.is_main:
             print(f"mirror warm-started from the main network: {len(copied)} tensors copied", flush=True)
-    mirror_net = wrap(pair.mirror)
-
-    def mirror_step(batch):
-        images, _, expl_target, *mask = batch
-        images = images.to(device, non_blocking=True).to(memory_format=memory_format)
-        expl_target = expl_target.to(device, non_blocking=True)
-        with torch.no_grad(), autocast:
-            _, taps = pair.forward_main(images)
-        with autocast:
-            expl = mirror_net(images, taps)
-        loss = F.binary_cross_entropy_with_logits(expl.float(), expl_target, pos_weight=pos_weight, reduction="none")
-        if mask:
-            m = mask[0].to(device)
-            loss = (loss * m).sum() / m.sum().clamp(min=1)
-        else:
-            loss = loss.mean()
-        return loss, len(expl_target), {}
-
-    def mirror_eval() -> dict[str, float]:
-        from explainer.metrics import multilabel_report
-
-        probs, expls, labels = predict(eval_loader_)
-        report = multilabel_report(targets.labels[eval_idx], expls)
-        return {"eval_mean_auroc": report["mean_auroc"], "eval_macro_f1": report["macro_f1"],
-                "eval_attr_accuracy": report["per_explanation_accuracy"]}
-
+    net = wrap(pair.mirror, run)
+    pos_weight = None
+    if args.pos_weight:  # rare attributes weigh more, up to 20x
+        pos_rate = torch.from_numpy(data.targets.labels[data.train_idx]).mean(0).clamp(1e-3, 1 - 1e-3)
+        pos_weight = ((1 - pos_rate) / pos_rate).clamp(max=20.0).to(run.device)
     score_key = "eval_mean_auroc" if args.val_fraction > 0 else None
     lr_mirror = args.lr if args.lr_mirror is None else args.lr_mirror
-    opt, sched = make_optimizer(pair.mirror.parameters(), lr_mirror, args.epochs_mirror)
-    run_phase("mirror", out, mirror_net, opt, sched, train_batches, mirror_step, mirror_eval, args.epochs_mirror,
-              score_key, config, progress=not args.no_progress, is_main_process=is_main)
+    opt, sched = make_optimizer(args, pair.mirror.parameters(), lr_mirror, args.epochs_mirror)
+    run_phase("mirror", out, net, opt, sched, loaders.train_batches, partial(mirror_step, pair, net, pos_weight, run),
+              partial(mirror_eval, pair, loaders, data, run), args.epochs_mirror, score_key, config,
+              progress=not args.no_progress, is_main_process=run.is_main)
 
-    if not is_main:
-        torch.distributed.destroy_process_group()
-        return 0
 
-    # -- evaluation on the held-out test images and the weights file ---------------------------------------------------
+def evaluate_and_save(
+    pair: MirrorPair, architecture: dict, preprocessing: dict, data: Data, loaders: Loaders, run: Run, config: dict,
+    started: float,
+) -> None:
+    """Measure the pair on the held-out test images and write the self-describing weights file."""
     from explainer.evaluation import evaluate_predictions
 
+    args, meta, kept_classes = run.args, data.meta, data.kept_classes
     pair.eval()
-    probs, expls, labels = predict(test_loader)
-    class_expl = meta.class_attributes_unit[kept_classes]
+    probs, expls, labels = predict(pair, loaders.test, run)
     meta_out = BIRDS.bundle_metadata(
         architecture,
         class_names=[meta.class_names[c] for c in kept_classes],
@@ -327,21 +394,20 @@ def main(argv: list[str] | None = None) -> int:
         explanation_names=meta.attribute_raw_names,
         display_names=meta.attribute_display_names,
         groups=meta.groups,
-        class_explanations=class_expl,
+        class_explanations=meta.class_attributes_unit[kept_classes],
         preprocessing=preprocessing,
         threshold=args.threshold,
         top_n=args.top_n,
     )
-    meta_out["training"] = {**config, "selected": select, "seconds": round(time.time() - started, 1),
-                            "train_images": int(len(train_idx)), "label_source": targets.source}
+    meta_out["training"] = {**config, "selected": data.select, "seconds": round(time.time() - started, 1),
+                            "train_images": int(len(data.train_idx)), "label_source": data.targets.source}
     explainer = Explainer(pair.cpu().float().to(memory_format=torch.contiguous_format), meta_out)
-    test_targets = targets.labels[test_idx]
-    results = evaluate_predictions(explainer, probs, expls, labels, test_targets,
+    results = evaluate_predictions(explainer, probs, expls, labels, data.targets.labels[data.test_idx],
                                    meta_out["defaults"]["threshold"], meta_out["defaults"]["top_n"])
-    results["test_images"] = int(len(test_idx))
+    results["test_images"] = int(len(data.test_idx))
     meta_out["metrics"] = results
     meta_out["description"] = describe(
-        args.model, n_classes, len(train_idx), len(test_idx), results["accuracy"],
+        args.model, len(kept_classes), len(data.train_idx), len(data.test_idx), results["accuracy"],
         pretrained=bool(args.pretrained or args.pretrained_file),
     )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -351,13 +417,29 @@ def main(argv: list[str] | None = None) -> int:
 
         pair16, _ = load_bundle(args.output)
         meta_out["metrics"]["float16_storage"] = _compare_storage(
-            explainer, Explainer(pair16, meta_out), test_set, args.workers
+            explainer, Explainer(pair16, meta_out), loaders.test_set, args.workers
         )
         save_bundle(args.output, pair, meta_out, half=True)
     summary = {k: v for k, v in results.items() if not isinstance(v, (list, dict))}
-    (out / "test_metrics.json").write_text(json.dumps(meta_out["metrics"], indent=2))
+    (Path(args.out) / "test_metrics.json").write_text(json.dumps(meta_out["metrics"], indent=2))
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.output}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = start_run(args)
+    started = time.time()
+    data = read_data(args, run)
+    pair, architecture, preprocessing = build_model(args, data, run)
+    loaders = make_loaders(args, data, preprocessing, run)
+    config = {k: v for k, v in vars(args).items() if k not in ("no_progress", "workers", "out", "output")}
+    train_main(pair, loaders, run, config)
+    train_mirror(pair, data, loaders, run, config)
+    if not run.is_main:
+        torch.distributed.destroy_process_group()
+        return 0
+    evaluate_and_save(pair, architecture, preprocessing, data, loaders, run, config, started)
     return 0
 
 
