@@ -1,8 +1,10 @@
 """Command line:
 ``python -m explainer predict --weights weights/shapes.safetensors [--threshold T] [--top-n N] IMAGE...``
 
-Prints one JSON object per line per image, in the order given. An unreadable image prints
-``{"image": ..., "error": "..."}`` and the others go on; the exit status is 1 if any image failed.
+Prints one JSON object per line per image, in the order given. Every image goes through the app's image check
+(:func:`explainer.imagecheck.check_image`: readable, not a bomb, at least 8 px a side, at most 20:1, not blank);
+a file that fails it, or that runs out of memory, prints ``{"image": ..., "error": "..."}`` and the others go on;
+the exit status is 1 if any image failed. Output is always valid JSON (never a bare NaN).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Sequence
 import torch
 
 from .bundle import BundleError
-from .imageio import open_image
+from .imagecheck import check_image
 from .predictor import Explainer
 
 
@@ -51,18 +53,32 @@ def predict(args: argparse.Namespace) -> int:
         tensors, where = [], []
         for i, path in enumerate(chunk):
             try:
-                tensors.append(explainer.preprocess(open_image(path)))
+                tensors.append(explainer.preprocess(check_image(path)))
                 where.append(i)
             except ValueError as err:  # ImageError, NothingToClassify and other bad-input errors
                 results[i] = {"image": path, "error": str(err)}
+            except MemoryError:  # one file must not end the batch
+                results[i] = {"image": path, "error": "the image is too large to process with the memory available"}
         if tensors:
             probs, expls = explainer.infer_tensors(torch.stack(tensors))
             for i, p, e in zip(where, probs, expls):
                 results[i] = {"image": chunk[i], **explainer.explain(p, e, threshold, top_n).to_json()}
         for result in results:
-            failed += "error" in result
-            print(json.dumps(result), flush=True)
+            assert result is not None
+            line, is_error = _json_line(result)
+            failed += is_error
+            print(line, flush=True)
     return 1 if failed else 0
+
+
+def _json_line(result: dict) -> tuple[str, bool]:
+    """(line, is_error) in strict JSON: a non-finite number, which Python would print as a bare NaN, turns the row
+    into an error row."""
+    try:
+        return json.dumps(result, allow_nan=False), "error" in result
+    except ValueError:
+        message = "the networks gave non-finite numbers for this image (the weights may be damaged)"
+        return json.dumps({"image": result.get("image"), "error": message}), True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ metrics. Tensors are stored under ``main.`` and ``mirror.`` prefixes (optionally
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -56,27 +57,77 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_name_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
 def validate_metadata(meta: dict[str, Any], where: str = "metadata") -> None:
-    """Check the metadata is complete and self-consistent; the error names the first problem."""
+    """Check the metadata is complete, of the right types and self-consistent; the error names the first problem.
+
+    Types are checked before use, so a hand-edited file (``"defaults": "oops"``) is refused in one plain line
+    instead of failing later with an index or type error."""
+    if not isinstance(meta, dict):
+        raise BundleError(f"{where}: the explainer metadata must be a JSON object, not {type(meta).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise BundleError(f"{where}: metadata lacks {missing}")
     if meta["format_version"] != FORMAT_VERSION:
-        raise BundleError(
-            f"{where}: format version {meta['format_version']} is not supported (expected {FORMAT_VERSION})"
-        )
+        raise BundleError(f"{where}: format version {str(meta['format_version'])[:40]!r} is not supported "
+                          f"(expected {FORMAT_VERSION})")
+    for key, kind, what in (("task", str, "a name"), ("architecture", dict, "an object"),
+                            ("preprocessing", dict, "an object"), ("defaults", dict, "an object"),
+                            ("ranking", str, "a name")):
+        if not isinstance(meta[key], kind):
+            raise BundleError(f"{where}: metadata {key} must be {what}, not {type(meta[key]).__name__}")
+    for key in ("class_names", "explanation_names"):
+        if not _is_name_list(meta[key]):
+            raise BundleError(f"{where}: metadata {key} must be a non-empty list of names")
     n_classes, n_expl = len(meta["class_names"]), len(meta["explanation_names"])
     prior = meta["class_explanations"]
-    if len(prior) != n_classes or any(len(row) != n_expl for row in prior):
+    if (not isinstance(prior, list) or len(prior) != n_classes
+            or any(not isinstance(row, list) or len(row) != n_expl for row in prior)):
         raise BundleError(f"{where}: class_explanations must be {n_classes} rows of {n_expl} values")
-    for group in meta["explanation_groups"]:
-        if any(not 0 <= int(i) < n_expl for i in group):
-            raise BundleError(f"{where}: explanation group {group} has an index out of range (0 to {n_expl - 1})")
+    if not all(_is_number(v) for row in prior for v in row):
+        raise BundleError(f"{where}: class_explanations must hold finite numbers only")
+    groups = meta["explanation_groups"]
+    if not isinstance(groups, list) or any(not isinstance(g, list) for g in groups):
+        raise BundleError(f"{where}: explanation_groups must be a list of lists of explanation indices")
+    for group in groups:
+        if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_expl for i in group):
+            raise BundleError(f"{where}: explanation group {str(group)[:60]} has an index that is not a whole "
+                              f"number from 0 to {n_expl - 1}")
     if meta["ranking"] not in ("normalized", "weighted"):
-        raise BundleError(f"{where}: ranking {meta['ranking']!r} is not 'normalized' or 'weighted'")
+        raise BundleError(f"{where}: ranking {meta['ranking'][:40]!r} is not 'normalized' or 'weighted'")
+    defaults = meta["defaults"]
+    threshold, top_n = defaults.get("threshold"), defaults.get("top_n")
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        raise BundleError(f"{where}: defaults threshold must be a number from 0 to 1")
+    if not isinstance(top_n, int) or isinstance(top_n, bool) or not 1 <= top_n <= n_classes:
+        raise BundleError(f"{where}: defaults top_n must be a whole number from 1 to {n_classes}")
     names = meta.get("explanation_display_names")
-    if names is not None and len(names) != n_expl:
-        raise BundleError(f"{where}: explanation_display_names has {len(names)} names for {n_expl} explanations")
+    if names is not None and (not _is_name_list(names) or len(names) != n_expl):
+        raise BundleError(f"{where}: explanation_display_names must be {n_expl} names")
+    declared = _declared_outputs(meta["architecture"])
+    if declared is not None and declared != (n_classes, n_expl):
+        raise BundleError(
+            f"{where}: the networks have {declared[0]} class outputs and {declared[1]} explanation outputs, but the "
+            f"metadata names {n_classes} classes and {n_expl} explanations"
+        )
+
+
+def _declared_outputs(architecture: dict[str, Any]) -> tuple[int, int] | None:
+    """(classes, explanations) the architecture builds; None for a family that does not say (checked on load)."""
+    if architecture.get("family") == "shapes":
+        main, mirror = architecture.get("main"), architecture.get("mirror")
+        if isinstance(main, dict) and isinstance(mirror, dict):
+            return main.get("n_classes"), mirror.get("n_explanations")
+    if architecture.get("family") == "timm":
+        return architecture.get("n_classes"), architecture.get("n_explanations")
+    return None
 
 
 def _state_dict(pair: MirrorPair) -> dict[str, torch.Tensor]:
@@ -133,7 +184,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[M
     try:
         pair = build_pair(meta["architecture"], coupling="frozen", verify=False)
     except Exception as err:
-        raise BundleError(f"{path}: cannot build architecture {meta['architecture']}: {err}") from err
+        raise BundleError(f"{path}: cannot build the architecture the file describes "
+                          f"({str(meta['architecture'])[:60]}): {str(err)[:120]}") from err
     expected = pair.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -148,6 +200,11 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[M
                 f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, "
                 f"architecture expects {tuple(wanted.shape)}"
             )
+    for key in expected:  # a NaN or infinite weight would make every answer NaN
+        tensor = tensors[key]
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise BundleError(f"{path}: tensor {key} holds NaN or infinite values; the file is damaged or its training "
+                              "diverged")
     state = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
     pair.load_state_dict(state, strict=True)
     return pair.to(device).eval(), meta

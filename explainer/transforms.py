@@ -23,7 +23,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from explainer.imageio import open_image
+from explainer.imagecheck import ImageError, check_image
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -47,11 +47,17 @@ class TransformConfigError(ValueError):
 def load_rgb(path_or_file: str | Path | bytes | IO[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open an image as RGB with its EXIF orientation applied, refusing huge images before they are decoded.
 
-    Decoding is `explainer.imageio.open_image` (the pixel count is read from the header, so a decompression bomb is
-    rejected without being allocated); then transparent images are composited onto white and 16-bit greyscale is
-    scaled to 8 bits rather than clipped. Raises imageio.ImageError (a ValueError).
+    Decoding is the one image check, `explainer.imagecheck.check_image` (the pixel count is read from the header, so
+    a decompression bomb is rejected without being allocated; at least 8 px a side, at most 20:1), keeping flat
+    images (a data set's file is not refused for being plain); then transparent images are composited onto white and
+    16-bit greyscale is scaled to 8 bits rather than clipped. Raises ImageError (a ValueError)
+    whose message starts with the file's name.
     """
-    return to_rgb(open_image(path_or_file, max_pixels=max_pixels))
+    name = str(path_or_file) if isinstance(path_or_file, (str, Path)) else "image"
+    try:
+        return to_rgb(check_image(path_or_file, max_pixels=max_pixels, allow_flat=True))
+    except ImageError as err:
+        raise ImageError(f"{name}: {err}") from err
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -329,11 +329,11 @@ def test_load_rgb_applies_exif_orientation_and_converts_modes(tmp_path: Path) ->
     loaded = load_rgb(tmp_path / "rotated.jpg")
     assert loaded.size == (20, 40) and loaded.mode == "RGB"
 
-    Image.new("L", (8, 6), 77).save(tmp_path / "grey.png")
+    Image.new("L", (8, 8), 77).save(tmp_path / "grey.png")
     assert load_rgb(tmp_path / "grey.png").getpixel((0, 0)) == (77, 77, 77)
-    Image.new("RGBA", (8, 6), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "clear.png")
     assert load_rgb(tmp_path / "clear.png").getpixel((0, 0)) == (255, 255, 255)
-    Image.fromarray(np.full((6, 8), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
     assert load_rgb(tmp_path / "deep.png").getpixel((0, 0)) == (255, 255, 255)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -344,15 +344,15 @@ def test_load_rgb_applies_exif_orientation_and_converts_modes(tmp_path: Path) ->
 def test_load_rgb_rejects_huge_images_before_decoding(tmp_path: Path) -> None:
     Image.new("1", (8000, 7000)).save(tmp_path / "bomb.png")  # 56 Mpx, a few KB on disk
     assert (tmp_path / "bomb.png").stat().st_size < 100_000
-    with pytest.raises(ImageError, match="bomb.png: image is 8000x7000 pixels, more than the 50,000,000 accepted"):
+    with pytest.raises(ImageError, match="bomb.png: the image is 8000x7000 pixels .56.0 megapixels.; at most 50.0 megapixels"):
         load_rgb(tmp_path / "bomb.png")
     _image(40, 20).save(tmp_path / "small.png")
-    with pytest.raises(ImageError, match="more than the 500 accepted"):
+    with pytest.raises(ImageError, match="at most 500 pixels are accepted"):
         load_rgb(tmp_path / "small.png", max_pixels=500)
     (tmp_path / "text.jpg").write_text("not an image")
-    with pytest.raises(ImageError, match="text.jpg: not an image"):
+    with pytest.raises(ImageError, match="text.jpg: the file is not an image"):
         load_rgb(tmp_path / "text.jpg")
-    with pytest.raises(ImageError, match="absent.jpg: no such file"):
+    with pytest.raises(ImageError, match="absent.jpg: there is no such file"):
         load_rgb(tmp_path / "absent.jpg")
 
 

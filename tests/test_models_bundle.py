@@ -249,7 +249,7 @@ def test_cli_prints_one_json_line_per_image_and_fails_on_bad_ones(shapes_weights
                             "kept_explanations", "explanation_ranking", "questioned", "case", "preferred_class"}
         assert len(row["explanation_probabilities"]) == 5 and row["top_n"] == 2
         assert sum(row["class_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert "truncated or corrupt" in rows[2]["error"]
+    assert "cut short or damaged" in rows[2]["error"]
     assert "nothing" in rows[3]["error"].lower() or "blank" in rows[3]["error"].lower()
     assert "no such file" in rows[4]["error"]
 
