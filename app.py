@@ -10,14 +10,20 @@ package (and what differs between tasks in ``explainer/tasks/``); this file only
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 from pathlib import Path
 
-import gradio as gr
-import torch
+from webapp.memory import bound_malloc
 
-import webapp
-from explainer.tasks import TASKS, Task
+bound_malloc()  # before torch and Gradio start their threads: memory comes back after large images (see the module)
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+
+import webapp  # noqa: E402
+from explainer.tasks import TASKS, Task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 
@@ -31,6 +37,12 @@ def _hub_download(repo_id: str, filename: str) -> str:
 
 MODELS = webapp.load_models(os.environ, ROOT / "weights", download=_hub_download)
 EXAMPLES = {task.name: webapp.write_examples(task) if MODELS[task.name].available else [] for task in TASKS.values()}
+for _paths in EXAMPLES.values():  # the examples' temporary folder goes when the app stops
+    if _paths:
+        atexit.register(shutil.rmtree, _paths[0].parent, ignore_errors=True)
+# Previews ("what the network sees") go to files of their own inside Gradio's cache, removed with it (delete_cache).
+PREVIEW_FOLDER = Path(gr.utils.get_upload_folder()) / "explainer-previews"
+CACHE_CLEANUP = (600, 3600)  # every 10 minutes, delete uploads and previews older than an hour
 
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
@@ -89,7 +101,7 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     if not model.available:
         gr.Markdown(webapp.unavailable_markdown(model), elem_classes="unavailable")
         return
-    app = webapp.TaskApp(model)
+    app = webapp.TaskApp(model, preview_folder=PREVIEW_FOLDER)
     description = (model.explainer.meta.get("description") or "") if model.explainer is not None else ""
     note = spec.model_note(description)
     if note:
@@ -119,7 +131,7 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
             else:
                 upload = gr.Image(type="filepath", image_mode=None, sources=list(spec.input_sources),
                                   label=spec.input_label, elem_id=f"{task}-upload")
-            network_input = gr.Image(label="Network input (what the network sees)", type="pil", interactive=False,
+            network_input = gr.Image(label="Network input (what the network sees)", type="filepath", interactive=False,
                                      height=150, buttons=[], elem_classes="network-input")
             if examples:
                 gr.Examples([[str(p)] for p in examples], inputs=[upload], examples_per_page=len(examples),
@@ -153,19 +165,21 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     network = {"concurrency_id": "network", "concurrency_limit": NETWORK_CONCURRENCY}
     if sketch is not None:
         sketch_button.click(app.classify_sketch, [sketch, *controls], classify_outputs, api_name=f"{task}_sketch",
-                            **network)
-    # preprocess=False: the handler gets the uploaded file's path and opens it safely itself (bomb guard)
+                            preprocess=False, **network)
+    # preprocess=False everywhere: images reach the handlers as files, never decoded by Gradio (the library's check
+    # reads the header first), and the handlers check the controls themselves, in plain words
     upload.change(app.classify_image, [upload, *controls], classify_outputs, api_name=f"{task}_image",
                   preprocess=False, **network)
     gr.on([threshold.input, top_n.input, top_k.input, show_raw.input, force_present.input, force_absent.input],
           app.rerender, [cache, *controls, force_present, force_absent], render_outputs, api_name=f"{task}_explain",
-          show_progress="hidden", trigger_mode="always_last", concurrency_limit=RENDER_CONCURRENCY)
+          show_progress="hidden", trigger_mode="always_last", concurrency_limit=RENDER_CONCURRENCY,
+          preprocess=False)
     reset.click(app.clear_interventions, [cache, *controls], [*render_outputs, force_present, force_absent],
                 api_name=f"{task}_clear_interventions", show_progress="hidden",
-                concurrency_limit=RENDER_CONCURRENCY)
+                concurrency_limit=RENDER_CONCURRENCY, preprocess=False)
 
 
-with gr.Blocks(title="Explainer: does the explanation back the prediction?") as demo:
+with gr.Blocks(title="Explainer: does the explanation back the prediction?", delete_cache=CACHE_CLEANUP) as demo:
     gr.Markdown(
         "## Does the explanation back the prediction?\n"
         "A main CNN classifies the image; a mirror CNN reads its hidden activations and predicts human-readable "
@@ -178,7 +192,7 @@ with gr.Blocks(title="Explainer: does the explanation back the prediction?") as 
             with gr.Tab(task.title, id=task.name):
                 _task_tab(MODELS[task.name], EXAMPLES[task.name])
     demo.load(None, js=SELECT_BRUSH_JS, api_visibility="private")
-demo.queue(default_concurrency_limit=2, max_size=256)
+demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=256)
 
 if __name__ == "__main__":
     demo.launch(**LAUNCH_OPTIONS)

@@ -106,8 +106,8 @@ def validate_metadata(meta: dict[str, Any], where: str = "metadata") -> None:
     threshold, top_n = defaults.get("threshold"), defaults.get("top_n")
     if not _is_number(threshold) or not 0 <= threshold <= 1:
         raise BundleError(f"{where}: defaults threshold must be a number from 0 to 1")
-    if not isinstance(top_n, int) or isinstance(top_n, bool) or not 1 <= top_n <= n_classes:
-        raise BundleError(f"{where}: defaults top_n must be a whole number from 1 to {n_classes}")
+    if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1:  # above the class count: used as all
+        raise BundleError(f"{where}: defaults top_n must be a whole number, at least 1")
     names = meta.get("explanation_display_names")
     if names is not None and (not _is_name_list(names) or len(names) != n_expl):
         raise BundleError(f"{where}: explanation_display_names must be {n_expl} names")

@@ -175,5 +175,5 @@ def check_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, allow_flat
     if orientation in _TRANSPOSE:
         out = out.transpose(_TRANSPOSE[orientation])
     if not allow_flat and is_flat(out):
-        raise ImageError("the image is a single flat colour (blank): there is nothing in it to classify")
+        raise ImageError("the image is blank (a single flat colour): there is nothing to classify in it")
     return out

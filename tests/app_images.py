@@ -159,13 +159,23 @@ def animated_gif(folder: Path) -> Path:
     return path
 
 
+def strip_png(folder: Path) -> Path:
+    """40000x8 pixels in a few hundred bytes: scaling its shorter side to the network's input would need gigabytes."""
+    path = folder / "strip.png"
+    pixels = np.full((8, 40000), 255, np.uint8)
+    pixels[2:6, 100:39900] = 0
+    Image.fromarray(pixels).save(path)
+    return path
+
+
 BAD_INPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     # name: (builder, a phrase the user-facing message must contain, lower case)
     "blank": (blank_png, "nothing"),
     "uniform": (uniform_png, "nothing"),
     "one pixel": (one_pixel_png, "1x1"),
-    "bomb": (bomb_png, "large"),
-    "truncated": (truncated_png, "truncated"),
+    "bomb": (bomb_png, "megapixels"),
+    "truncated": (truncated_png, "cut short"),
+    "strip": (strip_png, "20 to 1"),
     "non-image": (non_image, "not an image"),
 }
 GOOD_ODD_INPUTS: dict[str, Callable[[Path], Path]] = {

@@ -81,7 +81,7 @@ def test_missing_weights_give_a_message_not_a_crash(tmp_path: Path) -> None:
     models = webapp.load_models({}, tmp_path)
     for task, model in models.items():
         assert not model.available
-        assert TASKS[task].env_var in model.problem and str(tmp_path) in model.problem
+        assert TASKS[task].env_var in model.problem and str(tmp_path) not in model.problem  # no server path
         text = webapp.unavailable_markdown(model)
         assert TASKS[task].env_var in text and f"train/train_{task}.py" in text
         with pytest.raises(ValueError, match="not available"):
@@ -95,6 +95,7 @@ def test_env_var_path_wins_over_the_folder(weights: Path, tmp_path: Path) -> Non
     assert model.available and model.source == str(copy)
     missing = webapp.load_task_model("shapes", str(tmp_path / "nope.safetensors"), weights)
     assert not missing.available and "EXPLAINER_SHAPES_WEIGHTS" in missing.problem and "no such file" in missing.problem
+    assert str(tmp_path) not in missing.problem
 
 
 @pytest.mark.parametrize(
@@ -134,14 +135,17 @@ def test_hub_download_offline_is_a_message(tmp_path: Path) -> None:
         "shapes", "nobody-xyz/no-such-repo/shapes.safetensors", tmp_path,
         lambda repo, name: hf_hub_download(repo_id=repo, filename=name, cache_dir=str(tmp_path / "hub")),
     )
-    assert not model.available and "could not fetch shapes.safetensors" in model.problem
+    assert not model.available and "shapes.safetensors in nobody-xyz/no-such-repo, which could not be fetched" \
+        in model.problem
+    assert "Error" not in model.problem and str(tmp_path) not in model.problem  # no exception class, no path
 
 
 def test_broken_or_mismatched_weights_are_reported(weights: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes((weights / "shapes.safetensors").read_bytes()[:500])
     model = webapp.load_task_model("shapes", str(broken), tmp_path)
-    assert not model.available and "cannot be used" in model.problem
+    assert not model.available and "cannot be used" in model.problem and "EXPLAINER_SHAPES_WEIGHTS" in model.problem
+    assert str(tmp_path) not in model.problem
     swapped = webapp.load_task_model("birds", str(weights / "shapes.safetensors"), tmp_path)
     assert not swapped.available and "'imagenet'" in swapped.problem
 
@@ -298,6 +302,47 @@ def test_bad_controls_are_reported_before_any_network(shapes: webapp.TaskApp, im
     assert "must be numbers" in shapes.classify_image(path, top_k="many").status  # type: ignore[arg-type]
     assert "must be numbers" in shapes.classify_image(path, top_n=float("inf")).status
     assert "Threshold nan is out of range" in shapes.classify_image(path, threshold=float("nan")).status
+    huge = "x" * 1_000_000
+    message = shapes.classify_image(path, threshold=huge).status  # type: ignore[arg-type]
+    assert "must be numbers" in message and len(message) < 300  # a 1 MB value is echoed cut short
+    for wrong in ({"a": 1}, [0.5], object()):
+        assert "must be numbers" in shapes.classify_image(path, top_n=wrong).status  # type: ignore[arg-type]
+
+
+def test_wrong_type_controls_and_unknown_names_on_rerender(shapes: webapp.TaskApp) -> None:
+    cache = {"task": "shapes", "class_probs": np.array([0.1, 0.7, 0.1, 0.1], dtype=np.float32),
+             "explanation_probs": np.array([0.1, 0.9, 0.3, 0.2, 0.7], dtype=np.float32)}
+    unknown = shapes.rerender(cache, 0.5, 1, 4, False, ["y" * 10_000], [])
+    assert "is not one of this model's 5 explanations" in unknown.status and len(unknown.status) < 300
+    assert "type:" not in unknown.status and "no vertices" not in unknown.status  # no list of every name
+    text = shapes.rerender(cache, 0.5, 1, 4, False, "four vertices", [])  # type: ignore[arg-type]
+    assert "must be a list of explanation names" in text.status
+    numbers = shapes.rerender(cache, {"x": 1}, 1, 4, False)  # type: ignore[arg-type]
+    assert "must be numbers" in numbers.status
+
+
+def test_sketch_payloads_go_through_the_same_check(shapes: webapp.TaskApp, images: Path) -> None:
+    """The app passes the sketchpad's value un-decoded (file payloads): bombs, strips and non-images get the same
+    words as uploads."""
+    for case in ("bomb", "strip", "non-image", "truncated", "blank"):
+        builder, phrase = app_images.BAD_INPUTS[case]
+        path = str(builder(images))
+        payload = {"background": None, "layers": [], "composite": {"path": path, "url": None, "orig_name": "x.png"}}
+        sketch = shapes.classify_sketch(payload)
+        upload = shapes.classify_image({"path": path})
+        assert sketch.result == upload.result and phrase in sketch.result["error"].lower(), sketch.result
+    good = {"background": None, "layers": [], "composite": {"path": str(app_images.triangle_png(images))}}
+    assert "error" not in shapes.classify_sketch(good).result
+
+
+def test_previews_are_written_once_and_never_rewritten(shapes: webapp.TaskApp, images: Path, tmp_path: Path) -> None:
+    app = webapp.TaskApp(shapes.model, preview_folder=tmp_path / "previews")
+    first = app.classify_image(str(app_images.triangle_png(images))).network_input
+    inode = Path(first).stat().st_ino
+    second = app.classify_image(str(app_images.triangle_png(images))).network_input
+    assert first == second and Path(second).stat().st_ino == inode  # same content, same file, not rewritten
+    assert Image.open(first).size == (webapp.PREVIEW_SIZE, webapp.PREVIEW_SIZE)
+    assert [p.name for p in (tmp_path / "previews").iterdir()] == [Path(first).name]  # no staging file left
 
 
 # ----------------------------------------------------------------------------------------------------------------------

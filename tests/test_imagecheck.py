@@ -64,8 +64,8 @@ def assert_plain(message: str) -> None:
         (png_header_only(60000, 1), "at least 8 pixels"),
         (png_bytes(square_image(8).resize((400, 8))), "at most 20 to 1"),
         (png_header_only(40000, 8), "at most 20 to 1"),
-        (png_bytes(Image.new("RGB", (300, 200), (12, 200, 40))), "flat colour"),
-        (png_bytes(Image.new("RGBA", (64, 64), (0, 0, 0, 0))), "flat colour"),  # fully transparent
+        (png_bytes(Image.new("RGB", (300, 200), (12, 200, 40))), "nothing to classify"),
+        (png_bytes(Image.new("RGBA", (64, 64), (0, 0, 0, 0))), "nothing to classify"),  # fully transparent
     ],
 )
 def test_bad_images_are_refused_in_plain_words(data: bytes, words: str) -> None:
@@ -195,7 +195,7 @@ def write_raw_bundle(path: Path, meta: dict, tensors: dict[str, torch.Tensor] | 
     [
         ({"defaults": "oops"}, "defaults must be an object"),
         ({"defaults": {"threshold": "high", "top_n": 1}}, "threshold must be a number"),
-        ({"defaults": {"threshold": 0.5, "top_n": 9}}, "top_n must be a whole number from 1 to 4"),
+        ({"defaults": {"threshold": 0.5, "top_n": 0}}, "top_n must be a whole number, at least 1"),
         ({"class_names": "circle"}, "class_names must be a non-empty list"),
         ({"explanation_groups": [["a"]]}, "explanation group"),
         ({"class_explanations": [[1, 0, 0, 0, "x"]] * 4}, "class_explanations"),

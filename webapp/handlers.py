@@ -8,33 +8,45 @@ tested by calling the methods directly. Rules the handlers keep:
   or off only re-runs the post-processing and the charts (:meth:`TaskApp.rerender`), never a network.
 - Bad input never raises: the user gets a plain-words status (and a ``gr.Warning`` toast); anything unexpected is
   logged with its traceback on the server and reported as an internal error, and the server keeps serving.
-- User files are opened by :func:`explainer.imageio.open_image` (decompression-bomb guard, EXIF, first GIF frame);
-  what differs between tasks (image checks, preview, prompt) is asked of the task (:mod:`explainer.tasks`).
+- Every image, uploads, examples and sketchpad drawings alike, reaches the handlers un-decoded and goes through the
+  library's one check, :func:`explainer.imagecheck.check_image` (header read first: bombs, tiny, strip-like and
+  blank images are refused in plain words, and memory is bounded before any resize); what differs between tasks
+  (image checks, preview, prompt) is asked of the task (:mod:`explainer.tasks`).
+- The preview is written to a file of its own, named by its content and put in place by an atomic rename, so that
+  a crowd receiving the same preview never reads a file while another request rewrites it.
+- Echoed values are cut short (:data:`ECHO_CHARS`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import io
 import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
 
-from explainer.imageio import ImageError, open_image
+from explainer.imagecheck import ImageError, check_image
 from explainer.predictor import Explainer, Explanation
 from explainer.tasks import ImageCheckError
 
 from . import charts
+from .memory import release_memory
 from .weights import TaskModel
 
 LOG = logging.getLogger("webapp")
 
 TOP_K_MAX = 30  # most bars one chart shows
 PREVIEW_SIZE = 192  # the "what the network sees" thumbnail, in pixels
+ECHO_CHARS = 60  # a value echoed back in a message is cut to this many characters
 
 
 class ClassifyOutputs(NamedTuple):
@@ -42,7 +54,7 @@ class ClassifyOutputs(NamedTuple):
 
     result: dict[str, Any] | None  # Explanation.to_json() (the API's main answer)
     status: str  # Markdown: the verdict, or a plain-words problem
-    network_input: Image.Image | None  # what the network was given
+    network_input: Image.Image | str | None  # what the network was given (a file path when previews go to files)
     class_plot: Any
     explanation_plot: Any
     ranking_plot: Any
@@ -82,32 +94,57 @@ def _warn(message: str) -> None:
         LOG.debug("could not show a warning toast", exc_info=True)
 
 
-def _image_problem(err: Exception, path: str | None) -> str:
-    """ImageError messages start with the (temporary, meaningless) file path: replace it with plain words."""
-    text = str(err)
-    if path and text.startswith(f"{path}: "):
-        text = text[len(path) + 2 :]
-    elif text.startswith("image: "):
-        text = text[len("image: ") :]
-    text = text.rstrip(".")
+def echo(value: Any) -> str:
+    """A value as the user sent it, cut short: a 1 MB string must not come back in full."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
+
+
+def _image_problem(err: Exception) -> str:
+    """The check's plain words as one sentence (they never hold a path or a library's name)."""
+    text = str(err).rstrip(".")
     return f"Cannot use this file: {text}." if text else "Cannot use this file: it cannot be read as an image."
 
 
-def _upload_source(image: str | Mapping[str, Any] | None) -> str | bytes | None:
-    """A file path, or the bytes of a "data:" URL, from what an image input sends; None when there is nothing."""
+def _upload_source(image: Any) -> str | bytes | None:
+    """A file path, or the bytes of a "data:" URL, from what an image input sends; None when there is nothing.
+    Raises UserInputError for a value that is no image payload at all."""
     if isinstance(image, Mapping):
         path, url = image.get("path"), image.get("url")
-        if path:
-            return str(path)
+        if isinstance(path, str) and path:
+            return path
         if isinstance(url, str) and url.startswith("data:") and "," in url:
             try:
                 return base64.b64decode(url.split(",", 1)[1], validate=False)
             except (binascii.Error, ValueError):
-                return b""  # open_image then says it is not an image
+                return b""  # the check then says it is not an image
+        if path is None and url is None:
+            return None
+    elif isinstance(image, str):
+        return image if image.strip() else None
+    elif image is None:
         return None
-    if isinstance(image, str) and image.strip():
-        return image
-    return None
+    raise UserInputError(f"The image must be a file (a path or an uploaded file), not {echo(image)}.")
+
+
+def write_preview(image: Image.Image, folder: Path) -> str:
+    """Save ``image`` as PNG under a name made from its content and return the path. A new file is written under a
+    temporary name and renamed into place, so a reader of an existing preview never sees it rewritten."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"preview-{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if not path.exists():
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=".preview-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+    return str(path)
 
 
 @dataclass
@@ -116,6 +153,7 @@ class TaskApp:
 
     model: TaskModel
     preview_size: int = PREVIEW_SIZE
+    preview_folder: Path | None = None  # where previews are written as files (the app: inside Gradio's cache)
     _explainer: Explainer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -162,8 +200,8 @@ class TaskApp:
             top_n_value = int(round(float(self.default_top_n if top_n is None else top_n)))
             top_k_value = int(round(float(self.default_top_k if top_k is None else top_k)))
         except (TypeError, ValueError, OverflowError) as err:
-            raise UserInputError(f"Controls must be numbers (threshold {threshold!r}, top N {top_n!r}, "
-                                 f"top k {top_k!r}).") from err
+            raise UserInputError(f"Threshold, top N and top k must be numbers (got {echo(threshold)}, {echo(top_n)}, "
+                                 f"{echo(top_k)}).") from err
         try:
             threshold_value, top_n_value = self._explainer.resolve_controls(threshold_value, top_n_value)
         except ValueError as err:  # "threshold 1.5 is out of range (0 to 1)" -> a sentence
@@ -183,11 +221,15 @@ class TaskApp:
             elif isinstance(item, str) and item in names:
                 index = names.index(item)
             else:
-                raise UserInputError(f"Explanation {item!r} is not one of this model's {len(names)} explanations.")
+                raise UserInputError(f"Explanation {echo(item)} is not one of this model's {len(names)} explanations; "
+                                     "pick names from the list.")
             if not 0 <= index < len(names):
                 raise UserInputError(f"Explanation index {index} is out of range (0 to {len(names) - 1}).")
             return index
 
+        for label, chosen in (("Force present", present), ("Force absent", absent)):
+            if chosen is not None and not isinstance(chosen, (list, tuple)):
+                raise UserInputError(f"{label} must be a list of explanation names, not {echo(chosen)}.")
         overrides = {as_index(i): True for i in (present or [])}
         both = [as_index(i) for i in (absent or []) if as_index(i) in overrides]
         overrides.update({as_index(i): False for i in (absent or [])})
@@ -295,10 +337,13 @@ class TaskApp:
             "explanation_probs": explanation_probs[0].astype(np.float32),
         }
         rendered = self.render(cache["class_probs"], cache["explanation_probs"], *controls, show_raw)
+        preview: Image.Image | str = self._explainer.preview(tensor, self.preview_size)
+        if self.preview_folder is not None:
+            preview = write_preview(preview, self.preview_folder)
         return ClassifyOutputs(
             rendered.result,
             rendered.status,
-            self._explainer.preview(tensor, self.preview_size),
+            preview,
             rendered.class_plot,
             rendered.explanation_plot,
             rendered.ranking_plot,
@@ -316,10 +361,15 @@ class TaskApp:
             return work()
         except (ImageError, UserInputError) as err:
             return self._problem(str(err))
+        except MemoryError:
+            LOG.exception("%s ran out of memory", what)
+            return self._problem("This image needs more memory than the server has free; try a smaller one.")
         except Exception:  # never show a stack trace; the server log has it
             LOG.exception("%s failed", what)
             return self._problem(f"Something went wrong while {what}; the server log has the details. "
                                  "Try another image.")
+        finally:
+            release_memory()  # give the decode buffers back to the system, so idle memory returns to where it was
 
     def classify_image(
         self,
@@ -333,20 +383,23 @@ class TaskApp:
         "path", or a "data:" URL). ``None`` clears the results.
 
         The app passes the payload un-preprocessed so that Gradio never decodes the file itself: a decompression bomb
-        or a non-image reaches :func:`open_image` and gets a plain-words answer instead of a generic error.
+        or a non-image reaches :func:`check_image` and gets a plain-words answer instead of a generic error.
         """
-        source = _upload_source(image)
-        if source is None:
-            return ClassifyOutputs(None, self.prompt, None, None, None, None, None, [], [])
 
         def work() -> ClassifyOutputs:
-            try:
-                opened = open_image(source)
-            except ImageError as err:
-                raise UserInputError(_image_problem(err, source if isinstance(source, str) else None)) from err
-            return self._classify(opened, threshold, top_n, top_k, show_raw)
+            source = _upload_source(image)
+            if source is None:
+                return ClassifyOutputs(None, self.prompt, None, None, None, None, None, [], [])
+            return self._classify(self._open(source), threshold, top_n, top_k, show_raw)
 
         return self._guarded(work, "classifying the image")
+
+    @staticmethod
+    def _open(source: str | bytes) -> Image.Image:
+        try:
+            return check_image(source)
+        except ImageError as err:
+            raise UserInputError(_image_problem(err)) from err
 
     def classify_sketch(
         self,
@@ -356,27 +409,22 @@ class TaskApp:
         top_k: int | None = None,
         show_raw: bool = False,
     ) -> ClassifyOutputs:
-        """Classify a drawing: the sketchpad's value ``{"background", "layers", "composite"}`` with file paths."""
+        """Classify a drawing: the sketchpad's value ``{"background", "layers", "composite"}``, each a file path or,
+        as the app passes it un-preprocessed, a file payload (so that Gradio never decodes a huge drawing first)."""
 
         def work() -> ClassifyOutputs:
-            if isinstance(sketch, str):  # a plain image path is accepted too
-                path: str | None = sketch
-            elif isinstance(sketch, Mapping):
-                path = sketch.get("composite") or sketch.get("background")
-            elif sketch is None:
-                path = None
+            if isinstance(sketch, Mapping):
+                source = _upload_source(sketch.get("composite")) or _upload_source(sketch.get("background"))
+            elif isinstance(sketch, str) or sketch is None:  # a plain image path is accepted too
+                source = _upload_source(sketch)
             else:
                 raise UserInputError(
                     "The drawing must be the sketchpad's value: a dictionary with 'background', 'layers' and "
                     "'composite' images."
                 )
-            if not path:
+            if not source:
                 raise UserInputError("The canvas is empty: draw a shape (a circle, triangle, square or rectangle).")
-            try:
-                opened = open_image(str(path))
-            except ImageError as err:
-                raise UserInputError(_image_problem(err, str(path))) from err
-            return self._classify(opened, threshold, top_n, top_k, show_raw)
+            return self._classify(self._open(source), threshold, top_n, top_k, show_raw)
 
         return self._guarded(work, "classifying the drawing")
 

@@ -41,29 +41,42 @@ def resolve_weights(spec: str | None, default_path: Path, env_name: str, downloa
     """The weights file for one task: ``spec`` (a path or a Hub id) if given, else ``default_path``.
 
     A Hub id is fetched only when ``spec`` names one and the path does not exist locally. Raises
-    :class:`WeightsUnavailable` with a message naming the variable and what was tried.
+    :class:`WeightsUnavailable` with a message a visitor may read: it names the variable and what to do, never the
+    server's folders or an exception's class (the server log has those).
     """
     if spec is None or not spec.strip():
         if default_path.is_file():
             return default_path
-        raise WeightsUnavailable(f"no weights file at {default_path} and {env_name} is not set")
+        raise WeightsUnavailable(f"the app has no weights/{default_path.name} and {env_name} is not set")
     spec = spec.strip()
     local = Path(spec).expanduser()
     if local.is_file():
         return local
     hub = parse_hub_id(spec)
     if hub is None:
-        raise WeightsUnavailable(f"{env_name}={spec!r}: no such file (nor a Hub id like user/repo/file.safetensors)")
-    if download is None:
-        raise WeightsUnavailable(f"{env_name}={spec!r} names a Hugging Face Hub file, but no downloader is available")
+        LOG.warning("%s=%r: no such file", env_name, spec)
+        raise WeightsUnavailable(f"{env_name} names no such file on the server, nor a Hugging Face Hub file "
+                                 "(user/repo/file.safetensors)")
     repo_id, filename = hub
+    if download is None:
+        raise WeightsUnavailable(f"{env_name} names the Hugging Face Hub file {filename} in {repo_id}, but this app "
+                                 "cannot download")
     try:
         return Path(download(repo_id, filename))
     except Exception as err:  # offline, unknown repo, no such file, network errors: all mean "not available"
+        LOG.warning("fetching %s from %s failed: %r", filename, repo_id, err)
         raise WeightsUnavailable(
-            f"{env_name}={spec!r}: could not fetch {filename} from the Hub repo {repo_id} "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no details'})"
+            f"{env_name} names the Hugging Face Hub file {filename} in {repo_id}, which could not be fetched (the "
+            "server may be offline, or the repository or file may not exist or be private)"
         ) from err
+
+
+def _without_path(message: str, path: Path) -> str:
+    """A BundleError's words without the file path it starts with."""
+    for prefix in (f"{path}: ", f"{path.name}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message.replace(str(path), path.name)
 
 
 @dataclass
@@ -101,17 +114,19 @@ def load_task_model(
     try:
         explainer = Explainer.load(path, device)
     except BundleError as err:
-        return TaskModel(task, source=str(path), problem=f"the weights file cannot be used: {err}")
-    except Exception as err:  # e.g. an architecture this timm cannot build
+        return TaskModel(task, source=str(path), problem=f"the weights file ({env_name} or weights/{task}.safetensors) "
+                         f"cannot be used: {_without_path(str(err), path)}")
+    except Exception:  # e.g. an architecture this timm cannot build
         LOG.exception("loading %s weights from %s failed", task, path)
-        return TaskModel(task, source=str(path), problem=f"loading {path} failed ({type(err).__name__}: {err})")
+        return TaskModel(task, source=str(path), problem=f"the weights file ({env_name} or weights/{task}.safetensors) "
+                         "could not be loaded; the server log has the details")
     kind = explainer.preprocessing.get("kind")
     if kind != spec_task.preprocessing_kind:
         return TaskModel(
             task,
             source=str(path),
-            problem=f"{path} is a model for {explainer.task!r} images (preprocessing {kind!r}); the {task} tab "
-            f"needs preprocessing {spec_task.preprocessing_kind!r}",
+            problem=f"the weights file is a model for {str(explainer.task)[:40]!r} images (preprocessing "
+            f"{str(kind)[:40]!r}); the {task} tab needs preprocessing {spec_task.preprocessing_kind!r}",
         )
     parameters = sum(p.numel() for p in explainer.pair.parameters())
     return TaskModel(task, explainer=explainer, source=str(path), parameters=parameters)

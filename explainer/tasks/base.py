@@ -17,11 +17,16 @@ from PIL import Image
 ImageLike = Image.Image | np.ndarray
 Preprocessor = Callable[[ImageLike], torch.Tensor]  # one image (PIL or array, any mode) -> the input tensor (C, H, W)
 
-MIN_IMAGE_SIDE = 8  # smaller images carry no shape or bird to classify
+from ..imagecheck import MIN_SIDE as MIN_IMAGE_SIDE  # smaller images carry no shape or bird to classify
+from ..imagecheck import ImageError, check_size, is_flat
 
 
-class ImageCheckError(ValueError):
-    """An image refused before any network runs; the message is plain words for the user."""
+class ImageCheckError(ImageError):
+    """An image refused before any network runs; the message is plain words for the user (a sentence)."""
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:].rstrip(".") + "."
 
 
 class Task:
@@ -43,12 +48,15 @@ class Task:
         raise NotImplementedError
 
     def check_image(self, image: Image.Image) -> Image.Image:
-        """Refuse images with nothing to classify (raises :class:`ImageCheckError`); returns the image to use."""
-        width, height = image.size
-        if min(width, height) < MIN_IMAGE_SIDE:
-            raise ImageCheckError(
-                f"The image is only {width}x{height} pixels; use one at least {MIN_IMAGE_SIDE} pixels on each side."
-            )
+        """Refuse a decoded image the library's one check (:mod:`explainer.imagecheck`) would refuse: too many
+        pixels, a side under 8 px, longer than 20:1, a single flat colour (raises :class:`ImageCheckError`); returns
+        the image to use. Files are checked by :func:`explainer.imagecheck.check_image` before they are decoded."""
+        try:
+            check_size(*image.size)
+            if is_flat(image):
+                raise ImageError("the image is blank (a single flat colour): there is nothing to classify in it")
+        except ImageError as err:
+            raise ImageCheckError(_sentence(str(err))) from err
         return image
 
     def preview(self, tensor: torch.Tensor, preprocessing: Mapping[str, Any], size: int) -> Image.Image:

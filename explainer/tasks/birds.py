@@ -8,9 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import ImageCheckError, ImageLike, Preprocessor, Task
-
-FLAT_IMAGE_RANGE = 3  # an image whose pixel values span less than this (of 255) is a single flat colour
+from .base import ImageLike, Preprocessor, Task
 
 
 class BirdsTask(Task):
@@ -47,14 +45,10 @@ class BirdsTask(Task):
         return preprocess
 
     def check_image(self, image: Image.Image) -> Image.Image:
-        """Also refuse a single flat colour; the photo comes back flattened to RGB."""
-        from ..transforms import to_rgb  # alpha onto white, 16-bit scaled
+        """The shared check; the photo comes back flattened to RGB (alpha onto white, 16-bit scaled)."""
+        from ..transforms import to_rgb
 
-        image = to_rgb(super().check_image(image))
-        small = np.asarray(image.resize((32, 32), Image.BILINEAR), dtype=np.int16).reshape(-1, 3)
-        if int(np.ptp(small, axis=0).max()) < FLAT_IMAGE_RANGE:  # every channel is (almost) constant
-            raise ImageCheckError("The image is a single flat colour: there is nothing in it to classify.")
-        return image
+        return to_rgb(super().check_image(image))
 
     def preview(self, tensor: torch.Tensor, preprocessing: Mapping[str, Any], size: int) -> Image.Image:
         """The normalised crop undone."""
