@@ -9,9 +9,9 @@ caller knows which file it passed). In order:
    415-byte PNG that declares 40000x8000 pixels costs nothing;
 3. at least :data:`MIN_SIDE` pixels on each side, and no longer than :data:`MAX_ASPECT` times its width (a 60000x1
    strip would otherwise grow without bound when the shorter side is scaled up to the network's input);
-4. decoded (JPEGs at a reduced scale when they are large), then reduced at once by an integer factor so that the
-   longer side is at most :data:`WORKING_SIDE`: whatever runs next (mode conversions, alpha compositing, resizes)
-   works on at most 2048x2048 pixels;
+4. decoded (JPEGs at a reduced scale when they are large), then reduced at once by an integer factor, a band of
+   rows at a time, so that the longer side is at most :data:`WORKING_SIDE`: whatever runs next (mode conversions,
+   alpha compositing, resizes) works on at most 2048x2048 pixels, and the peak is the decoded image plus a few MB;
 5. not blank: an image whose colours span less than :data:`FLAT_RANGE` of 255 (after transparency is laid on
    white) is a single flat colour with nothing in it to classify.
 
@@ -37,6 +37,7 @@ MAX_ASPECT = 20  # longer side / shorter side
 WORKING_SIDE = 2048  # decoded images are area-reduced at once so that the longer side is at most this
 FLAT_RANGE = 3  # colours spanning less than this (of 255) on a 256 px summary: a single flat colour
 _SUMMARY_SIDE = 256
+_BAND_BYTES = 8 << 20  # working memory of one band when reducing a large decoded image
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -95,6 +96,23 @@ def _expand_for_reduction(image: Image.Image) -> Image.Image:
     return image
 
 
+def reduce_in_bands(image: Image.Image, factor: int, band_bytes: int = _BAND_BYTES) -> Image.Image:
+    """``image.reduce(factor)`` (area average) a band of rows at a time, palette, 1-bit and 16-bit bands expanded
+    first. Pillow reduces RGBA and LA through a premultiplied copy of the whole image, which doubles the peak memory
+    of a 40-megapixel decode; bands of at most ``band_bytes`` keep the extra memory to a few MB."""
+    width, height = image.size
+    bytes_per_row = max(1, width * 4)
+    rows = max(factor, (band_bytes // bytes_per_row) // factor * factor)
+    out: Image.Image | None = None
+    for top in range(0, height, rows):
+        band = _expand_for_reduction(image.crop((0, top, width, min(top + rows, height)))).reduce(factor)
+        if out is None:
+            out = Image.new(band.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+        out.paste(band, (0, top // factor))
+    assert out is not None
+    return out
+
+
 def _on_white_rgb(image: Image.Image) -> np.ndarray:
     """A small summary as 8-bit RGB with any transparency laid on white (16-bit and float scaled, not clipped)."""
     if image.mode in ("I", "F"):
@@ -151,7 +169,7 @@ def check_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, allow_flat
                 img.load()
                 factor = math.ceil(max(img.size) / WORKING_SIDE)
                 if factor > 1:
-                    out = _expand_for_reduction(img).reduce(factor)
+                    out = reduce_in_bands(img, factor)
                 else:
                     out = img.copy()  # detach from the file, which the with-block closes
     except ImageError:

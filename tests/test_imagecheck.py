@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import save
 
 from explainer.bundle import BundleError, load_bundle, save_bundle
-from explainer.imagecheck import MAX_PIXELS, WORKING_SIDE, ImageError, check_image
+from explainer.imagecheck import MAX_PIXELS, WORKING_SIDE, ImageError, check_image, reduce_in_bands
 from explainer.models import build_pair, reference_shapes_architecture
 
 from bundles import required_shapes_metadata as shapes_meta
@@ -222,3 +222,14 @@ def test_non_finite_weights_are_refused(tmp_path: Path, shapes_weights: Path) ->
     bad_meta = write_raw_bundle(tmp_path / "oops.safetensors", {**shapes_meta(), "defaults": "oops"})
     run = run_cli(bad_meta, tmp_path / "whatever.png")
     assert run.returncode == 2 and "defaults must be an object" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_banded_reduction_matches_reducing_the_whole_image() -> None:
+    rng = np.random.default_rng(0)
+    rgba = Image.fromarray(rng.integers(0, 256, (203, 301, 4), dtype=np.uint8))
+    palette = Image.fromarray(rng.integers(0, 256, (203, 301, 3), dtype=np.uint8)).convert("P")
+    for factor in (2, 3, 7):
+        whole = np.asarray(rgba.reduce(factor))
+        assert np.array_equal(np.asarray(reduce_in_bands(rgba, factor, band_bytes=5000)), whole)
+        expanded = np.asarray(palette.convert("RGB").reduce(factor))
+        assert np.array_equal(np.asarray(reduce_in_bands(palette, factor, band_bytes=5000)), expanded)
