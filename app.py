@@ -59,6 +59,16 @@ SELECT_BRUSH_JS = """
   }, 100);
 }
 """
+# On a narrow screen the results are under the inputs: bring the verdict (and the first chart under it) into view
+# once a classification has finished.
+SCROLL_TO_RESULT_JS = """
+() => {
+  if (window.innerWidth > 768) { return; }
+  const status = document.getElementById('%s-status');
+  if (status) { status.scrollIntoView({block: 'start'}); }
+}
+"""
+CHART_HINT = "*The verdict and three charts appear here once an image is classified.*"
 # One intra-op thread per network run and two runs at a time, one per core of a 2-vCPU Space: on this project's
 # 2-core machine under load, two threads per run made the birds pair 5x slower (median 441 ms against 80 ms) and the
 # shapes pair 80x slower (180 ms against 2.3 ms) than one; see train/bench_app.py. Others wait in the queue.
@@ -94,6 +104,13 @@ def _interventions(app: webapp.TaskApp) -> tuple[gr.components.Component, gr.com
     return present, absent
 
 
+def _upload(spec: Task) -> gr.Image:
+    """The upload box; its name is written inside the empty box, not as a label floating over the image."""
+    return gr.Image(type="filepath", image_mode=None, sources=list(spec.input_sources), label=spec.input_label,
+                    show_label=False, placeholder=f"**{spec.input_label}**\n\nDrop an image here or click to upload",
+                    elem_id=f"{spec.name}-upload")
+
+
 def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     """One task's inputs, controls, results and events; or, without weights, how to get them."""
     task = model.task
@@ -112,27 +129,31 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
             if spec.drawable:
                 with gr.Tabs():
                     with gr.Tab("Draw", id=f"{task}-draw"):
+                        # 256 px: shown at 100% on a 390 px wide phone, and the network crops to the drawing anyway
                         sketch = gr.Sketchpad(
                             type="filepath",
                             image_mode="RGB",
-                            canvas_size=(512, 512),
+                            canvas_size=(256, 256),
                             fixed_canvas=True,
-                            brush=gr.Brush(colors=["#000000"], default_size=6, color_mode="fixed"),
+                            brush=gr.Brush(colors=["#000000"], default_size=4, color_mode="fixed"),
                             layers=False,
                             transforms=(),
                             label="Draw one shape",
-                            height=440,
+                            show_label=False,
+                            height=380,
                             elem_id=f"{task}-sketch",
+                            elem_classes="sketchpad",
                         )
                         sketch_button = gr.Button("Classify drawing", variant="primary", elem_id=f"{task}-classify")
                     with gr.Tab("Upload", id=f"{task}-upload"):
-                        upload = gr.Image(type="filepath", image_mode=None, sources=list(spec.input_sources),
-                                          label=spec.input_label, elem_id=f"{task}-upload")
+                        upload = _upload(spec)
             else:
-                upload = gr.Image(type="filepath", image_mode=None, sources=list(spec.input_sources),
-                                  label=spec.input_label, elem_id=f"{task}-upload")
-            network_input = gr.Image(label="Network input (what the network sees)", type="filepath", interactive=False,
-                                     height=150, buttons=[], elem_classes="network-input")
+                upload = _upload(spec)
+            with gr.Group(elem_classes="preview"):
+                gr.Markdown("What the network sees:", elem_classes="preview-caption")
+                network_input = gr.Image(label="Network input (what the network sees)", show_label=False,
+                                         type="filepath", interactive=False, height=150, buttons=[],
+                                         elem_classes="network-input", elem_id=f"{task}-network-input")
             if examples:
                 gr.Examples([[str(p)] for p in examples], inputs=[upload], examples_per_page=len(examples),
                             label="Examples (drawn by the project's generator: filled, then hand-drawn); click one",
@@ -141,12 +162,13 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
                 gr.Markdown("Force an explanation present or absent and watch the ranking and the verdict change.")
                 force_present, force_absent = _interventions(app)
                 reset = gr.Button("Clear interventions", size="sm")
-        with gr.Column(scale=7, min_width=320):
+        with gr.Column(scale=7, min_width=320, elem_classes="results"):
             status = gr.Markdown(app.prompt, elem_classes="verdict", elem_id=f"{task}-status")
-            class_plot = gr.Plot(label="Main network: top classes", show_label=False, elem_id=f"{task}-classes")
-            explanation_plot = gr.Plot(label="Explanations", show_label=False, elem_id=f"{task}-explanations")
-            ranking_plot = gr.Plot(label="Classes ranked by the explanations", show_label=False,
-                                   elem_id=f"{task}-ranking")
+            gr.Markdown(CHART_HINT, elem_classes="chart-hint", elem_id=f"{task}-chart-hint")
+            plots = {"show_label": False, "elem_classes": "result-chart"}
+            class_plot = gr.Plot(label="Main network: top classes", elem_id=f"{task}-classes", **plots)
+            explanation_plot = gr.Plot(label="Explanations", elem_id=f"{task}-explanations", **plots)
+            ranking_plot = gr.Plot(label="Classes ranked by the explanations", elem_id=f"{task}-ranking", **plots)
             with gr.Accordion("Controls", open=True):
                 threshold, top_n, top_k, show_raw = _controls(app)
     with gr.Accordion("Result as JSON", open=False):
@@ -165,11 +187,11 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     network = {"concurrency_id": "network", "concurrency_limit": NETWORK_CONCURRENCY}
     if sketch is not None:
         sketch_button.click(app.classify_sketch, [sketch, *controls], classify_outputs, api_name=f"{task}_sketch",
-                            preprocess=False, **network)
+                            preprocess=False, **network).then(None, js=SCROLL_TO_RESULT_JS % task)
     # preprocess=False everywhere: images reach the handlers as files, never decoded by Gradio (the library's check
     # reads the header first), and the handlers check the controls themselves, in plain words
     upload.change(app.classify_image, [upload, *controls], classify_outputs, api_name=f"{task}_image",
-                  preprocess=False, **network)
+                  preprocess=False, **network).then(None, js=SCROLL_TO_RESULT_JS % task)
     gr.on([threshold.input, top_n.input, top_k.input, show_raw.input, force_present.input, force_absent.input],
           app.rerender, [cache, *controls, force_present, force_absent], render_outputs, api_name=f"{task}_explain",
           show_progress="hidden", trigger_mode="always_last", concurrency_limit=RENDER_CONCURRENCY,

@@ -502,3 +502,23 @@ def test_explanation_chart_keeps_forced_rows_and_unique_labels() -> None:
                                    np.array([0.9, 0.8, 0.0, 0.0]), 0.5, 4, None, raw=True)
     assert bar_labels(raw)[:2] == ["x", "x (2)"]
     assert charts.short_label("a" * 40).endswith("…") and len(charts.short_label("a" * 40)) == charts.MAX_LABEL_CHARS
+    long = "all opposite edges are parallel"
+    wrapped = charts.wrap_label(long)
+    assert wrapped.replace("<br>", " ") == long and all(len(line) <= charts.WRAP_CHARS for line in wrapped.split("<br>"))
+    assert charts.wrap_label("x" * 50, 20) == "x" * 20 + "<br>" + "x" * 20 + "<br>" + "x" * 10  # split, never cut
+
+
+def test_values_sit_right_of_the_plot_clear_of_the_dashed_lines() -> None:
+    """The threshold line is drawn inside the plot (x <= 1 of the axis range); every value is an annotation anchored
+    at the plot's right edge, in the margin kept for it, so the line never crosses a value."""
+    names = ["no vertices", "three vertices", "four vertices", "all opposite edges are parallel", "same size"]
+    figure = charts.explanation_chart(names, np.array([0.1, 0.52, 0.3, 0.49, 0.7]), np.array([0, 0.52, 0, 0, 0.7]),
+                                      0.5, 5, (), raw=True)
+    values = [a for a in figure["layout"]["annotations"] if a.get("xref") == "paper" and a.get("x") == 1]
+    assert [a["text"] for a in values] == ["70.0%", "52.0%", "49.0%", "30.0%", "10.0%"]
+    assert all(a["xanchor"] == "left" and a["xshift"] > 0 for a in values)
+    assert figure["layout"]["margin"]["r"] >= 50 and figure["layout"]["xaxis"]["range"] == [0, 1]
+    assert all(trace.get("textposition") in (None, "none") for trace in figure["data"])
+    assert any("parallel" in label for label in bar_labels(figure))  # the full name, wrapped
+    one_line = charts.explanation_chart(["a"], np.array([0.9]), np.array([0.9]), 0.5, 1)
+    assert figure["layout"]["height"] > one_line["layout"]["height"]

@@ -1,5 +1,10 @@
 """End to end in headless Chromium: draw a shape with the mouse, classify it, see the charts and the verdict, move a
-slider, click an example: `python -m pytest -q tests/test_browser.py`.
+slider, click an example, at desktop (1280x900) and phone (390x844) sizes: `python -m pytest -q tests/test_browser.py`.
+
+The layout checks: before the first result there is a short hint and no empty chart box; after Classify on a phone
+the verdict and the first chart are in view; the sketchpad is shown at 100% or more, fits the width, and its tools
+sit off the drawing area; no label covers an image; charts show explanation names in full (wrapped) and no value
+label touches a dashed line.
 
 Needs Debian's Chromium at /usr/bin/chromium (`apt-get install -y chromium`) and the Playwright Python package; the
 test is skipped, saying why, when either is missing. Set EXPLAINER_SCREENSHOTS=folder to keep the screenshots.
@@ -92,17 +97,65 @@ def record_outside_requests(page: Any, url: str) -> list[str]:
     return outside
 
 
+def boxes_overlap(a: dict, b: dict) -> bool:
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+
+
+def check_before_first_result(page: Any) -> None:
+    """A hint, and no empty chart box, before anything is classified."""
+    page.locator("#shapes-chart-hint").wait_for(state="visible", timeout=TIMEOUT_MS)
+    for chart in ("#shapes-classes", "#shapes-explanations", "#shapes-ranking"):
+        assert not page.locator(chart).is_visible(), f"{chart} is an empty box before the first result"
+
+
+def check_sketchpad(page: Any, width: int) -> None:
+    """Shown at 100% or more (never shrunk), inside the screen's width, its tools below the drawing area."""
+    page.locator("#shapes-sketch .zoom-number").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+    zoom = float(page.inner_text("#shapes-sketch .zoom-number").strip().rstrip("%"))
+    assert zoom >= 100, f"the sketchpad opens at {zoom}%"
+    editor = page.locator("#shapes-sketch").bounding_box()
+    assert editor["x"] >= 0 and editor["x"] + editor["width"] <= width
+    canvas = page.locator("#shapes-sketch .pixi-target canvas").first.bounding_box()
+    side = 256 * zoom / 100  # the drawing area, centred in the canvas element
+    area = {"x": canvas["x"] + (canvas["width"] - side) / 2, "y": canvas["y"] + (canvas["height"] - side) / 2,
+            "width": side, "height": side}
+    assert area["x"] >= editor["x"] and area["x"] + side <= editor["x"] + editor["width"]
+    tools = page.locator("#shapes-sketch .toolbar-wrap").bounding_box()
+    assert not boxes_overlap(tools, area), f"the tools {tools} cover the drawing area {area}"
+
+
+def check_results(page: Any) -> None:
+    """Bars drawn, full explanation names, values clear of the dashed lines, no label over the preview image."""
+    for chart in ("#shapes-classes", "#shapes-explanations", "#shapes-ranking"):
+        page.locator(f"{chart} .js-plotly-plot").wait_for(timeout=TIMEOUT_MS)
+        assert page.locator(f"{chart} .bars path").count() >= 1  # bars are drawn
+        values = [page.locator(f"{chart} .annotation").nth(i).bounding_box()
+                  for i in range(page.locator(f"{chart} .annotation").count())]
+        assert values, f"{chart} shows no values"
+        for line in range(page.locator(f"{chart} .shapelayer path").count()):
+            box = page.locator(f"{chart} .shapelayer path").nth(line).bounding_box()
+            assert not any(boxes_overlap(box, value) for value in values if value), f"a dashed line crosses {chart}"
+    names = " ".join(page.locator("#shapes-explanations .ytick text").all_text_contents())
+    assert "…" not in names and "..." not in names
+    image = page.locator("#shapes-network-input img").bounding_box()
+    for label in page.locator("#shapes-network-input [data-testid=block-label]").all():
+        assert not label.is_visible() or not boxes_overlap(label.bounding_box(), image), "a label covers the image"
+    assert page.locator("#shapes-chart-hint").is_hidden()
+
+
 def test_draw_classify_and_move_a_slider(browser: Any, url: str, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     outside = record_outside_requests(page, url)
     page.goto(url)
+    check_before_first_result(page)
+    check_sketchpad(page, 1280)
     draw(page)
     page.click("#shapes-classify")
     badge = page.locator("#shapes-status .badge")
     badge.wait_for(timeout=TIMEOUT_MS)
-    for chart in ("#shapes-classes", "#shapes-explanations", "#shapes-ranking"):
-        page.locator(f"{chart} .js-plotly-plot").wait_for(timeout=TIMEOUT_MS)
-        assert page.locator(f"{chart} .bars path").count() >= 1  # bars are drawn
+    check_results(page)
     assert "Consistent" in badge.inner_text() or "Questioned" in badge.inner_text()
     assert "nothing to classify" not in page.inner_text("#shapes-status").lower()
     folder = screenshot_folder(tmp_path)
@@ -120,22 +173,56 @@ def test_draw_classify_and_move_a_slider(browser: Any, url: str, tmp_path: Path)
     page.close()
 
 
+def in_view(page: Any, selector: str, height: int) -> bool:
+    """The element's top edge is on the screen (scrolled to, not below the fold)."""
+    top = page.eval_on_selector(selector, "e => e.getBoundingClientRect().top")
+    return 0 <= top < height - 40
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def phone_page(browser: Any) -> Any:
+    return browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+
+
 def test_example_runs_with_one_click_on_a_phone(browser: Any, url: str, tmp_path: Path) -> None:
-    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                            has_touch=True)
+    page = phone_page(browser)
     outside = record_outside_requests(page, url)
     page.goto(url)
+    check_before_first_result(page)
+    folder = screenshot_folder(tmp_path)
+    page.screenshot(path=str(folder / "phone-start.png"))
     examples = page.locator("#shapes-examples button")
     examples.first.wait_for(timeout=TIMEOUT_MS)
     assert examples.count() == 8
     examples.nth(1).tap()
     page.locator("#shapes-status .badge").wait_for(timeout=TIMEOUT_MS)
+    check_results(page)
     for chart in ("#shapes-classes", "#shapes-explanations", "#shapes-ranking"):
-        plot = page.locator(f"{chart} .js-plotly-plot")
-        plot.wait_for(timeout=TIMEOUT_MS)
-        assert plot.bounding_box()["width"] <= 390  # fits the phone's width: no sideways scrolling
-    page.screenshot(path=str(screenshot_folder(tmp_path) / "phone.png"), full_page=True)
+        assert page.locator(f"{chart} .js-plotly-plot").bounding_box()["width"] <= 390  # no sideways scrolling
+    page.wait_for_timeout(500)
+    assert in_view(page, "#shapes-status .badge", PHONE["height"]), "the verdict is below the fold after Classify"
+    assert in_view(page, "#shapes-classes .js-plotly-plot", PHONE["height"]), "the first chart is out of view"
+    page.screenshot(path=str(folder / "phone-after-example.png"))
+    page.screenshot(path=str(folder / "phone-full.png"), full_page=True)
     assert outside == []
+    page.close()
+
+
+def test_draw_and_classify_on_a_phone(browser: Any, url: str, tmp_path: Path) -> None:
+    page = phone_page(browser)
+    page.goto(url)
+    check_sketchpad(page, PHONE["width"])
+    page.screenshot(path=str(screenshot_folder(tmp_path) / "phone-sketchpad.png"))
+    draw(page)
+    page.click("#shapes-classify")
+    page.locator("#shapes-status .badge").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#shapes-classes .js-plotly-plot").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+    assert in_view(page, "#shapes-status .badge", PHONE["height"]), "the verdict is below the fold after Classify"
+    assert in_view(page, "#shapes-classes .js-plotly-plot", PHONE["height"]), "the first chart is out of view"
+    page.screenshot(path=str(screenshot_folder(tmp_path) / "phone-after-drawing.png"))
     page.close()
 
 

@@ -4,9 +4,10 @@ Why dicts and not ``plotly.graph_objects``: building and validating three ``go.F
 app's 50 ms budget for re-rendering on a slider move; a dict of Python lists costs well under a millisecond and
 ``json.dumps`` serialises it. :func:`to_figure` turns a dict into a validated ``go.Figure`` when one is wanted.
 
-Every chart has its title inside the figure, lists its rows best first, labels each bar with its value, keeps long
-names short (the full name is in the hover text), explains its colours and dashed lines in a legend below, sizes its
-height to its rows and disables zoom and the mode bar, so that it stays readable on a phone.
+Every chart has its title inside the figure, lists its rows best first, writes each bar's value in a column to the
+right of the plot (so that no dashed threshold or cut line ever runs through a value), shows long names in full,
+wrapped over lines, explains its colours and dashed lines in a legend below, sizes its height to its rows and lines,
+and disables zoom and the mode bar, so that it stays readable on a phone.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ MUTED = "#d1d5db"  # below the threshold / outside the top N
 GROUP_DROPPED = "#f59e0b"  # above the threshold but removed by group cleaning
 FORCED = "#7c3aed"  # switched on or off by the user
 CUT = "#dc2626"  # threshold and top-N lines
-MAX_LABEL_CHARS = 30
+MAX_LABEL_CHARS = 30  # kept for callers that want one short line (short_label)
+WRAP_CHARS = 22  # names are wrapped at word boundaries to lines of at most this many characters
 _ROW_PX = 30
+_LINE_PX = 15  # each extra line of a wrapped name
+_VALUES_PX = 58  # the value column right of the plot
 _TITLE_PX = 40
 _AXIS_PX = 34
 _LEGEND_LINE_PX = 24
@@ -38,6 +42,27 @@ def short_label(name: str, limit: int = MAX_LABEL_CHARS) -> str:
     if limit < 2:
         raise ValueError(f"label limit {limit} is too small (at least 2)")
     return name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
+
+
+def wrap_label(name: str, width: int = WRAP_CHARS) -> str:
+    """The full name over lines of at most ``width`` characters (joined by Plotly's ``<br>``), broken at spaces;
+    a word longer than a line is split. Nothing is cut off."""
+    if width < 2:
+        raise ValueError(f"wrap width {width} is too small (at least 2)")
+    lines: list[str] = []
+    for word in name.split():
+        while len(word) > width:
+            lines.append(word[:width])
+            word = word[width:]
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        elif word:
+            lines.append(word)
+    return "<br>".join(lines) if lines else name
+
+
+def _lines(label: str) -> int:
+    return label.count("<br>") + 1
 
 
 def _unique(labels: Sequence[str]) -> list[str]:
@@ -68,6 +93,7 @@ def _layout(
     """Title on top, one row per label best first, the legend (if any) at the bottom, no zoom or drag."""
     legend_lines = -(-legend_items // _LEGEND_ITEMS_PER_LINE) if legend_items else 0
     legend_px = _LEGEND_LINE_PX * legend_lines + (8 if legend_lines else 0)
+    rows_px = sum(_ROW_PX + _LINE_PX * (_lines(label) - 1) for label in labels) or _ROW_PX
     xaxis: dict[str, Any] = {"range": x_range, "fixedrange": True, "gridcolor": "#eef0f3", "zeroline": False,
                              "automargin": True}
     if percent_axis:
@@ -75,8 +101,8 @@ def _layout(
     return {
         "title": {"text": f"<b>{title}</b>", "x": 0, "xref": "container", "xanchor": "left", "pad": {"l": 8},
                   "y": 1, "yref": "container", "yanchor": "top", "font": {"size": 14}},
-        "height": _TITLE_PX + _ROW_PX * max(len(labels), 1) + _AXIS_PX + legend_px,
-        "margin": {"l": 8, "r": 12, "t": _TITLE_PX, "b": _AXIS_PX + legend_px, "autoexpand": True},
+        "height": _TITLE_PX + rows_px + _AXIS_PX + legend_px,
+        "margin": {"l": 8, "r": _VALUES_PX, "t": _TITLE_PX, "b": _AXIS_PX + legend_px, "autoexpand": True},
         "bargap": 0.25,
         "barmode": "overlay",
         "font": {"size": 13, "family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"},
@@ -105,14 +131,19 @@ def _bar(name: str, values: list[float], labels: list[str], hover: list[str], co
         "x": values,
         "y": labels,
         "marker": {"color": colour},
-        "text": text,
-        "textposition": "auto",  # inside a long bar, outside a short one: the text never leaves the plot
-        "insidetextanchor": "end",
+        "text": text,  # shown in the value column (see _value_column), not on the bar
+        "textposition": "none",
         "cliponaxis": False,
         "hovertext": hover,
         "hoverinfo": "text",
         "showlegend": legend,
     }
+
+
+def _value_column(labels: list[str], text: list[str]) -> list[dict[str, Any]]:
+    """Each row's value as an annotation just right of the plot area, clear of the bars and the dashed lines."""
+    return [{"xref": "paper", "x": 1, "xanchor": "left", "xshift": 6, "yref": "y", "y": label, "text": value,
+             "showarrow": False, "font": {"size": 12}} for label, value in zip(labels, text)]
 
 
 def _legend_line(name: str) -> dict[str, Any]:
@@ -145,13 +176,16 @@ def class_chart(class_names: Sequence[str], class_probs: np.ndarray, top_k: int)
         raise ValueError(f"class_probs has shape {probs.shape}; expected ({len(class_names)},)")
     top_k = _check_top("top k", top_k, probs.size)
     order = [int(i) for i in np.argsort(-probs, kind="stable")[:top_k]]
-    labels = _unique([short_label(class_names[i]) for i in order])
+    labels = _unique([wrap_label(class_names[i]) for i in order])
     values = [round(float(probs[i]), 6) for i in order]
     colours = [ACCENT if rank == 0 else SUPPORT for rank in range(len(order))]
     hover = [f"{class_names[i]}: {_percent(float(probs[i]))}" for i in order]
-    bar = _bar("class probability", values, labels, hover, ACCENT, [_percent(v) for v in values], False)
+    text = [_percent(v) for v in values]
+    bar = _bar("class probability", values, labels, hover, ACCENT, text, False)
     bar["marker"] = {"color": colours}
-    return _figure([bar], _layout("Main network: top classes", labels, [0, 1.2], 0, True))
+    layout = _layout("Main network: top classes", labels, [0, 1], 0, True)
+    layout["annotations"] += _value_column(labels, text)
+    return _figure([bar], layout)
 
 
 def explanation_chart(
@@ -202,14 +236,16 @@ def explanation_chart(
     names = []
     for i in rows:
         mark = "" if i not in overrides else (" (forced on)" if overrides[i] else " (forced off)")
-        names.append(short_label(explanation_names[i], MAX_LABEL_CHARS - len(mark)) + mark)
+        names.append(wrap_label(explanation_names[i] + mark))
     labels = _unique(names)
     categories = [category(i) for i in rows]
     hover = [f"{explanation_names[i]}: {_percent(float(probs[i]))} ({categories[k]})" for k, i in enumerate(rows)]
-    data = _grouped_bars(rows, labels, categories, colours, probs, [_percent(float(probs[i])) for i in rows], hover)
+    text = [_percent(float(probs[i])) for i in rows]
+    data = _grouped_bars(rows, labels, categories, colours, probs, text, hover)
     data.append(_legend_line(f"threshold {threshold:.2f}"))
     title = "Explanations: raw list" if raw else "Explanations (one per group)"
-    layout = _layout(title, labels, [0, 1.2], len(data), True)
+    layout = _layout(title, labels, [0, 1], len(data), True)
+    layout["annotations"] += _value_column(labels, text)
     layout["shapes"].append({"type": "line", "xref": "x", "yref": "paper", "x0": threshold, "x1": threshold,
                              "y0": 0, "y1": 1, "line": {"color": CUT, "width": 2, "dash": "dash"}})
     if not rows:
@@ -251,7 +287,7 @@ def ranking_chart(
     names, categories, text, hover = [], [], [], []
     for c in shown:
         mark = " ◀" if c == predicted_class else ""  # the colour and the legend say "main prediction"
-        names.append(f"{position[c]}. " + short_label(class_names[c], MAX_LABEL_CHARS - len(mark) - 4) + mark)
+        names.append(wrap_label(f"{position[c]}. {class_names[c]}{mark}"))
         categories.append("main prediction" if c == predicted_class
                           else f"inside the top {top_n}" if c in inside_cut else "outside")
         value = float(scores[c])
@@ -265,8 +301,9 @@ def ranking_chart(
     if draw_cut:
         data.append(_legend_line(f"top-{top_n} cut"))
     best = max([float(scores[c]) for c in shown] + [0.0])
-    x_range = [0, 1.2] if normalized else [0, (best if best > 0 else 1.0) * 1.25]
+    x_range = [0, 1] if normalized else [0, (best if best > 0 else 1.0) * 1.05]
     layout = _layout("Classes ranked by the explanations", labels, x_range, len(data), normalized)
+    layout["annotations"] += _value_column(labels, text)
     if draw_cut:  # between the last row inside the cut and the next (category positions are 0-based)
         layout["shapes"].append({"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1,
                                  "y0": cut_after - 0.5, "y1": cut_after - 0.5,

@@ -26,9 +26,25 @@ CSS = """
 .badge-questioned {background: #fef3c7; color: #92400e;}
 .network-input img {image-rendering: pixelated;}
 .gallery-item img, .example-image img {image-rendering: pixelated;}
-@media (max-width: 640px) {.gradio-container {padding: 6px !important;}}
+.preview-caption p {margin: 0; font-size: 0.9em; color: var(--body-text-color-subdued);}
+/* No empty chart boxes before the first result: a chart block shows only once it holds a plot, and the hint only
+   while none does. */
+.result-chart:not(:has(.js-plotly-plot)) {display: none !important;}
+.results:has(.js-plotly-plot) .chart-hint {display: none !important;}
+.chart-hint p {color: var(--body-text-color-subdued); font-style: italic;}
+/* The sketchpad's tools sit in a row under the canvas, in a strip of their own, never on it. */
+.sketchpad .pixi-target, .sketchpad .pixi-target-crop {bottom: 40px !important; height: auto !important;}
+.sketchpad .toolbar-wrap {top: auto !important; bottom: 4px !important; left: 50% !important;
+  transform: translateX(-50%) !important; flex-direction: row !important; height: auto !important;}
+.sketchpad .toolbar-wrap {display: flex !important; gap: 6px !important; width: auto !important;}
+.sketchpad .toolbar-wrap .half-container {flex-direction: row !important; position: static !important;
+  transform: none !important; margin: 0 !important; display: flex !important; gap: 4px !important;}
+/* The preview of what the network saw shows once there is one. */
+.preview:not(:has(.network-input img)) {display: none !important;}
+@media (max-width: 640px) {
+  .gradio-container {padding-left: 6px !important; padding-right: 6px !important;}
+}
 """
-
 
 def write_examples(task: Task, folder: str | Path | None = None) -> list[Path]:
     """The task's example images as PNG files in ``folder`` (a new temporary folder by default), written at startup
