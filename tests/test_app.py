@@ -417,7 +417,7 @@ def test_intervention_changes_ranking_and_verdict(shapes: webapp.TaskApp, triang
     assert after.result["questioned"] and after.result["preferred_class"] == "square"
     assert "forced present: four vertices" in after.status and "forced absent: three vertices" in after.status
     forced = [t for t in plot_json(after.explanation_plot)["data"] if t["name"] == "forced by you"]
-    assert "three vertices (forced off)" in forced[0]["y"]
+    assert "three vertices (forced off)" in [label.replace("<br>", " ") for label in forced[0]["y"]]
     cleared = shapes.clear_interventions(triangle_cache, 0.5, 1, 4, False)
     assert cleared[0] == before.result and cleared[-2:] == ([], [])
 
@@ -504,7 +504,8 @@ def test_explanation_chart_keeps_forced_rows_and_unique_labels() -> None:
     assert charts.short_label("a" * 40).endswith("…") and len(charts.short_label("a" * 40)) == charts.MAX_LABEL_CHARS
     long = "all opposite edges are parallel"
     wrapped = charts.wrap_label(long)
-    assert wrapped.replace("<br>", " ") == long and all(len(line) <= charts.WRAP_CHARS for line in wrapped.split("<br>"))
+    assert wrapped.replace("<br>", " ") == long
+    assert all(len(line) <= charts.WRAP_CHARS for line in wrapped.split("<br>"))
     assert charts.wrap_label("x" * 50, 20) == "x" * 20 + "<br>" + "x" * 20 + "<br>" + "x" * 10  # split, never cut
 
 
@@ -513,7 +514,7 @@ def test_values_sit_right_of_the_plot_clear_of_the_dashed_lines() -> None:
     at the plot's right edge, in the margin kept for it, so the line never crosses a value."""
     names = ["no vertices", "three vertices", "four vertices", "all opposite edges are parallel", "same size"]
     figure = charts.explanation_chart(names, np.array([0.1, 0.52, 0.3, 0.49, 0.7]), np.array([0, 0.52, 0, 0, 0.7]),
-                                      0.5, 5, (), raw=True)
+                                      0.5, 5, raw=True)
     values = [a for a in figure["layout"]["annotations"] if a.get("xref") == "paper" and a.get("x") == 1]
     assert [a["text"] for a in values] == ["70.0%", "52.0%", "49.0%", "30.0%", "10.0%"]
     assert all(a["xanchor"] == "left" and a["xshift"] > 0 for a in values)

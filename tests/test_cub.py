@@ -344,7 +344,7 @@ def test_load_rgb_applies_exif_orientation_and_converts_modes(tmp_path: Path) ->
 def test_load_rgb_rejects_huge_images_before_decoding(tmp_path: Path) -> None:
     Image.new("1", (8000, 7000)).save(tmp_path / "bomb.png")  # 56 Mpx, a few KB on disk
     assert (tmp_path / "bomb.png").stat().st_size < 100_000
-    with pytest.raises(ImageError, match="bomb.png: the image is 8000x7000 pixels .56.0 megapixels.; at most 50.0 megapixels"):
+    with pytest.raises(ImageError, match=r"bomb.png: the image is 8000x7000 pixels \(56.0 megapixels\); at most 50.0"):
         load_rgb(tmp_path / "bomb.png")
     _image(40, 20).save(tmp_path / "small.png")
     with pytest.raises(ImageError, match="at most 500 pixels are accepted"):

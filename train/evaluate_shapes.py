@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from explainer import evaluation
-from explainer.imageio import open_image
+from explainer.imagecheck import ImageError, check_image
 from explainer.predictor import Explainer
 from explainer.shapes import generate_shapes, split_stratified
 from explainer.tasks import SHAPES
@@ -94,7 +94,10 @@ def load_folder(
             raise ValueError(f"{folder}: no .png images")
         for path in files:
             targets.append(parse_explanations(path.name, len(explainer.explanation_names)))
-            images.append(open_image(path))
+            try:
+                images.append(check_image(path))  # the app's and the CLI's check: a bad file is named, not decoded
+            except ImageError as err:
+                raise ValueError(f"{path}: {err}") from err
             labels.append(index)
             paths.append(str(path))
     return images, np.array(labels, dtype=np.int64), np.stack(targets), paths

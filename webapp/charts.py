@@ -61,6 +61,14 @@ def wrap_label(name: str, width: int = WRAP_CHARS) -> str:
     return "<br>".join(lines) if lines else name
 
 
+def _with_mark(wrapped: str, mark: str, width: int = WRAP_CHARS) -> str:
+    """Append a mark such as "(forced on)" to a wrapped name, on its last line if it fits there, never split."""
+    if not mark:
+        return wrapped
+    last = wrapped.rsplit("<br>", 1)[-1]
+    return f"{wrapped} {mark}" if len(last) + 1 + len(mark) <= width else f"{wrapped}<br>{mark}"
+
+
 def _lines(label: str) -> int:
     return label.count("<br>") + 1
 
@@ -236,7 +244,7 @@ def explanation_chart(
     names = []
     for i in rows:
         mark = "" if i not in overrides else (" (forced on)" if overrides[i] else " (forced off)")
-        names.append(wrap_label(explanation_names[i] + mark))
+        names.append(_with_mark(wrap_label(explanation_names[i]), mark.strip()))
     labels = _unique(names)
     categories = [category(i) for i in rows]
     hover = [f"{explanation_names[i]}: {_percent(float(probs[i]))} ({categories[k]})" for k, i in enumerate(rows)]

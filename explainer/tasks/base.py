@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..imagecheck import MIN_SIDE, ImageError, check_size, is_flat
+
 ImageLike = Image.Image | np.ndarray
 Preprocessor = Callable[[ImageLike], torch.Tensor]  # one image (PIL or array, any mode) -> the input tensor (C, H, W)
 
-from ..imagecheck import MIN_SIDE as MIN_IMAGE_SIDE  # smaller images carry no shape or bird to classify
-from ..imagecheck import ImageError, check_size, is_flat
+MIN_IMAGE_SIDE = MIN_SIDE  # smaller images carry no shape or bird to classify
 
 
 class ImageCheckError(ImageError):
