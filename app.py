@@ -13,6 +13,8 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 from webapp.memory import bound_malloc
@@ -37,9 +39,16 @@ def _hub_download(repo_id: str, filename: str) -> str:
 
 MODELS = webapp.load_models(os.environ, ROOT / "weights", download=_hub_download)
 EXAMPLES = {task.name: webapp.write_examples(task) if MODELS[task.name].available else [] for task in TASKS.values()}
-for _paths in EXAMPLES.values():  # the examples' temporary folder goes when the app stops
-    if _paths:
-        atexit.register(shutil.rmtree, _paths[0].parent, ignore_errors=True)
+
+
+def remove_examples() -> None:
+    """Delete the examples' temporary folders (registered to run when the app stops, Ctrl+C or SIGTERM)."""
+    for paths in EXAMPLES.values():
+        if paths:
+            shutil.rmtree(paths[0].parent, ignore_errors=True)
+
+
+atexit.register(remove_examples)
 # Previews ("what the network sees") go to files of their own inside Gradio's cache, removed with it (delete_cache).
 PREVIEW_FOLDER = Path(gr.utils.get_upload_folder()) / "explainer-previews"
 CACHE_CLEANUP = (600, 3600)  # every 10 minutes, delete uploads and previews older than an hour
@@ -217,4 +226,7 @@ with gr.Blocks(title="Explainer: does the explanation back the prediction?", del
 demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=256)
 
 if __name__ == "__main__":
+    # A stopped Space or container gets SIGTERM, which skips exit handlers by default: exit normally instead, so
+    # that remove_examples runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     demo.launch(**LAUNCH_OPTIONS)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -158,7 +159,8 @@ def check_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, allow_flat
         source = io.BytesIO(bytes(source))
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # check_size below refuses these, from the header, with the image's size in the message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as img:  # reads the header only
                 check_size(*img.size, max_pixels=max_pixels)
                 orientation = _orientation(img)
@@ -183,9 +185,11 @@ def check_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, allow_flat
     except UnidentifiedImageError as err:
         raise ImageError("the file is not an image in a format this tool reads (PNG, JPEG, GIF, WebP, BMP, TIFF...)") \
             from err
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"the image declares more pixels than can be opened safely; at most "
-                         f"{_megapixels(max_pixels)} are accepted") from err
+    except Image.DecompressionBombError as err:  # raised by the header reader itself, far above our limit
+        declared = re.search(r"\((\d+) pixels\)", str(err))
+        size = f" ({_megapixels(int(declared.group(1)))})" if declared else ""
+        raise ImageError(f"the image declares more pixels than can be opened safely{size}; at most "
+                         f"{_megapixels(max_pixels)} are accepted, so make it smaller first") from err
     except MemoryError as err:
         raise ImageError("the image is too large to open with the memory available") from err
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as err:

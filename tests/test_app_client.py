@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,21 @@ def test_fifty_concurrent_requests_succeed_with_bounded_memory(server: tuple[Any
     assert all("predicted_class" in r for r in results), [r for r in results if "predicted_class" not in r][:2]
     grown = rss_bytes() - before
     assert grown < 300 * 2**20, f"memory grew by {grown / 2**20:.0f} MiB over 50 requests"
+
+
+def test_housekeeping_cache_cleaning_and_examples_folder(server: tuple[Any, str]) -> None:
+    module = server[0]
+    assert module.demo.delete_cache == module.CACHE_CLEANUP and module.CACHE_CLEANUP[1] <= 24 * 3600
+    assert module.NETWORK_CONCURRENCY == 2  # what the README says: two network runs at a time
+    folder = Path(tempfile.mkdtemp(prefix="explainer-examples-test-"))
+    (folder / "circle.png").write_bytes(b"x")
+    saved = module.EXAMPLES
+    module.EXAMPLES = {"shapes": [folder / "circle.png"], "birds": []}
+    try:
+        module.remove_examples()
+    finally:
+        module.EXAMPLES = saved
+    assert not folder.exists()
 
 
 def test_app_without_weights_starts_and_says_how_to_get_them(tmp_path: Path) -> None:
