@@ -241,6 +241,7 @@ def test_the_shipped_model_on_shapes_drawn_with_the_mouse(
     draw(page, outline, steps)
     page.click("#shapes-classify")
     page.locator("#shapes-status .badge").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#shapes-classes .js-plotly-plot").wait_for(timeout=TIMEOUT_MS)  # the screenshot shows the charts
     status = page.inner_text("#shapes-status")
     page.screenshot(path=str(screenshot_folder(tmp_path) / f"shipped-{expected or 'star'}.png"), full_page=True)
     page.close()

@@ -26,7 +26,7 @@ CSS = """
 .badge-questioned {background: #fef3c7; color: #92400e;}
 .network-input img {image-rendering: pixelated;}
 .gallery-item img, .example-image img {image-rendering: pixelated;}
-.preview-caption p {margin: 0; font-size: 0.9em; color: var(--body-text-color-subdued);}
+.preview-caption p {margin: 0; padding: 2px 8px; font-size: 0.9em; color: var(--body-text-color);}
 /* No empty chart boxes before the first result: a chart block shows only once it holds a plot, and the hint only
    while none does. */
 .result-chart:not(:has(.js-plotly-plot)) {display: none !important;}
