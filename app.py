@@ -116,7 +116,7 @@ def _interventions(app: webapp.TaskApp) -> tuple[gr.components.Component, gr.com
 def _upload(spec: Task) -> gr.Image:
     """The upload box; its name is written inside the empty box, not as a label floating over the image."""
     return gr.Image(type="filepath", image_mode=None, sources=list(spec.input_sources), label=spec.input_label,
-                    show_label=False, placeholder=f"**{spec.input_label}**\n\nDrop an image here or click to upload",
+                    show_label=False, placeholder=f"{spec.input_label}\nDrop an image here or click to upload",
                     elem_id=f"{spec.name}-upload")
 
 
