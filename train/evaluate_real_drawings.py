@@ -31,13 +31,11 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explainer.drawn import BACKGROUNDS, DrawingFormatError, StrokeDrawing, is_training_drawing  # noqa: E402
-from explainer.drawn import read_drawings, render_strokes  # noqa: E402
-from explainer.evaluation import verdict_arrays  # noqa: E402
-from explainer.predictor import Explainer  # noqa: E402
-from explainer.shape_input import NothingToClassify  # noqa: E402
+from explainer.drawn import BACKGROUNDS, DrawingFormatError, StrokeDrawing, is_training_drawing
+from explainer.drawn import read_drawings, render_strokes
+from explainer.evaluation import verdict_arrays
+from explainer.predictor import Explainer
+from explainer.shape_input import NothingToClassify
 
 SHAPES = ("circle", "triangle", "square", "rectangle")
 AMBIGUOUS = ("oval", "ellipse", "diamond")
