@@ -1,5 +1,6 @@
-"""Stroke data (explainer/drawn.py): reading drawings, rendering them like the sketchpad; the drawn training sketches
-(explainer/sketches.py); and the real-drawing evaluation (train/evaluate_real_drawings.py) on a fixture built here."""
+"""Stroke data (explainer/drawn.py): reading drawings, rendering them like the sketchpad; the drawn training
+sketches (explainer/shapes/sketches.py); and the real-drawing evaluation (train/evaluate_real_drawings.py) on a
+fixture built here."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from explainer.drawn import (
     read_drawings,
     render_strokes,
 )
-from explainer.sketches import (
+from explainer.shapes.sketches import (
     CLASS_KINDS,
     DRAWN_SAME_SIZE_MAX,
     OUTLIER_KINDS,

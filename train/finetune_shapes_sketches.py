@@ -1,5 +1,7 @@
-"""Fine-tune a shapes pair towards what people draw: generated shapes plus drawn sketches (``explainer.sketches``) and
-the trainable half of the Quick, Draw! one-stroke drawings; the mirror also learns none-of-the-four from geometry.
+"""Fine-tune a shapes pair towards what people draw: generated shapes, drawn sketches and half of Quick, Draw!.
+
+Data: generated shapes, drawn sketches (``explainer.shapes.sketches``) and the trainable half of the Quick, Draw!
+one-stroke drawings; the mirror also learns none-of-the-four from geometry.
 
     .venv/bin/python train/finetune_shapes_sketches.py --init weights/shapes.safetensors \
         --quickdraw ../shared/data/drawn-shapes/quickdraw_onestroke.ndjson.gz \
@@ -35,7 +37,7 @@ from explainer.bundle import load_bundle, save_bundle
 from explainer.drawn import is_training_drawing, read_drawings
 from explainer.predictor import Explainer
 from explainer.shapes import generate_outliers, generate_shapes
-from explainer.sketches import (
+from explainer.shapes.sketches import (
     DRAWN_SAME_SIZE_MAX,
     SQUARE_MAX_RATIO,
     generate_sketch_outliers,
@@ -279,9 +281,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "questioned_share_correct": validation["verdict"]["questioned_share_correct"]},
         "uniform_noise": {k: noise[k] for k in ("n", "share", "cases", "predicted_counts")}, "latency": latency}
     meta["description"] = meta["description"] + (
-        " Then fine-tuned on shapes drawn as people draw them (explainer.sketches: overshooting, rounded and open"
-        " corners, gaps, several strokes, slant, tremor, thin to thick pens, 28 px bitmaps) and on half of the Quick,"
-        " Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are none of the"
+        " Then fine-tuned on shapes drawn as people draw them (explainer.shapes.sketches: overshooting, rounded"
+        " and open corners, gaps, several strokes, slant, tremor, thin to thick pens, 28 px bitmaps) and on half of"
+        " the Quick, Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are none of the"
         " four shapes (open shapes, arrows, lines, zigzags, spirals, crossings, stars, many-cornered and curved-with-"
         "corner outlines). A drawn quadrilateral keeps 'all edges have the same size' up to long/short side 1.25.")
     save_bundle(args.output, pair, meta)

@@ -30,7 +30,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from .drawn import PEN_FRACTION_RANGE, render_strokes
+from ..drawn import PEN_FRACTION_RANGE, render_strokes
 
 CLASS_KINDS = ("circle", "triangle", "square", "rectangle")
 SQUARE_MAX_RATIO = 1.10
