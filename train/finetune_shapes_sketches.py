@@ -283,8 +283,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     meta["description"] = meta["description"] + (
         " Then fine-tuned on shapes drawn as people draw them (explainer.shapes.sketches: overshooting, rounded"
         " and open corners, gaps, several strokes, slant, tremor, thin to thick pens, 28 px bitmaps) and on half of"
-        " the Quick, Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are none of the"
-        " four shapes (open shapes, arrows, lines, zigzags, spirals, crossings, stars, many-cornered and curved-with-"
+        " the Quick, Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are"
+        " none of the four shapes (open shapes, arrows, lines, zigzags, spirals, crossings, stars, many-cornered and curved-with-"
         "corner outlines). A drawn quadrilateral keeps 'all edges have the same size' up to long/short side 1.25.")
     save_bundle(args.output, pair, meta)
     report = {"validation_main_accuracy": validation["accuracy"],
