@@ -280,12 +280,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "explanation_exact_match": validation["explanations"]["exact_match"],
         "questioned_share_correct": validation["verdict"]["questioned_share_correct"]},
         "uniform_noise": {k: noise[k] for k in ("n", "share", "cases", "predicted_counts")}, "latency": latency}
-    meta["description"] = meta["description"] + (
-        " Then fine-tuned on shapes drawn as people draw them (explainer.shapes.sketches: overshooting, rounded"
-        " and open corners, gaps, several strokes, slant, tremor, thin to thick pens, 28 px bitmaps) and on half of"
-        " the Quick, Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are"
-        " none of the four shapes (open shapes, arrows, lines, zigzags, spirals, crossings, stars, many-cornered and curved-with-"
-        "corner outlines). A drawn quadrilateral keeps 'all edges have the same size' up to long/short side 1.25.")
+    meta["description"] = meta["description"] + " " + (
+        "Then fine-tuned on shapes drawn as people draw them (explainer.shapes.sketches: overshooting, rounded and"
+        " open corners, gaps, several strokes, slant, tremor, thin to thick pens, 28 px bitmaps) and on half of "
+        "the Quick, Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are "
+        "none of the four shapes (open shapes, arrows, lines, zigzags, spirals, crossings, stars, many-cornered "
+        "and curved-with-corner outlines). A drawn quadrilateral keeps 'all edges have the same size' up to "
+        "long/short side 1.25.")
     save_bundle(args.output, pair, meta)
     report = {"validation_main_accuracy": validation["accuracy"],
               "validation_exact_match": validation["explanations"]["exact_match"],
