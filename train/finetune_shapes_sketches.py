@@ -75,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outliers", type=int, default=2000, help="generate_outliers images (mixed)")
     p.add_argument("--noise", type=int, default=800)
     p.add_argument("--quickdraw-renders", type=int, default=6, help="renderings of each trainable drawing")
-    p.add_argument("--epochs", type=int, default=6, help="main network epochs")
+    p.add_argument("--epochs", type=int, default=6, help="main network epochs (0: keep the main network of --init)")
     p.add_argument("--mirror-epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--mirror-lr", type=float, default=5e-4)
@@ -232,10 +232,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         logits = predict_logits(main_net, data["x_val"], device)
         return {"val_accuracy": float((logits.argmax(1) == data["y_val"]).float().mean())}
 
-    main_result = run_phase("main", args.out, main_net, optimizer, None,
-                            batches([data["x_main"], data["y_main"]], args.batch_size, args.seed, True),
-                            main_step, main_eval, args.epochs, "val_accuracy", config=config(args),
-                            progress=not args.no_progress)
+    main_phase: dict[str, Any] = {"best_epoch": 0, "best_score": None, "note": "--epochs 0: the main network of --init"}
+    if args.epochs > 0:
+        main_result = run_phase("main", args.out, main_net, optimizer, None,
+                                batches([data["x_main"], data["y_main"]], args.batch_size, args.seed, True),
+                                main_step, main_eval, args.epochs, "val_accuracy", config=config(args),
+                                progress=not args.no_progress)
+        main_phase = {"best_epoch": main_result.best_epoch, "best_score": main_result.best_score}
 
     pair.set_coupling("frozen")
     mirror_opt = nadam(list(pair.mirror.parameters()), args.mirror_lr)
@@ -268,25 +271,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         **config(args),
         "script": "train/finetune_shapes_sketches.py",
         "data": data["counts"],
-        "phases": {"main": {"best_epoch": main_result.best_epoch, "best_score": main_result.best_score},
+        "phases": {"main": main_phase,
                    "mirror": {"best_epoch": mirror_result.best_epoch, "best_score": mirror_result.best_score}},
         "wall_seconds_last_session": round(time.time() - started, 1),
         "torch": torch.__version__,
     }
     meta = dict(meta)
-    meta["training"] = {**meta["training"], "finetune": finetune}
+    earlier = meta["training"].get("finetune")  # fine-tuning an already fine-tuned file keeps every step's record
+    steps = (earlier if isinstance(earlier, list) else [earlier]) if earlier else []
+    meta["training"] = {**meta["training"], "finetune": [*steps, finetune] if steps else finetune}
     meta["metrics"] = {**meta.get("metrics", {}), "finetune_validation": {
         "n": validation["n"], "main_accuracy": validation["accuracy"],
         "explanation_exact_match": validation["explanations"]["exact_match"],
         "questioned_share_correct": validation["verdict"]["questioned_share_correct"]},
         "uniform_noise": {k: noise[k] for k in ("n", "share", "cases", "predicted_counts")}, "latency": latency}
-    meta["description"] = meta["description"] + " " + (
+    addition = (
         "Then fine-tuned on shapes drawn as people draw them (explainer.shapes.sketches: overshooting, rounded and"
         " open corners, gaps, several strokes, slant, tremor, thin to thick pens, 28 px bitmaps) and on half of "
         "the Quick, Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are "
         "none of the four shapes (open shapes, arrows, lines, zigzags, spirals, crossings, stars, many-cornered "
         "and curved-with-corner outlines). A drawn quadrilateral keeps 'all edges have the same size' up to "
         "long/short side 1.25.")
+    if addition not in meta["description"]:
+        meta["description"] = meta["description"] + " " + addition
     save_bundle(args.output, pair, meta)
     report = {"validation_main_accuracy": validation["accuracy"],
               "validation_exact_match": validation["explanations"]["exact_match"],
