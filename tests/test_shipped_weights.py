@@ -14,6 +14,7 @@ from explainer.evaluation import verdict_arrays
 from explainer.ood import generate_ood
 from explainer.predictor import Explainer
 from explainer.shapes import CLASS_NAMES, EXPLANATION_NAMES, generate_shapes
+from explainer.shapes.sketches import generate_sketch_outliers, generate_sketches
 from explainer.strokes import simulate_dataset
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -39,13 +40,32 @@ def test_shipped_shapes_pair_classifies_and_stays_consistent_on_shapes(shapes: E
     _, found = _verdicts(shapes, images)
     correct = found["predicted"] == labels
     assert correct.mean() >= 0.97, f"accuracy {correct.mean():.3f} on 200 fresh shapes and drawings"
-    assert found["questioned"][correct].mean() <= 0.03  # measured: 0.15% of 2,000 correct drawings
+    assert found["questioned"][correct].mean() <= 0.03  # measured: 0.05% of 1,980 correct drawings
 
 
 def test_shipped_shapes_pair_questions_what_is_none_of_the_shapes(shapes: Explainer) -> None:
     images, kinds = generate_ood(6, seed=2024)  # 60 images, ten kinds
     _, found = _verdicts(shapes, images)
-    assert found["questioned"].mean() >= 0.8, dict(zip(kinds, found["questioned"].tolist()))  # measured: 94.6%
+    assert found["questioned"].mean() >= 0.8, dict(zip(kinds, found["questioned"].tolist()))  # measured: 96.3%
+
+
+def test_shipped_shapes_pair_is_right_and_backed_on_shapes_drawn_loosely(shapes: Explainer) -> None:
+    """Shapes drawn as people draw them (overshooting or rounded corners, gaps, several strokes, slant, thin to thick
+    pens, 28 px bitmaps), at a seed no training uses: recognised (a drawn square called rectangle, or the reverse,
+    counts as right) and backed by the explanations."""
+    images, labels, _, teach = generate_sketches(40, seed=515_151)
+    _, found = _verdicts(shapes, images)
+    boxes = np.isin(labels, (2, 3))
+    right = (found["predicted"] == labels) | (boxes & np.isin(found["predicted"], (2, 3)))
+    assert right.mean() >= 0.95, f"{right.mean():.3f} of 160 sketched shapes right"  # measured: 98.8%
+    questioned = found["questioned"][right].mean()
+    assert questioned <= 0.05, f"{questioned:.3f} of right sketches questioned"  # measured: 0.6%
+
+
+def test_shipped_shapes_pair_questions_sketches_that_are_none_of_the_shapes(shapes: Explainer) -> None:
+    images, kinds = generate_sketch_outliers(110, seed=616_161)  # open shapes, arrows, zigzags, ... 10 of each kind
+    _, found = _verdicts(shapes, images)
+    assert found["questioned"].mean() >= 0.9, dict(zip(kinds, found["questioned"].tolist()))  # measured: 100%
 
 
 @pytest.mark.parametrize("name", ["shapes-reference.safetensors", "birds.safetensors"])

@@ -152,8 +152,6 @@ def _corner_path(corners: np.ndarray, rng: np.random.Generator, closed: bool) ->
 def _quad(ratio: float, rng: np.random.Generator) -> np.ndarray:
     """A ratio:1 rectangle's corners with a little slant (shear) and corner jitter, about unit size."""
     corners = np.array([[-ratio, -1.0], [ratio, -1.0], [ratio, 1.0], [-ratio, 1.0]]) / ratio
-    if rng.random() < 0.5:  # upright drawings are as often tall as wide (a "[" is a tall box missing its right side)
-        corners = corners[:, ::-1].copy()
     shear = np.clip(rng.normal(0.0, 0.07), -0.15, 0.15)
     corners = corners @ np.array([[1.0, 0.0], [shear, 1.0]]).T
     return corners + rng.normal(0.0, 0.015, corners.shape)
