@@ -50,10 +50,12 @@ def predict(args: argparse.Namespace) -> int:
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start : start + args.batch_size]
         results: list[dict | None] = [None] * len(chunk)
-        tensors, where = [], []
+        tensors, scope_tensors, where = [], [], []
         for i, path in enumerate(chunk):
             try:
-                tensors.append(explainer.preprocess(check_image(path)))
+                image = check_image(path)
+                tensors.append(explainer.preprocess(image))
+                scope_tensors.append(explainer.scope_input(image, tensors[-1]))
                 where.append(i)
             except ValueError as err:  # ImageError, NothingToClassify and other bad-input errors
                 results[i] = {"image": path, "error": str(err)}
@@ -61,8 +63,10 @@ def predict(args: argparse.Namespace) -> int:
                 results[i] = {"image": path, "error": "the image is too large to process with the memory available"}
         if tensors:
             probs, expls = explainer.infer_tensors(torch.stack(tensors))
-            for i, p, e in zip(where, probs, expls):
-                results[i] = {"image": chunk[i], **explainer.explain(p, e, threshold, top_n).to_json()}
+            readings = explainer.read_scope(torch.stack(scope_tensors) if explainer.scope is not None else None)
+            for n, (i, p, e) in enumerate(zip(where, probs, expls)):
+                reading = readings[n] if readings is not None else None
+                results[i] = {"image": chunk[i], **explainer.explain(p, e, threshold, top_n, scope=reading).to_json()}
         for result in results:
             assert result is not None
             line, is_error = _json_line(result)

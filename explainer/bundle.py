@@ -4,6 +4,8 @@ Loading never unpickles. The metadata (``explainer`` key of the safetensors head
 and use the pair: format version, architecture, class and explanation names, explanation groups, the class x
 explanation prior matrix, the ranking formula, preprocessing, default threshold and N, training config and measured
 metrics. Tensors are stored under ``main.`` and ``mirror.`` prefixes (optionally in float16 to halve the file).
+A birds file may also hold a frozen scope network ("is this a bird at all?") under ``scope.``, described by the
+metadata key ``scope`` (see :mod:`explainer.scope`); files without one load as before.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 from .models import MirrorPair, build_pair, unwrap
+from .scope import SCOPE_PREFIX, ScopeError, ScopeGate, split_scope_tensors
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = (
@@ -111,6 +114,13 @@ def validate_metadata(meta: dict[str, Any], where: str = "metadata") -> None:
     names = meta.get("explanation_display_names")
     if names is not None and (not _is_name_list(names) or len(names) != n_expl):
         raise BundleError(f"{where}: explanation_display_names must be {n_expl} names")
+    if "scope" in meta:
+        from .scope import ScopeError, validate_scope_metadata
+
+        try:
+            validate_scope_metadata(meta["scope"], f"{where}: scope")
+        except ScopeError as err:
+            raise BundleError(str(err)) from err
     declared = _declared_outputs(meta["architecture"])
     if declared is not None and declared != (n_classes, n_expl):
         raise BundleError(
@@ -135,15 +145,32 @@ def _state_dict(pair: MirrorPair) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in pair.state_dict().items()}
 
 
-def save_bundle(path: str | Path, pair: MirrorPair, meta: dict[str, Any], half: bool = False) -> None:
-    """Write ``pair`` and ``meta`` atomically. ``half`` stores floating tensors as float16 (BatchNorm stats too)."""
-    from safetensors.torch import save
+def save_bundle(
+    path: str | Path,
+    pair: MirrorPair,
+    meta: dict[str, Any],
+    half: bool = False,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write ``pair`` and ``meta`` atomically. ``half`` stores floating tensors as float16 (BatchNorm stats too).
 
+    ``extra_tensors``: prefixed tensors stored as given, e.g. the scope network's (``scope.``, with ``meta["scope"]``).
+    """
     meta = {**meta, "format_version": FORMAT_VERSION, "storage_dtype": "float16" if half else "float32"}
-    validate_metadata(meta, str(path))
     tensors = _state_dict(pair)
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    write_bundle(path, {**tensors, **(extra_tensors or {})}, meta)
+
+
+def write_bundle(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Validate ``meta`` and write ``tensors`` with it, atomically (a reader never sees half a file)."""
+    from safetensors.torch import save
+
+    validate_metadata(meta, str(path))
+    has_scope_tensors = any(key.startswith(SCOPE_PREFIX) for key in tensors)
+    if has_scope_tensors != ("scope" in meta):
+        raise BundleError(f"{path}: scope tensors and the scope description must come together")
     data = save(tensors, metadata={"explainer": json.dumps(meta)})
     atomic_write_bytes(path, data)
 
@@ -180,7 +207,27 @@ def read_bundle(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[MirrorPair, dict[str, Any]]:
     """Rebuild the pair from the file alone (architecture from its metadata), in eval mode and float32."""
+    pair, meta, _ = load_bundle_with_scope(path, device, with_scope=False)
+    return pair, meta
+
+
+def load_bundle_with_scope(
+    path: str | Path, device: str | torch.device = "cpu", with_scope: bool = True
+) -> tuple[MirrorPair, dict[str, Any], ScopeGate | None]:
+    """The pair, its metadata and its scope gate (None for files without one), from one read of the file."""
     tensors, meta = read_bundle(path)
+    tensors, scope_state = split_scope_tensors(tensors)
+    if bool(scope_state) != ("scope" in meta):
+        raise BundleError(
+            f"{path}: "
+            + ("scope tensors without a scope description" if scope_state else "a scope description without tensors")
+        )
+    gate = None
+    if scope_state and with_scope:
+        try:
+            gate = ScopeGate.from_tensors(scope_state, meta["scope"], device)
+        except ScopeError as err:
+            raise BundleError(f"{path}: {err}") from err
     try:
         pair = build_pair(meta["architecture"], coupling="frozen", verify=False)
     except Exception as err:
@@ -207,4 +254,4 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[M
                               "diverged")
     state = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
     pair.load_state_dict(state, strict=True)
-    return pair.to(device).eval(), meta
+    return pair.to(device).eval(), meta, gate

@@ -6,7 +6,7 @@ post-processes cached probabilities: moving a threshold slider or switching an e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from . import postprocess
-from .bundle import load_bundle
+from .bundle import load_bundle_with_scope
+from .scope import ScopeGate, ScopeReading, ScopeResult, article, explanation_scope, gate_result, unmeasured_result
 from .tasks import TASKS, Task, task_for_preprocessing
 from .tasks.base import ImageLike, Preprocessor
 
@@ -35,6 +36,7 @@ class Explanation:
     threshold: float
     top_n: int
     overrides: dict[int, bool] = field(default_factory=dict)
+    scope: ScopeResult = field(default_factory=unmeasured_result)  # out of scope => verdict.questioned
 
     @property
     def predicted_class(self) -> str:
@@ -68,6 +70,7 @@ class Explanation:
             "preferred_class": self.preferred_class,
             "threshold": self.threshold,
             "top_n": self.top_n,
+            **self.scope.to_json(),
         }
 
     def sentence(self) -> str:
@@ -76,6 +79,12 @@ class Explanation:
         n = self.top_n
         top = "top class" if n == 1 else f"top {n} classes"
         case = self.verdict.case
+        if not self.scope.in_scope and self.scope.method == "imagenet-birds":
+            return (
+                f"Questioned: this does not look like a bird: the ImageNet model sees {article(self.scope.looks_like)} "
+                f"(bird classes {100 * self.scope.score:.1f}%, below the {100 * (self.scope.threshold or 0):g}% a "
+                f"bird needs), so '{pred}' is a guess about something this model was not made for."
+            )
         if case == 1 and not np.any(self.ranking_scores > 0):
             return (
                 f"Questioned: no kept explanation supports any class, so nothing backs '{pred}' (case 1); "
@@ -96,7 +105,13 @@ class Explanation:
 class Explainer:
     """A loaded pair and its metadata. Build it with :meth:`load`."""
 
-    def __init__(self, pair: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        pair: torch.nn.Module,
+        meta: dict[str, Any],
+        device: str | torch.device = "cpu",
+        scope: ScopeGate | None = None,
+    ) -> None:
         self.pair = pair.eval()
         self.meta = meta
         self.device = torch.device(device)
@@ -114,11 +129,12 @@ class Explainer:
         self.default_threshold = float(meta["defaults"]["threshold"])
         self.default_top_n = int(meta["defaults"]["top_n"])
         self._preprocess: Preprocessor | None = None
+        self.scope: ScopeGate | None = scope
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Explainer":
-        pair, meta = load_bundle(path, device)
-        return cls(pair, meta, device)
+        pair, meta, scope = load_bundle_with_scope(path, device)
+        return cls(pair, meta, device, scope)
 
     # -- images -> tensors -------------------------------------------------------------------------------------------
 
@@ -158,6 +174,40 @@ class Explainer:
             torch.sigmoid(expl_logits.float()).cpu().numpy(),
         )
 
+    def scope_input(self, image: ImageLike, pair_input: torch.Tensor) -> torch.Tensor | None:
+        """The scope network's input for one image: the pair's own tensor when the preprocessing matches (no second
+        resize), else the gate's transform; None without a gate."""
+        if self.scope is None:
+            return None
+        if self.scope.shares_input_with(self.preprocessing):
+            return pair_input
+        return self.scope.preprocess(image)
+
+    def read_scope(self, batch: torch.Tensor | None) -> list[ScopeReading] | None:
+        """Scope readings for a batch of :meth:`scope_input` tensors; None without a gate."""
+        if self.scope is None or batch is None:
+            return None
+        return self.scope.read_tensors(batch)
+
+    def infer_with_scope(
+        self, images: Sequence[ImageLike], batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray, list[ScopeReading] | None]:
+        """:meth:`infer` plus the scope readings (None when the file has no scope network)."""
+        probs, expls, readings = [], [], []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            pair_inputs = [self.preprocess(im) for im in chunk]
+            p, e = self.infer_tensors(torch.stack(pair_inputs))
+            probs.append(p)
+            expls.append(e)
+            if self.scope is not None:
+                scope_inputs = [self.scope_input(im, t) for im, t in zip(chunk, pair_inputs)]
+                readings += self.scope.read_tensors(torch.stack(scope_inputs))  # type: ignore[arg-type]
+        if not probs:
+            empty = np.zeros((0, len(self.class_names))), np.zeros((0, len(self.explanation_names)))
+            return *empty, ([] if self.scope is not None else None)
+        return np.concatenate(probs), np.concatenate(expls), (readings if self.scope is not None else None)
+
     def infer(self, images: Sequence[ImageLike], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Preprocess and run a list of images in batches."""
         probs, expls = [], []
@@ -184,9 +234,15 @@ class Explainer:
         threshold: float | None = None,
         top_n: int | None = None,
         overrides: Mapping[int, bool] | None = None,
+        scope: ScopeReading | None = None,
     ) -> Explanation:
         """Post-process one sample's cached probabilities. ``overrides`` forces explanations on (True) or off
-        (False)."""
+        (False).
+
+        ``scope``: the scope network's reading of this image (birds files with a gate). Without a gate the scope is
+        the pair's own (shapes, :func:`explainer.scope.explanation_scope`) or unmeasured (older birds files: in scope,
+        score 1.0). A gated model explained without its reading is treated as unmeasured too.
+        """
         threshold, top_n = self.resolve_controls(threshold, top_n)
         expl = np.asarray(explanation_probs, dtype=np.float64).copy()
         overrides = dict(overrides or {})
@@ -196,6 +252,10 @@ class Explainer:
             expl[idx] = 1.0 if on else 0.0
         done = postprocess.process(class_probs, expl, threshold, top_n, self.groups, self.class_explanations,
                                    self.ranking)
+        verdict = done.verdicts[0]
+        scope_result = self.scope_result(expl, threshold, scope)
+        if not scope_result.in_scope:
+            verdict = replace(verdict, questioned=True)  # out of scope is always questioned
         return Explanation(
             class_names=self.class_names,
             explanation_names=self.display_names,
@@ -204,8 +264,17 @@ class Explainer:
             kept_scores=done.kept[0],
             cleaned_scores=postprocess.clean_groups(expl, self.groups),
             ranking_scores=done.scores[0],
-            verdict=done.verdicts[0],
+            verdict=verdict,
             threshold=threshold,
             top_n=top_n,
             overrides=overrides,
+            scope=scope_result,
         )
+
+    def scope_result(self, explanation_probs: np.ndarray, threshold: float, reading: ScopeReading | None) -> ScopeResult:
+        """In or out of scope for one sample (see :meth:`explain`)."""
+        if self.scope is not None and reading is not None:
+            return gate_result(self.scope, reading)
+        if self.task == "shapes":  # the pair's own "none of the four" judgement
+            return explanation_scope(explanation_probs, self.class_explanations, threshold)
+        return unmeasured_result()

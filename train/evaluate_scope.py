@@ -1,0 +1,259 @@
+"""Measure the "is this a bird?" scope gate: CUB photos in scope, non-bird photos out of scope.
+
+Pick the threshold on the official CUB TRAINING photos only (the largest multiple of 0.01 that keeps at least 99.5% of
+them in scope), from the ImageNet weights file alone, no birds bundle needed:
+
+    python train/evaluate_scope.py --pretrained-file .local/lite0.pth --data ../shared/data/cub-200 \
+        --pick-threshold --out runs/scope-pick
+
+Evaluate a weights file's gate (its own threshold) on the 5,794 official CUB test photos and on scikit-image's
+photo-like sample images (none of which is a bird); the same run re-checks the float16 copy against float32 when
+``--pretrained-file`` is also given:
+
+    python train/evaluate_scope.py --weights weights/birds.safetensors --data ../shared/data/cub-200 \
+        --pretrained-file .local/lite0.pth --out runs/eval-scope
+
+Writes ``report.md`` and ``results.json`` (every image's score, top ImageNet class and verdict) into ``--out`` and
+prints a JSON summary. Scores are cached in ``--out`` (``scores-<split>.npz``) so that a rerun skips the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explainer import cub  # noqa: E402
+from explainer.bundle import load_bundle_with_scope  # noqa: E402
+from explainer.scope import ScopeGate, imagenet_gate_from_file, plain_name  # noqa: E402
+from explainer.transforms import load_rgb  # noqa: E402
+
+KEEP_SHARE = 0.995  # the threshold keeps at least this share of CUB training photos in scope
+# scikit-image samples that are photographs (or photo-like scans) of something that is not a bird. Left out:
+# drawings and synthetic patterns (colorwheel, logo, checkerboard, binary_blobs, shepp_logan_phantom) and lfw_subset
+# (25 px crops), reported apart as "other"; samples that need a download (eagle, brain, ...) are unavailable offline.
+SKIMAGE_PHOTOS = (
+    "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass", "gravel", "horse",
+    "hubble_deep_field", "immunohistochemistry", "microaneurysms", "moon", "page", "retina", "rocket",
+    "stereo_motorcycle_left", "stereo_motorcycle_right", "text",
+)
+SKIMAGE_OTHER = ("binary_blobs", "checkerboard", "colorwheel", "logo", "shepp_logan_phantom")
+
+
+def skimage_image(name: str) -> Image.Image:
+    """One scikit-image sample as a PIL image (booleans and floats to 8 bits; the stereo pair split in two)."""
+    import skimage.data
+
+    if name.startswith("stereo_motorcycle_"):
+        left, right, _ = skimage.data.stereo_motorcycle()
+        array = left if name.endswith("left") else right
+    else:
+        array = getattr(skimage.data, name)()
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype.kind == "f":
+        array = np.clip(array * 255.0 if array.max() <= 1.0 else array, 0, 255).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+class _Photos(Dataset):
+    def __init__(self, paths: list[Path], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(load_rgb(self.paths[index]))
+
+
+def score_paths(gate: ScopeGate, paths: list[Path], batch_size: int, workers: int) -> dict[str, np.ndarray]:
+    """Scope score, top class and top non-bird class of every photo."""
+    loader = DataLoader(_Photos(paths, gate.preprocess), batch_size=batch_size, num_workers=workers)
+    scores, tops, others = [], [], []
+    start = time.time()
+    for batch in loader:
+        for reading in gate.read_tensors(batch):
+            scores.append(reading.score)
+            tops.append(reading.top_class)
+            others.append(reading.top_other)
+        done = len(scores)
+        if done % (batch_size * 20) == 0 or done == len(paths):
+            print(f"  {done}/{len(paths)} photos, {done / (time.time() - start):.1f}/s", flush=True)
+    return {"score": np.asarray(scores), "top": np.asarray(tops), "top_other": np.asarray(others)}
+
+
+def cached_scores(out: Path, split: str, gate: ScopeGate, paths: list[Path], args: argparse.Namespace,
+                  tag: str) -> dict[str, np.ndarray]:
+    cache = out / f"scores-{split}-{tag}.npz"
+    if cache.is_file():
+        loaded = dict(np.load(cache))
+        if len(loaded["score"]) == len(paths):
+            print(f"{split}: {len(paths)} cached scores from {cache}", flush=True)
+            return loaded
+    print(f"{split}: scoring {len(paths)} photos", flush=True)
+    scores = score_paths(gate, paths, args.batch_size, args.workers)
+    np.savez(cache, **scores)
+    return scores
+
+
+def pick_threshold(train_scores: np.ndarray, keep: float = KEEP_SHARE) -> float:
+    """The largest multiple of 0.01 that keeps at least ``keep`` of the training photos in scope."""
+    candidates = [t / 100 for t in range(100, -1, -1)]
+    return next(t for t in candidates if np.mean(train_scores >= t - 1e-12) >= keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", help="a birds weights file with a scope network (its threshold is used)")
+    p.add_argument("--pretrained-file", help="the ImageNet weights file the gate is built from (e.g. .local/lite0.pth)")
+    p.add_argument("--model", default="tf_efficientnet_lite0")
+    p.add_argument("--data", required=True, help="folder holding CUB_200_2011/ (or that folder itself)")
+    p.add_argument("--pick-threshold", action="store_true", help="score the training photos and print the threshold")
+    p.add_argument("--threshold", type=float, default=None, help="evaluate at this threshold instead of the file's")
+    p.add_argument("--limit", type=int, default=0, help="at most this many CUB photos per split (smoke runs)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    if not args.weights and not args.pretrained_file:
+        p.error("give --weights (a file with a scope network) or --pretrained-file (ImageNet weights)")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    reference = None
+    if args.pretrained_file:
+        reference = imagenet_gate_from_file(args.pretrained_file, threshold=0.5, model_name=args.model)
+    if args.weights:
+        _, _, gate = load_bundle_with_scope(args.weights)
+        if gate is None:
+            p.error(f"{args.weights} has no scope network: attach one with train/attach_scope.py")
+    else:
+        gate = reference
+    assert gate is not None
+    meta = cub.read_cub(args.data, image_level_attributes=False)
+    results: dict[str, Any] = {"model": gate.description["architecture"], "weights": args.weights}
+
+    def paths_of(indices: np.ndarray) -> list[Path]:
+        chosen = indices[: args.limit] if args.limit else indices
+        return [meta.image_path(int(i)) for i in chosen]
+
+    if args.pick_threshold:
+        train_paths = paths_of(meta.train_indices)
+        train = cached_scores(out, "train", reference or gate, train_paths, args, "reference" if reference else "file")
+        threshold = pick_threshold(train["score"])
+        results["picked_threshold"] = {
+            "threshold": threshold,
+            "rule": f"largest multiple of 0.01 keeping >= {100 * KEEP_SHARE:g}% of CUB training photos in scope",
+            "train_photos": len(train_paths),
+            "train_in_scope": float(np.mean(train["score"] >= threshold)),
+            "train_score_quantiles": {q: float(np.quantile(train["score"], q)) for q in (0.001, 0.005, 0.01, 0.05, 0.5)},
+        }
+        print(json.dumps(results["picked_threshold"]), flush=True)
+    threshold = args.threshold if args.threshold is not None else (
+        results.get("picked_threshold", {}).get("threshold", gate.threshold) if not args.weights else gate.threshold
+    )
+    results["threshold"] = threshold
+
+    if not args.pick_threshold or args.weights:
+        test_paths = paths_of(meta.test_indices)
+        test = cached_scores(out, "test", gate, test_paths, args, "file" if args.weights else "reference")
+        in_scope = test["score"] >= threshold
+        names = gate.class_names
+        missed = np.flatnonzero(~in_scope)
+        results["cub_test"] = {
+            "photos": len(test_paths),
+            "in_scope": int(in_scope.sum()),
+            "share_in_scope": float(in_scope.mean()),
+            "score_quantiles": {q: float(np.quantile(test["score"], q)) for q in (0.001, 0.01, 0.05, 0.5)},
+            "out_of_scope_examples": [
+                {"image": str(test_paths[i].relative_to(meta.images_dir)), "score": float(test["score"][i]),
+                 "looks_like": plain_name(names[int(test["top_other"][i])])}
+                for i in missed[:30]
+            ],
+        }
+        if reference is not None and args.weights:  # the stored (e.g. float16) gate against a float32 rebuild
+            ref = cached_scores(out, "test", reference, test_paths, args, "reference")
+            diff = np.abs(ref["score"] - test["score"])
+            results["stored_vs_float32"] = {
+                "max_abs_score_difference": float(diff.max()),
+                "verdicts_agree": float(np.mean((ref["score"] >= threshold) == in_scope)),
+            }
+
+        rows = []
+        for group, names_ in (("photo", SKIMAGE_PHOTOS), ("other", SKIMAGE_OTHER)):
+            for name in names_:
+                image = skimage_image(name)
+                reading = gate.read_tensors(gate.preprocess(image)[None])[0]
+                rows.append({
+                    "sample": name, "kind": group, "size": list(image.size), "score": reading.score,
+                    "in_scope": bool(reading.score >= threshold),
+                    "top_class": plain_name(gate.class_names[reading.top_class]),
+                    "looks_like": plain_name(gate.class_names[reading.top_other]),
+                })
+        photos = [row for row in rows if row["kind"] == "photo"]
+        results["skimage"] = {
+            "photos": len(photos),
+            "out_of_scope": sum(not row["in_scope"] for row in photos),
+            "share_out_of_scope": float(np.mean([not row["in_scope"] for row in photos])),
+            "max_score": max(row["score"] for row in photos),
+            "rows": rows,
+        }
+        for row in rows:
+            print(f"  {row['sample']:24s} {row['kind']:5s} score {row['score']:.4f} "
+                  f"{'IN ' if row['in_scope'] else 'out'} looks like {row['looks_like']}", flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_report(out / "report.md", results)
+    summary = {k: v for k, v in results.items() if k not in ("skimage", "cub_test")}
+    if "cub_test" in results:
+        summary["cub_test_in_scope"] = results["cub_test"]["share_in_scope"]
+        summary["skimage_out_of_scope"] = results["skimage"]["share_out_of_scope"]
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def write_report(path: Path, results: dict[str, Any]) -> None:
+    lines = ["# Scope gate: is this a bird?", "", f"Threshold: {results['threshold']:g}", ""]
+    if "picked_threshold" in results:
+        pick = results["picked_threshold"]
+        lines += [f"Picked on {pick['train_photos']} CUB training photos: {pick['threshold']:g} ({pick['rule']}); "
+                  f"{100 * pick['train_in_scope']:.2f}% of them in scope.", ""]
+    if "cub_test" in results:
+        test, sk = results["cub_test"], results["skimage"]
+        lines += [
+            f"- CUB official test photos in scope: **{test['in_scope']} of {test['photos']} "
+            f"({100 * test['share_in_scope']:.2f}%)**",
+            f"- scikit-image photos (no bird) out of scope: **{sk['out_of_scope']} of {sk['photos']} "
+            f"({100 * sk['share_out_of_scope']:.1f}%)**, highest score {sk['max_score']:.4f}",
+            "",
+            "| sample | kind | score | verdict | top ImageNet class | best non-bird class |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [f"| {r['sample']} | {r['kind']} | {r['score']:.4f} | {'in' if r['in_scope'] else 'out'} | "
+                  f"{r['top_class']} | {r['looks_like']} |" for r in sk["rows"]]
+        if test["out_of_scope_examples"]:
+            lines += ["", "CUB test photos out of scope (first 30):", ""]
+            lines += [f"- {e['image']}: {e['score']:.3f}, looks like {e['looks_like']}"
+                      for e in test["out_of_scope_examples"]]
+    if "stored_vs_float32" in results:
+        s = results["stored_vs_float32"]
+        lines += ["", f"Stored gate against float32: max score difference {s['max_abs_score_difference']:.2g}, "
+                  f"verdicts agree on {100 * s['verdicts_agree']:.2f}% of the test photos."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
