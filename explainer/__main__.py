@@ -62,8 +62,8 @@ def predict(args: argparse.Namespace) -> int:
             except MemoryError:  # one file must not end the batch
                 results[i] = {"image": path, "error": "the image is too large to process with the memory available"}
         if tensors:
-            probs, expls = explainer.infer_tensors(torch.stack(tensors))
-            readings = explainer.read_scope(torch.stack(scope_tensors) if explainer.scope is not None else None)
+            own = torch.stack(scope_tensors) if scope_tensors[0] is not None else None  # type: ignore[arg-type]
+            probs, expls, readings = explainer.infer_tensors_with_scope(torch.stack(tensors), own)
             for n, (i, p, e) in enumerate(zip(where, probs, expls)):
                 reading = readings[n] if readings is not None else None
                 results[i] = {"image": chunk[i], **explainer.explain(p, e, threshold, top_n, scope=reading).to_json()}

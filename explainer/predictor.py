@@ -6,6 +6,7 @@ post-processes cached probabilities: moving a threshold slider or switching an e
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -130,6 +131,7 @@ class Explainer:
         self.default_top_n = int(meta["defaults"]["top_n"])
         self._preprocess: Preprocessor | None = None
         self.scope: ScopeGate | None = scope
+        self._hook_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Explainer":
@@ -175,19 +177,41 @@ class Explainer:
         )
 
     def scope_input(self, image: ImageLike, pair_input: torch.Tensor) -> torch.Tensor | None:
-        """The scope network's input for one image: the pair's own tensor when the preprocessing matches (no second
-        resize), else the gate's transform; None without a gate."""
-        if self.scope is None:
+        """The scope network's input for one image: None without a gate or when the gate reads the main network's
+        features; the pair's own tensor when the preprocessing matches (no second resize); else the gate's."""
+        if self.scope is None or self.scope.uses_main_trunk:
             return None
         if self.scope.shares_input_with(self.preprocessing):
             return pair_input
         return self.scope.preprocess(image)
 
-    def read_scope(self, batch: torch.Tensor | None) -> list[ScopeReading] | None:
-        """Scope readings for a batch of :meth:`scope_input` tensors; None without a gate."""
-        if self.scope is None or batch is None:
-            return None
-        return self.scope.read_tensors(batch)
+    @torch.inference_mode()
+    def infer_tensors_with_scope(
+        self, batch: torch.Tensor, scope_batch: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[ScopeReading] | None]:
+        """:meth:`infer_tensors` plus the scope readings (None without a gate).
+
+        ``scope_batch``: the stacked :meth:`scope_input` tensors, needed only by a gate with its own trunk. A gate on
+        the main trunk reads the pooled features the pair computes anyway (captured at the main classifier's input).
+        """
+        gate = self.scope
+        if gate is None:
+            return (*self.infer_tensors(batch), None)
+        if not gate.uses_main_trunk:
+            if scope_batch is None:
+                raise ValueError("this scope network needs its own input: pass scope_batch (see scope_input)")
+            probs, expls = self.infer_tensors(batch)
+            return probs, expls, gate.read_tensors(scope_batch)
+        captured: list[torch.Tensor] = []
+        with self._hook_lock:  # the hook sits on a shared module: one capturing forward at a time
+            handle = self.pair.main.get_classifier().register_forward_pre_hook(
+                lambda module, args: captured.append(args[0].detach())
+            )
+            try:
+                probs, expls = self.infer_tensors(batch)
+            finally:
+                handle.remove()
+        return probs, expls, gate.read_tensors(captured[-1])
 
     def infer_with_scope(
         self, images: Sequence[ImageLike], batch_size: int = 64
@@ -197,12 +221,12 @@ class Explainer:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             pair_inputs = [self.preprocess(im) for im in chunk]
-            p, e = self.infer_tensors(torch.stack(pair_inputs))
+            scope_inputs = [self.scope_input(im, t) for im, t in zip(chunk, pair_inputs)]
+            own = torch.stack(scope_inputs) if scope_inputs and scope_inputs[0] is not None else None  # type: ignore
+            p, e, r = self.infer_tensors_with_scope(torch.stack(pair_inputs), own)
             probs.append(p)
             expls.append(e)
-            if self.scope is not None:
-                scope_inputs = [self.scope_input(im, t) for im, t in zip(chunk, pair_inputs)]
-                readings += self.scope.read_tensors(torch.stack(scope_inputs))  # type: ignore[arg-type]
+            readings += r or []
         if not probs:
             empty = np.zeros((0, len(self.class_names))), np.zeros((0, len(self.explanation_names)))
             return *empty, ([] if self.scope is not None else None)

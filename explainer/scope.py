@@ -10,6 +10,13 @@ the threshold and how it was chosen, all 1,000 ImageNet class names). ``scope_sc
 mass of ImageNet's 59 bird classes; an image is **in scope** when ``scope_score >= threshold``. Out of scope, the
 result names the most probable ImageNet class that is not a bird ("the ImageNet model sees a horse").
 
+Two ways to store it (``scope["trunk"]``):
+- ``"own"``: the whole ImageNet network (about 4.7 M parameters for Lite0), run on its own input. Works with any pair.
+- ``"main"``: only the ImageNet classifier (1,000 x features). Allowed only when the pair's main network *is* that
+  ImageNet network up to its pooled features (a frozen backbone: ``train/attach_scope.py`` checks every tensor), so
+  the gate reads the pooled features the main network computes anyway: one forward serves both, and the gate costs
+  a matrix product.
+
 Shapes (no scope network): the pair's own "none of the four" judgement, see :func:`explanation_scope`.
 
 Bundles without a scope network (older birds files) still load: every image is then in scope with
@@ -32,6 +39,7 @@ SCOPE_FORMAT = 1
 IMAGENET_BIRD_RANGES: tuple[tuple[int, int], ...] = ((7, 24), (80, 100), (127, 146))
 IMAGENET_BIRD_CLASSES: tuple[int, ...] = tuple(i for lo, hi in IMAGENET_BIRD_RANGES for i in range(lo, hi + 1))
 SCOPE_METHODS = ("imagenet-birds", "explanations", "none")
+TRUNKS = ("own", "main")
 _REQUIRED = ("format", "architecture", "preprocessing", "in_scope_classes", "threshold", "class_names", "score")
 
 
@@ -77,6 +85,10 @@ def validate_scope_metadata(scope: Any, where: str = "scope") -> None:
     chosen = scope["in_scope_classes"]
     if not chosen or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_classes for i in chosen):
         raise ScopeError(f"{where}: in_scope_classes must be class indices from 0 to {n_classes - 1}")
+    if scope.get("trunk", "own") not in TRUNKS:
+        raise ScopeError(f"{where}: trunk {scope.get('trunk')!r} is not one of {TRUNKS}")
+    if scope.get("trunk") == "main" and not isinstance(architecture.get("num_features"), int):
+        raise ScopeError(f"{where}: a scope that shares the main trunk needs architecture.num_features")
     threshold = scope["threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise ScopeError(f"{where}: threshold must be a number from 0 to 1, got {threshold!r}")
@@ -88,11 +100,52 @@ def validate_scope_metadata(scope: Any, where: str = "scope") -> None:
         raise ScopeError(f"{where}: {err}") from err
 
 
-def build_scope_network(architecture: Mapping[str, Any]) -> nn.Module:
+class ClassifierOnly(nn.Module):
+    """The ImageNet classifier alone (trunk "main"): pooled features in, logits out; named like timm's head."""
+
+    def __init__(self, num_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(num_features, n_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(features)
+
+
+def build_scope_network(architecture: Mapping[str, Any], trunk: str = "own") -> nn.Module:
     """The scope classifier, built from its description, with random weights (load them after)."""
+    if trunk == "main":
+        return ClassifierOnly(int(architecture["num_features"]), int(architecture["n_classes"]))
     import timm
 
     return timm.create_model(str(architecture["model_name"]), pretrained=False, num_classes=int(architecture["n_classes"]))
+
+
+def classifier_only(network: nn.Module) -> ClassifierOnly:
+    """The classifier of a full timm ImageNet network, as a trunk-"main" scope network (weights shared, not copied)."""
+    head = network.get_classifier()
+    only = ClassifierOnly(head.in_features, head.out_features)
+    only.classifier = head
+    return only.eval()
+
+
+def trunk_difference(
+    main_tensors: Mapping[str, torch.Tensor], imagenet: nn.Module, stored_dtype: torch.dtype
+) -> str | None:
+    """None when the pair's main network equals the ImageNet network in every tensor but the classifier (the ImageNet
+    tensors rounded to ``stored_dtype`` first, as the file stores them); else the first difference, in words."""
+    head = {id(p) for p in imagenet.get_classifier().parameters()}
+    head_names = {name for name, p in imagenet.named_parameters() if id(p) in head}
+    for key, value in imagenet.state_dict().items():
+        if key in head_names or key.endswith("num_batches_tracked"):
+            continue
+        if key not in main_tensors:
+            return f"the main network has no tensor {key}"
+        mine = main_tensors[key]
+        if mine.shape != value.shape:
+            return f"main tensor {key} has shape {tuple(mine.shape)}, the ImageNet network {tuple(value.shape)}"
+        if not torch.equal(mine.float(), value.to(stored_dtype).float()):
+            return f"main tensor {key} differs from the ImageNet weights (the backbone was trained)"
+    return None
 
 
 def scope_tensors(network: nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
@@ -136,6 +189,7 @@ class ScopeGate:
         self.in_scope_classes = np.asarray(description["in_scope_classes"], dtype=np.int64)
         self.preprocessing: dict[str, Any] = dict(description["preprocessing"])
         self.subject: str = str(description.get("subject", "bird"))
+        self.trunk: str = str(description.get("trunk", "own"))
         mask = np.zeros(len(self.class_names), dtype=bool)
         mask[self.in_scope_classes] = True
         self._in_mask = torch.from_numpy(mask)
@@ -147,7 +201,7 @@ class ScopeGate:
     ) -> "ScopeGate":
         """Rebuild from a weights file's scope tensors (prefix removed) and description; every tensor is checked."""
         validate_scope_metadata(description)
-        network = build_scope_network(description["architecture"])
+        network = build_scope_network(description["architecture"], str(description.get("trunk", "own")))
         expected = network.state_dict()
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected))
@@ -161,6 +215,11 @@ class ScopeGate:
                 raise ScopeError(f"scope tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(wanted.shape)}")
         network.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
         return cls(network, description, device)
+
+    @property
+    def uses_main_trunk(self) -> bool:
+        """True when the gate reads the main network's pooled features instead of running a network of its own."""
+        return self.trunk == "main"
 
     def shares_input_with(self, preprocessing: Mapping[str, Any]) -> bool:
         """True when the pair's input tensor is exactly what this network wants, so one preprocessing serves both."""
@@ -186,8 +245,13 @@ class ScopeGate:
 
     @torch.inference_mode()
     def read_tensors(self, batch: torch.Tensor) -> list[ScopeReading]:
-        """Score a preprocessed batch (N, 3, H, W)."""
-        probs = torch.softmax(self.network(batch.to(self.device, torch.float32)).float(), dim=1).cpu()
+        """Score a preprocessed batch (N, 3, H, W) (trunk "own"), or pooled features (N, F) (trunk "main")."""
+        return self.read_logits(self.network(batch.to(self.device, torch.float32)))
+
+    @torch.inference_mode()
+    def read_logits(self, logits: torch.Tensor) -> list[ScopeReading]:
+        """Readings from the ImageNet logits (N, 1000)."""
+        probs = torch.softmax(logits.float(), dim=1).cpu()
         inside = probs[:, self._in_mask].sum(dim=1)
         others = probs.masked_fill(self._in_mask[None], -1.0)
         top_other_p, top_other = others.max(dim=1)
@@ -262,12 +326,18 @@ def scope_description(
     source: str = "",
     threshold_selection: str = "",
     storage_dtype: str = "float32",
+    trunk: str = "own",
+    num_features: int | None = None,
 ) -> dict[str, Any]:
     """The ``scope`` metadata entry: everything needed to rebuild and read the gate from the file alone."""
+    architecture: dict[str, Any] = {"family": "timm", "model_name": model_name, "n_classes": len(class_names)}
+    if num_features is not None:
+        architecture["num_features"] = int(num_features)
     description = {
         "format": SCOPE_FORMAT,
         "subject": "bird",
-        "architecture": {"family": "timm", "model_name": model_name, "n_classes": len(class_names)},
+        "trunk": trunk,
+        "architecture": architecture,
         "preprocessing": dict(preprocessing),
         "in_scope_classes": [int(i) for i in in_scope_classes],
         "in_scope_class_names": [plain_name(class_names[int(i)]) for i in in_scope_classes],
@@ -321,5 +391,15 @@ def imagenet_gate_from_file(
         names,
         source=source,
         threshold_selection=threshold_selection,
+        num_features=int(network.get_classifier().in_features),
     )
     return ScopeGate(network, description, device)
+
+
+def main_trunk_gate(full: ScopeGate, preprocessing: Mapping[str, Any]) -> ScopeGate:
+    """The same gate reading the main network's pooled features (trunk "main"): only the classifier is kept.
+
+    The caller must have checked :func:`trunk_difference`; ``preprocessing`` is the pair's, which the gate then sees.
+    """
+    description = {**full.description, "trunk": "main", "preprocessing": dict(preprocessing)}
+    return ScopeGate(classifier_only(full.network), description, full.device)

@@ -60,3 +60,23 @@ def save_imagenet_pth(path: str | Path, winner: int = GOLDFINCH) -> Path:
 
 
 assert GOLDFINCH in IMAGENET_BIRD_CLASSES and HORSE not in IMAGENET_BIRD_CLASSES
+
+
+def make_frozen_birds_bundle(path: str | Path, imagenet: torch.nn.Module, half: bool = False) -> Path:
+    """A birds bundle whose main network is ``imagenet``'s backbone untouched (a frozen-backbone pair) with its own
+    5-class classifier, in the bundle's storage type."""
+    from bundles import birds_like_metadata
+
+    from explainer.bundle import save_bundle
+    from explainer.models import build_pair
+
+    architecture = {"family": "timm", "model_name": SCOPE_MODEL, "n_classes": 5, "n_explanations": 12, "join": "add"}
+    torch.manual_seed(1)
+    pair = build_pair(architecture, verify=False)
+    backbone = {k: v for k, v in imagenet.state_dict().items() if not k.startswith("classifier.")}
+    missing, _ = pair.main.load_state_dict(backbone, strict=False)
+    assert sorted(missing) == ["classifier.bias", "classifier.weight"]
+    meta = birds_like_metadata(5, 12, architecture)
+    meta["preprocessing"] = {**meta["preprocessing"], "mean": [0.5] * 3, "std": [0.5] * 3}
+    save_bundle(path, pair, meta, half=half)
+    return Path(path)

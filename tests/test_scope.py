@@ -283,3 +283,55 @@ def test_attach_scope_refuses_bad_input_in_plain_words(tmp_path, birds_file, att
                   "test_efficientnet")
     assert done.returncode == 2 and "wrong.pth" in done.stderr and "Traceback" not in done.stderr
     assert copy.read_bytes() == Path(birds_file).read_bytes()  # a failed attach leaves the file as it was
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_a_frozen_backbone_shares_its_trunk_with_the_gate(tmp_path, attach, half):
+    """Only the ImageNet classifier is stored, and reading the main network's features gives the full network's
+    answer on the same input."""
+    from scope_fixtures import fixed_answer_network, make_frozen_birds_bundle
+
+    imagenet = fixed_answer_network(HORSE, seed=3)
+    with torch.no_grad():  # a classifier that depends on the image, so that equal answers mean something
+        imagenet.get_classifier().weight.normal_(0, 0.5)
+        imagenet.get_classifier().bias.zero_()
+    pth = tmp_path / "imagenet.pth"
+    torch.save(imagenet.state_dict(), pth)
+    frozen = make_frozen_birds_bundle(tmp_path / "frozen.safetensors", imagenet, half=half)
+    done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet",
+                  "--threshold", "0.3", "--output", str(tmp_path / "main.safetensors"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["trunk"] == "main"
+    tensors, meta = read_bundle(tmp_path / "main.safetensors")
+    assert sorted(k for k in tensors if k.startswith(SCOPE_PREFIX)) == ["scope.classifier.bias", "scope.classifier.weight"]
+    assert meta["scope"]["trunk"] == "main" and meta["scope"]["preprocessing"] == meta["preprocessing"]
+    done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet",
+                  "--threshold", "0.3", "--trunk", "own", "--output", str(tmp_path / "own.safetensors"))
+    assert done.returncode == 0, done.stderr
+    shared, own = Explainer.load(tmp_path / "main.safetensors"), Explainer.load(tmp_path / "own.safetensors")
+    images = [photo(seed) for seed in range(4)]
+    _, _, shared_readings = shared.infer_with_scope(images)
+    _, _, own_readings = own.infer_with_scope(images)
+    scores = [r.score for r in shared_readings]
+    assert len(set(np.round(scores, 6))) > 1  # the fixture's answer depends on the image
+    assert scores == pytest.approx([r.score for r in own_readings], abs=1e-5)
+    assert [r.top_class for r in shared_readings] == [r.top_class for r in own_readings]
+
+
+def test_a_trained_backbone_keeps_its_own_gate(tmp_path, birds_file, attach):
+    from scope_fixtures import fixed_answer_network, make_frozen_birds_bundle
+
+    imagenet = fixed_answer_network(HORSE)
+    frozen = make_frozen_birds_bundle(tmp_path / "frozen.safetensors", imagenet)
+    tensors, meta = read_bundle(frozen)
+    key = next(k for k in tensors if k.startswith("main.conv_stem"))
+    tensors[key] = tensors[key] + 0.01  # one step of training is enough to make the trunks differ
+    write_bundle(frozen, tensors, meta)
+    pth = tmp_path / "imagenet.pth"
+    torch.save(imagenet.state_dict(), pth)
+    done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet")
+    assert done.returncode == 0 and json.loads(done.stdout)["trunk"] == "own"
+    assert "conv_stem" in json.loads(done.stdout)["trunk_check"]
+    done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet",
+                  "--trunk", "main")
+    assert done.returncode == 2 and "conv_stem" in done.stderr
