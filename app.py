@@ -129,9 +129,11 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
         return
     app = webapp.TaskApp(model, preview_folder=PREVIEW_FOLDER)
     description = (model.explainer.meta.get("description") or "") if model.explainer is not None else ""
-    note = spec.model_note(description)
+    note = spec.model_note(description, model.explainer.meta if model.explainer is not None else None)
     if note:
-        gr.Markdown(note)
+        gr.Markdown(note, elem_id=f"{task}-model")
+    with gr.Accordion(f"The {app.n_classes} {spec.class_word} this model knows", open=False):
+        gr.Markdown(webapp.class_list_markdown(app.class_names), elem_id=f"{task}-class-list")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=300):
             sketch = None

@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import postprocess
 from .bundle import load_bundle_with_scope
-from .scope import ScopeGate, ScopeReading, ScopeResult, article, explanation_scope, gate_result, unmeasured_result
+from .scope import ScopeGate, ScopeReading, ScopeResult, article, gate_result, unmeasured_result
 from .tasks import TASKS, Task, task_for_preprocessing
 from .tasks.base import ImageLike, Preprocessor
 
@@ -81,10 +81,12 @@ class Explanation:
         top = "top class" if n == 1 else f"top {n} classes"
         case = self.verdict.case
         if not self.scope.in_scope and self.scope.method == "imagenet-birds":
+            subject = self.scope.subject or "bird"
             return (
-                f"Questioned: this does not look like a bird: the ImageNet model sees {article(self.scope.looks_like)} "
-                f"(bird classes {100 * self.scope.score:.1f}%, below the {100 * (self.scope.threshold or 0):g}% a "
-                f"bird needs), so '{pred}' is a guess about something this model was not made for."
+                f"Questioned: this does not look like {article(subject)}: the ImageNet model sees "
+                f"{article(self.scope.looks_like or 'something else')} ({subject} classes "
+                f"{100 * self.scope.score:.1f}%, below the {100 * (self.scope.threshold or 0):g}% needed), so "
+                f"'{pred}' is a guess about something this model was not made for."
             )
         if case == 1 and not np.any(self.ranking_scores > 0):
             return (
@@ -295,10 +297,10 @@ class Explainer:
             scope=scope_result,
         )
 
-    def scope_result(self, explanation_probs: np.ndarray, threshold: float, reading: ScopeReading | None) -> ScopeResult:
+    def scope_result(
+        self, explanation_probs: np.ndarray, threshold: float, reading: ScopeReading | None
+    ) -> ScopeResult:
         """In or out of scope for one sample (see :meth:`explain`)."""
         if self.scope is not None and reading is not None:
             return gate_result(self.scope, reading)
-        if self.task == "shapes":  # the pair's own "none of the four" judgement
-            return explanation_scope(explanation_probs, self.class_explanations, threshold)
-        return unmeasured_result()
+        return (self.task_spec or Task()).own_scope(explanation_probs, self.class_explanations, threshold)

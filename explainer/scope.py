@@ -117,7 +117,8 @@ def build_scope_network(architecture: Mapping[str, Any], trunk: str = "own") -> 
         return ClassifierOnly(int(architecture["num_features"]), int(architecture["n_classes"]))
     import timm
 
-    return timm.create_model(str(architecture["model_name"]), pretrained=False, num_classes=int(architecture["n_classes"]))
+    name, n_classes = str(architecture["model_name"]), int(architecture["n_classes"])
+    return timm.create_model(name, pretrained=False, num_classes=n_classes)
 
 
 def classifier_only(network: nn.Module) -> ClassifierOnly:
@@ -212,7 +213,9 @@ class ScopeGate:
             )
         for key, wanted in expected.items():
             if tensors[key].shape != wanted.shape:
-                raise ScopeError(f"scope tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(wanted.shape)}")
+                raise ScopeError(
+                    f"scope tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(wanted.shape)}"
+                )
         network.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
         return cls(network, description, device)
 
@@ -278,6 +281,7 @@ class ScopeResult:
     method: str  # one of SCOPE_METHODS
     looks_like: str | None = None  # birds: plain words for what the ImageNet model sees instead
     threshold: float | None = None
+    subject: str | None = None  # what in scope means ("bird")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -293,7 +297,7 @@ def gate_result(gate: ScopeGate, reading: ScopeReading) -> ScopeResult:
     """A scope network's reading as a result: out of scope names the best non-bird class; in scope the top class."""
     inside = gate.in_scope(reading)
     looks_like = gate.describe(reading.top_class if inside else reading.top_other)
-    return ScopeResult(inside, reading.score, "imagenet-birds", looks_like, gate.threshold)
+    return ScopeResult(inside, reading.score, "imagenet-birds", looks_like, gate.threshold, gate.subject)
 
 
 def unmeasured_result() -> ScopeResult:
@@ -314,7 +318,8 @@ def explanation_scope(
     probs = np.asarray(explanation_probs, dtype=np.float64)
     used = np.asarray(class_explanations, dtype=np.float64).max(axis=0) > 0
     score = float(probs[used].max()) if used.any() else 0.0
-    return ScopeResult(bool(score >= threshold), float(min(max(score, 0.0), 1.0)), "explanations", None, float(threshold))
+    score = float(min(max(score, 0.0), 1.0))
+    return ScopeResult(bool(score >= threshold), score, "explanations", None, float(threshold))
 
 
 def scope_description(

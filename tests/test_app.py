@@ -490,7 +490,11 @@ def test_ranking_chart_cut_tie_and_appended_prediction() -> None:
     main = [t for t in far["data"] if t["name"] == "main prediction"][0]
     assert main["marker"]["color"] == charts.ACCENT and far["layout"]["shapes"][0]["y0"] == 1.5
     weighted = charts.ranking_chart(names, np.array([3.0, 2.0, 1.0, 0.5, 0.0]), 0, 1, 5, normalized=False)
-    assert weighted["layout"]["xaxis"]["range"][1] > 3.0 and "3.00" in weighted["data"][0]["text"]
+    # weighted scores have no unit a person knows: shown as a share of the best class, raw score in the hover
+    assert weighted["data"][0]["text"][0] == "100.0%" and weighted["layout"]["xaxis"]["tickformat"] == ".0%"
+    texts = [t for trace in weighted["data"] if trace.get("type") == "bar" for t in trace["text"]]
+    assert texts == ["100.0%", "66.7%", "33.3%", "16.7%", "0.0%"]
+    assert "of the best (score 2)" in weighted["data"][1]["hovertext"][0] and "% of the best" in str(weighted["layout"])
 
 
 def test_explanation_chart_keeps_forced_rows_and_unique_labels() -> None:

@@ -254,7 +254,8 @@ def test_attach_scope_writes_a_working_gate_and_keeps_the_pair(tmp_path, birds_f
     assert {k: v for k, v in after_meta.items() if k != "scope"} == before_meta
     scope = after_meta["scope"]
     assert scope["threshold"] == 0.3 and len(scope["class_names"]) == 1000
-    assert scope["in_scope_classes"] == list(IMAGENET_BIRD_CLASSES) and "training photos" in scope["threshold_selection"]
+    assert scope["in_scope_classes"] == list(IMAGENET_BIRD_CLASSES)
+    assert "training photos" in scope["threshold_selection"]
     result = run_one(Explainer.load(out), photo())
     assert not result.scope.in_scope and result.scope.looks_like == "sorrel"
 
@@ -303,7 +304,8 @@ def test_a_frozen_backbone_shares_its_trunk_with_the_gate(tmp_path, attach, half
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["trunk"] == "main"
     tensors, meta = read_bundle(tmp_path / "main.safetensors")
-    assert sorted(k for k in tensors if k.startswith(SCOPE_PREFIX)) == ["scope.classifier.bias", "scope.classifier.weight"]
+    stored = sorted(k for k in tensors if k.startswith(SCOPE_PREFIX))
+    assert stored == ["scope.classifier.bias", "scope.classifier.weight"]
     assert meta["scope"]["trunk"] == "main" and meta["scope"]["preprocessing"] == meta["preprocessing"]
     done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet",
                   "--threshold", "0.3", "--trunk", "own", "--output", str(tmp_path / "own.safetensors"))

@@ -38,11 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explainer.bundle import BundleError, load_bundle_with_scope, read_bundle, write_bundle  # noqa: E402
-from explainer.pretrained import PretrainedWeightsError  # noqa: E402
-from explainer.scope import (  # noqa: E402
+from explainer.bundle import BundleError, load_bundle_with_scope, read_bundle, write_bundle
+from explainer.pretrained import PretrainedWeightsError
+from explainer.scope import (
     SCOPE_PREFIX,
     ScopeError,
     imagenet_gate_from_file,

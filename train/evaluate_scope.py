@@ -31,12 +31,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explainer import cub  # noqa: E402
-from explainer.bundle import load_bundle_with_scope  # noqa: E402
-from explainer.scope import ScopeGate, imagenet_gate_from_file, plain_name  # noqa: E402
-from explainer.transforms import load_rgb  # noqa: E402
+from explainer import cub
+from explainer.bundle import load_bundle_with_scope
+from explainer.scope import ScopeGate, imagenet_gate_from_file, plain_name
+from explainer.transforms import load_rgb
 
 KEEP_SHARE = 0.995  # the threshold keeps at least this share of CUB training photos in scope
 # scikit-image samples that are photographs (or photo-like scans) of something that is not a bird. Left out:
@@ -160,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             "rule": f"largest multiple of 0.01 keeping >= {100 * KEEP_SHARE:g}% of CUB training photos in scope",
             "train_photos": len(train_paths),
             "train_in_scope": float(np.mean(train["score"] >= threshold)),
-            "train_score_quantiles": {q: float(np.quantile(train["score"], q)) for q in (0.001, 0.005, 0.01, 0.05, 0.5)},
+            "train_score_quantiles": {q: float(np.quantile(train["score"], q))
+                                      for q in (0.001, 0.005, 0.01, 0.05, 0.5)},
         }
         print(json.dumps(results["picked_threshold"]), flush=True)
     threshold = args.threshold if args.threshold is not None else (

@@ -275,7 +275,9 @@ def ranking_chart(
     Shows the best ``top_k`` classes, or all classes inside the top-N cut if more (ties at the cut are inside, and
     the predicted class comes first among its ties); the predicted class is appended with its rank when it falls
     outside. Highlights the main prediction in the accent colour and draws the top-N cut as a dashed line.
-    ``normalized`` scores are shares in [0, 1] and shown in percent; weighted scores are plain numbers.
+    ``normalized`` scores are shares in [0, 1] (of the class's explanations) and shown in percent. Weighted scores
+    (the birds ranking: kept probabilities x the class's attribute frequencies, summed) have no unit a person knows,
+    so they are shown as a share of the best class's score (100% = the best class); the hover keeps the raw score.
     """
     scores = np.asarray(ranking_scores, dtype=np.float64)
     if scores.ndim != 1 or scores.size != len(class_names):
@@ -292,25 +294,27 @@ def ranking_chart(
     shown = order[: max(top_k, len(inside_cut))]
     if predicted_class not in shown:
         shown.append(predicted_class)
+    best_score = float(scores.max()) if scores.size else 0.0
+    shown_values = scores if normalized else (scores / best_score if best_score > 0 else np.zeros_like(scores))
     names, categories, text, hover = [], [], [], []
     for c in shown:
         mark = " ◀" if c == predicted_class else ""  # the colour and the legend say "main prediction"
         names.append(wrap_label(f"{position[c]}. {class_names[c]}{mark}"))
         categories.append("main prediction" if c == predicted_class
                           else f"inside the top {top_n}" if c in inside_cut else "outside")
-        value = float(scores[c])
-        text.append(_percent(value) if normalized else f"{value:.2f}")
-        hover.append(f"#{position[c]} {class_names[c]}: {text[-1]}" + (" (main prediction)" if mark else ""))
+        value = float(shown_values[c])
+        text.append(_percent(value))
+        detail = "" if normalized else f" of the best (score {float(scores[c]):.3g})"
+        hover.append(f"#{position[c]} {class_names[c]}: {text[-1]}{detail}" + (" (main prediction)" if mark else ""))
     labels = _unique(names)
     colours = {"main prediction": ACCENT, f"inside the top {top_n}": SUPPORT, "outside": MUTED}
-    data = _grouped_bars(shown, labels, categories, colours, scores, text, hover)
+    data = _grouped_bars(shown, labels, categories, colours, shown_values, text, hover)
     cut_after = sum(1 for c in shown if c in inside_cut)  # rows inside the cut come first
     draw_cut = cut_after < len(shown)
     if draw_cut:
         data.append(_legend_line(f"top-{top_n} cut"))
-    best = max([float(scores[c]) for c in shown] + [0.0])
-    x_range = [0, 1] if normalized else [0, (best if best > 0 else 1.0) * 1.05]
-    layout = _layout("Classes ranked by the explanations", labels, x_range, len(data), normalized)
+    title = "Classes ranked by the explanations" + ("" if normalized else " (score as % of the best class)")
+    layout = _layout(title, labels, [0, 1], len(data), True)
     layout["annotations"] += _value_column(labels, text)
     if draw_cut:  # between the last row inside the cut and the next (category positions are 0-based)
         layout["shapes"].append({"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1,

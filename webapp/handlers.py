@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -36,6 +36,7 @@ from PIL import Image
 
 from explainer.imagecheck import ImageError, check_image
 from explainer.predictor import Explainer, Explanation
+from explainer.scope import ScopeReading, article
 from explainer.tasks import ImageCheckError
 
 from . import charts
@@ -188,6 +189,10 @@ class TaskApp:
         return min(max(5, self.default_top_n), self.top_k_max)
 
     @property
+    def class_names(self) -> list[str]:
+        return list(self._explainer.class_names)
+
+    @property
     def explanation_choices(self) -> list[str]:
         """The intervention controls' choices: display names, so that API callers send names, not indices."""
         return list(self._explainer.display_names)
@@ -240,11 +245,37 @@ class TaskApp:
 
     # -- rendering ---------------------------------------------------------------------------------------------------
 
+    def _scope_line(self, explanation: Explanation) -> str:
+        """Whether the image is something this model was made for, in plain words."""
+        scope = explanation.scope
+        if scope.method == "imagenet-birds":
+            subject = scope.subject or "bird"
+            needed = f"{100 * (scope.threshold or 0):g}%"
+            score = f"{subject} classes {100 * scope.score:.1f}%, at least {needed} needed"
+            if scope.in_scope:
+                return (f"**Is it {article(subject)}?** Yes: the ImageNet model sees "
+                        f"{article(scope.looks_like or 'a ' + subject)} ({score}).")
+            return (f"**Is it {article(subject)}?** This does not look like {article(subject)}: the ImageNet model "
+                    f"sees {article(scope.looks_like or 'something else')} ({score}). The species named above is a "
+                    "guess about something this model was not made for.")
+        if scope.method == "explanations":
+            strongest = (f"the strongest explanation is {100 * scope.score:.0f}% "
+                         f"(threshold {100 * explanation.threshold:g}%)")
+            if scope.in_scope:
+                return f"**One of the classes this model knows?** Yes: {strongest}."
+            return (f"**One of the classes this model knows?** No: {strongest}, so no explanation supports any "
+                    "class; the image may be none of them.")
+        return ("**In scope?** Not checked: this weights file has no scope network (`train/attach_scope.py` adds "
+                "one), so every image is taken as in scope.")
+
     def _status(self, explanation: Explanation, note: str) -> str:
         verdict = explanation.verdict
         pred = explanation.predicted_class
         prob = float(explanation.class_probs[verdict.predicted_class])
-        if verdict.questioned:
+        if not explanation.scope.in_scope and explanation.scope.method == "imagenet-birds":
+            subject = explanation.scope.subject or "bird"
+            head = f'<span class="badge badge-questioned">⚠ Questioned · not {article(subject)}</span>'
+        elif verdict.questioned:
             head = f'<span class="badge badge-questioned">⚠ Questioned · case {verdict.case}</span>'
         elif verdict.case == 2:
             head = '<span class="badge badge-consistent">✔ Consistent · case 2 (tie)</span>'
@@ -257,7 +288,8 @@ class TaskApp:
             )
         else:  # every class scores 0: a "rank 1" of a four-way tie at zero would read as support
             preference = "**explanations prefer:** no class (none is supported)"
-        lines = [head, f"**Main network:** {pred} ({100 * prob:.1f}%) · {preference}", explanation.sentence()]
+        lines = [head, f"**Main network:** {pred} ({100 * prob:.1f}%) · {preference}", explanation.sentence(),
+                 self._scope_line(explanation)]
         forced_on = [self._explainer.display_names[i] for i, on in explanation.overrides.items() if on]
         forced_off = [self._explainer.display_names[i] for i, on in explanation.overrides.items() if not on]
         if forced_on or forced_off:
@@ -281,12 +313,13 @@ class TaskApp:
         show_raw: bool = False,
         force_present: Sequence[Any] | None = None,
         force_absent: Sequence[Any] | None = None,
+        scope: ScopeReading | None = None,
     ) -> RenderOutputs:
         """Post-process cached probabilities and draw the three charts (no network). Raises UserInputError."""
         threshold_value, top_n_value, top_k_value = self._controls(threshold, top_n, top_k)
         overrides, note = self._overrides(force_present, force_absent)
         exp = self._explainer
-        explanation = exp.explain(class_probs, explanation_probs, threshold_value, top_n_value, overrides)
+        explanation = exp.explain(class_probs, explanation_probs, threshold_value, top_n_value, overrides, scope)
         result = explanation.to_json()
         result["overrides"] = {exp.display_names[i]: on for i, on in overrides.items()}
         result["rank"] = explanation.verdict.rank
@@ -330,13 +363,18 @@ class TaskApp:
         except ValueError as err:  # NothingToClassify (blank drawing) and other bad-input errors say why
             text = str(err)
             raise UserInputError(text[:1].upper() + text[1:]) from err
-        class_probs, explanation_probs = self._explainer.infer_tensors(tensor[None])
+        scope_input = self._explainer.scope_input(image, tensor)
+        class_probs, explanation_probs, readings = self._explainer.infer_tensors_with_scope(
+            tensor[None], None if scope_input is None else scope_input[None]
+        )
         cache = {
             "task": self.model.task,
             "class_probs": class_probs[0].astype(np.float32),
             "explanation_probs": explanation_probs[0].astype(np.float32),
+            "scope": None if readings is None else asdict(readings[0]),
         }
-        rendered = self.render(cache["class_probs"], cache["explanation_probs"], *controls, show_raw)
+        rendered = self.render(cache["class_probs"], cache["explanation_probs"], *controls, show_raw,
+                               scope=readings[0] if readings else None)
         preview: Image.Image | str = self._explainer.preview(tensor, self.preview_size)
         if self.preview_folder is not None:
             preview = write_preview(preview, self.preview_folder)
@@ -442,8 +480,9 @@ class TaskApp:
         if not cache or cache.get("task") != self.model.task:
             return RenderOutputs(None, self.prompt, None, None, None)
         try:
+            reading = ScopeReading(**cache["scope"]) if cache.get("scope") else None
             return self.render(cache["class_probs"], cache["explanation_probs"], threshold, top_n, top_k, show_raw,
-                               force_present, force_absent)
+                               force_present, force_absent, reading)
         except UserInputError as err:
             _warn(str(err))
             return RenderOutputs({"error": str(err)}, f"**{err}**", None, None, None)

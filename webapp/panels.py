@@ -3,6 +3,7 @@ example images written at startup."""
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import tempfile
@@ -156,6 +157,15 @@ def about_markdown(model: TaskModel) -> str:
     if isinstance(training, Mapping) and training:
         parts.append(_details("Training data and settings", _scalar_lines(training)))
     return "\n\n".join(parts)
+
+
+def class_list_markdown(class_names: list[str], columns: int = 4) -> str:
+    """Every class the model knows, numbered, in a few columns (an HTML table: Markdown lists would be 200 lines)."""
+    rows = -(-len(class_names) // columns)
+    cells = [[f"{i + 1}. {class_names[i]}" if i < len(class_names) else "" for i in range(r, r + rows * columns, rows)]
+             for r in range(rows)]
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+    return f'<table class="class-list">{body}</table>'
 
 
 def unavailable_markdown(model: TaskModel) -> str:

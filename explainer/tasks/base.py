@@ -64,13 +64,23 @@ class Task:
         """The network's input as a picture ``size`` pixels square ("what the network sees")."""
         raise NotImplementedError
 
-    def model_note(self, description: str) -> str:
-        """Markdown the app shows above the inputs, from the weights' description; nothing by default."""
+    class_word: ClassVar[str] = "classes"  # what the app calls the classes ("species")
+
+    def model_note(self, description: str, meta: Mapping[str, Any] | None = None) -> str:
+        """Markdown the app shows above the inputs, from the weights' description and metadata; nothing by
+        default."""
         return ""
 
     def display_names(self, meta: Mapping[str, Any]) -> list[str]:
         """The explanation names people read: the weights' display names, else the explanation names."""
         return list(meta.get("explanation_display_names") or meta["explanation_names"])
+
+    def own_scope(self, explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float) -> Any:
+        """In or out of scope judged by the pair itself, for files without a scope network: by default nothing is
+        measured and every image is in scope (``scope_score`` 1.0, ``scope_method`` "none")."""
+        from ..scope import unmeasured_result
+
+        return unmeasured_result()
 
     def sample_image(self) -> np.ndarray:
         """A synthetic input for benchmarks (no data needed)."""

@@ -24,6 +24,7 @@ class ShapesTask(Task):
     prompt: ClassVar[str] = "*Draw a shape and press **Classify drawing**, upload an image, or click an example.*"
     input_label: ClassVar[str] = "Image of a shape"
     drawable: ClassVar[bool] = True
+    class_word: ClassVar[str] = "shapes"
 
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
         """Grey, cropped to the ink, 64 px in [0, 1]; raises :class:`explainer.shape_input.NothingToClassify` for a
@@ -71,6 +72,13 @@ class ShapesTask(Task):
                               "margin": margin},
             "defaults": {"threshold": 0.5, "top_n": 1},
         }
+
+    def own_scope(self, explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float) -> Any:
+        """The pair's own "none of the four" judgement (:func:`explainer.scope.explanation_scope`): the mirror learnt
+        to stay silent on outliers and noise, so an image is in scope when some kept explanation supports a class."""
+        from ..scope import explanation_scope
+
+        return explanation_scope(explanation_probs, class_explanations, threshold)
 
     def sample_image(self) -> np.ndarray:
         """A black rectangle on white."""
