@@ -13,6 +13,12 @@ photo-like sample images (none of which is a bird); the same run re-checks the f
     python train/evaluate_scope.py --weights weights/birds.safetensors --data ../shared/data/cub-200 \
         --pretrained-file .local/lite0.pth --out runs/eval-scope
 
+Scoring 11,788 photos with Lite0 takes an hour on this busy 2-core machine. ``--features DIR`` instead reads the pooled
+features a frozen-backbone training run cached (``train/train_birds_frozen.py --cache DIR``: the same Lite0, the same
+preprocessing, weights rounded to float16) and applies the ImageNet classifier to them: exactly what a gate sharing
+that pair's trunk computes (``scope.trunk = "main"``), in seconds. ``--check-features N`` runs the whole network on N
+of those photos and reports the largest score difference.
+
 Writes ``report.md`` and ``results.json`` (every image's score, top ImageNet class and verdict) into ``--out`` and
 prints a JSON summary. Scores are cached in ``--out`` (``scores-<split>.npz``) so that a rerun skips the network.
 """
@@ -33,8 +39,8 @@ from torch.utils.data import DataLoader, Dataset
 
 
 from explainer import cub
-from explainer.bundle import load_bundle_with_scope
-from explainer.scope import ScopeGate, imagenet_gate_from_file, plain_name
+from explainer.predictor import Explainer
+from explainer.scope import ScopeGate, ScopeReading, imagenet_gate_from_file, plain_name
 from explainer.transforms import load_rgb
 
 KEEP_SHARE = 0.995  # the threshold keeps at least this share of CUB training photos in scope
@@ -77,13 +83,30 @@ class _Photos(Dataset):
         return self.transform(load_rgb(self.paths[index]))
 
 
-def score_paths(gate: ScopeGate, paths: list[Path], batch_size: int, workers: int) -> dict[str, np.ndarray]:
+class Scorer:
+    """Scope readings for images: the gate alone, or, for a gate on the main trunk, through the pair (as served)."""
+
+    def __init__(self, gate: ScopeGate, explainer: Explainer | None = None) -> None:
+        self.gate, self.explainer = gate, explainer if gate.uses_main_trunk else None
+        if gate.uses_main_trunk and explainer is None:
+            raise ValueError("a gate on the main trunk is read through its pair: give the Explainer")
+
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        return self.explainer.preprocess(image) if self.explainer is not None else self.gate.preprocess(image)
+
+    def read(self, batch: torch.Tensor) -> list[ScopeReading]:
+        if self.explainer is not None:
+            return self.explainer.infer_tensors_with_scope(batch)[2] or []
+        return self.gate.read_tensors(batch)
+
+
+def score_paths(scorer: Scorer, paths: list[Path], batch_size: int, workers: int) -> dict[str, np.ndarray]:
     """Scope score, top class and top non-bird class of every photo."""
-    loader = DataLoader(_Photos(paths, gate.preprocess), batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(_Photos(paths, scorer.transform), batch_size=batch_size, num_workers=workers)
     scores, tops, others = [], [], []
     start = time.time()
     for batch in loader:
-        for reading in gate.read_tensors(batch):
+        for reading in scorer.read(batch):
             scores.append(reading.score)
             tops.append(reading.top_class)
             others.append(reading.top_other)
@@ -93,7 +116,7 @@ def score_paths(gate: ScopeGate, paths: list[Path], batch_size: int, workers: in
     return {"score": np.asarray(scores), "top": np.asarray(tops), "top_other": np.asarray(others)}
 
 
-def cached_scores(out: Path, split: str, gate: ScopeGate, paths: list[Path], args: argparse.Namespace,
+def cached_scores(out: Path, split: str, gate: Scorer, paths: list[Path], args: argparse.Namespace,
                   tag: str) -> dict[str, np.ndarray]:
     cache = out / f"scores-{split}-{tag}.npz"
     if cache.is_file():
@@ -105,6 +128,38 @@ def cached_scores(out: Path, split: str, gate: ScopeGate, paths: list[Path], arg
     scores = score_paths(gate, paths, args.batch_size, args.workers)
     np.savez(cache, **scores)
     return scores
+
+
+def feature_scores(folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetadata) -> tuple[list[Path], dict]:
+    """Scores from cached pooled features (see the module docstring); the photos in the cache's order."""
+    description = json.loads((folder / "cache.json").read_text())
+    wanted = {k: v for k, v in gate.preprocessing.items() if k != "train_variant"}
+    found = {k: v for k, v in description["preprocessing"].items() if k != "train_variant"}
+    model = gate.description["architecture"]["model_name"]
+    if description["model"] != model or found != wanted:
+        raise SystemExit(f"{folder} holds {description['model']} features with preprocessing {found}; the gate is "
+                         f"{model} with {wanted}")
+    positions, features = [], []
+    for path in sorted(folder.glob(f"{split}-plain-*.npz")):
+        with np.load(path) as data:
+            positions.append(data["positions"])
+            features.append(data["main"].astype(np.float32))
+    expected = len(meta.train_indices if split == "train" else meta.test_indices)
+    if not positions or sum(len(p) for p in positions) != expected:
+        raise SystemExit(f"{folder}: the {split} features are not complete yet "
+                         f"({sum(len(p) for p in positions)} of {expected} photos)")
+    head = gate.network.get_classifier()
+    weight, bias = head.weight.detach(), head.bias.detach()
+    if description.get("rounded_to_float16"):
+        weight, bias = weight.half().float(), bias.half().float()
+    with torch.inference_mode():
+        logits = torch.from_numpy(np.concatenate(features)) @ weight.T + bias
+    readings = gate.read_logits(logits)
+    order = np.concatenate(positions)
+    return [meta.image_path(int(i)) for i in order], {
+        "score": np.array([r.score for r in readings]), "top": np.array([r.top_class for r in readings]),
+        "top_other": np.array([r.top_other for r in readings]), "positions": order,
+    }
 
 
 def pick_threshold(train_scores: np.ndarray, keep: float = KEEP_SHARE) -> float:
@@ -125,10 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--features", default=None, help="score cached pooled features instead of the photos (see above)")
+    p.add_argument("--check-features", type=int, default=0, help="with --features: compare N photos to the network")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if not args.weights and not args.pretrained_file:
         p.error("give --weights (a file with a scope network) or --pretrained-file (ImageNet weights)")
+    if args.features and not args.pretrained_file:
+        p.error("--features needs --pretrained-file (the ImageNet classifier applied to the features)")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,13 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     reference = None
     if args.pretrained_file:
         reference = imagenet_gate_from_file(args.pretrained_file, threshold=0.5, model_name=args.model)
+    explainer = None
     if args.weights:
-        _, _, gate = load_bundle_with_scope(args.weights)
+        explainer = Explainer.load(args.weights)
+        gate = explainer.scope
         if gate is None:
             p.error(f"{args.weights} has no scope network: attach one with train/attach_scope.py")
     else:
         gate = reference
     assert gate is not None
+    scorer = Scorer(gate, explainer)
+    reference_scorer = Scorer(reference) if reference is not None else None
     meta = cub.read_cub(args.data, image_level_attributes=False)
     results: dict[str, Any] = {"model": gate.description["architecture"], "weights": args.weights}
 
@@ -150,9 +213,27 @@ def main(argv: list[str] | None = None) -> int:
         chosen = indices[: args.limit] if args.limit else indices
         return [meta.image_path(int(i)) for i in chosen]
 
+    def scores_of(split: str, network: Scorer, tag: str) -> tuple[list[Path], dict]:
+        if args.features:
+            assert reference is not None
+            paths, scores = feature_scores(Path(args.features), split, reference, meta)
+            results[f"{split}_source"] = f"pooled features cached in {args.features}"
+            if args.check_features:
+                rows = np.linspace(0, len(paths) - 1, args.check_features).astype(int)
+                assert reference_scorer is not None
+                direct = score_paths(reference_scorer, [paths[i] for i in rows], args.batch_size, args.workers)
+                results[f"{split}_features_check"] = {
+                    "photos": len(rows),
+                    "max_abs_score_difference": float(np.abs(direct["score"] - scores["score"][rows]).max()),
+                    "same_top_class": float(np.mean(direct["top"] == scores["top"][rows])),
+                }
+                print(json.dumps(results[f"{split}_features_check"]), flush=True)
+            return paths, scores
+        paths = paths_of(meta.train_indices if split == "train" else meta.test_indices)
+        return paths, cached_scores(out, split, network, paths, args, tag)
+
     if args.pick_threshold:
-        train_paths = paths_of(meta.train_indices)
-        train = cached_scores(out, "train", reference or gate, train_paths, args, "reference" if reference else "file")
+        train_paths, train = scores_of("train", reference_scorer or scorer, "reference" if reference else "file")
         threshold = pick_threshold(train["score"])
         results["picked_threshold"] = {
             "threshold": threshold,
@@ -169,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     results["threshold"] = threshold
 
     if not args.pick_threshold or args.weights:
-        test_paths = paths_of(meta.test_indices)
-        test = cached_scores(out, "test", gate, test_paths, args, "file" if args.weights else "reference")
+        test_paths, test = scores_of("test", scorer, "file" if args.weights else "reference")
         in_scope = test["score"] >= threshold
         names = gate.class_names
         missed = np.flatnonzero(~in_scope)
@@ -185,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                 for i in missed[:30]
             ],
         }
-        if reference is not None and args.weights:  # the stored (e.g. float16) gate against a float32 rebuild
-            ref = cached_scores(out, "test", reference, test_paths, args, "reference")
+        if reference is not None and args.weights and not args.features:  # the stored gate against float32
+            assert reference_scorer is not None
+            ref = cached_scores(out, "test", reference_scorer, test_paths, args, "reference")
             diff = np.abs(ref["score"] - test["score"])
             results["stored_vs_float32"] = {
                 "max_abs_score_difference": float(diff.max()),
@@ -197,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         for group, names_ in (("photo", SKIMAGE_PHOTOS), ("other", SKIMAGE_OTHER)):
             for name in names_:
                 image = skimage_image(name)
-                reading = gate.read_tensors(gate.preprocess(image)[None])[0]
+                reading = scorer.read(scorer.transform(image)[None])[0]
                 rows.append({
                     "sample": name, "kind": group, "size": list(image.size), "score": reading.score,
                     "in_scope": bool(reading.score >= threshold),
