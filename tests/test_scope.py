@@ -337,3 +337,35 @@ def test_a_trained_backbone_keeps_its_own_gate(tmp_path, birds_file, attach):
     done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet",
                   "--trunk", "main")
     assert done.returncode == 2 and "conv_stem" in done.stderr
+
+
+# -- the evaluation script --------------------------------------------------------------------------------------------
+
+
+def test_evaluate_scope_picks_on_training_photos_and_reports_both_sides(tmp_path):
+    """On a CUB-format fixture with a fixed-answer "ImageNet" file: the pick uses the training photos only, the test
+    photos and scikit-image's photos are reported with every score."""
+    import importlib.util
+
+    from cub_fixture import make_cub_fixture
+
+    root = make_cub_fixture(tmp_path / "cub")
+    pth = save_imagenet_pth(tmp_path / "imagenet.pth", winner=GOLDFINCH)
+    spec = importlib.util.spec_from_file_location("evaluate_scope", ROOT / "train" / "evaluate_scope.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    assert module.main(["--pretrained-file", str(pth), "--model", "test_efficientnet", "--data", str(root),
+                        "--pick-threshold", "--workers", "0", "--threads", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["picked_threshold"]["threshold"] >= 0.99  # every photo scores ~1: the largest multiple of 0.01
+    assert results["picked_threshold"]["train_in_scope"] == 1.0
+    assert "cub_test" not in results  # picking never looks at the test photos
+    assert module.main(["--pretrained-file", str(pth), "--model", "test_efficientnet", "--data", str(root),
+                        "--threshold", "0.5", "--workers", "0", "--threads", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["cub_test"]["share_in_scope"] == 1.0 and results["skimage"]["photos"] == 21
+    assert results["skimage"]["share_out_of_scope"] == 0.0  # this fixture calls everything a goldfinch
+    assert "| astronaut | photo |" in (out / "report.md").read_text()
+    assert module.pick_threshold(np.array([0.05] + [0.5] * 199)) == 0.5  # 99.5% kept: one low photo may fall out
+    assert module.pick_threshold(np.array([0.05, 0.05] + [0.5] * 198)) == 0.05

@@ -2,14 +2,18 @@
 
     .venv/bin/python train/bench_app.py [--shapes-weights weights/shapes.safetensors]
                                         [--birds-weights weights/birds.safetensors] [--repeats 30]
-                                        [--repeats-resnet 10] [--skip-server]
+                                        [--repeats-resnet 10] [--skip-server] [--skip-resnet] [--tasks birds]
+
+The birds handler's figure (issue 11's goal: <= 150 ms median on this 2-core machine) includes the scope gate when the
+weights file has one (``train/attach_scope.py``): the whole handler, then its parts (the pair alone, the gate alone,
+pair + gate as served) are printed.
 
 Measures, in one run:
 1. cold start: from launching ``python app.py`` to its first answer through gradio_client (shapes image), then the
    birds photo and the slider round trip (``/birds_explain``) through the real server, and 50 simultaneous requests
    (all must be answered; the server's resident memory before and after);
-2. per-image latency of the handlers (open, preprocess, both networks, charts), shapes and birds, with one torch
-   thread as app.py serves, and of the networks alone with one thread and with torch's default;
+2. per-image latency of the handlers (open, preprocess, both networks, the scope gate, charts), shapes and birds, with
+   one torch thread as app.py serves, and of the networks alone with one thread and with torch's default;
 3. slider re-render latency (post-processing + three charts + JSON) for the real birds size, 200 classes x 312
    explanations, from cached outputs (the app's budget: 50 ms);
 4. a timm ResNet50 mirror pair (200 classes, 312 explanations, add join) against one ResNet50 forward, 224 px,
@@ -39,6 +43,7 @@ from PIL import Image, ImageDraw
 
 import webapp
 from explainer.bundle import save_bundle
+from explainer.imageio import open_image
 from explainer.models import build_pair, reference_shapes_architecture
 from explainer.predictor import Explainer
 from explainer.tasks import BIRDS, SHAPES
@@ -190,12 +195,26 @@ def bench_server(shapes_weights: Path, birds_weights: Path, shape_image: Path, p
 # -- 2 and 3. the handlers ---------------------------------------------------------------------------------------------
 
 
-def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path, photo: Path, repeats: int) -> None:
-    models = {"shapes": webapp.load_task_model("shapes", str(shapes_weights), ROOT / "weights"),
-              "birds": webapp.load_task_model("birds", str(birds_weights), ROOT / "weights")}
+def describe_scope(explainer: Explainer) -> str:
+    gate = explainer.scope
+    if gate is None:
+        return "no scope network"
+    model = gate.description["architecture"]["model_name"]
+    if gate.uses_main_trunk:
+        return f"scope: {model}'s ImageNet classifier on the main network's pooled features (trunk shared)"
+    shared = "shared input" if gate.shares_input_with(explainer.preprocessing) else "its own preprocessing"
+    return f"scope: its own {model} ({shared})"
+
+
+def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path, photo: Path, repeats: int,
+                   tasks: tuple[str, ...] = ("shapes", "birds")) -> None:
+    models = {task: webapp.load_task_model(task, str(weights), ROOT / "weights")
+              for task, weights in (("shapes", shapes_weights), ("birds", birds_weights)) if task in tasks}
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as app.py serves
     for task, image in (("shapes", shape_image), ("birds", photo)):
+        if task not in models:
+            continue
         model = models[task]
         if not model.available:
             print(f"{task}: {model.problem}")
@@ -206,10 +225,25 @@ def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path,
         out = app.classify_image(str(image))
         assert out.cache is not None, out.status
         print(f"{task} ({name}, {app.n_classes} classes x {app.n_explanations} explanations, {model.parameters:,} "
-              f"parameters)")
+              f"parameters; {describe_scope(model.explainer)})")
         whole = timed(lambda: app.classify_image(str(image)), repeats)
         print(f"  per image, whole handler, 1 thread:    {summary(whole)}")
-        tensor = model.explainer.preprocess(Image.open(image))[None]
+        explainer = model.explainer
+        opened = explainer.check_image(Image.open(image))
+        def prepare() -> None:
+            checked = explainer.check_image(open_image(str(image)))
+            explainer.scope_input(checked, explainer.preprocess(checked))
+
+        print(f"  open + check + preprocess (+ gate's):  {summary(timed(prepare, repeats))}")
+        tensor = explainer.preprocess(opened)[None]
+        if explainer.scope is not None:
+            scope_in = explainer.scope_input(opened, tensor[0])
+            scope_batch = None if scope_in is None else scope_in[None]
+            print(f"  pair + gate as served, 1 thread:       "
+                  f"{summary(timed(lambda: explainer.infer_tensors_with_scope(tensor, scope_batch), repeats))}")
+            if scope_batch is not None:
+                print(f"  the gate alone, 1 thread:              "
+                      f"{summary(timed(lambda: explainer.scope.read_tensors(scope_batch), repeats))}")
         for count in (1, default_threads) if default_threads > 1 else (1,):
             torch.set_num_threads(count)
             print(f"  per image, both networks, {count} thread{'s' if count > 1 else ' '}:  "
@@ -277,6 +311,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--repeats-resnet", type=int, default=10, help="repeats of the ResNet50 comparison")
     parser.add_argument("--skip-server", action="store_true", help="skip the cold start and round trips")
+    parser.add_argument("--skip-resnet", action="store_true", help="skip the ResNet50 pair comparison")
+    parser.add_argument("--tasks", default="shapes,birds", help="comma list of the handlers to time")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # numbers appear as they are measured, even through a pipe
     load = os.getloadavg()
@@ -292,8 +328,10 @@ def main() -> int:
         shape_image, photo = sample_images(scratch)
         if not args.skip_server:
             bench_server(shapes_weights, birds_weights, shape_image, photo, args.repeats)
-        bench_handlers(shapes_weights, birds_weights, shape_image, photo, args.repeats)
-    bench_resnet50_pair(args.repeats_resnet)
+        bench_handlers(shapes_weights, birds_weights, shape_image, photo, args.repeats,
+                       tuple(t.strip() for t in args.tasks.split(",")))
+    if not args.skip_resnet:
+        bench_resnet50_pair(args.repeats_resnet)
     return 0
 
 
