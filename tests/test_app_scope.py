@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import webapp
-from bundles import free_port, import_app, make_birds_bundle, make_shapes_bundle, one_torch_thread
+from bundles import free_port, import_app, make_birds_bundle, make_shapes_bundle
 from explainer.tasks import BIRDS
 from scope_fixtures import GOLDFINCH, HORSE, add_scope
 
@@ -20,8 +20,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),  # gr.Warning outside a request is a Python warning
     pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+    pytest.mark.usefixtures("one_thread"),
 ]
-one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,7 @@ def server(folder: Path) -> Any:
     module.demo.close()
 
 
+@pytest.mark.slow
 def test_the_api_and_page_carry_the_scope(server: str, folder: Path) -> None:
     import urllib.request
 

@@ -58,7 +58,8 @@ class BirdsTask(Task):
         )
         return (
             f"**Model:** knows **{n_species} bird species** of CUB-200-2011's 200 · backbone "
-            f"{backbone_name(model_name)} (ImageNet-pretrained), with a mirror network that reads its activations · {measured}. {check}"
+            f"{backbone_name(model_name)} (ImageNet-pretrained), with a mirror network that reads its activations · "
+            f"{measured}. {check}"
         )
 
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
