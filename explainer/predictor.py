@@ -133,6 +133,17 @@ class Explainer:
         self.default_top_n = int(meta["defaults"]["top_n"])
         self._preprocess: Preprocessor | None = None
         self.scope: ScopeGate | None = scope
+        # The task says whether its networks run faster channels-last on the CPU (the birds pair at batch 1 with one
+        # thread: about 20% less time, through oneDNN's depthwise convolutions); the numbers are the same up to
+        # float rounding.
+        self.memory_format = (
+            torch.channels_last if self.task_spec is not None and self.task_spec.channels_last
+            else torch.contiguous_format
+        )
+        if self.memory_format == torch.channels_last:
+            self.pair.to(memory_format=torch.channels_last)
+            if scope is not None and not scope.uses_main_trunk:
+                scope.network.to(memory_format=torch.channels_last)
         self._hook_lock = threading.Lock()
 
     @classmethod
@@ -172,7 +183,8 @@ class Explainer:
     @torch.inference_mode()
     def infer_tensors(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities (N, C) and explanation probabilities (N, E) for a preprocessed batch."""
-        logits, expl_logits = self.pair(batch.to(self.device, torch.float32))
+        batch = batch.to(self.device, torch.float32).contiguous(memory_format=self.memory_format)
+        logits, expl_logits = self.pair(batch)
         return (
             torch.softmax(logits.float(), dim=1).cpu().numpy(),
             torch.sigmoid(expl_logits.float()).cpu().numpy(),
@@ -203,7 +215,7 @@ class Explainer:
             if scope_batch is None:
                 raise ValueError("this scope network needs its own input: pass scope_batch (see scope_input)")
             probs, expls = self.infer_tensors(batch)
-            return probs, expls, gate.read_tensors(scope_batch)
+            return probs, expls, gate.read_tensors(scope_batch.contiguous(memory_format=self.memory_format))
         captured: list[torch.Tensor] = []
         with self._hook_lock:  # the hook sits on a shared module: one capturing forward at a time
             handle = self.pair.main.get_classifier().register_forward_pre_hook(

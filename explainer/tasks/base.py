@@ -65,6 +65,7 @@ class Task:
         raise NotImplementedError
 
     class_word: ClassVar[str] = "classes"  # what the app calls the classes ("species")
+    channels_last: ClassVar[bool] = False  # run the networks channels-last (faster for some CPU convolutions)
 
     def model_note(self, description: str, meta: Mapping[str, Any] | None = None) -> str:
         """Markdown the app shows above the inputs, from the weights' description and metadata; nothing by

@@ -33,6 +33,7 @@ class BirdsTask(Task):
     input_label: ClassVar[str] = "Photo of a bird"
     input_sources: ClassVar[tuple[str, ...]] = ("upload", "webcam", "clipboard")
     class_word: ClassVar[str] = "species"
+    channels_last: ClassVar[bool] = True  # EfficientNet's depthwise convolutions: ~20% faster at batch 1 on the CPU
 
     def model_note(self, description: str, meta: Mapping[str, Any] | None = None) -> str:
         """The model named honestly from its weights file: how many species, which backbone, the measured top-1, and
