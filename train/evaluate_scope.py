@@ -19,6 +19,12 @@ preprocessing, weights rounded to float16) and applies the ImageNet classifier t
 that pair's trunk computes (``scope.trunk = "main"``), in seconds. ``--check-features N`` runs the whole network on N
 of those photos and reports the largest score difference.
 
+Shapes have no scope network: ``in_scope`` is the pair's own "none of the four" judgement (some kept explanation
+supports a class). Its shares on simulated mouse drawings (in scope) and on the ten out-of-distribution kinds of
+``explainer.ood`` (out of scope), with the seed of ``train/evaluate_drawings.py``:
+
+    python train/evaluate_scope.py --shapes-weights weights/shapes.safetensors --out runs/eval-scope-shapes
+
 Writes ``report.md`` and ``results.json`` (every image's score, top ImageNet class and verdict) into ``--out`` and
 prints a JSON summary. Scores are cached in ``--out`` (``scores-<split>.npz``) so that a rerun skips the network.
 """
@@ -162,6 +168,45 @@ def feature_scores(folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetad
     }
 
 
+def shapes_scope(weights: str, per_class: int, per_kind: int, seed: int = 12345) -> dict[str, Any]:
+    """In-scope share of simulated drawings and out-of-scope share of each out-of-distribution kind (shapes)."""
+    from explainer.ood import generate_ood
+    from explainer.shape_input import NothingToClassify
+    from explainer.strokes import simulate_dataset
+
+    explainer = Explainer.load(weights)
+
+    def in_scope(images: list[np.ndarray]) -> tuple[np.ndarray, int]:
+        tensors, blank = [], 0
+        for image in images:
+            try:
+                tensors.append(explainer.preprocess(image))
+            except NothingToClassify:
+                blank += 1
+        flags = []
+        for start in range(0, len(tensors), 256):
+            probs, expls = explainer.infer_tensors(torch.stack(tensors[start : start + 256]))
+            flags += [explainer.explain(p, e).scope.in_scope for p, e in zip(probs, expls)]
+        return np.array(flags), blank
+
+    drawings, _, _ = simulate_dataset(per_class, seed=seed)
+    drawn, drawn_blank = in_scope(list(drawings))
+    ood_images, kinds = generate_ood(per_kind, seed=seed)
+    kinds_array = np.array(kinds)
+    per_kind = {}
+    for kind in dict.fromkeys(kinds):
+        flags, blank = in_scope([im for im, k in zip(ood_images, kinds_array) if k == kind])
+        per_kind[kind] = {"n": int(np.sum(kinds_array == kind)), "blank": blank,
+                          "out_of_scope": float(np.mean(~flags)) if flags.size else None}
+    total = sum(v["out_of_scope"] * (v["n"] - v["blank"]) for v in per_kind.values() if v["out_of_scope"] is not None)
+    counted = sum(v["n"] - v["blank"] for v in per_kind.values())
+    return {
+        "weights": weights, "seed": seed,
+        "drawings": {"n": int(len(drawings)), "blank": drawn_blank, "in_scope": float(np.mean(drawn))},
+        "ood": {"n": int(len(ood_images)), "out_of_scope": total / counted, "per_kind": per_kind},
+    }
+
+
 def pick_threshold(train_scores: np.ndarray, keep: float = KEEP_SHARE) -> float:
     """The largest multiple of 0.01 that keeps at least ``keep`` of the training photos in scope."""
     candidates = [t / 100 for t in range(100, -1, -1)]
@@ -173,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help="a birds weights file with a scope network (its threshold is used)")
     p.add_argument("--pretrained-file", help="the ImageNet weights file the gate is built from (e.g. .local/lite0.pth)")
     p.add_argument("--model", default="tf_efficientnet_lite0")
-    p.add_argument("--data", required=True, help="folder holding CUB_200_2011/ (or that folder itself)")
+    p.add_argument("--data", help="folder holding CUB_200_2011/ (or that folder itself)")
+    p.add_argument("--shapes-weights", help="measure a shapes file's own scope judgement instead (see above)")
+    p.add_argument("--drawings-per-class", type=int, default=500)
+    p.add_argument("--ood-per-kind", type=int, default=100)
     p.add_argument("--pick-threshold", action="store_true", help="score the training photos and print the threshold")
     p.add_argument("--threshold", type=float, default=None, help="evaluate at this threshold instead of the file's")
     p.add_argument("--limit", type=int, default=0, help="at most this many CUB photos per split (smoke runs)")
@@ -184,12 +232,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check-features", type=int, default=0, help="with --features: compare N photos to the network")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.shapes_weights:
+        torch.set_num_threads(args.threads)
+        out.mkdir(parents=True, exist_ok=True)
+        shapes = shapes_scope(args.shapes_weights, args.drawings_per_class, args.ood_per_kind)
+        (out / "results.json").write_text(json.dumps(shapes, indent=1))
+        print(json.dumps(shapes, indent=1))
+        return 0
+    if not args.data:
+        p.error("--data is needed for the birds gate")
     if not args.weights and not args.pretrained_file:
         p.error("give --weights (a file with a scope network) or --pretrained-file (ImageNet weights)")
     if args.features and not args.pretrained_file:
         p.error("--features needs --pretrained-file (the ImageNet classifier applied to the features)")
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     reference = None
