@@ -136,8 +136,12 @@ def cached_scores(out: Path, split: str, gate: Scorer, paths: list[Path], args: 
     return scores
 
 
-def feature_scores(folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetadata) -> tuple[list[Path], dict]:
-    """Scores from cached pooled features (see the module docstring); the photos in the cache's order."""
+def feature_scores(folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetadata,
+                   partial: bool = False) -> tuple[list[Path], dict]:
+    """Scores from cached pooled features (see the module docstring); the photos in the cache's order.
+
+    ``partial`` accepts the chunks written so far (the frozen run orders photos round-robin over the classes, so a
+    prefix covers every class about equally); the report says how many photos were scored."""
     description = json.loads((folder / "cache.json").read_text())
     wanted = {k: v for k, v in gate.preprocessing.items() if k != "train_variant"}
     found = {k: v for k, v in description["preprocessing"].items() if k != "train_variant"}
@@ -146,12 +150,14 @@ def feature_scores(folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetad
         raise SystemExit(f"{folder} holds {description['model']} features with preprocessing {found}; the gate is "
                          f"{model} with {wanted}")
     positions, features = [], []
-    for path in sorted(folder.glob(f"{split}-plain-*.npz")):
+    for k, path in enumerate(sorted(folder.glob(f"{split}-plain-*.npz"))):
+        if path.name != f"{split}-plain-{k:04d}.npz":
+            break  # a gap: only the chunks before it
         with np.load(path) as data:
             positions.append(data["positions"])
             features.append(data["main"].astype(np.float32))
     expected = len(meta.train_indices if split == "train" else meta.test_indices)
-    if not positions or sum(len(p) for p in positions) != expected:
+    if not positions or (sum(len(p) for p in positions) != expected and not partial):
         raise SystemExit(f"{folder}: the {split} features are not complete yet "
                          f"({sum(len(p) for p in positions)} of {expected} photos)")
     head = gate.network.get_classifier()
@@ -230,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--features", default=None, help="score cached pooled features instead of the photos (see above)")
     p.add_argument("--check-features", type=int, default=0, help="with --features: compare N photos to the network")
+    p.add_argument("--partial-features", action="store_true", help="with --features: use the chunks written so far")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -273,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     def scores_of(split: str, network: Scorer, tag: str) -> tuple[list[Path], dict]:
         if args.features:
             assert reference is not None
-            paths, scores = feature_scores(Path(args.features), split, reference, meta)
+            paths, scores = feature_scores(Path(args.features), split, reference, meta, args.partial_features)
             results[f"{split}_source"] = f"pooled features cached in {args.features}"
             if args.check_features:
                 rows = np.linspace(0, len(paths) - 1, args.check_features).astype(int)
