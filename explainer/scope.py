@@ -226,13 +226,11 @@ class ScopeGate:
 
     def shares_input_with(self, preprocessing: Mapping[str, Any]) -> bool:
         """True when the pair's input tensor is exactly what this network wants, so one preprocessing serves both."""
+        def plain(value: Any) -> Any:
+            return [float(v) for v in value] if isinstance(value, (list, tuple)) else value
+
         keys = ("kind", "resize", "crop", "mean", "std", "interpolation")
-        return all(
-            list(preprocessing.get(k)) == list(self.preprocessing.get(k))
-            if isinstance(self.preprocessing.get(k), list)
-            else preprocessing.get(k) == self.preprocessing.get(k)
-            for k in keys
-        )
+        return all(plain(preprocessing.get(k)) == plain(self.preprocessing.get(k)) for k in keys)
 
     def preprocess(self, image: Any) -> torch.Tensor:
         """One RGB PIL image to this network's input tensor (C, H, W), with its own test transform."""
