@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pick-threshold", action="store_true", help="score the training photos and print the threshold")
     p.add_argument("--threshold", type=float, default=None, help="evaluate at this threshold instead of the file's")
     p.add_argument("--limit", type=int, default=0, help="at most this many CUB photos per split (smoke runs)")
+    p.add_argument("--noise", type=int, default=100, help="uniform-noise images to report apart (0: none)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -360,6 +362,16 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(f"  {row['sample']:24s} {row['kind']:5s} score {row['score']:.4f} "
                   f"{'IN ' if row['in_scope'] else 'out'} looks like {row['looks_like']}", flush=True)
+        if args.noise:  # not photos: uniform noise over 0..255, 300x400 px, as evaluate_birds feeds the pair
+            rng = np.random.default_rng(args.seed)
+            noise = [Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)) for _ in range(args.noise)]
+            readings = [r for start in range(0, len(noise), args.batch_size)
+                        for r in scorer.read(torch.stack([scorer.transform(im)
+                                                          for im in noise[start : start + args.batch_size]]))]
+            scores = np.array([r.score for r in readings])
+            results["noise"] = {"images": len(noise), "share_out_of_scope": float(np.mean(scores < threshold)),
+                                "max_score": float(scores.max()), "median_score": float(np.median(scores))}
+            print(json.dumps(results["noise"]), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(out / "report.md", results)
     summary = {k: v for k, v in results.items() if k not in ("skimage", "cub_test")}
@@ -393,6 +405,11 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             lines += ["", "CUB test photos out of scope (first 30):", ""]
             lines += [f"- {e['image']}: {e['score']:.3f}, looks like {e['looks_like']}"
                       for e in test["out_of_scope_examples"]]
+    if "noise" in results:
+        n = results["noise"]
+        lines += ["", f"Uniform noise (not photos, reported apart): {100 * n['share_out_of_scope']:.0f}% of "
+                  f"{n['images']} images out of scope (median score {n['median_score']:.3f}, highest "
+                  f"{n['max_score']:.3f})."]
     if "stored_vs_float32" in results:
         s = results["stored_vs_float32"]
         lines += ["", f"Stored gate against float32: max score difference {s['max_abs_score_difference']:.2g}, "
