@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw
 
 import webapp
 from explainer.bundle import save_bundle
-from explainer.imageio import open_image
+from explainer.imagecheck import check_image
 from explainer.models import build_pair, reference_shapes_architecture
 from explainer.predictor import Explainer
 from explainer.tasks import BIRDS, SHAPES
@@ -231,7 +231,7 @@ def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path,
         explainer = model.explainer
         opened = explainer.check_image(Image.open(image))
         def prepare() -> None:
-            checked = explainer.check_image(open_image(str(image)))
+            checked = explainer.check_image(check_image(str(image)))
             explainer.scope_input(checked, explainer.preprocess(checked))
 
         print(f"  open + check + preprocess (+ gate's):  {summary(timed(prepare, repeats))}")
