@@ -46,8 +46,9 @@ def test_a_photo_that_is_no_bird_is_questioned_in_plain_words(folder: Path) -> N
     assert out.result["in_scope"] is False and out.result["questioned"] is True
     assert out.result["looks_like"] == "sorrel" and 0 <= out.result["scope_score"] < 0.1
     assert "Questioned · not a bird" in out.status
-    assert "This does not look like a bird: the ImageNet model sees a sorrel" in out.status
-    assert "at least 10% needed" in out.status and "case None" not in out.status
+    assert "Questioned: this does not look like a bird: the ImageNet model sees a sorrel" in out.status
+    assert "below the 10% needed" in out.status and "case None" not in out.status
+    assert out.status.count("does not look like a bird") == 1  # said once, not twice
     assert out.cache["scope"]["score"] == pytest.approx(out.result["scope_score"])
     # moving a slider re-renders from the cache: the scope verdict stays, no network runs
     moved = app.rerender(out.cache, 0.3, 2, 5, False)

@@ -246,18 +246,17 @@ class TaskApp:
     # -- rendering ---------------------------------------------------------------------------------------------------
 
     def _scope_line(self, explanation: Explanation) -> str:
-        """Whether the image is something this model was made for, in plain words."""
+        """Whether the image is something this model was made for, in plain words ("" when the verdict's sentence
+        already says that it is not)."""
         scope = explanation.scope
+        if scope.method == "imagenet-birds" and not scope.in_scope:
+            return ""  # the badge and the sentence say it: "this does not look like a bird: the ImageNet model sees..."
         if scope.method == "imagenet-birds":
             subject = scope.subject or "bird"
             needed = f"{100 * (scope.threshold or 0):g}%"
             score = f"{subject} classes {100 * scope.score:.1f}%, at least {needed} needed"
-            if scope.in_scope:
-                return (f"**Is it {article(subject)}?** Yes: the ImageNet model sees "
-                        f"{article(scope.looks_like or 'a ' + subject)} ({score}).")
-            return (f"**Is it {article(subject)}?** This does not look like {article(subject)}: the ImageNet model "
-                    f"sees {article(scope.looks_like or 'something else')} ({score}). The species named above is a "
-                    "guess about something this model was not made for.")
+            return (f"**Is it {article(subject)}?** Yes: the ImageNet model sees "
+                    f"{article(scope.looks_like or subject)} ({score}).")
         if scope.method == "explanations":
             strongest = (f"the strongest explanation is {100 * scope.score:.0f}% "
                          f"(threshold {100 * explanation.threshold:g}%)")
@@ -288,8 +287,10 @@ class TaskApp:
             )
         else:  # every class scores 0: a "rank 1" of a four-way tie at zero would read as support
             preference = "**explanations prefer:** no class (none is supported)"
-        lines = [head, f"**Main network:** {pred} ({100 * prob:.1f}%) · {preference}", explanation.sentence(),
-                 self._scope_line(explanation)]
+        lines = [head, f"**Main network:** {pred} ({100 * prob:.1f}%) · {preference}", explanation.sentence()]
+        scope_line = self._scope_line(explanation)
+        if scope_line:
+            lines.append(scope_line)
         forced_on = [self._explainer.display_names[i] for i, on in explanation.overrides.items() if on]
         forced_off = [self._explainer.display_names[i] for i, on in explanation.overrides.items() if not on]
         if forced_on or forced_off:
