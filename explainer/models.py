@@ -363,6 +363,15 @@ class MirrorPair(nn.Module):
             logits = self.main.forward_head(final)
         return logits, list(taps)
 
+    def forward_with_pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(class logits, explanation logits, the main network's pooled features before its classifier), from one
+        forward: what a scope gate sharing the main network's trunk reads (timm main networks only)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.coupling == "joint"):
+            final, taps = self.main.forward_intermediates(x)
+            pooled = self.main.forward_head(final, pre_logits=True)
+            logits = self.main.get_classifier()(pooled)
+        return logits, self.mirror(x, list(taps)), pooled
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (class logits, explanation logits)."""
         logits, taps = self.forward_main(x)

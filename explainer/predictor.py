@@ -6,7 +6,6 @@ post-processes cached probabilities: moving a threshold slider or switching an e
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -144,7 +143,6 @@ class Explainer:
             self.pair.to(memory_format=torch.channels_last)
             if scope is not None and not scope.uses_main_trunk:
                 scope.network.to(memory_format=torch.channels_last)
-        self._hook_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Explainer":
@@ -183,8 +181,14 @@ class Explainer:
     @torch.inference_mode()
     def infer_tensors(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities (N, C) and explanation probabilities (N, E) for a preprocessed batch."""
-        batch = batch.to(self.device, torch.float32).contiguous(memory_format=self.memory_format)
-        logits, expl_logits = self.pair(batch)
+        logits, expl_logits = self.pair(self._network_input(batch))
+        return self._probabilities(logits, expl_logits)
+
+    def _network_input(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.to(self.device, torch.float32).contiguous(memory_format=self.memory_format)
+
+    @staticmethod
+    def _probabilities(logits: torch.Tensor, expl_logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         return (
             torch.softmax(logits.float(), dim=1).cpu().numpy(),
             torch.sigmoid(expl_logits.float()).cpu().numpy(),
@@ -206,7 +210,7 @@ class Explainer:
         """:meth:`infer_tensors` plus the scope readings (None without a gate).
 
         ``scope_batch``: the stacked :meth:`scope_input` tensors, needed only by a gate with its own trunk. A gate on
-        the main trunk reads the pooled features the pair computes anyway (captured at the main classifier's input).
+        the main trunk reads the pooled features the pair computes anyway (:meth:`MirrorPair.forward_with_pooled`).
         """
         gate = self.scope
         if gate is None:
@@ -216,16 +220,8 @@ class Explainer:
                 raise ValueError("this scope network needs its own input: pass scope_batch (see scope_input)")
             probs, expls = self.infer_tensors(batch)
             return probs, expls, gate.read_tensors(scope_batch.contiguous(memory_format=self.memory_format))
-        captured: list[torch.Tensor] = []
-        with self._hook_lock:  # the hook sits on a shared module: one capturing forward at a time
-            handle = self.pair.main.get_classifier().register_forward_pre_hook(
-                lambda module, args: captured.append(args[0].detach())
-            )
-            try:
-                probs, expls = self.infer_tensors(batch)
-            finally:
-                handle.remove()
-        return probs, expls, gate.read_tensors(captured[-1])
+        logits, expl_logits, pooled = self.pair.forward_with_pooled(self._network_input(batch))
+        return (*self._probabilities(logits, expl_logits), gate.read_tensors(pooled))
 
     def infer_with_scope(
         self, images: Sequence[ImageLike], batch_size: int = 64

@@ -314,6 +314,9 @@ def test_a_frozen_backbone_shares_its_trunk_with_the_gate(tmp_path, attach, half
     images = [photo(seed) for seed in range(4)]
     _, _, shared_readings = shared.infer_with_scope(images)
     _, _, own_readings = own.infer_with_scope(images)
+    shared_probs, shared_expls = shared.infer([photo(0)])
+    with_gate = shared.infer_with_scope([photo(0)])
+    assert np.allclose(with_gate[0], shared_probs, atol=1e-6) and np.allclose(with_gate[1], shared_expls, atol=1e-6)
     scores = [r.score for r in shared_readings]
     assert len(set(np.round(scores, 6))) > 1  # the fixture's answer depends on the image
     assert scores == pytest.approx([r.score for r in own_readings], abs=1e-5)
