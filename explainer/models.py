@@ -292,6 +292,10 @@ class TimmMirror(nn.Module):
         return x
 
     def forward(self, image: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.net.forward_head(self.forward_features(image, taps))
+
+    def forward_features(self, image: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The mirror's final feature map, before its head (pooling and classifier): what a feature cache stores."""
         if len(taps) != len(self._segments):
             raise ValueError(f"expected {len(self._segments)} main activations, got {len(taps)}")
         if self.start == "stem":
@@ -303,7 +307,7 @@ class TimmMirror(nn.Module):
         for j, i in enumerate(stages):
             x = self._segments[i](x)
             x = self.joins[j](x, taps[i]) if self.join == "concat" else x + taps[i]
-        return self.net.forward_head(self._run_tail(x))
+        return self._run_tail(x)
 
 
 def create_timm_main(model_name: str, n_classes: int, **model_kwargs: Any) -> nn.Module:

@@ -1,12 +1,21 @@
 """Evaluate a birds weights file on the held-out CUB images and on uniform noise; write a Markdown report.
 
-    python train/evaluate_birds.py --weights weights/birds.safetensors --data ../shared/data/cub-subset \
+    python train/evaluate_birds.py --weights weights/birds.safetensors --data ../shared/data/cub-200 \
         --out runs/eval-birds
+
+Without a GPU, running both networks over the 5,794 test photos takes about as long as the training run's own
+pass over them: ``--predictions runs/birds-lite0-frozen/test_predictions.npz`` reuses the probabilities that
+`train_birds_frozen.py` computed for the test photos from its feature cache (the same networks; that run checks a
+sample of them against the weights file) instead of running the networks again; the noise images still go through
+the weights file.
 
 The reference's analysis (top-5 main predictions; explanations post-processed with the model's threshold and group
 cleaning; explanation ranking with top N; share of correct predictions consistent and of misclassified ones
 questioned; share of random images questioned) plus mean per-attribute AUROC, macro-F1 and balanced accuracy beside
-the all-zeros baseline, and questioning as error detection (AUROC, FPR at 95% TPR, risk-coverage) against max-softmax.
+the all-zeros baseline, and questioning as error detection (AUROC, FPR at 95% TPR, risk-coverage) against max-softmax;
+the calibration of the explanation probabilities (reliability diagram `reliability.png` and expected calibration error,
+against the class-level 0/1 labels and against the class's share of photos showing the attribute), per-class accuracy,
+and how many photos keep different explanations when the threshold moves from the default to 0.3.
 Random images are real uniform noise over 0..255 per channel (the reference fed nearly black np.random.rand/255).
 """
 
@@ -23,6 +32,7 @@ import torch
 from PIL import Image
 
 from explainer import cub
+from explainer.calibration import plot_reliability, reliability, threshold_sensitivity
 from explainer.evaluation import evaluate_predictions, questioned_share, write_report
 from explainer.predictor import Explainer
 from explainer.tasks import BIRDS
@@ -44,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--predictions", help="reuse test-photo probabilities saved by train_birds_frozen.py (.npz)")
+    p.add_argument("--slider-threshold", type=float, default=0.3, help="threshold compared with the default")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -70,17 +82,44 @@ def main(argv: list[str] | None = None) -> int:
                             targets=targets)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     started = time.perf_counter()
-    probs, expls, labels = [], [], []
-    for images, label, *_ in loader:
-        p_, e_ = explainer.infer_tensors(images)
-        probs.append(p_)
-        expls.append(e_)
-        labels.extend(to_model[int(c)] for c in label)
-    probs, expls = np.concatenate(probs), np.concatenate(expls)
+    if args.predictions:
+        probs, expls, positions = _saved_predictions(args.predictions, positions, p)
+        labels = [to_model[int(meta.images[i].class_index)] for i in positions]
+    else:
+        probs, expls, labels = [], [], []
+        for images, label, *_ in loader:
+            p_, e_ = explainer.infer_tensors(images)
+            probs.append(p_)
+            expls.append(e_)
+            labels.extend(to_model[int(c)] for c in label)
+        probs, expls = np.concatenate(probs), np.concatenate(expls)
     seconds = time.perf_counter() - started
     result = evaluate_predictions(explainer, probs, expls, np.array(labels), targets.labels[positions],
                                   args.threshold, args.top_n,
                                   targets.mask[positions] if targets.mask is not None else None)
+    soft = meta.class_attributes_unit[meta.class_indices[positions]]
+    curves = {"against class >= 50%": reliability(expls, targets.labels[positions]),
+              "against class share": reliability(expls, soft)}
+    result["calibration"] = curves
+    plot_reliability(curves, f"Explanation probabilities, {len(positions):,} {args.split} photos",
+                     Path(args.out) / "reliability.png")
+    threshold = explainer.default_threshold if args.threshold is None else args.threshold
+    result["threshold_slider"] = threshold_sensitivity(expls, explainer.groups, threshold, args.slider_threshold)
+    per_class = np.array([v for v in result["per_class_accuracy"].values() if v == v], dtype=np.float64)
+    slider = result["threshold_slider"]
+    notes = [
+        f"per-class accuracy: mean {per_class.mean():.4f}, median {np.median(per_class):.4f}, "
+        f"min {per_class.min():.4f}, max {per_class.max():.4f} ({len(per_class)} classes)",
+        f"expected calibration error of the explanation probabilities: {curves['against class >= 50%']['ece']:.4f} "
+        f"against the class-level 0/1 labels, {curves['against class share']['ece']:.4f} against the class's share "
+        "of photos showing the attribute (reliability.png)",
+        f"threshold {threshold} -> {args.slider_threshold}: the kept explanations change on {slider['n_changed']} of "
+        f"{slider['n']} photos ({100 * slider['share_changed']:.1f}%); kept per photo {slider['mean_kept_base']:.2f}"
+        f" -> {slider['mean_kept_other']:.2f}",
+    ]
+    if args.predictions:
+        notes.append(f"class and explanation probabilities of the {len(positions)} photos read from "
+                     f"{Path(args.predictions).name} (computed by the training run from its feature cache)")
     report: dict = {
         "title": f"Birds evaluation: {Path(args.weights).name} on {args.split} images",
         "model": {
@@ -92,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluations": {f"CUB {args.split} ({len(positions)} images)": result},
         "ood": {},
         "timing": {"cub images/s on " + args.device: round(len(positions) / seconds, 1)},
-        "notes": [n for n in [meta.notice] if n],
+        "notes": [n for n in [meta.notice] if n] + notes,
     }
     if args.noise:
         rng = np.random.default_rng(args.seed)
@@ -110,11 +149,33 @@ def main(argv: list[str] | None = None) -> int:
         "consistent_share_of_correct": 1 - result["verdict"]["questioned_share_correct"],
         "questioned_share_of_misclassified": result["verdict"]["questioned_share_misclassified"],
         "error_detection": result["error_detection"],
+        "per_class_accuracy": {"mean": float(per_class.mean()), "min": float(per_class.min()),
+                               "median": float(np.median(per_class)), "max": float(per_class.max())},
+        "ece": {k: c["ece"] for k, c in curves.items()},
+        "threshold_slider": slider,
         "noise_questioned": {k: v["share"] for k, v in report["ood"].items()},
         "report": str(path),
     }
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _saved_predictions(
+    path: str, positions: np.ndarray, parser: argparse.ArgumentParser
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities saved for these photos, in the order of `positions` (photos missing from the file are left
+    out, and the report says how many photos it covers)."""
+    try:
+        with np.load(path) as saved:
+            saved_positions, probs, expls = saved["positions"], saved["class_probs"], saved["explanation_probs"]
+    except (OSError, KeyError, ValueError):
+        parser.error(f"{path} is not a predictions file written by train_birds_frozen.py")
+    row = {int(q): i for i, q in enumerate(saved_positions)}
+    kept = np.array([q for q in positions if int(q) in row], dtype=np.int64)
+    if not len(kept):
+        parser.error(f"{path} holds none of the photos to evaluate")
+    rows = np.array([row[int(q)] for q in kept])
+    return probs[rows], expls[rows], kept
 
 
 if __name__ == "__main__":
