@@ -65,6 +65,8 @@ def test_frozen_recipe_caches_resumes_and_writes_a_loadable_pair(tmp_path: Path)
     report = json.loads((out / "report.json").read_text())
     assert any(key.startswith("binary targets") for key in report["validation"]["mirror"])
     assert any(key.startswith("soft targets") for key in report["validation"]["mirror"])
+    assert report["choices"]["targets"] in ("binary", "soft") and set(report["validation"]["thresholds"]) == {
+        "binary", "soft"}
 
     # The frozen backbone is the ImageNet one; only the two classifiers were learnt.
     from safetensors.torch import load_file
@@ -73,6 +75,13 @@ def test_frozen_recipe_caches_resumes_and_writes_a_loadable_pair(tmp_path: Path)
     shipped = explainer.pair.main.state_dict()
     np.testing.assert_allclose(shipped["layer1.0.conv1.weight"].numpy(),
                                source["layer1.0.conv1.weight"].half().float().numpy())
+
+    # The validation choices of a run can be reused (no second search); the same settings give the same file.
+    reused = _run([*common[:-2], "--output", str(tmp_path / "again.safetensors"), "--validation-report",
+                   str(out / "report.json")])
+    assert reused.returncode == 0, reused.stderr[-2000:]
+    assert "validation choices from" in reused.stdout
+    assert Explainer.load(tmp_path / "again.safetensors").default_threshold == explainer.default_threshold
 
     # Resume: a missing chunk is recomputed, the others are reused untouched.
     kept = (cache / "train-plain-0000.npz").stat().st_mtime_ns

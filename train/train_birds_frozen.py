@@ -69,8 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, default=260)
     p.add_argument("--resize", type=int, default=292, help="shorter side before the centre crop")
     p.add_argument("--views", default="plain", help="comma list of cached training views: plain, flip")
-    p.add_argument("--targets", choices=("soft", "binary"), default="soft",
-                   help="attribute targets of the shipped mirror head: matrix/100 or matrix >= --class-threshold")
+    p.add_argument("--targets", choices=("auto", "soft", "binary"), default="auto",
+                   help="attribute targets of the shipped mirror head: matrix/100 or matrix >= --class-threshold "
+                        "(auto: the one whose verdict separates errors better on the validation photos)")
+    p.add_argument("--validation-report", help="reuse the choices of an earlier run's report.json (same settings)")
     p.add_argument("--class-threshold", type=float, default=50.0, help="percent: binary targets and evaluation labels")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--threshold", type=float, default=None, help="default explanation threshold (default: chosen)")
@@ -228,7 +230,7 @@ class FeatureCache:
 
 
 def fit_linear(
-    x: np.ndarray, y: np.ndarray, loss: str, l2: float, n_out: int, iters: int = 150
+    x: np.ndarray, y: np.ndarray, loss: str, l2: float, n_out: int, iters: int = 80
 ) -> tuple[np.ndarray, np.ndarray]:
     """A linear layer fitted by L-BFGS on standardised features, returned in the raw feature scale (W, b).
 
@@ -288,6 +290,80 @@ def attribute_numbers(probs: np.ndarray, binary: np.ndarray, soft: np.ndarray, t
     report = multilabel_report(binary, probs, threshold)
     return {**report, "threshold": threshold, "ece_binary": reliability(probs, binary)["ece"],
             "ece_soft": reliability(probs, soft)["ece"]}
+
+
+def validate(args: argparse.Namespace, fit_rows: np.ndarray, val_rows: np.ndarray, fit_pos: np.ndarray,
+             val_pos: np.ndarray, stacked: Callable, views: dict, binary_all: np.ndarray, soft_all: np.ndarray,
+             judge: Explainer, classes: np.ndarray) -> dict[str, Any]:
+    """Every choice on the validation photos: L2 of each head, binary or soft targets, the default threshold."""
+    classes_fit, y_val = np.tile(classes[fit_pos], len(args.views)), classes[val_pos]
+    val_binary, val_soft = binary_all[y_val], soft_all[y_val]
+    n_classes, n_expl = binary_all.shape
+    report: dict[str, Any] = {"validation": {"images_fit": int(len(fit_pos)), "images_val": int(len(val_pos)),
+                                             "views": args.views, "main": {}, "mirror": {}, "thresholds": {}}}
+    best_main = None
+    for l2 in L2_MAIN:
+        w, b = fit_linear(stacked(fit_rows, 0), classes_fit, "softmax", l2, n_classes)
+        probs = softmax(linear(views["plain"][0][val_rows], w, b))
+        top1 = float((probs.argmax(1) == y_val).mean())
+        nll = float(-np.log(probs[np.arange(len(y_val)), y_val] + 1e-12).mean())
+        report["validation"]["main"][str(l2)] = {"top1": top1, "nll": nll}
+        print(f"main head, l2 {l2:g}: validation top-1 {top1:.4f}, NLL {nll:.4f}", flush=True)
+        if best_main is None or (top1, -nll) > best_main[0]:
+            best_main = ((top1, -nll), l2, probs)
+    _, l2_main, val_probs = best_main
+
+    best: dict[str, Any] = {}
+    for kind in ("binary", "soft"):
+        table = binary_all if kind == "binary" else soft_all
+        for l2 in L2_MIRROR:
+            w, b = fit_linear(stacked(fit_rows, 1), table[classes_fit], "bce", l2, n_expl)
+            expl = sigmoid(linear(views["plain"][1][val_rows], w, b))
+            numbers = attribute_numbers(expl, val_binary, val_soft, 0.5)
+            report["validation"]["mirror"][f"{kind} targets, l2 {l2:g}"] = numbers
+            print(f"mirror head ({kind} targets), l2 {l2:g}: mean AUROC {numbers['mean_auroc']:.4f}, macro-F1 "
+                  f"{numbers['macro_f1']:.4f}, ECE vs binary {numbers['ece_binary']:.4f}, vs soft "
+                  f"{numbers['ece_soft']:.4f}", flush=True)
+            if kind not in best or numbers["mean_auroc"] > best[kind][0]:
+                best[kind] = (numbers["mean_auroc"], l2, expl)
+        grid = {}
+        for t in THRESHOLDS:
+            found = verdict_arrays(judge, val_probs, best[kind][2], t, args.top_n)
+            wrong = found["predicted"] != y_val
+            q = found["questioned"]
+            caught, false_alarm = float(q[wrong].mean()) if wrong.any() else 0.0, float(q[~wrong].mean())
+            slider = threshold_sensitivity(best[kind][2], judge.groups, t, 0.3)["share_changed"]
+            grid[str(t)] = {"errors_questioned": caught, "correct_questioned": false_alarm,
+                            "youden_j": caught - false_alarm, "changed_at_0.3": slider}
+            print(f"{kind} targets, threshold {t:.2f}: errors questioned {caught:.3f}, correct questioned "
+                  f"{false_alarm:.3f}, kept explanations change at 0.3 on {slider:.3f}", flush=True)
+        report["validation"]["thresholds"][kind] = grid
+    # the main network's own features, for comparison: how much do the frozen mirror's features lose?
+    w, b = fit_linear(stacked(fit_rows, 0), binary_all[classes_fit], "bce", best["binary"][1], n_expl)
+    numbers = attribute_numbers(sigmoid(linear(views["plain"][0][val_rows], w, b)), val_binary, val_soft, 0.5)
+    report["validation"]["mirror"]["binary targets, main network's features (comparison)"] = numbers
+    print(f"attribute head on the main network's features (binary targets): mean AUROC {numbers['mean_auroc']:.4f}, "
+          f"macro-F1 {numbers['macro_f1']:.4f}", flush=True)
+
+    def best_threshold(kind: str) -> float:
+        grid = report["validation"]["thresholds"][kind]
+        return float(max(THRESHOLDS, key=lambda t: grid[str(t)]["youden_j"]))
+
+    if args.targets == "auto":
+        kind = max(("binary", "soft"), key=lambda k: report["validation"]["thresholds"][k][str(best_threshold(k))][
+            "youden_j"])
+    else:
+        kind = args.targets
+    other = "binary" if kind == "soft" else "soft"
+    threshold = args.threshold if args.threshold is not None else best_threshold(kind)
+    report["choices"] = {
+        "l2_main": l2_main, "l2_mirror": best[kind][1], "l2_mirror_other": best[other][1], "targets": kind,
+        "targets_rule": "given" if args.targets != "auto" else "higher validation Youden J of the verdict",
+        "threshold": threshold,
+        "threshold_rule": "given" if args.threshold is not None else "best validation Youden J of the verdict",
+    }
+    print(f"chosen: {report['choices']}", flush=True)
+    return report
 
 
 # -- main ------------------------------------------------------------------------------------------------------------
@@ -355,39 +431,6 @@ def main(argv: list[str] | None = None) -> int:
         return np.concatenate([views[v][which][rows] for v in args.views])
 
     n_views = len(args.views)
-    y_fit = np.tile(classes[fit_pos], n_views)
-    y_val = classes[val_pos]
-    val_binary, val_soft = binary_all[y_val], soft_all[y_val]
-    report: dict[str, Any] = {"validation": {"images_fit": int(len(fit_pos)), "images_val": int(len(val_pos)),
-                                             "views": args.views, "main": {}, "mirror": {}}}
-    best_main = None
-    for l2 in L2_MAIN:
-        w, b = fit_linear(stacked(fit_rows, 0), y_fit, "softmax", l2, n_classes)
-        probs = softmax(linear(views["plain"][0][val_rows], w, b))
-        top1 = float((probs.argmax(1) == y_val).mean())
-        nll = float(-np.log(probs[np.arange(len(y_val)), y_val] + 1e-12).mean())
-        report["validation"]["main"][str(l2)] = {"top1": top1, "nll": nll}
-        print(f"main head, l2 {l2:g}: validation top-1 {top1:.4f}, NLL {nll:.4f}", flush=True)
-        if best_main is None or (top1, -nll) > best_main[0]:
-            best_main = ((top1, -nll), l2, probs)
-    _, l2_main, val_probs = best_main
-
-    best_mirror: dict[str, Any] = {}
-    for kind in ("binary", "soft"):
-        table = binary_all if kind == "binary" else soft_all
-        for source, which in (("mirror", 1), ("main features (for comparison)", 0)):
-            for l2 in L2_MIRROR if source == "mirror" else (L2_MIRROR[1],):
-                w, b = fit_linear(stacked(fit_rows, which), table[y_fit], "bce", l2, n_expl)
-                expl = sigmoid(linear(views["plain"][which][val_rows], w, b))
-                numbers = attribute_numbers(expl, val_binary, val_soft, 0.5)
-                report["validation"]["mirror"][f"{kind} targets, {source}, l2 {l2:g}"] = numbers
-                print(f"attribute head ({kind} targets, {source}), l2 {l2:g}: mean AUROC {numbers['mean_auroc']:.4f},"
-                      f" macro-F1 {numbers['macro_f1']:.4f}, ECE vs binary {numbers['ece_binary']:.4f}, "
-                      f"vs soft {numbers['ece_soft']:.4f}", flush=True)
-                if source == "mirror" and (kind not in best_mirror or numbers["mean_auroc"] > best_mirror[kind][0]):
-                    best_mirror[kind] = (numbers["mean_auroc"], l2, expl)
-    l2_mirror, val_expl = best_mirror[args.targets][1], best_mirror[args.targets][2]
-
     class_names = [meta.class_names[c] for c in range(n_classes)]
     meta_out: dict[str, Any] = {
         "task": "birds",
@@ -403,38 +446,34 @@ def main(argv: list[str] | None = None) -> int:
         "defaults": {"threshold": 0.5, "top_n": min(args.top_n, n_classes)},
     }
     judge = Explainer(pair, meta_out)
-    grid = {}
-    for t in THRESHOLDS:
-        found = verdict_arrays(judge, val_probs, val_expl, t, args.top_n)
-        wrong = found["predicted"] != y_val
-        q = found["questioned"]
-        caught, false_alarm = float(q[wrong].mean()) if wrong.any() else 0.0, float(q[~wrong].mean())
-        slider = threshold_sensitivity(val_expl, judge.groups, t, 0.3)["share_changed"]
-        grid[str(t)] = {"errors_questioned": caught, "correct_questioned": false_alarm,
-                        "youden_j": caught - false_alarm,
-                        "changed_at_0.3": slider}
-        print(f"threshold {t:.2f}: errors questioned {caught:.3f}, correct questioned {false_alarm:.3f}, "
-              f"kept explanations change at 0.3 on {slider:.3f}", flush=True)
-    report["validation"]["thresholds"] = grid
-    threshold = args.threshold if args.threshold is not None else float(
-        max(THRESHOLDS, key=lambda t: grid[str(t)]["youden_j"]))
-    report["choices"] = {"l2_main": l2_main, "l2_mirror": l2_mirror, "targets": args.targets, "threshold": threshold,
-                         "threshold_rule": "given" if args.threshold is not None else "best validation Youden J"}
-    print(f"chosen: {report['choices']}", flush=True)
+    if args.validation_report:
+        report = json.loads(Path(args.validation_report).read_text())
+        asked = {"views": args.views, "val_fraction": args.val_fraction, "targets": args.targets,
+                 "top_n": args.top_n, "cache": description}
+        if report.get("asked") != asked:
+            raise SystemExit(f"{args.validation_report} was made with other settings; run the validation again")
+        print(f"validation choices from {args.validation_report}: {report['choices']}", flush=True)
+    else:
+        report = validate(args, fit_rows, val_rows, fit_pos, val_pos, stacked, views, binary_all, soft_all, judge,
+                          classes)
+        report["asked"] = {"views": args.views, "val_fraction": args.val_fraction, "targets": args.targets,
+                           "top_n": args.top_n, "cache": description}
+    choices = report["choices"]
+    l2_main, l2_mirror, threshold = choices["l2_main"], choices["l2_mirror"], choices["threshold"]
+    targets_kind, other = choices["targets"], "binary" if choices["targets"] == "soft" else "soft"
     if args.skip_test:
         (out / "report.json").write_text(json.dumps(report, indent=1))
-        print(f"pilot done: {out / 'report.json'}")
+        print(f"validation done: {out / 'report.json'}")
         return 0
 
     # -- final heads on all training images, one evaluation on the test split -----------------------------------------
     all_rows = np.arange(len(train_pos))
     y_all = np.tile(classes[train_pos], n_views)
     w_main, b_main = fit_linear(stacked(all_rows, 0), y_all, "softmax", l2_main, n_classes)
-    other = "binary" if args.targets == "soft" else "soft"
-    table = soft_all if args.targets == "soft" else binary_all
+    table = soft_all if targets_kind == "soft" else binary_all
     w_mir, b_mir = fit_linear(stacked(all_rows, 1), table[y_all], "bce", l2_mirror, n_expl)
     w_other, b_other = fit_linear(stacked(all_rows, 1), (binary_all if other == "binary" else soft_all)[y_all], "bce",
-                                  best_mirror[other][1], n_expl)
+                                  choices["l2_mirror_other"], n_expl)
     head_main, head_mirror = pair.main.get_classifier(), pair.mirror.net.get_classifier()
     with torch.no_grad():
         for head, w, b in ((head_main, w_main, b_main), (head_mirror, w_mir, b_mir)):
@@ -461,12 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     test_binary, test_soft = binary_all[labels], soft_all[labels]
     curves = {"against class >= 50%": reliability(expls, test_binary),
               "against class share": reliability(expls, test_soft)}
-    plot_reliability(curves, f"Mirror attribute probabilities, {len(labels):,} test photos ({args.targets} targets)",
+    plot_reliability(curves, f"Mirror attribute probabilities, {len(labels):,} test photos ({targets_kind} targets)",
                      out / "reliability_test.png")
     results["calibration"] = {name: c for name, c in curves.items()}
     expls_other = sigmoid(linear(test_mirror[: len(test_pos)], w_other, b_other))
     comparison = {}
-    for kind, e in ((args.targets, expls), (other, expls_other)):
+    for kind, e in ((targets_kind, expls), (other, expls_other)):
         comparison[f"{kind} targets"] = {
             **attribute_numbers(e, test_binary, test_soft, 0.5),
             "at_default_threshold": multilabel_report(test_binary, e, threshold),
@@ -474,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     results["targets_comparison"] = comparison
     plot_reliability({f"{kind} targets": reliability(e, test_binary) for kind, e in
-                      ((args.targets, expls), (other, expls_other))},
+                      ((targets_kind, expls), (other, expls_other))},
                      f"Against the class-level 0/1 labels, {len(labels):,} test photos",
                      out / "reliability_targets.png")
     results["threshold_slider"] = threshold_sensitivity(expls, explainer.groups, threshold, 0.3)
