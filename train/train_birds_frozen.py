@@ -52,6 +52,7 @@ from explainer.metrics import multilabel_report
 from explainer.models import MirrorPair, build_pair
 from explainer.predictor import Explainer
 from explainer.pretrained import load_pretrained_backbone
+from explainer.tasks import BIRDS
 from explainer.transforms import build_transform, reference_preprocessing
 
 CACHE_FORMAT = 1
@@ -112,10 +113,7 @@ def build_frozen_pair(model: str, n_classes: int, n_expl: int, weights: str, hal
                     "join": "add", "start": "stem"}
     pair = build_pair(architecture, coupling="frozen")
     load_pretrained_backbone(pair.main, weights)
-    main_state = pair.main.state_dict()
-    mirror_state = pair.mirror.net.state_dict()
-    copied = {k: v for k, v in main_state.items() if k in mirror_state and mirror_state[k].shape == v.shape}
-    pair.mirror.net.load_state_dict(copied, strict=False)
+    pair.warm_start_from_main()  # every mirror tensor but its head: the mirror starts as the ImageNet network
     if half:  # cache exactly what the float16 file computes once loaded back in float32
         with torch.no_grad():
             for tensor in list(pair.parameters()) + list(pair.buffers()):
@@ -431,20 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         return np.concatenate([views[v][which][rows] for v in args.views])
 
     n_views = len(args.views)
-    class_names = [meta.class_names[c] for c in range(n_classes)]
-    meta_out: dict[str, Any] = {
-        "task": "birds",
-        "architecture": architecture,
-        "class_names": class_names,
-        "class_raw_names": list(meta.class_raw_names),
-        "explanation_names": list(meta.attribute_raw_names),
-        "explanation_display_names": list(meta.attribute_display_names),
-        "explanation_groups": [list(g) for g in meta.groups],
-        "class_explanations": np.round(soft_all, 4).tolist(),
-        "ranking": "weighted",
-        "preprocessing": preprocessing,
-        "defaults": {"threshold": 0.5, "top_n": min(args.top_n, n_classes)},
-    }
+    meta_out = BIRDS.bundle_metadata(
+        architecture, list(meta.class_names), list(meta.class_raw_names), list(meta.attribute_raw_names),
+        list(meta.attribute_display_names), meta.groups, soft_all, preprocessing, 0.5, args.top_n)
     judge = Explainer(pair, meta_out)
     if args.validation_report:
         report = json.loads(Path(args.validation_report).read_text())
