@@ -68,6 +68,26 @@ def test_shipped_shapes_pair_questions_sketches_that_are_none_of_the_shapes(shap
     assert found["questioned"].mean() >= 0.9, dict(zip(kinds, found["questioned"].tolist()))  # measured: 100%
 
 
+def test_shipped_birds_pair_knows_all_200_species_and_says_how_it_was_measured() -> None:
+    path = WEIGHTS / "birds.safetensors"
+    assert path.stat().st_size <= 40 * 2**20  # the Space's budget for the file
+    birds = Explainer.load(path)
+    meta = birds.meta
+    assert birds.task == "birds" and meta["storage_dtype"] == "float16"
+    assert len(birds.class_names) == 200 == len(set(birds.class_names))
+    assert meta["class_raw_names"][0].startswith("001.") and meta["class_raw_names"][-1].startswith("200.")
+    assert len(birds.explanation_names) == 312 and birds.class_explanations.shape == (200, 312)
+    assert meta["training"]["label_source"] == "class"
+    metrics = meta["metrics"]
+    assert f"top-1 {100 * metrics['accuracy']:.1f}%" in meta["description"]  # the app shows this line
+    # the threshold slider matters: moving it from the default to 0.3 changed the kept explanations on at least half
+    # of the test photos when the file was made (train/train_birds_frozen.py measures it)
+    slider = metrics["threshold_slider"]
+    assert slider["base_threshold"] == birds.default_threshold and slider["other_threshold"] == 0.3
+    assert slider["share_changed"] >= 0.5
+    assert metrics["weights_file_check"]["top1_agreement"] == 1.0
+
+
 @pytest.mark.parametrize("name", ["shapes-reference.safetensors", "birds.safetensors"])
 def test_other_shipped_weights_load_and_predict(name: str) -> None:
     explainer = Explainer.load(WEIGHTS / name)

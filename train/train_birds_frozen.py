@@ -57,8 +57,8 @@ from explainer.transforms import build_transform, reference_preprocessing
 
 CACHE_FORMAT = 1
 VIEWS = ("plain", "flip")
-L2_MAIN = (3e-4, 1e-3, 3e-3)
-L2_MIRROR = (1e-6, 1e-5, 1e-4)  # the BCE is a mean over all 312 outputs: ~312x smaller
+L2_MAIN = (1e-4, 3e-4, 1e-3)
+L2_MIRROR = (1e-5, 1e-4, 1e-3)  # the BCE is a mean over all 312 outputs: ~312x smaller
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.35, 0.951, 0.05))
 
 
