@@ -1,10 +1,10 @@
 """Train the birds pair without a GPU: frozen ImageNet backbone, features cached on disk, both heads fitted on them.
 
-The command that produced the shipped `weights/birds.safetensors` (see the README for fetching `.local/lite2.pth`):
+The command that produced the shipped `weights/birds.safetensors` (see the README for fetching `.local/lite0.pth`):
 
     PYTHONPATH=. nice -n 10 .venv/bin/python train/train_birds_frozen.py --data ../shared/data/cub-200 \
-        --model tf_efficientnet_lite2 --pretrained-file .local/lite2.pth --img-size 260 --resize 292 \
-        --views plain,flip --targets soft --cache runs/birds-cache-lite2-260 --out runs/birds-lite2-frozen \
+        --model tf_efficientnet_lite0 --pretrained-file .local/lite0.pth --img-size 224 --resize 256 \
+        --views plain --targets auto --cache runs/birds-cache-lite0-224 --out runs/birds-lite0-frozen \
         --half --output weights/birds.safetensors
 
 Why: a full fine-tuning of EfficientNet on CUB needs a GPU (forward + backward took about 0.4 s per image on this
@@ -21,10 +21,10 @@ the shipped float16 file computes when loaded in float32.
 
 Choices are measured on a validation split carved from the training images (``--val-fraction``, never the test
 split): the L2 strength of each head, binary (class matrix >= 50%) against soft (matrix / 100) attribute targets
-(both reported), and the default explanation threshold (the one whose verdict best separates wrong from right main
-predictions on the validation images, Youden's J). The heads are then refitted on all training images and the pair
-is evaluated once on the official test split. Output: the normal self-describing weights file, `<out>/report.json`,
-`<out>/reliability_*.png`, `<out>/test_predictions.npz`.
+(both reported; ``--targets auto`` keeps the one whose verdict separates wrong from right main predictions better,
+Youden's J) and the default explanation threshold (by the same rule). The heads are then refitted on all training
+images and the pair is evaluated once on the official test split. Output: the normal self-describing weights file,
+`<out>/report.json`, `<out>/reliability_*.png`, `<out>/test_predictions.npz`.
 
 Pilot (a few images per class, no test split, validation numbers only): add ``--limit-per-class 8 --skip-test``.
 """
@@ -65,10 +65,10 @@ THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.35, 0.951, 0.05))
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder holding CUB_200_2011/ (or that folder itself)")
-    p.add_argument("--model", default="tf_efficientnet_lite2", help="a timm EfficientNet-Lite (or any timm CNN)")
+    p.add_argument("--model", default="tf_efficientnet_lite0", help="a timm EfficientNet-Lite (or any timm CNN)")
     p.add_argument("--pretrained-file", required=True, help="ImageNet weights (a local state-dict file)")
-    p.add_argument("--img-size", type=int, default=260)
-    p.add_argument("--resize", type=int, default=292, help="shorter side before the centre crop")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--resize", type=int, default=256, help="shorter side before the centre crop")
     p.add_argument("--views", default="plain", help="comma list of cached training views: plain, flip")
     p.add_argument("--targets", choices=("auto", "soft", "binary"), default="auto",
                    help="attribute targets of the shipped mirror head: matrix/100 or matrix >= --class-threshold "
