@@ -284,7 +284,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     earlier = meta["training"].get("finetune")  # fine-tuning an already fine-tuned file keeps every step's record
     steps = (earlier if isinstance(earlier, list) else [earlier]) if earlier else []
     meta["training"] = {**meta["training"], "finetune": [*steps, finetune] if steps else finetune}
-    meta["metrics"] = {**meta.get("metrics", {}), "finetune_validation": {
+    metrics = dict(meta.get("metrics", {}))
+    if "validation" in metrics:  # the starting pair's figures: kept, but never shown as this file's own
+        metrics["base_pair_validation"] = metrics.pop("validation")
+    meta["metrics"] = {**metrics, "finetune_validation": {
         "n": validation["n"], "main_accuracy": validation["accuracy"],
         "explanation_exact_match": validation["explanations"]["exact_match"],
         "questioned_share_correct": validation["verdict"]["questioned_share_correct"]},
