@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .models import MirrorPair, build_pair, unwrap
+from .models import MirrorPair, build_pair, state_dict_problem, unwrap
 from .scope import SCOPE_PREFIX, ScopeError, ScopeGate, split_scope_tensors
 
 FORMAT_VERSION = 1
@@ -234,24 +234,9 @@ def load_bundle_with_scope(
         raise BundleError(f"{path}: cannot build the architecture the file describes "
                           f"({str(meta['architecture'])[:60]}): {str(err)[:120]}") from err
     expected = pair.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise BundleError(
-            f"{path}: tensors do not match its architecture (missing {missing[:5]}{'...' if len(missing) > 5 else ''},"
-            f" unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
-        )
-    for key, wanted in expected.items():  # network order: the first mismatching layer is named, every time
-        if tensors[key].shape != wanted.shape:
-            raise BundleError(
-                f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, "
-                f"architecture expects {tuple(wanted.shape)}"
-            )
-    for key in expected:  # a NaN or infinite weight would make every answer NaN
-        tensor = tensors[key]
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise BundleError(f"{path}: tensor {key} holds NaN or infinite values; the file is damaged or its training "
-                              "diverged")
+    problem = state_dict_problem(expected, tensors)
+    if problem:
+        raise BundleError(f"{path}: {problem}")
     state = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
     pair.load_state_dict(state, strict=True)
     return pair.to(device).eval(), meta, gate

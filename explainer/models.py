@@ -17,7 +17,7 @@ reference's two-step training: the main network is fixed, runs in eval mode, and
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -437,6 +437,26 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The plain module behind torch.compile / DistributedDataParallel wrappers (what a weights file must hold)."""
     model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
+
+
+def state_dict_problem(expected: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps ``tensors`` from loading into a network whose state dict is ``expected``, in words, or None.
+
+    Checked in network order (the first wrong layer is named, every time): the same names, the same shapes, and
+    only finite values (a NaN or infinite weight would make every answer NaN)."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        return (f"tensors do not match its architecture (missing {missing[:5]}{'...' if len(missing) > 5 else ''},"
+                f" unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
+    for key, wanted in expected.items():
+        if tensors[key].shape != wanted.shape:
+            return f"tensor {key} has shape {tuple(tensors[key].shape)}, architecture expects {tuple(wanted.shape)}"
+    for key in expected:
+        tensor = tensors[key]
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"tensor {key} holds NaN or infinite values; the file is damaged or its training diverged"
+    return None
 
 
 def build_pair(architecture: dict[str, Any], coupling: str = "frozen", verify: bool = True) -> MirrorPair:

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models import state_dict_problem
+
 SCOPE_PREFIX = "scope."
 SCOPE_FORMAT = 1
 # ImageNet-1k indices of birds (WordNet bird synsets): cock .. great grey owl, black grouse .. black swan,
@@ -204,18 +206,9 @@ class ScopeGate:
         validate_scope_metadata(description)
         network = build_scope_network(description["architecture"], str(description.get("trunk", "own")))
         expected = network.state_dict()
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            raise ScopeError(
-                f"scope tensors do not match {description['architecture'].get('model_name')} "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
-        for key, wanted in expected.items():
-            if tensors[key].shape != wanted.shape:
-                raise ScopeError(
-                    f"scope tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(wanted.shape)}"
-                )
+        problem = state_dict_problem(expected, tensors)
+        if problem:
+            raise ScopeError(f"scope network ({description['architecture'].get('model_name')}): {problem}")
         network.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
         return cls(network, description, device)
 
