@@ -74,7 +74,7 @@ SCROLL_TO_RESULT_JS = """
 () => {
   if (window.innerWidth > 768) { return; }
   const status = document.getElementById('%s-status');
-  if (status) { status.scrollIntoView({block: 'start'}); }
+  if (status) { window.scrollTo({top: status.getBoundingClientRect().top + window.scrollY - 12}); }  // badge whole
 }
 """
 CHART_HINT = "*The verdict and three charts appear here once an image is classified.*"

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bundles import running_app
 
@@ -262,3 +263,26 @@ def test_the_shipped_model_on_shapes_drawn_with_the_mouse(
     else:
         accepted = ("square", "rectangle") if expected == "square" and outline is OVERSHOOT_SQUARE else (expected,)
         assert any(f"Main network: {name}" in status for name in accepted) and "Consistent" in status, status
+
+
+def test_the_shipped_birds_model_says_a_cat_is_not_a_bird_on_a_phone(browser: Any, tmp_path: Path) -> None:
+    """A visitor on a phone uploads a photo of a cat (scikit-image's sample photo, shipped with the package) to the
+    shipped 200-species model: the verdict, in view, says in plain words that it is not a bird and what it looks
+    like instead, and the model line names the species count."""
+    from skimage import data as skimage_data  # a test requirement (requirements-dev.txt)
+
+    photo = tmp_path / "cat.png"
+    Image.fromarray(skimage_data.chelsea()).save(photo)
+    page = phone_page(browser)
+    page.goto(running_app(shipped=True)[1])
+    page.get_by_role("tab", name="Birds").click()
+    assert "200" in page.inner_text("#birds-model")
+    page.locator("#birds-upload input[type=file]").set_input_files(str(photo))
+    page.locator("#birds-status .badge").wait_for(timeout=TIMEOUT_MS)
+    status = page.inner_text("#birds-status")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshot_folder(tmp_path) / "phone-birds-cat.png"))
+    page.screenshot(path=str(screenshot_folder(tmp_path) / "phone-birds-cat-full.png"), full_page=True)
+    assert in_view(page, "#birds-status .badge", PHONE["height"]), "the verdict is below the fold after the upload"
+    page.close()
+    assert "not a bird" in status.lower() and "cat" in status.lower(), status

@@ -96,9 +96,11 @@ def _check_top(name: str, value: int, largest: int) -> int:
 
 
 def _layout(
-    title: str, labels: list[str], x_range: list[float], legend_items: int, percent_axis: bool
+    title: str, labels: list[str], x_range: list[float], legend_items: int, percent_axis: bool, x_title: str = ""
 ) -> dict[str, Any]:
-    """Title on top, one row per label best first, the legend (if any) at the bottom, no zoom or drag."""
+    """Title on top, one row per label best first, the unit (if any) under the axis rather than in the title (a
+    plotly title never wraps, and a phone is narrow), the legend (if any) at the bottom, no zoom or drag."""
+    axis_px = _AXIS_PX + (_LINE_PX + 6 if x_title else 0)
     legend_lines = -(-legend_items // _LEGEND_ITEMS_PER_LINE) if legend_items else 0
     legend_px = _LEGEND_LINE_PX * legend_lines + (8 if legend_lines else 0)
     rows_px = sum(_ROW_PX + _LINE_PX * (_lines(label) - 1) for label in labels) or _ROW_PX
@@ -106,11 +108,13 @@ def _layout(
                              "automargin": True}
     if percent_axis:
         xaxis["tickformat"] = ".0%"
+    if x_title:
+        xaxis["title"] = {"text": x_title, "font": {"size": 12}, "standoff": 4}
     return {
         "title": {"text": f"<b>{title}</b>", "x": 0, "xref": "container", "xanchor": "left", "pad": {"l": 8},
                   "y": 1, "yref": "container", "yanchor": "top", "font": {"size": 14}},
-        "height": _TITLE_PX + rows_px + _AXIS_PX + legend_px,
-        "margin": {"l": 8, "r": _VALUES_PX, "t": _TITLE_PX, "b": _AXIS_PX + legend_px, "autoexpand": True},
+        "height": _TITLE_PX + rows_px + axis_px + legend_px,
+        "margin": {"l": 8, "r": _VALUES_PX, "t": _TITLE_PX, "b": axis_px + legend_px, "autoexpand": True},
         "bargap": 0.25,
         "barmode": "overlay",
         "font": {"size": 13, "family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"},
@@ -313,8 +317,8 @@ def ranking_chart(
     draw_cut = cut_after < len(shown)
     if draw_cut:
         data.append(_legend_line(f"top-{top_n} cut"))
-    title = "Classes ranked by the explanations" + ("" if normalized else " (score as % of the best class)")
-    layout = _layout(title, labels, [0, 1], len(data), True)
+    unit = "" if normalized else "score as % of the best class"
+    layout = _layout("Classes ranked by the explanations", labels, [0, 1], len(data), True, unit)
     layout["annotations"] += _value_column(labels, text)
     if draw_cut:  # between the last row inside the cut and the next (category positions are 0-based)
         layout["shapes"].append({"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1,
