@@ -84,7 +84,7 @@ def test_the_ranking_is_shown_as_a_share_of_the_best_class(folder: Path) -> None
     figure = json.loads(out.ranking_plot.plot)
     texts = [t for trace in figure["data"] if trace.get("type") == "bar" for t in trace["text"]]
     assert texts[0] == "100.0%" or max(out.result["explanation_ranking"], key=lambda r: r[1])[1] == 0
-    assert all(t.endswith("%") for t in texts) and "% of the best class" in figure["layout"]["title"]["text"]
+    assert all(t.endswith("%") for t in texts) and "% of the best class" in figure["layout"]["xaxis"]["title"]["text"]
 
 
 def test_the_model_is_named_from_its_metadata() -> None:
