@@ -49,7 +49,7 @@ from explainer.bundle import atomic_write_bytes, save_bundle
 from explainer.calibration import plot_reliability, reliability, threshold_sensitivity
 from explainer.evaluation import evaluate_predictions, verdict_arrays
 from explainer.metrics import multilabel_report
-from explainer.models import MirrorPair, build_pair
+from explainer.models import MirrorPair, build_pair, state_dict_problem
 from explainer.predictor import Explainer
 from explainer.pretrained import load_pretrained_backbone
 from explainer.tasks import BIRDS
@@ -91,6 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-extract", action="store_true", help="use the cache as it is (with --partial-test)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--half", action="store_true", help="store float16 weights (the backbone is rounded before caching)")
+    p.add_argument("--main-init", help="a fine-tuned main network (safetensors, from train/train_birds_partial.py) "
+                   "loaded over the ImageNet weights before the mirror is warm-started from it")
+    p.add_argument("--keep-main-head", action="store_true",
+                   help="keep the main network's classifier (from --main-init) instead of fitting one")
     p.add_argument("--cache", required=True, help="feature cache folder (reused and resumed across runs)")
     p.add_argument("--out", required=True, help="run folder: report.json, reliability plots, test predictions")
     p.add_argument("--output", help="the weights file to write (.safetensors)")
@@ -107,12 +111,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- the frozen pair -------------------------------------------------------------------------------------------------
 
 
-def build_frozen_pair(model: str, n_classes: int, n_expl: int, weights: str, half: bool) -> tuple[MirrorPair, dict]:
-    """The pair with ImageNet weights in the main network, copied into the mirror; heads left to be fitted."""
+def build_frozen_pair(model: str, n_classes: int, n_expl: int, weights: str, half: bool,
+                      main_init: str | None = None) -> tuple[MirrorPair, dict]:
+    """The pair with ImageNet weights in the main network (then `main_init`'s fine-tuned main network, if given),
+    copied into the mirror; heads left to be fitted."""
     architecture = {"family": "timm", "model_name": model, "n_classes": n_classes, "n_explanations": n_expl,
                     "join": "add", "start": "stem"}
     pair = build_pair(architecture, coupling="frozen")
     load_pretrained_backbone(pair.main, weights)
+    if main_init:
+        from safetensors.torch import load_file  # never unpickles
+
+        tensors = load_file(main_init)
+        problem = state_dict_problem(pair.main.state_dict(), tensors)
+        if problem:
+            raise SystemExit(f"{main_init} is not a main network for {model} with {n_classes} classes: {problem}")
+        pair.main.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     pair.warm_start_from_main()  # every mirror tensor but its head: the mirror starts as the ImageNet network
     if half:  # cache exactly what the float16 file computes once loaded back in float32
         with torch.no_grad():
@@ -224,6 +238,20 @@ class FeatureCache:
         return np.concatenate(mains), np.concatenate(mirrors)
 
 
+def cache_description(args: argparse.Namespace, preprocessing: dict, train_pos: np.ndarray,
+                      test_pos: np.ndarray) -> dict[str, Any]:
+    """What made a feature cache: reusing one made otherwise is refused."""
+    description = {
+        "format": CACHE_FORMAT, "model": args.model, "weights_sha256": _digest(args.pretrained_file),
+        "preprocessing": preprocessing, "rounded_to_float16": bool(args.half), "chunk": args.chunk,
+        "train_positions_sha256": hashlib.sha256(train_pos.tobytes()).hexdigest()[:16],
+        "test_positions_sha256": hashlib.sha256(test_pos.tobytes()).hexdigest()[:16],
+    }
+    if args.main_init:
+        description["main_init_sha256"] = _digest(args.main_init)
+    return description
+
+
 # -- heads on cached features ----------------------------------------------------------------------------------------
 
 
@@ -292,15 +320,24 @@ def attribute_numbers(probs: np.ndarray, binary: np.ndarray, soft: np.ndarray, t
 
 def validate(args: argparse.Namespace, fit_rows: np.ndarray, val_rows: np.ndarray, fit_pos: np.ndarray,
              val_pos: np.ndarray, stacked: Callable, views: dict, binary_all: np.ndarray, soft_all: np.ndarray,
-             judge: Explainer, classes: np.ndarray) -> dict[str, Any]:
-    """Every choice on the validation photos: L2 of each head, binary or soft targets, the default threshold."""
+             judge: Explainer, classes: np.ndarray,
+             main_head: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Every choice on the validation photos: L2 of each head, binary or soft targets, the default threshold.
+    With `main_head` (W, b) the main network's own classifier is kept and only evaluated."""
     classes_fit, y_val = np.tile(classes[fit_pos], len(args.views)), classes[val_pos]
     val_binary, val_soft = binary_all[y_val], soft_all[y_val]
     n_classes, n_expl = binary_all.shape
     report: dict[str, Any] = {"validation": {"images_fit": int(len(fit_pos)), "images_val": int(len(val_pos)),
                                              "views": args.views, "main": {}, "mirror": {}, "thresholds": {}}}
     best_main = None
-    for l2 in L2_MAIN:
+    if main_head is not None:
+        probs = softmax(linear(views["plain"][0][val_rows], *main_head))
+        top1 = float((probs.argmax(1) == y_val).mean())
+        nll = float(-np.log(probs[np.arange(len(y_val)), y_val] + 1e-12).mean())
+        report["validation"]["main"]["kept classifier"] = {"top1": top1, "nll": nll}
+        print(f"main network's own classifier: validation top-1 {top1:.4f}, NLL {nll:.4f}", flush=True)
+        best_main = ((top1, -nll), None, probs)
+    for l2 in () if main_head is not None else L2_MAIN:
         w, b = fit_linear(stacked(fit_rows, 0), classes_fit, "softmax", l2, n_classes)
         probs = softmax(linear(views["plain"][0][val_rows], w, b))
         top1 = float((probs.argmax(1) == y_val).mean())
@@ -388,19 +425,15 @@ def main(argv: list[str] | None = None) -> int:
 
     train_pos, test_pos = interleave(limit(meta.train_indices), classes), interleave(limit(meta.test_indices), classes)
 
-    pair, architecture = build_frozen_pair(args.model, n_classes, n_expl, args.pretrained_file, args.half)
+    pair, architecture = build_frozen_pair(args.model, n_classes, n_expl, args.pretrained_file, args.half,
+                                           args.main_init)
     import timm.data
 
     data_cfg = timm.data.resolve_model_data_config(pair.main)
     preprocessing = reference_preprocessing(size=args.img_size, resize=args.resize, mean=data_cfg["mean"],
                                             std=data_cfg["std"])
     transform = build_transform(preprocessing, train=False)
-    description = {
-        "format": CACHE_FORMAT, "model": args.model, "weights_sha256": _digest(args.pretrained_file),
-        "preprocessing": preprocessing, "rounded_to_float16": bool(args.half), "chunk": args.chunk,
-        "train_positions_sha256": hashlib.sha256(train_pos.tobytes()).hexdigest()[:16],
-        "test_positions_sha256": hashlib.sha256(test_pos.tobytes()).hexdigest()[:16],
-    }
+    description = cache_description(args, preprocessing, train_pos, test_pos)
     cache = FeatureCache(args.cache, description)
     if args.chunk % args.batch_size:
         raise SystemExit("--chunk must be a multiple of --batch-size")
@@ -433,18 +466,23 @@ def main(argv: list[str] | None = None) -> int:
         architecture, list(meta.class_names), list(meta.class_raw_names), list(meta.attribute_raw_names),
         list(meta.attribute_display_names), meta.groups, soft_all, preprocessing, 0.5, args.top_n)
     judge = Explainer(pair, meta_out)
+    head_main = pair.main.get_classifier()
+    kept_head = (head_main.weight.detach().numpy().copy(), head_main.bias.detach().numpy().copy())
+    # the validation run of a fine-tuned main network used another main network (trained without the validation
+    # photos): everything else about the cache must match
+    asked_cache = {k: v for k, v in description.items() if k != "main_init_sha256"}
     if args.validation_report:
         report = json.loads(Path(args.validation_report).read_text())
         asked = {"views": args.views, "val_fraction": args.val_fraction, "targets": args.targets,
-                 "top_n": args.top_n, "cache": description}
+                 "top_n": args.top_n, "cache": asked_cache, "keep_main_head": args.keep_main_head}
         if report.get("asked") != asked:
             raise SystemExit(f"{args.validation_report} was made with other settings; run the validation again")
         print(f"validation choices from {args.validation_report}: {report['choices']}", flush=True)
     else:
         report = validate(args, fit_rows, val_rows, fit_pos, val_pos, stacked, views, binary_all, soft_all, judge,
-                          classes)
+                          classes, kept_head if args.keep_main_head else None)
         report["asked"] = {"views": args.views, "val_fraction": args.val_fraction, "targets": args.targets,
-                           "top_n": args.top_n, "cache": description}
+                           "top_n": args.top_n, "cache": asked_cache, "keep_main_head": args.keep_main_head}
     choices = report["choices"]
     l2_main, l2_mirror, threshold = choices["l2_main"], choices["l2_mirror"], choices["threshold"]
     targets_kind, other = choices["targets"], "binary" if choices["targets"] == "soft" else "soft"
@@ -456,12 +494,15 @@ def main(argv: list[str] | None = None) -> int:
     # -- final heads on all training images, one evaluation on the test split -----------------------------------------
     all_rows = np.arange(len(train_pos))
     y_all = np.tile(classes[train_pos], n_views)
-    w_main, b_main = fit_linear(stacked(all_rows, 0), y_all, "softmax", l2_main, n_classes)
+    if args.keep_main_head:
+        w_main, b_main = kept_head
+    else:
+        w_main, b_main = fit_linear(stacked(all_rows, 0), y_all, "softmax", l2_main, n_classes)
     table = soft_all if targets_kind == "soft" else binary_all
     w_mir, b_mir = fit_linear(stacked(all_rows, 1), table[y_all], "bce", l2_mirror, n_expl)
     w_other, b_other = fit_linear(stacked(all_rows, 1), (binary_all if other == "binary" else soft_all)[y_all], "bce",
                                   choices["l2_mirror_other"], n_expl)
-    head_main, head_mirror = pair.main.get_classifier(), pair.mirror.net.get_classifier()
+    head_mirror = pair.mirror.net.get_classifier()
     with torch.no_grad():
         for head, w, b in ((head_main, w_main, b_main), (head_mirror, w_mir, b_mir)):
             w, b = torch.from_numpy(w), torch.from_numpy(b)
@@ -514,7 +555,14 @@ def main(argv: list[str] | None = None) -> int:
     # -- the weights file, and a check that it reproduces the cached predictions from the images --------------------
     seconds = time.time() - started
     training = {k: v for k, v in vars(args).items() if k not in ("workers", "threads", "out", "output", "cache")}
-    training.update({"recipe": "frozen ImageNet backbone (BatchNorm in eval), linear heads fitted on cached features",
+    recipe = "frozen ImageNet backbone (BatchNorm in eval), linear heads fitted on cached features"
+    if args.main_init:
+        from train.train_birds_partial import load_main_training
+
+        training["main_network"] = load_main_training(args.main_init)
+        recipe = ("ImageNet backbone, its last stages and classifier fine-tuned on cached activations "
+                  "(train/train_birds_partial.py); the mirror warm-started from it, its head fitted on cached features")
+    training.update({"recipe": recipe,
                      "selected_on": "validation split carved from the training images", **report["choices"],
                      "train_images": int(len(train_pos)), "label_source": "class",
                      "extraction_seconds_this_run": round(extract_seconds, 1),
@@ -524,10 +572,11 @@ def main(argv: list[str] | None = None) -> int:
     meta_out["metrics"] = results
     top1 = results["accuracy"]
     family = args.model.replace("tf_efficientnet_", "EfficientNet-").replace("lite", "Lite")
+    how = ("its last two stages fine-tuned on a CPU" if args.main_init else
+           "frozen (only the two heads trained, on a CPU)")
     meta_out["description"] = (
-        f"{n_classes} species of CUB-200-2011, {family} ImageNet-pretrained and frozen (only the two heads trained, "
-        f"on a CPU), trained on {len(train_pos):,} images; top-1 {100 * top1:.1f}% on {len(test_pos):,} held-out "
-        "images")
+        f"{n_classes} species of CUB-200-2011, {family} ImageNet-pretrained, {how}, trained on {len(train_pos):,} "
+        f"images; top-1 {100 * top1:.1f}% on {len(test_pos):,} held-out images")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     save_bundle(args.output, pair, meta_out, half=args.half)
     check = Explainer.load(args.output)
