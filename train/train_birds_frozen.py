@@ -1,11 +1,12 @@
 """Train the birds pair without a GPU: frozen ImageNet backbone, features cached on disk, both heads fitted on them.
 
-The command that produced the shipped `weights/birds.safetensors` (see the README for fetching `.local/lite0.pth`):
+The command that produced the earlier 200-species file (69.7% top-1; see the README for fetching `.local/lite0.pth`;
+the shipped file comes from `train/train_birds_partial.py`, which uses this script for the mirror head):
 
     PYTHONPATH=. nice -n 10 .venv/bin/python train/train_birds_frozen.py --data ../shared/data/cub-200 \
         --model tf_efficientnet_lite0 --pretrained-file .local/lite0.pth --img-size 224 --resize 256 \
         --views plain --targets auto --cache runs/birds-cache-lite0-224 --out runs/birds-lite0-frozen \
-        --half --output weights/birds.safetensors
+        --half --output runs/birds-lite0-frozen/birds.safetensors
 
 Why: a full fine-tuning of EfficientNet on CUB needs a GPU (forward + backward took about 0.4 s per image on this
 2-core machine). Here every convolution keeps its ImageNet weights and BatchNorm its ImageNet statistics; only the

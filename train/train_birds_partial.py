@@ -23,9 +23,12 @@ The mirror is warm-started from the (fine-tuned) main network, as the project's 
 trained. Pooled features for the frozen recipe's head fitting are computed from the activation cache, and the weights
 file check (32 test photos through the file, from the images) compares them with a full forward.
 
-    PYTHONPATH=. nice -n 10 .venv/bin/python train/train_birds_partial.py --data ../shared/data/cub-200 \\
+The command that produced the shipped `weights/birds.safetensors` (76.9% top-1; then `train/attach_scope.py` adds
+the "is this a bird?" gate, see the README):
+
+    PYTHONPATH=. nice -n 5 .venv/bin/python train/train_birds_partial.py --data ../shared/data/cub-200 \\
         --pretrained-file .local/lite2.pth --cache runs/birds-taps-lite2-260 --out runs/birds-lite2-partial \\
-        --output weights/birds.safetensors
+        --max-epochs 12 --output runs/birds-lite2-partial/birds.safetensors
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, default=260)
     p.add_argument("--resize", type=int, default=292, help="shorter side before the centre crop")
     p.add_argument("--views", default=",".join(VIEWS), help=f"comma list of training views from {VIEWS}")
-    p.add_argument("--max-epochs", type=int, default=14, help="validation run length; the final run uses the best")
+    p.add_argument("--max-epochs", type=int, default=12, help="validation run length; the final run uses the best")
     p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate of the fine-tuned stages")
     p.add_argument("--head-lr", type=float, default=5e-3, help="AdamW learning rate of the new classifier")
     p.add_argument("--weight-decay", type=float, default=0.02)

@@ -52,11 +52,13 @@ class BirdsTask(Task):
         else:
             measured = "no measured accuracy recorded in this weights file"
         scope = meta.get("scope")
-        check = (
-            "A third network, the ImageNet classifier the backbone started from, checks that the photo shows a bird "
-            "at all." if isinstance(scope, Mapping)
-            else "This weights file has no bird check: any photo gets a species name."
-        )
+        if isinstance(scope, Mapping):
+            architecture = scope.get("architecture")
+            gate = architecture.get("model_name") if isinstance(architecture, Mapping) else None
+            named = f" ({backbone_name(str(gate)).split(' (')[0]})" if gate else ""
+            check = f"A third network, an ImageNet classifier{named}, checks that the photo shows a bird at all."
+        else:
+            check = "This weights file has no bird check: any photo gets a species name."
         return (
             f"**Model:** knows **{n_species} bird species** of CUB-200-2011's 200 · backbone "
             f"{backbone_name(model_name)} (ImageNet-pretrained), with a mirror network that reads its activations · "
