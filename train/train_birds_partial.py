@@ -9,10 +9,10 @@ and the classifier) with AdamW, about 14 ms per image per step on two cores.
 
 Steps (one command; every step resumes from what is on disk):
 1. Activation cache (`--cache`): the main network's stride-16 activation of every training photo in each view
-   (`plain`, `flip`, and `crop1`, `crop2`: a seeded random-resized crop, 35-100% of the area, random flip), and for the
-   plain view of the training and test photos also the mirror's state at the same depth (the mirror is fed from the
-   main stem and joined by addition; its stages up to there are the ImageNet copy and do not depend on what is
-   fine-tuned). float16 chunks of 64 photos, written atomically.
+   (`plain`, `flip`, and by default `crop1`, `crop2`, up to `crop4`: a seeded random-resized crop, 35-100% of the
+   area, random flip), and for the plain view of the training and test photos also the mirror's state at the same
+   depth (the mirror is fed from the main stem and joined by addition; its stages up to there are the ImageNet copy
+   and do not depend on what is fine-tuned). float16 chunks of 64 photos, written atomically.
 2. Validation run: the tail is trained on 80% of the training photos (`cub.validation_split`, never the test split),
    top-1 on the other 20% after every epoch picks the number of epochs; then the frozen recipe, given this main
    network, fits the mirror's head and chooses the attribute targets and the default threshold on the same 20%.
@@ -59,7 +59,8 @@ from train import train_birds_frozen as frozen
 
 TAP_FORMAT = 1
 TAP_LEVEL = 3  # the main network's feature level whose activation is cached: stride 16 (`blocks.4` in EfficientNet)
-VIEWS = ("plain", "flip", "crop1", "crop2")
+VIEWS = ("plain", "flip", "crop1", "crop2", "crop3", "crop4")
+DEFAULT_VIEWS = VIEWS[:4]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrained-file", required=True, help="ImageNet weights (a local state-dict file)")
     p.add_argument("--img-size", type=int, default=260)
     p.add_argument("--resize", type=int, default=292, help="shorter side before the centre crop")
-    p.add_argument("--views", default=",".join(VIEWS), help=f"comma list of training views from {VIEWS}")
+    p.add_argument("--views", default=",".join(DEFAULT_VIEWS), help=f"comma list of training views from {VIEWS}")
     p.add_argument("--max-epochs", type=int, default=12, help="validation run length; the final run uses the best")
     p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate of the fine-tuned stages")
     p.add_argument("--head-lr", type=float, default=5e-3, help="AdamW learning rate of the new classifier")
