@@ -104,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not views or any(v not in VIEWS for v in views) or views[0] != "plain":
         p.error(f"--views must start with plain and use only {VIEWS}, got {args.views!r}")
     args.views = views
+    if args.keep_main_head and not args.main_init:
+        p.error("--keep-main-head keeps the classifier of --main-init; give --main-init too")
     if not args.skip_test and not args.extract_only and not args.output:
         p.error("give --output (the weights file), or --skip-test / --extract-only")
     return args
