@@ -186,3 +186,18 @@ def test_real_drawing_evaluation_says_when_there_is_no_data(tmp_path: Path) -> N
 
     with pytest.raises(SystemExit):
         main(["--weights", "w", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_tall_boxes_are_an_option_that_keeps_the_shipped_recipe() -> None:
+    from explainer.shapes.sketches import _quad
+
+    def tall(corners: np.ndarray) -> bool:
+        span = np.ptp(corners, axis=0)
+        return bool(span[1] > span[0])
+
+    wide_only = [tall(_quad(2.0, np.random.default_rng(s))) for s in range(40)]
+    either = [tall(_quad(2.0, np.random.default_rng(s), tall_boxes=True)) for s in range(40)]
+    assert not any(wide_only) and 10 < sum(either) < 30
+    # without the option the images are exactly the recipe the shipped file was trained with
+    images = generate_sketches(3, seed=5)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(images, generate_sketches(3, seed=5, tall_boxes=False)[0]))

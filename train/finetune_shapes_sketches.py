@@ -74,6 +74,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, required=True, help="weights file to write (.safetensors)")
     p.add_argument("--seed", type=int, default=7, help="a seed the shipped training did not use (it used 0)")
     p.add_argument("--base-per-class", type=int, default=1000, help="generate_shapes images per class (mixed)")
+    p.add_argument("--filled-per-class", type=int, default=0,
+                   help="more generate_shapes images per class, filled only (the base training's own kind, so that "
+                        "fine-tuning on drawings does not forget small filled shapes)")
+    p.add_argument("--tall-boxes", action="store_true",
+                   help="sketched boxes and open boxes as often tall as wide (otherwise wide when upright)")
     p.add_argument("--sketches-per-class", type=int, default=1500)
     p.add_argument("--sketch-outliers", type=int, default=4400)
     p.add_argument("--outliers", type=int, default=2000, help="generate_outliers images (mixed)")
@@ -141,13 +146,18 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
     """Preprocessed tensors: main train/val (images, classes, explanations) and mirror-only extras."""
     started = time.perf_counter()
     base = generate_shapes(args.base_per_class, seed=args.seed, size=64, style="mixed")
-    s_images, s_labels, s_expl, s_teach = generate_sketches(args.sketches_per_class, seed=args.seed)
+    if args.filled_per_class > 0:
+        filled = generate_shapes(args.filled_per_class, seed=60_000 + args.seed, size=64, style="filled")
+        base = type(base)(np.concatenate([base.images, filled.images]), np.concatenate([base.labels, filled.labels]),
+                          np.concatenate([base.explanations, filled.explanations]))
+    s_images, s_labels, s_expl, s_teach = generate_sketches(args.sketches_per_class, seed=args.seed,
+                                                            tall_boxes=args.tall_boxes)
     x_base, x_sketch = to_tensor(base.images, True), to_tensor(s_images, True)
     rng = np.random.default_rng(args.seed)
     n_base, n_sketch = len(base.labels), len(s_labels)
     val_base = rng.random(n_base) < VAL_SHARE
     val_sketch = rng.random(n_sketch) < VAL_SHARE
-    o_images, _ = generate_sketch_outliers(args.sketch_outliers, seed=args.seed)
+    o_images, _ = generate_sketch_outliers(args.sketch_outliers, seed=args.seed, tall_boxes=args.tall_boxes)
     x_out = to_tensor(o_images, True)
     val_out = rng.random(len(o_images)) < VAL_SHARE
     old_out, _ = generate_outliers(args.outliers, seed=41_000 + args.seed, size=64, style="mixed")

@@ -149,9 +149,12 @@ def _corner_path(corners: np.ndarray, rng: np.random.Generator, closed: bool) ->
     return [s for s in strokes if len(s) >= 2]
 
 
-def _quad(ratio: float, rng: np.random.Generator) -> np.ndarray:
-    """A ratio:1 rectangle's corners with a little slant (shear) and corner jitter, about unit size."""
+def _quad(ratio: float, rng: np.random.Generator, tall_boxes: bool = False) -> np.ndarray:
+    """A ratio:1 rectangle's corners with a little slant (shear) and corner jitter, about unit size; wide, or with
+    tall_boxes as often tall as wide (a "[" is a tall box missing its right side)."""
     corners = np.array([[-ratio, -1.0], [ratio, -1.0], [ratio, 1.0], [-ratio, 1.0]]) / ratio
+    if tall_boxes and rng.random() < 0.5:
+        corners = corners[:, ::-1].copy()
     shear = np.clip(rng.normal(0.0, 0.07), -0.15, 0.15)
     corners = corners @ np.array([[1.0, 0.0], [shear, 1.0]]).T
     return corners + rng.normal(0.0, 0.015, corners.shape)
@@ -207,9 +210,12 @@ def _finish(strokes: list[np.ndarray], rng: np.random.Generator) -> list[np.ndar
     return [_wobble(_dense(s), rng, slow, fast) @ turn.T for s in strokes]
 
 
-def sketch_shape(kind: str, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, bool]:
+def sketch_shape(
+    kind: str, rng: np.random.Generator, tall_boxes: bool = False
+) -> tuple[list[np.ndarray], np.ndarray, bool]:
     """Strokes of one drawn shape, its 5 explanation labels, and whether its class is one the main network is taught
-    (False for quadrilaterals between SQUARE_MAX_RATIO and DRAWN_SAME_SIZE_MAX, shown to the mirror only)."""
+    (False for quadrilaterals between SQUARE_MAX_RATIO and DRAWN_SAME_SIZE_MAX, shown to the mirror only).
+    tall_boxes: upright quadrilaterals are as often tall as wide (otherwise wide, as the shipped recipe drew them)."""
     explanation = np.zeros(5, dtype=np.float32)
     teach_class = True
     if kind == "circle":
@@ -226,7 +232,7 @@ def sketch_shape(kind: str, rng: np.random.Generator) -> tuple[list[np.ndarray],
             teach_class = ratio <= SQUARE_MAX_RATIO
         else:
             ratio = math.exp(rng.uniform(math.log(RECTANGLE_MIN_RATIO), math.log(RECTANGLE_MAX_RATIO)))
-        strokes = _corner_path(_quad(ratio, rng), rng, closed=True)
+        strokes = _corner_path(_quad(ratio, rng, tall_boxes), rng, closed=True)
         explanation[2], explanation[3] = 1, 1
         explanation[4] = float(ratio <= DRAWN_SAME_SIZE_MAX)
     else:
@@ -243,14 +249,14 @@ def _regular(count: int, rng: np.random.Generator, inner: float | None = None) -
     return np.column_stack([radii * np.cos(angles), radii * np.sin(angles)])
 
 
-def sketch_outlier(kind: str, rng: np.random.Generator) -> list[np.ndarray]:
-    """Strokes of one drawing that is none of the four shapes (OUTLIER_KINDS)."""
+def sketch_outlier(kind: str, rng: np.random.Generator, tall_boxes: bool = False) -> list[np.ndarray]:
+    """Strokes of one drawing that is none of the four shapes (OUTLIER_KINDS); tall_boxes as in sketch_shape."""
     if kind == "open_polygon":  # brackets, V, L, U: a triangle or quadrilateral missing one or two whole edges
         if rng.random() < 0.4:
             corners, _ = _triangle(rng)
             keep = 3  # two edges of three
         else:
-            corners = _quad(math.exp(rng.uniform(0.0, math.log(4.0))), rng)
+            corners = _quad(math.exp(rng.uniform(0.0, math.log(4.0))), rng, tall_boxes)
             keep = int(rng.choice([4, 4, 3]))  # three or two edges of four (corners kept: edges + 1)
         first = int(rng.integers(len(corners)))
         path = np.roll(corners, -first, axis=0)[:keep]
@@ -336,14 +342,16 @@ def paint_sketch(strokes: list[np.ndarray], rng: np.random.Generator) -> np.ndar
     return render_strokes(strokes, rng, canvas=256, pen_fraction=pen)
 
 
-def generate_sketches(n_per_class: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+def generate_sketches(
+    n_per_class: int, seed: int = 0, tall_boxes: bool = False
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """n_per_class drawn images of each of the four shapes: (images, labels int64, explanations float32 (N, 5),
     teach_class bool (N,): False for the in-between quadrilaterals the main network is not taught)."""
     images, labels, explanations, teach = [], [], [], []
     for item in range(n_per_class):
         for label, kind in enumerate(CLASS_KINDS):
             rng = np.random.default_rng([seed, label, item])
-            strokes, explanation, teach_class = sketch_shape(kind, rng)
+            strokes, explanation, teach_class = sketch_shape(kind, rng, tall_boxes)
             images.append(paint_sketch(strokes, rng))
             labels.append(label)
             explanations.append(explanation)
@@ -351,12 +359,12 @@ def generate_sketches(n_per_class: int, seed: int = 0) -> tuple[list[np.ndarray]
     return images, np.array(labels, np.int64), np.array(explanations, np.float32), np.array(teach, bool)
 
 
-def generate_sketch_outliers(count: int, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+def generate_sketch_outliers(count: int, seed: int = 0, tall_boxes: bool = False) -> tuple[list[np.ndarray], list[str]]:
     """``count`` drawn images that are none of the four shapes, kinds in equal shares, and the kind of each."""
     images, kinds = [], []
     for item in range(count):
         kind = OUTLIER_KINDS[item % len(OUTLIER_KINDS)]
         rng = np.random.default_rng([seed, 99, item])
-        images.append(paint_sketch(sketch_outlier(kind, rng), rng))
+        images.append(paint_sketch(sketch_outlier(kind, rng, tall_boxes), rng))
         kinds.append(kind)
     return images, kinds
