@@ -559,12 +559,16 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.time() - started
     training = {k: v for k, v in vars(args).items() if k not in ("workers", "threads", "out", "output", "cache")}
     recipe = "frozen ImageNet backbone (BatchNorm in eval), linear heads fitted on cached features"
+    how = "frozen (only the two heads trained, on a CPU)"
     if args.main_init:
         from train.train_birds_partial import load_main_training
 
-        training["main_network"] = load_main_training(args.main_init)
-        recipe = ("ImageNet backbone, its last stages and classifier fine-tuned on cached activations "
-                  "(train/train_birds_partial.py); the mirror warm-started from it, its head fitted on cached features")
+        training["main_network"] = main_training = load_main_training(args.main_init)
+        # a main network says how it was trained (train_birds_full.py); the partial recipe's files predate that
+        recipe = main_training.get("file_recipe", (
+            "ImageNet backbone, its last stages and classifier fine-tuned on cached activations "
+            "(train/train_birds_partial.py); the mirror warm-started from it, its head fitted on cached features"))
+        how = main_training.get("file_how", "its last two stages fine-tuned on a CPU")
     training.update({"recipe": recipe,
                      "selected_on": "validation split carved from the training images", **report["choices"],
                      "train_images": int(len(train_pos)), "label_source": "class",
@@ -575,8 +579,6 @@ def main(argv: list[str] | None = None) -> int:
     meta_out["metrics"] = results
     top1 = results["accuracy"]
     family = args.model.replace("tf_efficientnet_", "EfficientNet-").replace("lite", "Lite")
-    how = ("its last two stages fine-tuned on a CPU" if args.main_init else
-           "frozen (only the two heads trained, on a CPU)")
     meta_out["description"] = (
         f"{n_classes} species of CUB-200-2011, {family} ImageNet-pretrained, {how}, trained on {len(train_pos):,} "
         f"images; top-1 {100 * top1:.1f}% on {len(test_pos):,} held-out images")
