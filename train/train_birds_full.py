@@ -58,10 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--final-init", required=True, help="main network trained on all training photos (safetensors)")
     p.add_argument("--img-size", type=int, default=260)
     p.add_argument("--resize", type=int, default=292, help="shorter side before the centre crop")
-    p.add_argument("--max-epochs", type=int, default=4, help="validation run length; the final run uses the best")
+    p.add_argument("--max-epochs", type=int, default=3, help="validation run length; the final run uses the best")
     p.add_argument("--epochs", type=int, default=None,
                    help="smoke runs and tests: this many epochs whatever the validation run says")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate, every stage")
+    p.add_argument("--lr", type=float, default=2e-5, help="AdamW peak learning rate, every stage")
+    p.add_argument("--train-bn", action="store_true",
+                   help="update BatchNorm statistics while training (by default they stay as the starting network's)")
     p.add_argument("--weight-decay", type=float, default=0.02)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.3, help="on the pooled features before the classifier")
@@ -121,6 +123,10 @@ def fine_tune(main: torch.nn.Module, train_set: torch.utils.data.Dataset, epochs
         loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator,
                                              num_workers=args.workers, drop_last=False)
         main.train()
+        if not args.train_bn:  # batches of 32 random crops would move the statistics the classifier was fitted on
+            for module in main.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         started, seen, loss_sum = time.time(), 0, 0.0
         for s, (images, labels, *_) in enumerate(loader):
             step = epoch * steps_per_epoch + s
@@ -189,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     fit_pos, val_pos = cub.validation_split(meta, args.val_fraction, args.seed)
     fit_pos, val_pos, train_pos = limit(fit_pos), limit(val_pos), limit(meta.train_indices)
     recipe = {k: getattr(args, k) for k in ("model", "img_size", "resize", "max_epochs", "lr", "weight_decay",
-                                            "label_smoothing", "dropout", "batch_size", "val_fraction", "seed")}
+                                            "label_smoothing", "dropout", "batch_size", "val_fraction", "seed",
+                                            "train_bn")}
     recipe["file_recipe"] = ("ImageNet backbone; its last stages and classifier fine-tuned on cached activations "
                              "(train/train_birds_partial.py), then every stage fine-tuned (train/train_birds_full.py); "
                              "the mirror warm-started from it, its head fitted on cached features")
