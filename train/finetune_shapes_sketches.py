@@ -8,8 +8,14 @@ one-stroke drawings; the mirror also learns none-of-the-four from geometry.
         --output runs/shapes-sketches/shapes.safetensors --base-per-class 800 --sketches-per-class 1200 \
         --sketch-outliers 3500 --outliers 1500 --noise 600 --quickdraw-renders 4 --epochs 5 --mirror-epochs 7
 
-(the shipped file's recipe, started from the pair trained by train/train_shapes.py; 43.5 minutes on a shared
-2-core CPU).
+(the shipped file's first step, started from the pair trained by train/train_shapes.py; 43.5 minutes on a shared
+2-core CPU), then its second, mirror-only step (77 s):
+
+    .venv/bin/python train/finetune_shapes_sketches.py --init runs/shapes-sketches/shapes.safetensors \
+        --quickdraw ../shared/data/drawn-shapes/quickdraw_onestroke.ndjson.gz --out runs/shapes-mirror \
+        --output runs/shapes-mirror/shapes.safetensors --seed 8 --base-per-class 800 --filled-per-class 1000 \
+        --tall-boxes --sketches-per-class 1200 --sketch-outliers 3500 --outliers 1500 --noise 600 \
+        --quickdraw-renders 4 --epochs 0 --mirror-epochs 3 --mirror-lr 2e-4
 
 Two steps as the shipped recipe, both starting from --init: the main network on filled + hand-drawn shapes
 (``explainer.shapes.generate_shapes``, a seed the shipped training did not use), drawn sketches and Quick, Draw!
