@@ -48,8 +48,8 @@ def test_full_recipe_fine_tunes_every_stage_and_resumes(tmp_path: Path) -> None:
     out, weights = tmp_path / "run", tmp_path / "birds.safetensors"
     common = ["--data", str(data), "--model", "tf_efficientnet_lite0", "--pretrained-file", str(imagenet),
               "--val-init", str(starts["validation"]), "--final-init", str(starts["final"]),
-              "--img-size", "64", "--resize", "72", "--max-epochs", "2", "--epochs", "1", "--lr", "1e-3", "--batch-size", "4",
-              "--workers", "0", "--threads", "1", "--val-fraction", "0.34", "--top-n", "2",
+              "--img-size", "64", "--resize", "72", "--max-epochs", "2", "--epochs", "1", "--lr", "1e-3",
+              "--batch-size", "4", "--workers", "0", "--threads", "1", "--val-fraction", "0.34", "--top-n", "2",
               "--out", str(out), "--output", str(weights)]
     first = _run(common)
     assert first.returncode == 0, first.stderr[-3000:]
