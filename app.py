@@ -89,15 +89,35 @@ RENDER_CONCURRENCY = 4  # re-rendering from the cache is cheap numpy + JSON
 def _controls(app: webapp.TaskApp) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Checkbox]:
     """Threshold, top N and top k sliders, defaulting to the weights' metadata, and the raw-list switch."""
     task = app.model.task
-    threshold = gr.Slider(0, 1, value=app.default_threshold, step=0.01, label="Explanation threshold",
-                          info="Explanations at or above it are kept.", elem_id=f"{task}-threshold")
-    top_n = gr.Slider(1, app.n_classes, value=app.default_top_n, step=1, precision=0, label="Top N",
-                      info="The prediction is consistent if its class is among the N best by explanations.",
-                      elem_id=f"{task}-top-n")
-    top_k = gr.Slider(1, app.top_k_max, value=app.default_top_k, step=1, precision=0, label="Bars per chart (top k)",
-                      elem_id=f"{task}-top-k")
-    show_raw = gr.Checkbox(False, label="Show the raw explanation list (before group cleaning)",
-                           elem_id=f"{task}-raw")
+    threshold = gr.Slider(
+        0,
+        1,
+        value=app.default_threshold,
+        step=0.01,
+        label="Explanation threshold",
+        info="Explanations at or above it are kept.",
+        elem_id=f"{task}-threshold",
+    )
+    top_n = gr.Slider(
+        1,
+        app.n_classes,
+        value=app.default_top_n,
+        step=1,
+        precision=0,
+        label="Top N",
+        info="The prediction is consistent if its class is among the N best by explanations.",
+        elem_id=f"{task}-top-n",
+    )
+    top_k = gr.Slider(
+        1,
+        app.top_k_max,
+        value=app.default_top_k,
+        step=1,
+        precision=0,
+        label="Bars per chart (top k)",
+        elem_id=f"{task}-top-k",
+    )
+    show_raw = gr.Checkbox(False, label="Show the raw explanation list (before group cleaning)", elem_id=f"{task}-raw")
     return threshold, top_n, top_k, show_raw
 
 
@@ -115,9 +135,15 @@ def _interventions(app: webapp.TaskApp) -> tuple[gr.components.Component, gr.com
 
 def _upload(spec: Task) -> gr.Image:
     """The upload box; its name is written inside the empty box, not as a label floating over the image."""
-    return gr.Image(type="filepath", image_mode=None, sources=list(spec.input_sources), label=spec.input_label,
-                    show_label=False, placeholder=f"{spec.input_label}\nDrop an image here or click to upload",
-                    elem_id=f"{spec.name}-upload")
+    return gr.Image(
+        type="filepath",
+        image_mode=None,
+        sources=list(spec.input_sources),
+        label=spec.input_label,
+        show_label=False,
+        placeholder=f"{spec.input_label}\nDrop an image here or click to upload",
+        elem_id=f"{spec.name}-upload",
+    )
 
 
 def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
@@ -162,13 +188,25 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
                 upload = _upload(spec)
             with gr.Group(elem_classes="preview"):
                 gr.Markdown("What the network sees:", elem_classes="preview-caption")
-                network_input = gr.Image(label="Network input (what the network sees)", show_label=False,
-                                         type="filepath", interactive=False, height=150, buttons=[],
-                                         elem_classes="network-input", elem_id=f"{task}-network-input")
+                network_input = gr.Image(
+                    label="Network input (what the network sees)",
+                    show_label=False,
+                    type="filepath",
+                    interactive=False,
+                    height=150,
+                    buttons=[],
+                    elem_classes="network-input",
+                    elem_id=f"{task}-network-input",
+                )
             if examples:
-                gr.Examples([[str(p)] for p in examples], inputs=[upload], examples_per_page=len(examples),
-                            label="Examples (drawn by the project's generator: filled, then hand-drawn); click one",
-                            api_name=f"{task}_load_example", elem_id=f"{task}-examples")
+                gr.Examples(
+                    [[str(p)] for p in examples],
+                    inputs=[upload],
+                    examples_per_page=len(examples),
+                    label="Examples (drawn by the project's generator: filled, then hand-drawn); click one",
+                    api_name=f"{task}_load_example",
+                    elem_id=f"{task}-examples",
+                )
             with gr.Accordion("Switch explanations on or off", open=False):
                 gr.Markdown("Force an explanation present or absent and watch the ranking and the verdict change.")
                 force_present, force_absent = _interventions(app)
@@ -190,26 +228,54 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
 
     controls = [threshold, top_n, top_k, show_raw]
     # The handlers' NamedTuples define the output order; the component lists are built from their field names.
-    components = {"result": result, "status": status, "network_input": network_input, "class_plot": class_plot,
-                  "explanation_plot": explanation_plot, "ranking_plot": ranking_plot, "cache": cache,
-                  "force_present": force_present, "force_absent": force_absent}
+    components = {
+        "result": result,
+        "status": status,
+        "network_input": network_input,
+        "class_plot": class_plot,
+        "explanation_plot": explanation_plot,
+        "ranking_plot": ranking_plot,
+        "cache": cache,
+        "force_present": force_present,
+        "force_absent": force_absent,
+    }
     classify_outputs = [components[name] for name in webapp.ClassifyOutputs._fields]
     render_outputs = [components[name] for name in webapp.RenderOutputs._fields]
     network = {"concurrency_id": "network", "concurrency_limit": NETWORK_CONCURRENCY}
     if sketch is not None:
-        sketch_button.click(app.classify_sketch, [sketch, *controls], classify_outputs, api_name=f"{task}_sketch",
-                            preprocess=False, **network).then(None, js=SCROLL_TO_RESULT_JS % task)
+        sketch_button.click(
+            app.classify_sketch,
+            [sketch, *controls],
+            classify_outputs,
+            api_name=f"{task}_sketch",
+            preprocess=False,
+            **network,
+        ).then(None, js=SCROLL_TO_RESULT_JS % task)
     # preprocess=False everywhere: images reach the handlers as files, never decoded by Gradio (the library's check
     # reads the header first), and the handlers check the controls themselves, in plain words
-    upload.change(app.classify_image, [upload, *controls], classify_outputs, api_name=f"{task}_image",
-                  preprocess=False, **network).then(None, js=SCROLL_TO_RESULT_JS % task)
-    gr.on([threshold.input, top_n.input, top_k.input, show_raw.input, force_present.input, force_absent.input],
-          app.rerender, [cache, *controls, force_present, force_absent], render_outputs, api_name=f"{task}_explain",
-          show_progress="hidden", trigger_mode="always_last", concurrency_limit=RENDER_CONCURRENCY,
-          preprocess=False)
-    reset.click(app.clear_interventions, [cache, *controls], [*render_outputs, force_present, force_absent],
-                api_name=f"{task}_clear_interventions", show_progress="hidden",
-                concurrency_limit=RENDER_CONCURRENCY, preprocess=False)
+    upload.change(
+        app.classify_image, [upload, *controls], classify_outputs, api_name=f"{task}_image", preprocess=False, **network
+    ).then(None, js=SCROLL_TO_RESULT_JS % task)
+    gr.on(
+        [threshold.input, top_n.input, top_k.input, show_raw.input, force_present.input, force_absent.input],
+        app.rerender,
+        [cache, *controls, force_present, force_absent],
+        render_outputs,
+        api_name=f"{task}_explain",
+        show_progress="hidden",
+        trigger_mode="always_last",
+        concurrency_limit=RENDER_CONCURRENCY,
+        preprocess=False,
+    )
+    reset.click(
+        app.clear_interventions,
+        [cache, *controls],
+        [*render_outputs, force_present, force_absent],
+        api_name=f"{task}_clear_interventions",
+        show_progress="hidden",
+        concurrency_limit=RENDER_CONCURRENCY,
+        preprocess=False,
+    )
 
 
 with gr.Blocks(title="Explainer: does the explanation back the prediction?", delete_cache=CACHE_CLEANUP) as demo:

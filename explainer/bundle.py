@@ -79,11 +79,16 @@ def validate_metadata(meta: dict[str, Any], where: str = "metadata") -> None:
     if missing:
         raise BundleError(f"{where}: metadata lacks {missing}")
     if meta["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"{where}: format version {str(meta['format_version'])[:40]!r} is not supported "
-                          f"(expected {FORMAT_VERSION})")
-    for key, kind, what in (("task", str, "a name"), ("architecture", dict, "an object"),
-                            ("preprocessing", dict, "an object"), ("defaults", dict, "an object"),
-                            ("ranking", str, "a name")):
+        raise BundleError(
+            f"{where}: format version {str(meta['format_version'])[:40]!r} is not supported (expected {FORMAT_VERSION})"
+        )
+    for key, kind, what in (
+        ("task", str, "a name"),
+        ("architecture", dict, "an object"),
+        ("preprocessing", dict, "an object"),
+        ("defaults", dict, "an object"),
+        ("ranking", str, "a name"),
+    ):
         if not isinstance(meta[key], kind):
             raise BundleError(f"{where}: metadata {key} must be {what}, not {type(meta[key]).__name__}")
     for key in ("class_names", "explanation_names"):
@@ -91,8 +96,11 @@ def validate_metadata(meta: dict[str, Any], where: str = "metadata") -> None:
             raise BundleError(f"{where}: metadata {key} must be a non-empty list of names")
     n_classes, n_expl = len(meta["class_names"]), len(meta["explanation_names"])
     prior = meta["class_explanations"]
-    if (not isinstance(prior, list) or len(prior) != n_classes
-            or any(not isinstance(row, list) or len(row) != n_expl for row in prior)):
+    if (
+        not isinstance(prior, list)
+        or len(prior) != n_classes
+        or any(not isinstance(row, list) or len(row) != n_expl for row in prior)
+    ):
         raise BundleError(f"{where}: class_explanations must be {n_classes} rows of {n_expl} values")
     if not all(_is_number(v) for row in prior for v in row):
         raise BundleError(f"{where}: class_explanations must hold finite numbers only")
@@ -101,8 +109,10 @@ def validate_metadata(meta: dict[str, Any], where: str = "metadata") -> None:
         raise BundleError(f"{where}: explanation_groups must be a list of lists of explanation indices")
     for group in groups:
         if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_expl for i in group):
-            raise BundleError(f"{where}: explanation group {str(group)[:60]} has an index that is not a whole "
-                              f"number from 0 to {n_expl - 1}")
+            raise BundleError(
+                f"{where}: explanation group {str(group)[:60]} has an index that is not a whole "
+                f"number from 0 to {n_expl - 1}"
+            )
     if meta["ranking"] not in ("normalized", "weighted"):
         raise BundleError(f"{where}: ranking {meta['ranking'][:40]!r} is not 'normalized' or 'weighted'")
     defaults = meta["defaults"]
@@ -231,8 +241,10 @@ def load_bundle_with_scope(
     try:
         pair = build_pair(meta["architecture"], coupling="frozen", verify=False)
     except Exception as err:
-        raise BundleError(f"{path}: cannot build the architecture the file describes "
-                          f"({str(meta['architecture'])[:60]}): {str(err)[:120]}") from err
+        raise BundleError(
+            f"{path}: cannot build the architecture the file describes "
+            f"({str(meta['architecture'])[:60]}): {str(err)[:120]}"
+        ) from err
     expected = pair.state_dict()
     problem = state_dict_problem(expected, tensors)
     if problem:

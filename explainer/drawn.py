@@ -90,8 +90,16 @@ def read_drawings(path: str | Path) -> list[StrokeDrawing]:
             except (json.JSONDecodeError, KeyError, TypeError, DrawingFormatError) as err:
                 raise DrawingFormatError(f"{path.name}, line {number}: not a drawing ({err})") from None
             extra = {k: v for k, v in record.items() if k not in ("id", "label", "strokes", "acceptable")}
-            drawings.append(StrokeDrawing(str(record.get("id", f"{collection}-{number}")), label, strokes, collection,
-                                          tuple(str(a) for a in record.get("acceptable", ())), extra))
+            drawings.append(
+                StrokeDrawing(
+                    str(record.get("id", f"{collection}-{number}")),
+                    label,
+                    strokes,
+                    collection,
+                    tuple(str(a) for a in record.get("acceptable", ())),
+                    extra,
+                )
+            )
     return drawings
 
 
@@ -114,8 +122,9 @@ def drawing_extent(strokes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     return points.min(axis=0), points.max(axis=0)
 
 
-def place_strokes(strokes: Sequence[np.ndarray], canvas: int, size_fraction: float, pen_px: float,
-                  position: tuple[float, float]) -> list[np.ndarray]:
+def place_strokes(
+    strokes: Sequence[np.ndarray], canvas: int, size_fraction: float, pen_px: float, position: tuple[float, float]
+) -> list[np.ndarray]:
     """Scale the drawing so that its largest extent is size_fraction of the canvas and move it to ``position``
     (each in [0, 1]: 0 as far up / left as the margin and the pen allow, 1 as far down / right), aspect kept."""
     low, high = drawing_extent(strokes)
@@ -140,9 +149,14 @@ def paint_coverage(coverage: np.ndarray, background: str) -> np.ndarray:
     return 255 - ink if background == "white" else ink
 
 
-def render_strokes(strokes: Sequence[np.ndarray], rng: np.random.Generator, canvas: int = 512,
-                   pen_fraction: float | None = None, size_fraction: float | None = None,
-                   background: str | None = None) -> np.ndarray:
+def render_strokes(
+    strokes: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    canvas: int = 512,
+    pen_fraction: float | None = None,
+    size_fraction: float | None = None,
+    background: str | None = None,
+) -> np.ndarray:
     """Render a drawing as the sketchpad would show it: a canvas x canvas grey uint8 image.
 
     Unset choices are drawn from ``rng``: the pen width (log-uniform over PEN_FRACTION_RANGE of the drawing's size,

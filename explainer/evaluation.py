@@ -43,8 +43,9 @@ def _as_probs(class_probs: np.ndarray, expl_probs: np.ndarray, n_classes: int, n
 
 
 def _resolve(explainer: Any, threshold: float | None, top_n: int | None) -> tuple[float, int]:
-    return postprocess.resolve_controls(threshold, top_n, explainer.default_threshold, explainer.default_top_n,
-                                        len(explainer.class_names))
+    return postprocess.resolve_controls(
+        threshold, top_n, explainer.default_threshold, explainer.default_top_n, len(explainer.class_names)
+    )
 
 
 def verdict_arrays(
@@ -54,8 +55,9 @@ def verdict_arrays(
 
     Runs the post-processing path :meth:`Explainer.explain` runs (:func:`postprocess.process`).
     """
-    done = postprocess.process(class_probs, expl_probs, threshold, top_n, explainer.groups,
-                               explainer.class_explanations, explainer.ranking)
+    done = postprocess.process(
+        class_probs, expl_probs, threshold, top_n, explainer.groups, explainer.class_explanations, explainer.ranking
+    )
     predicted, found = done.predicted, done.verdicts
     return {
         "predicted": predicted.astype(np.int64),
@@ -381,15 +383,21 @@ def _set_section(name: str, res: Mapping[str, Any], out_dir: Path) -> list[str]:
         for class_name, row in zip(names, res["confusion_matrix"]):
             lines.append(f"| {class_name} | " + " | ".join(str(v) for v in row) + " |")
         lines.append("")
-    lines += ["Error detection (positive = misclassified):", "", "| score | AUROC | FPR@95%TPR | AURC |",
-              "|---|---|---|---|"]
+    lines += [
+        "Error detection (positive = misclassified):",
+        "",
+        "| score | AUROC | FPR@95%TPR | AURC |",
+        "|---|---|---|---|",
+    ]
     for score, values in res["error_detection"].items():
-        lines.append(f"| {score} | {_num(values['auroc'])} | {_num(values['fpr_at_95_tpr'])} | "
-                     f"{_num(values['aurc'], 6)} |")
+        lines.append(
+            f"| {score} | {_num(values['auroc'])} | {_num(values['fpr_at_95_tpr'])} | {_num(values['aurc'], 6)} |"
+        )
     lines += ["", res.get("error_detection_note", ""), ""]
     slug = _slug(name)
-    cm = plot_confusion(res["confusion_matrix"], res["class_names"], f"{name}: confusion matrix",
-                        out_dir / f"confusion_{slug}.png")
+    cm = plot_confusion(
+        res["confusion_matrix"], res["class_names"], f"{name}: confusion matrix", out_dir / f"confusion_{slug}.png"
+    )
     rc = plot_risk_coverage(res["risk_coverage"], f"{name}: risk-coverage", out_dir / f"risk_coverage_{slug}.png")
     lines += [f"![confusion matrix]({cm.name})", "", f"![risk-coverage]({rc.name})", ""]
     return lines

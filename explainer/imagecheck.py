@@ -73,9 +73,7 @@ def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
             f"{_megapixels(max_pixels)} are accepted, so make it smaller first"
         )
     if min(width, height) < MIN_SIDE:
-        raise ImageError(
-            f"the image is only {width}x{height} pixels; it needs at least {MIN_SIDE} pixels on each side"
-        )
+        raise ImageError(f"the image is only {width}x{height} pixels; it needs at least {MIN_SIDE} pixels on each side")
     if max(width, height) > MAX_ASPECT * min(width, height):
         ratio = max(width, height) / min(width, height)
         raise ImageError(
@@ -183,13 +181,16 @@ def check_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, allow_flat
     except PermissionError as err:
         raise ImageError("the file cannot be read (no permission)") from err
     except UnidentifiedImageError as err:
-        raise ImageError("the file is not an image in a format this tool reads (PNG, JPEG, GIF, WebP, BMP, TIFF...)") \
-            from err
+        raise ImageError(
+            "the file is not an image in a format this tool reads (PNG, JPEG, GIF, WebP, BMP, TIFF...)"
+        ) from err
     except Image.DecompressionBombError as err:  # raised by the header reader itself, far above our limit
         declared = re.search(r"\((\d+) pixels\)", str(err))
         size = f" ({_megapixels(int(declared.group(1)))})" if declared else ""
-        raise ImageError(f"the image declares more pixels than can be opened safely{size}; at most "
-                         f"{_megapixels(max_pixels)} are accepted, so make it smaller first") from err
+        raise ImageError(
+            f"the image declares more pixels than can be opened safely{size}; at most "
+            f"{_megapixels(max_pixels)} are accepted, so make it smaller first"
+        ) from err
     except MemoryError as err:
         raise ImageError("the image is too large to open with the memory available") from err
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as err:

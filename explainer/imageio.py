@@ -16,7 +16,8 @@ from .imagecheck import MAX_PIXELS, ImageError, check_image
 __all__ = ["MAX_PIXELS", "ImageError", "open_image"]
 
 
-def open_image(source: str | Path | bytes | BinaryIO, max_pixels: int = MAX_PIXELS, allow_flat: bool = False
-               ) -> Image.Image:
+def open_image(
+    source: str | Path | bytes | BinaryIO, max_pixels: int = MAX_PIXELS, allow_flat: bool = False
+) -> Image.Image:
     """The checked, decoded image (see :func:`explainer.imagecheck.check_image`); raises :class:`ImageError`."""
     return check_image(source, max_pixels=max_pixels, allow_flat=allow_flat)

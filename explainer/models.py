@@ -447,8 +447,10 @@ def state_dict_problem(expected: Mapping[str, torch.Tensor], tensors: Mapping[st
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        return (f"tensors do not match its architecture (missing {missing[:5]}{'...' if len(missing) > 5 else ''},"
-                f" unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
+        return (
+            f"tensors do not match its architecture (missing {missing[:5]}{'...' if len(missing) > 5 else ''},"
+            f" unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
+        )
     for key, wanted in expected.items():
         if tensors[key].shape != wanted.shape:
             return f"tensor {key} has shape {tuple(tensors[key].shape)}, architecture expects {tuple(wanted.shape)}"

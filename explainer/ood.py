@@ -69,16 +69,27 @@ def _crescent(rng: np.random.Generator) -> np.ndarray:
     inner_start = math.atan2(cross_y, cross_x - shift)
     outer = np.linspace(outer_start, 2.0 * np.pi - outer_start, 70)
     inner = np.linspace(2.0 * np.pi - inner_start, inner_start, 50)[1:-1]
-    return np.vstack([
-        np.column_stack([np.cos(outer), np.sin(outer)]),
-        np.column_stack([shift + inner_radius * np.cos(inner), inner_radius * np.sin(inner)]),
-    ])
+    return np.vstack(
+        [
+            np.column_stack([np.cos(outer), np.sin(outer)]),
+            np.column_stack([shift + inner_radius * np.cos(inner), inner_radius * np.sin(inner)]),
+        ]
+    )
 
 
 def _arrow(rng: np.random.Generator) -> np.ndarray:
     half_shaft, half_head, neck = rng.uniform(0.08, 0.22), rng.uniform(0.3, 0.55), rng.uniform(0.05, 0.5)
-    return np.array([[-1.0, -half_shaft], [neck, -half_shaft], [neck, -half_head], [1.0, 0.0],
-                     [neck, half_head], [neck, half_shaft], [-1.0, half_shaft]])
+    return np.array(
+        [
+            [-1.0, -half_shaft],
+            [neck, -half_shaft],
+            [neck, -half_head],
+            [1.0, 0.0],
+            [neck, half_head],
+            [neck, half_shaft],
+            [-1.0, half_shaft],
+        ]
+    )
 
 
 _OUTLINES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
@@ -91,8 +102,9 @@ _OUTLINES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
 }
 
 
-def _arc(centre: tuple[float, float], radius: tuple[float, float], start_deg: float, end_deg: float,
-         count: int = 24) -> list[tuple[float, float]]:
+def _arc(
+    centre: tuple[float, float], radius: tuple[float, float], start_deg: float, end_deg: float, count: int = 24
+) -> list[tuple[float, float]]:
     angles = np.deg2rad(np.linspace(start_deg, end_deg, count))
     return [(centre[0] + radius[0] * math.cos(a), centre[1] + radius[1] * math.sin(a)) for a in angles]
 
@@ -175,8 +187,14 @@ def _shape_coverage(kind: str, rng: np.random.Generator, size: int) -> np.ndarra
     return stroke_coverage(strokes, width, size)
 
 
-def _lines_coverage(polylines: list[np.ndarray], rng: np.random.Generator, size: int, size_px: float,
-                    hand: bool, clean_widths: tuple[float, float] = (0.015, 0.09)) -> np.ndarray:
+def _lines_coverage(
+    polylines: list[np.ndarray],
+    rng: np.random.Generator,
+    size: int,
+    size_px: float,
+    hand: bool,
+    clean_widths: tuple[float, float] = (0.015, 0.09),
+) -> np.ndarray:
     """Open polylines as pen strokes: traced by a simulated hand (thin), or exact with a pen of clean_widths * size."""
     width = (rng.uniform(0.006, 0.022) if hand else rng.uniform(*clean_widths)) * size + 1.0
     strokes: list[np.ndarray] = []

@@ -87,9 +87,7 @@ def rank_scores(kept: np.ndarray, class_explanations: np.ndarray, ranking: str) 
     prior = np.asarray(class_explanations, dtype=np.float64)
     kept = np.asarray(kept, dtype=np.float64)
     if prior.ndim != 2 or prior.shape[1] != kept.shape[-1]:
-        raise ValueError(
-            f"class x explanation matrix has shape {prior.shape}; expected (classes, {kept.shape[-1]})"
-        )
+        raise ValueError(f"class x explanation matrix has shape {prior.shape}; expected (classes, {kept.shape[-1]})")
     if ranking == "normalized":
         counts = prior.sum(axis=1)
         counts = np.where(counts > 0, counts, 1.0)

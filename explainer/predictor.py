@@ -136,7 +136,8 @@ class Explainer:
         # thread: about 20% less time, through oneDNN's depthwise convolutions); the numbers are the same up to
         # float rounding.
         self.memory_format = (
-            torch.channels_last if self.task_spec is not None and self.task_spec.channels_last
+            torch.channels_last
+            if self.task_spec is not None and self.task_spec.channels_last
             else torch.contiguous_format
         )
         if self.memory_format == torch.channels_last:
@@ -258,8 +259,9 @@ class Explainer:
 
     def resolve_controls(self, threshold: float | None = None, top_n: int | None = None) -> tuple[float, int]:
         """Threshold and top N, this model's defaults filled in, checked (raises ValueError naming the valid range)."""
-        return postprocess.resolve_controls(threshold, top_n, self.default_threshold, self.default_top_n,
-                                            len(self.class_names))
+        return postprocess.resolve_controls(
+            threshold, top_n, self.default_threshold, self.default_top_n, len(self.class_names)
+        )
 
     def explain(
         self,
@@ -284,8 +286,9 @@ class Explainer:
             if not 0 <= idx < expl.size:
                 raise ValueError(f"explanation index {idx} is out of range (0 to {expl.size - 1})")
             expl[idx] = 1.0 if on else 0.0
-        done = postprocess.process(class_probs, expl, threshold, top_n, self.groups, self.class_explanations,
-                                   self.ranking)
+        done = postprocess.process(
+            class_probs, expl, threshold, top_n, self.groups, self.class_explanations, self.ranking
+        )
         verdict = done.verdicts[0]
         scope_result = self.scope_result(expl, threshold, scope)
         if not scope_result.in_scope:

@@ -219,6 +219,7 @@ class ScopeGate:
 
     def shares_input_with(self, preprocessing: Mapping[str, Any]) -> bool:
         """True when the pair's input tensor is exactly what this network wants, so one preprocessing serves both."""
+
         def plain(value: Any) -> Any:
             return [float(v) for v in value] if isinstance(value, (list, tuple)) else value
 
@@ -296,9 +297,7 @@ def unmeasured_result() -> ScopeResult:
     return ScopeResult(True, 1.0, "none", None, None)
 
 
-def explanation_scope(
-    explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float
-) -> ScopeResult:
+def explanation_scope(explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float) -> ScopeResult:
     """The shapes pair's own "none of the four" judgement.
 
     The mirror was trained to predict no explanation at all for outliers and noise, so an image is **in scope** when

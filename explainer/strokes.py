@@ -140,8 +140,9 @@ def _unit_outline(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     return np.array([[-aspect, -1.0], [aspect, -1.0], [aspect, 1.0], [-aspect, 1.0]]), explanation
 
 
-def place_outline(unit: np.ndarray, rng: np.random.Generator, canvas: int,
-           size_range: tuple[float, float] = SIZE_RANGE) -> tuple[np.ndarray, float]:
+def place_outline(
+    unit: np.ndarray, rng: np.random.Generator, canvas: int, size_range: tuple[float, float] = SIZE_RANGE
+) -> tuple[np.ndarray, float]:
     """Rotate, scale (largest extent a random fraction of the canvas in size_range) and move it fully inside."""
     # People mostly draw shapes about upright; the rest of the time at any angle.
     angle = rng.normal(0.0, math.radians(6.0)) if rng.random() < 0.5 else rng.uniform(0.0, 2.0 * np.pi)
@@ -300,8 +301,9 @@ def _plan_open(vertices: np.ndarray, rng: np.random.Generator, size_px: float) -
     return _StrokePlan(pts, corners)
 
 
-def _densify(plan: _StrokePlan, rng: np.random.Generator, size_px: float,
-             hand: _Hand) -> tuple[np.ndarray, list[float]]:
+def _densify(
+    plan: _StrokePlan, rng: np.random.Generator, size_px: float, hand: _Hand
+) -> tuple[np.ndarray, list[float]]:
     """Dense (~1 px) ideal path of one stroke with corner treatments, and the arc lengths where the hand pauses."""
     vertices = plan.vertices
     waypoints: list[np.ndarray] = [vertices[0]]
@@ -348,8 +350,9 @@ def _minimum_jerk(tau: np.ndarray) -> np.ndarray:
     return tau**3 * (10.0 - 15.0 * tau + 6.0 * tau**2)
 
 
-def _oscillation(rng: np.random.Generator, times: np.ndarray, amplitude: float, low_hz: float,
-                 high_hz: float) -> np.ndarray:
+def _oscillation(
+    rng: np.random.Generator, times: np.ndarray, amplitude: float, low_hz: float, high_hz: float
+) -> np.ndarray:
     """Band-limited 2-D noise: a few random sinusoids per axis (tremor, wobble)."""
     result = np.zeros((len(times), 2))
     for axis in range(2):
@@ -359,8 +362,9 @@ def _oscillation(rng: np.random.Generator, times: np.ndarray, amplitude: float, 
     return result * (amplitude / 1.6)
 
 
-def _time_stroke(dense: np.ndarray, pauses: list[float], rng: np.random.Generator, hand: _Hand, curvy: bool,
-                 start_time: float) -> tuple[np.ndarray, np.ndarray]:
+def _time_stroke(
+    dense: np.ndarray, pauses: list[float], rng: np.random.Generator, hand: _Hand, curvy: bool, start_time: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Sample the ideal path at the pointer rate with a speed profile per sub-movement (slow at pauses)."""
     cumulative = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))])
     total = float(cumulative[-1])
@@ -384,8 +388,9 @@ def _time_stroke(dense: np.ndarray, pauses: list[float], rng: np.random.Generato
     return start_time + times, xy
 
 
-def _humanise(plans: Sequence[_StrokePlan], rng: np.random.Generator, canvas: int, size_px: float, hand: _Hand,
-              curvy: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _humanise(
+    plans: Sequence[_StrokePlan], rng: np.random.Generator, canvas: int, size_px: float, hand: _Hand, curvy: bool
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Turn stroke plans into pointer events: timing, tremor, wobble, drift, pointer quantisation, pen-up pauses."""
     strokes, stroke_times = [], []
     clock = 0.0
@@ -400,8 +405,13 @@ def _humanise(plans: Sequence[_StrokePlan], rng: np.random.Generator, canvas: in
         drift_px = hand.drift_fraction * size_px * rng.uniform(0.3, 1.0)
         drift = drift_px * np.outer(progress ** rng.uniform(1.0, 2.0), drift_direction)
         landing = rng.normal(0.0, 0.005 * size_px, 2) if index else np.zeros(2)
-        xy = (xy + drift + landing + _oscillation(rng, times, hand.wobble_px, 0.6, 3.0)
-              + _oscillation(rng, times, hand.tremor_px, 7.0, 12.0))
+        xy = (
+            xy
+            + drift
+            + landing
+            + _oscillation(rng, times, hand.wobble_px, 0.6, 3.0)
+            + _oscillation(rng, times, hand.tremor_px, 7.0, 12.0)
+        )
         xy = np.round(xy / hand.quantum_px) * hand.quantum_px
         xy = np.clip(xy, low, high)
         keep = np.concatenate([[True], np.any(np.diff(xy, axis=0) != 0.0, axis=1)])  # no events while still
@@ -416,8 +426,14 @@ def _humanise(plans: Sequence[_StrokePlan], rng: np.random.Generator, canvas: in
     return strokes, stroke_times
 
 
-def humanise_outline(vertices: np.ndarray, rng: np.random.Generator, canvas: int = 512, *, closed: bool = True,
-                     size_px: float | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def humanise_outline(
+    vertices: np.ndarray,
+    rng: np.random.Generator,
+    canvas: int = 512,
+    *,
+    closed: bool = True,
+    size_px: float | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Pointer strokes and times (as in PointerPath) for a person tracing any outline, e.g. an OOD shape or letter.
 
     vertices: (m, 2) canvas px; corners (turns > 30 degrees) are slowed at, overshot or rounded; closed outlines may
@@ -595,8 +611,9 @@ def drawing_rng(seed: int, class_index: int, item_index: int) -> np.random.Gener
     return np.random.default_rng([int(seed), int(class_index), int(item_index)])
 
 
-def simulate_dataset(n_per_class: int, seed: int = 0, canvas: int = 512
-                     ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def simulate_dataset(
+    n_per_class: int, seed: int = 0, canvas: int = 512
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """n_per_class drawings of every class, interleaved in CLASS_NAMES order: (images, int64 labels, float32 N x 5)."""
     if not isinstance(n_per_class, (int, np.integer)) or n_per_class < 0:
         raise ValueError(f"n_per_class must be an int >= 0, got {n_per_class!r}")
@@ -608,5 +625,8 @@ def simulate_dataset(n_per_class: int, seed: int = 0, canvas: int = 512
             images.append(image)
             labels.append(class_index)
             explanations.append(explanation)
-    return (images, np.array(labels, dtype=np.int64),
-            np.array(explanations, dtype=np.float32).reshape(len(labels), len(EXPLANATION_NAMES)))
+    return (
+        images,
+        np.array(labels, dtype=np.int64),
+        np.array(explanations, dtype=np.float32).reshape(len(labels), len(EXPLANATION_NAMES)),
+    )

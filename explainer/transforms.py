@@ -119,8 +119,10 @@ def validate_preprocessing(cfg: dict[str, Any]) -> None:
         raise TransformConfigError(f"preprocessing crop {cfg['crop']} must not exceed resize {cfg['resize']}")
     for key in ("mean", "std"):
         values = cfg[key]
-        if not isinstance(values, (list, tuple)) or len(values) != 3 or not all(
-            isinstance(value, (int, float)) and not isinstance(value, bool) for value in values
+        if (
+            not isinstance(values, (list, tuple))
+            or len(values) != 3
+            or not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
         ):
             raise TransformConfigError(f"preprocessing {key!r} must be 3 numbers (R, G, B), got {values!r}")
     if any(value <= 0 for value in cfg["std"]):

@@ -115,8 +115,13 @@ def birds_like_metadata(
     return {
         "task": "birds",
         "architecture": architecture
-        or {"family": "timm", "model_name": "test_resnet", "n_classes": n_classes,
-            "n_explanations": n_explanations, "join": "add"},
+        or {
+            "family": "timm",
+            "model_name": "test_resnet",
+            "n_classes": n_classes,
+            "n_explanations": n_explanations,
+            "join": "add",
+        },
         "class_names": [f"Bird species {i + 1:03d}" for i in range(n_classes)],
         "explanation_names": raw,
         "explanation_display_names": display,

@@ -37,14 +37,23 @@ def fixed_gate(winner: int, threshold: float = 0.2, preprocessing: dict | None =
     from explainer.scope import default_scope_preprocessing
 
     description = scope_description(
-        SCOPE_MODEL, preprocessing or default_scope_preprocessing(), threshold, class_names(),
-        source="test fixture", threshold_selection="test fixture",
+        SCOPE_MODEL,
+        preprocessing or default_scope_preprocessing(),
+        threshold,
+        class_names(),
+        source="test fixture",
+        threshold_selection="test fixture",
     )
     return ScopeGate(fixed_answer_network(winner), description)
 
 
-def add_scope(path: str | Path, winner: int, threshold: float = 0.2, output: str | Path | None = None,
-              share_preprocessing: bool = True) -> Path:
+def add_scope(
+    path: str | Path,
+    winner: int,
+    threshold: float = 0.2,
+    output: str | Path | None = None,
+    share_preprocessing: bool = True,
+) -> Path:
     """Give a birds bundle a fixed-answer scope network (the bundle's own preprocessing when sharing)."""
     tensors, meta = read_bundle(path)
     gate = fixed_gate(winner, threshold, dict(meta["preprocessing"]) if share_preprocessing else None)

@@ -132,11 +132,15 @@ def test_hub_download_offline_is_a_message(tmp_path: Path) -> None:
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     model = webapp.load_task_model(
-        "shapes", "nobody-xyz/no-such-repo/shapes.safetensors", tmp_path,
+        "shapes",
+        "nobody-xyz/no-such-repo/shapes.safetensors",
+        tmp_path,
         lambda repo, name: hf_hub_download(repo_id=repo, filename=name, cache_dir=str(tmp_path / "hub")),
     )
-    assert not model.available and "shapes.safetensors in nobody-xyz/no-such-repo, which could not be fetched" \
-        in model.problem
+    assert (
+        not model.available
+        and "shapes.safetensors in nobody-xyz/no-such-repo, which could not be fetched" in model.problem
+    )
     assert "Error" not in model.problem and str(tmp_path) not in model.problem  # no exception class, no path
 
 
@@ -152,8 +156,16 @@ def test_broken_or_mismatched_weights_are_reported(weights: Path, tmp_path: Path
 
 def test_about_panel_describes_the_model(models: dict[str, webapp.TaskModel]) -> None:
     text = webapp.about_markdown(models["birds"])
-    for phrase in ("test_resnet", "add join", "parameters", "main_accuracy", "explanations / mean_auroc",
-                   "What the verdict means", "case 1", "Untrained development pair"):
+    for phrase in (
+        "test_resnet",
+        "add join",
+        "parameters",
+        "main_accuracy",
+        "explanations / mean_auroc",
+        "What the verdict means",
+        "case 1",
+        "Untrained development pair",
+    ):
         assert phrase in text
     assert "reference shapes CNN" in webapp.about_markdown(models["shapes"])
 
@@ -166,8 +178,9 @@ def test_controls_default_from_the_metadata(shapes: webapp.TaskApp, birds: webap
 
 def test_examples_are_generated_and_classifiable(shapes: webapp.TaskApp, tmp_path: Path) -> None:
     paths = webapp.write_examples(SHAPES, tmp_path)
-    assert [p.name for p in paths] == [f"{c}-{s}.png" for s in ("filled", "outline")
-                                       for c in ("circle", "triangle", "square", "rectangle")]
+    assert [p.name for p in paths] == [
+        f"{c}-{s}.png" for s in ("filled", "outline") for c in ("circle", "triangle", "square", "rectangle")
+    ]
     for path in paths:
         assert Image.open(path).size == (64, 64)
         out = shapes.classify_image(str(path))
@@ -181,8 +194,16 @@ def test_examples_are_generated_and_classifiable(shapes: webapp.TaskApp, tmp_pat
 
 def test_classify_image_fills_every_output(shapes: webapp.TaskApp, images: Path) -> None:
     out = shapes.classify_image(str(app_images.triangle_png(images)), 0.5, 1, 3, False)
-    assert set(out.result) >= {"predicted_class", "class_probabilities", "explanation_probabilities",
-                               "kept_explanations", "explanation_ranking", "questioned", "case", "preferred_class"}
+    assert set(out.result) >= {
+        "predicted_class",
+        "class_probabilities",
+        "explanation_probabilities",
+        "kept_explanations",
+        "explanation_ranking",
+        "questioned",
+        "case",
+        "preferred_class",
+    }
     assert 'class="badge' in out.status and out.result["predicted_class"] in out.status
     assert out.network_input.size == (webapp.PREVIEW_SIZE, webapp.PREVIEW_SIZE)
     assert np.asarray(out.network_input).min() < 64  # the triangle's ink reached the network
@@ -310,8 +331,11 @@ def test_bad_controls_are_reported_before_any_network(shapes: webapp.TaskApp, im
 
 
 def test_wrong_type_controls_and_unknown_names_on_rerender(shapes: webapp.TaskApp) -> None:
-    cache = {"task": "shapes", "class_probs": np.array([0.1, 0.7, 0.1, 0.1], dtype=np.float32),
-             "explanation_probs": np.array([0.1, 0.9, 0.3, 0.2, 0.7], dtype=np.float32)}
+    cache = {
+        "task": "shapes",
+        "class_probs": np.array([0.1, 0.7, 0.1, 0.1], dtype=np.float32),
+        "explanation_probs": np.array([0.1, 0.9, 0.3, 0.2, 0.7], dtype=np.float32),
+    }
     unknown = shapes.rerender(cache, 0.5, 1, 4, False, ["y" * 10_000], [])
     assert "is not one of this model's 5 explanations" in unknown.status and len(unknown.status) < 300
     assert "type:" not in unknown.status and "no vertices" not in unknown.status  # no list of every name
@@ -410,10 +434,12 @@ def test_raw_switch_shows_group_losers(shapes: webapp.TaskApp, triangle_cache: d
 def test_intervention_changes_ranking_and_verdict(shapes: webapp.TaskApp, triangle_cache: dict) -> None:
     before = shapes.rerender(triangle_cache, 0.5, 1, 4, False)
     assert before.result["case"] is None
-    after = shapes.rerender(triangle_cache, 0.5, 1, 4, False, ["four vertices", "all opposite edges are parallel"],
-                            [1])
-    assert after.result["overrides"] == {"four vertices": True, "all opposite edges are parallel": True,
-                                         "three vertices": False}
+    after = shapes.rerender(triangle_cache, 0.5, 1, 4, False, ["four vertices", "all opposite edges are parallel"], [1])
+    assert after.result["overrides"] == {
+        "four vertices": True,
+        "all opposite edges are parallel": True,
+        "three vertices": False,
+    }
     assert after.result["questioned"] and after.result["preferred_class"] == "square"
     assert "forced present: four vertices" in after.status and "forced absent: three vertices" in after.status
     forced = [t for t in plot_json(after.explanation_plot)["data"] if t["name"] == "forced by you"]
@@ -444,8 +470,7 @@ def test_bad_rerender_input_is_a_message(
     assert phrase in out.status and out.class_plot is None and "error" in out.result
 
 
-def test_rerender_without_a_cache_prompts(shapes: webapp.TaskApp, birds: webapp.TaskApp,
-                                          triangle_cache: dict) -> None:
+def test_rerender_without_a_cache_prompts(shapes: webapp.TaskApp, birds: webapp.TaskApp, triangle_cache: dict) -> None:
     assert shapes.rerender(None).status == shapes.prompt
     assert birds.rerender(triangle_cache).status == birds.prompt  # another tab's cache is never used
 
@@ -456,8 +481,11 @@ def test_birds_size_metadata_renders(tmp_path: Path) -> None:
     model = webapp.TaskModel("birds", explainer=Explainer(torch.nn.Identity(), meta), source="memory")
     app = webapp.TaskApp(model)
     rng = np.random.default_rng(0)
-    cache = {"task": "birds", "class_probs": rng.dirichlet(np.ones(200)).astype(np.float32),
-             "explanation_probs": rng.random(312).astype(np.float32)}
+    cache = {
+        "task": "birds",
+        "class_probs": rng.dirichlet(np.ones(200)).astype(np.float32),
+        "explanation_probs": rng.random(312).astype(np.float32),
+    }
     out = app.rerender(cache, 0.8, 10, 5, False)
     assert app.top_k_max == webapp.TOP_K_MAX and len(app.explanation_choices) == 312
     assert len(bar_labels(plot_json(out.class_plot))) == 5
@@ -498,12 +526,20 @@ def test_ranking_chart_cut_tie_and_appended_prediction() -> None:
 
 
 def test_explanation_chart_keeps_forced_rows_and_unique_labels() -> None:
-    figure = charts.explanation_chart(["x", "x", "y", "z"], np.array([0.9, 0.8, 0.1, 0.0]),
-                                      np.array([0.9, 0.8, 0.0, 0.0]), 0.5, 1, None, overrides={3: False})
+    figure = charts.explanation_chart(
+        ["x", "x", "y", "z"],
+        np.array([0.9, 0.8, 0.1, 0.0]),
+        np.array([0.9, 0.8, 0.0, 0.0]),
+        0.5,
+        1,
+        None,
+        overrides={3: False},
+    )
     labels = bar_labels(figure)
     assert labels == ["x", "z (forced off)"]
-    raw = charts.explanation_chart(["x", "x", "y", "z"], np.array([0.9, 0.8, 0.1, 0.0]),
-                                   np.array([0.9, 0.8, 0.0, 0.0]), 0.5, 4, None, raw=True)
+    raw = charts.explanation_chart(
+        ["x", "x", "y", "z"], np.array([0.9, 0.8, 0.1, 0.0]), np.array([0.9, 0.8, 0.0, 0.0]), 0.5, 4, None, raw=True
+    )
     assert bar_labels(raw)[:2] == ["x", "x (2)"]
     assert charts.short_label("a" * 40).endswith("…") and len(charts.short_label("a" * 40)) == charts.MAX_LABEL_CHARS
     long = "all opposite edges are parallel"
@@ -517,8 +553,9 @@ def test_values_sit_right_of_the_plot_clear_of_the_dashed_lines() -> None:
     """The threshold line is drawn inside the plot (x <= 1 of the axis range); every value is an annotation anchored
     at the plot's right edge, in the margin kept for it, so the line never crosses a value."""
     names = ["no vertices", "three vertices", "four vertices", "all opposite edges are parallel", "same size"]
-    figure = charts.explanation_chart(names, np.array([0.1, 0.52, 0.3, 0.49, 0.7]), np.array([0, 0.52, 0, 0, 0.7]),
-                                      0.5, 5, raw=True)
+    figure = charts.explanation_chart(
+        names, np.array([0.1, 0.52, 0.3, 0.49, 0.7]), np.array([0, 0.52, 0, 0, 0.7]), 0.5, 5, raw=True
+    )
     values = [a for a in figure["layout"]["annotations"] if a.get("xref") == "paper" and a.get("x") == 1]
     assert [a["text"] for a in values] == ["70.0%", "52.0%", "49.0%", "30.0%", "10.0%"]
     assert all(a["xanchor"] == "left" and a["xshift"] > 0 for a in values)

@@ -23,8 +23,15 @@ pytestmark = [
     pytest.mark.usefixtures("one_thread"),
     pytest.mark.slow,
 ]
-ENDPOINTS = {"/shapes_sketch", "/shapes_image", "/shapes_explain", "/shapes_clear_interventions", "/birds_image",
-             "/birds_explain", "/birds_clear_interventions"}
+ENDPOINTS = {
+    "/shapes_sketch",
+    "/shapes_image",
+    "/shapes_explain",
+    "/shapes_clear_interventions",
+    "/birds_image",
+    "/birds_explain",
+    "/birds_clear_interventions",
+}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +69,9 @@ def test_upload_then_sliders_then_intervention(client: Client, images: Path) -> 
     moved = client.predict(0.95, 2, 3, True, [], [], api_name="/shapes_explain")[0]  # same session: cached outputs
     assert moved["class_probabilities"] == result["class_probabilities"]  # no network rerun, same probabilities
     assert moved["threshold"] == 0.95 and moved["top_n"] == 2
-    forced = client.predict(0.5, 1, 4, False, ["four vertices"], ["no vertices", "three vertices"],
-                            api_name="/shapes_explain")[0]
+    forced = client.predict(
+        0.5, 1, 4, False, ["four vertices"], ["no vertices", "three vertices"], api_name="/shapes_explain"
+    )[0]
     assert forced["overrides"] == {"four vertices": True, "no vertices": False, "three vertices": False}
     assert forced["explanation_probabilities"]["four vertices"] == 1.0
     cleared = client.predict(0.5, 1, 4, False, api_name="/shapes_clear_interventions")
@@ -72,19 +80,22 @@ def test_upload_then_sliders_then_intervention(client: Client, images: Path) -> 
 
 def test_sketch_dictionary(client: Client, images: Path) -> None:
     square = handle_file(str(app_images.outline_square_png(images)))
-    result, status, *_ = client.predict({"background": None, "layers": [], "composite": square},
-                                        api_name="/shapes_sketch")
+    result, status, *_ = client.predict(
+        {"background": None, "layers": [], "composite": square}, api_name="/shapes_sketch"
+    )
     assert "error" not in result and "badge" in status
     empty = client.predict({"background": None, "layers": [], "composite": None}, api_name="/shapes_sketch")
     assert "canvas is empty" in empty[0]["error"]
 
 
 def test_birds_photo(client: Client, images: Path) -> None:
-    result, status, *_ = client.predict(handle_file(str(app_images.bird_like_jpeg(images))), 0.5, 3, 5, False,
-                                        api_name="/birds_image")
+    result, status, *_ = client.predict(
+        handle_file(str(app_images.bird_like_jpeg(images))), 0.5, 3, 5, False, api_name="/birds_image"
+    )
     assert result["top_n"] == 3 and len(result["class_probabilities"]) == 5
     assert client.predict(0.5, 1, 5, False, ["bill shape: hooked"], [], api_name="/birds_explain")[0]["overrides"] == {
-        "bill shape: hooked": True}
+        "bill shape: hooked": True
+    }
 
 
 @pytest.mark.parametrize("case", sorted(app_images.BAD_INPUTS))
@@ -133,8 +144,9 @@ def test_a_crowd_on_one_image_and_one_example_all_succeed(server: tuple[Any, str
     url, count = server[1], 20
     triangle = str(app_images.triangle_png(images))
     visitors = [Client(url, verbose=False, download_files=False) for _ in range(count)]
-    example_fn = next(i for i, d in enumerate(visitors[0].config["dependencies"])
-                      if d.get("api_name") == "shapes_load_example")
+    example_fn = next(
+        i for i, d in enumerate(visitors[0].config["dependencies"]) if d.get("api_name") == "shapes_load_example"
+    )
     gate = threading.Barrier(count)
 
     def fetch(answer: Any) -> None:
@@ -199,8 +211,10 @@ def test_housekeeping_cache_cleaning_and_examples_folder(server: tuple[Any, str]
 
 def test_app_without_weights_starts_and_says_how_to_get_them(tmp_path: Path) -> None:
     module = import_app(
-        {"EXPLAINER_SHAPES_WEIGHTS": str(tmp_path / "none.safetensors"),
-         "EXPLAINER_BIRDS_WEIGHTS": "nobody-xyz/nothing/birds.safetensors"},
+        {
+            "EXPLAINER_SHAPES_WEIGHTS": str(tmp_path / "none.safetensors"),
+            "EXPLAINER_BIRDS_WEIGHTS": "nobody-xyz/nothing/birds.safetensors",
+        },
         "app_without_weights",
     )
     assert not module.MODELS["shapes"].available and not module.MODELS["birds"].available

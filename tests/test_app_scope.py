@@ -88,16 +88,25 @@ def test_the_ranking_is_shown_as_a_share_of_the_best_class(folder: Path) -> None
 
 
 def test_the_model_is_named_from_its_metadata() -> None:
-    meta = {"class_names": [f"species {i}" for i in range(200)],
-            "architecture": {"model_name": "tf_efficientnet_lite0"},
-            "metrics": {"accuracy": 0.81234, "top5_accuracy": 0.951, "test_images": 5794}, "scope": {}}
+    meta = {
+        "class_names": [f"species {i}" for i in range(200)],
+        "architecture": {"model_name": "tf_efficientnet_lite0"},
+        "metrics": {"accuracy": 0.81234, "top5_accuracy": 0.951, "test_images": 5794},
+        "scope": {},
+    }
     note = BIRDS.model_note("ignored", meta)
     assert "**200 bird species**" in note and "EfficientNet-Lite0" in note and "`tf_efficientnet_lite0`" in note
     assert "top-1 **81.2%** (top-5 95.1%) on 5,794 held-out CUB photos" in note
     assert "checks that the photo shows a bird" in note
     # the gate is named from its own description: a Lite2 pair may carry a Lite0 gate
-    lite2 = BIRDS.model_note("", {**meta, "architecture": {"model_name": "tf_efficientnet_lite2"},
-                                  "scope": {"architecture": {"model_name": "tf_efficientnet_lite0"}}})
+    lite2 = BIRDS.model_note(
+        "",
+        {
+            **meta,
+            "architecture": {"model_name": "tf_efficientnet_lite2"},
+            "scope": {"architecture": {"model_name": "tf_efficientnet_lite0"}},
+        },
+    )
     assert "backbone EfficientNet-Lite2" in lite2 and "an ImageNet classifier (EfficientNet-Lite0), checks" in lite2
     bare = BIRDS.model_note("", {**meta, "metrics": {}, "scope": None})
     assert "no measured accuracy recorded" in bare and "no bird check" in bare
@@ -115,11 +124,17 @@ def test_the_species_list_names_every_class_once() -> None:
 
 @pytest.fixture(scope="module")
 def server(folder: Path) -> Any:
-    module = import_app({"EXPLAINER_SHAPES_WEIGHTS": str(folder / "shapes.safetensors"),
-                         "EXPLAINER_BIRDS_WEIGHTS": str(folder / "horse.safetensors")}, "app_scope")
+    module = import_app(
+        {
+            "EXPLAINER_SHAPES_WEIGHTS": str(folder / "shapes.safetensors"),
+            "EXPLAINER_BIRDS_WEIGHTS": str(folder / "horse.safetensors"),
+        },
+        "app_scope",
+    )
     port = free_port()
-    module.demo.launch(**module.LAUNCH_OPTIONS, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                       quiet=True)
+    module.demo.launch(
+        **module.LAUNCH_OPTIONS, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+    )
     yield f"http://127.0.0.1:{port}/"
     module.demo.close()
 

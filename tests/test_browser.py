@@ -73,11 +73,17 @@ SQUARE = [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8), (-0.8, -0.8)]
 CIRCLE = [(math.cos(a), math.sin(a)) for a in np.linspace(0.0, 2 * math.pi, 17)]
 # As people draw them: a square in four strokes whose ends run past the corners (crossing there), and a circle whose
 # one stroke stops short of its start (a gap of 6% of the round).
-OVERSHOOT_SQUARE = [[(-0.95, -0.8), (0.93, -0.8)], [(0.8, -0.95), (0.8, 0.92)], [(0.94, 0.8), (-0.92, 0.8)],
-                    [(-0.8, 0.93), (-0.8, -0.94)]]
+OVERSHOOT_SQUARE = [
+    [(-0.95, -0.8), (0.93, -0.8)],
+    [(0.8, -0.95), (0.8, 0.92)],
+    [(0.94, 0.8), (-0.92, 0.8)],
+    [(-0.8, 0.93), (-0.8, -0.94)],
+]
 OPEN_CIRCLE = [(math.cos(a), math.sin(a)) for a in np.linspace(0.0, 0.94 * 2 * math.pi, 17)]
-STAR = [(math.cos(a) * (1.0 if i % 2 == 0 else 0.4), math.sin(a) * (1.0 if i % 2 == 0 else 0.4))
-        for i, a in enumerate(np.linspace(-math.pi / 2, 1.5 * math.pi, 11))]
+STAR = [
+    (math.cos(a) * (1.0 if i % 2 == 0 else 0.4), math.sin(a) * (1.0 if i % 2 == 0 else 0.4))
+    for i, a in enumerate(np.linspace(-math.pi / 2, 1.5 * math.pi, 11))
+]
 
 
 def draw(page: Any, outline: list = TRIANGLE, steps: int = 4) -> None:
@@ -107,8 +113,12 @@ def record_outside_requests(page: Any, url: str) -> list[str]:
 
 
 def boxes_overlap(a: dict, b: dict) -> bool:
-    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
-            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
 
 
 def check_before_first_result(page: Any) -> None:
@@ -128,8 +138,12 @@ def check_sketchpad(page: Any, width: int) -> None:
     assert editor["x"] >= 0 and editor["x"] + editor["width"] <= width
     canvas = page.locator("#shapes-sketch .pixi-target canvas").first.bounding_box()
     side = 256 * zoom / 100  # the drawing area, centred in the canvas element
-    area = {"x": canvas["x"] + (canvas["width"] - side) / 2, "y": canvas["y"] + (canvas["height"] - side) / 2,
-            "width": side, "height": side}
+    area = {
+        "x": canvas["x"] + (canvas["width"] - side) / 2,
+        "y": canvas["y"] + (canvas["height"] - side) / 2,
+        "width": side,
+        "height": side,
+    }
     assert area["x"] >= editor["x"] and area["x"] + side <= editor["x"] + editor["width"]
     tools = page.locator("#shapes-sketch .toolbar-wrap").bounding_box()
     assert not boxes_overlap(tools, area), f"the tools {tools} cover the drawing area {area}"
@@ -140,8 +154,10 @@ def check_results(page: Any) -> None:
     for chart in ("#shapes-classes", "#shapes-explanations", "#shapes-ranking"):
         page.locator(f"{chart} .js-plotly-plot").wait_for(timeout=TIMEOUT_MS)
         assert page.locator(f"{chart} .bars path").count() >= 1  # bars are drawn
-        values = [page.locator(f"{chart} .annotation").nth(i).bounding_box()
-                  for i in range(page.locator(f"{chart} .annotation").count())]
+        values = [
+            page.locator(f"{chart} .annotation").nth(i).bounding_box()
+            for i in range(page.locator(f"{chart} .annotation").count())
+        ]
         assert values, f"{chart} shows no values"
         for line in range(page.locator(f"{chart} .shapelayer path").count()):
             box = page.locator(f"{chart} .shapelayer path").nth(line).bounding_box()
@@ -237,8 +253,14 @@ def test_draw_and_classify_on_a_phone(browser: Any, url: str, tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     ("outline", "steps", "expected"),
-    [(TRIANGLE, 4, "triangle"), (SQUARE, 3, "square"), (CIRCLE, 1, "circle"), (STAR, 1, None),
-     (OVERSHOOT_SQUARE, 3, "square"), (OPEN_CIRCLE, 1, "circle")],
+    [
+        (TRIANGLE, 4, "triangle"),
+        (SQUARE, 3, "square"),
+        (CIRCLE, 1, "circle"),
+        (STAR, 1, None),
+        (OVERSHOOT_SQUARE, 3, "square"),
+        (OPEN_CIRCLE, 1, "circle"),
+    ],
     ids=["triangle", "square", "circle", "star", "square-overshooting-corners", "circle-not-quite-closed"],
 )
 def test_the_shipped_model_on_shapes_drawn_with_the_mouse(

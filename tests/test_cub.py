@@ -269,9 +269,9 @@ def test_reference_preprocessing_is_json_and_rebuilds_the_same_transform() -> No
     }
     restored = json.loads(json.dumps(cfg))
     image = _image(300, 200)
-    expected = T.Compose(
-        [T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )(image)
+    expected = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(
+        image
+    )
     assert torch.equal(build_transform(restored, train=False)(image), expected)
 
 

@@ -49,10 +49,13 @@ def ink_box(image: np.ndarray, background: str = "white") -> tuple[int, int, int
 
 
 def test_read_drawings_keeps_strokes_labels_and_extra_fields(tmp_path: Path) -> None:
-    path = write_collection(tmp_path / "pens.ndjson.gz", [
-        {"id": "a", "label": "square", "strokes": SQUARE, "speed": "slow"},
-        {"id": "b", "label": "v", "acceptable": [], "strokes": TWO_STROKES},
-    ])
+    path = write_collection(
+        tmp_path / "pens.ndjson.gz",
+        [
+            {"id": "a", "label": "square", "strokes": SQUARE, "speed": "slow"},
+            {"id": "b", "label": "v", "acceptable": [], "strokes": TWO_STROKES},
+        ],
+    )
     first, second = read_drawings(path)
     assert (first.collection, first.id, first.label, first.extra) == ("pens", "a", "square", {"speed": "slow"})
     assert first.strokes[0].shape == (5, 2) and first.strokes[0][2].tolist() == [110.0, 120.0]
@@ -75,8 +78,9 @@ def test_a_bad_line_names_the_file_and_the_line(tmp_path: Path) -> None:
 
 def test_render_places_the_drawing_at_the_size_asked_inside_the_canvas() -> None:
     strokes = parse_strokes(SQUARE)
-    image = render_strokes(strokes, np.random.default_rng(0), canvas=256, pen_fraction=0.02, size_fraction=0.5,
-                           background="white")
+    image = render_strokes(
+        strokes, np.random.default_rng(0), canvas=256, pen_fraction=0.02, size_fraction=0.5, background="white"
+    )
     assert image.shape == (256, 256) and image.dtype == np.uint8
     top, bottom, left, right = ink_box(image)
     # the square's outer edge spans 50% of the canvas plus the pen (2% of its size), whatever the source's units
@@ -98,8 +102,9 @@ def test_the_pen_width_is_a_share_of_the_drawing_size() -> None:
     strokes = parse_strokes(SQUARE)
 
     def ink(pen: float, size: float) -> float:
-        image = render_strokes(strokes, np.random.default_rng(1), canvas=512, pen_fraction=pen, size_fraction=size,
-                               background="white")
+        image = render_strokes(
+            strokes, np.random.default_rng(1), canvas=512, pen_fraction=pen, size_fraction=size, background="white"
+        )
         return float((255 - image.astype(np.float64)).sum() / 255.0)
 
     # ink area = perimeter x width: 4 x side x pen x side; doubling the pen doubles it, at any size
@@ -161,11 +166,14 @@ def test_real_drawing_evaluation_reports_every_kind(tmp_path: Path) -> None:
     from bundles import make_shapes_bundle
     from train.evaluate_real_drawings import main
 
-    write_collection(tmp_path / "pens.ndjson.gz", [
-        {"id": "s", "label": "square", "strokes": SQUARE},
-        {"id": "v", "label": "v", "strokes": TWO_STROKES},
-        {"id": "d", "label": "diamond", "strokes": SQUARE},
-    ])
+    write_collection(
+        tmp_path / "pens.ndjson.gz",
+        [
+            {"id": "s", "label": "square", "strokes": SQUARE},
+            {"id": "v", "label": "v", "strokes": TWO_STROKES},
+            {"id": "d", "label": "diamond", "strokes": SQUARE},
+        ],
+    )
     weights = make_shapes_bundle(tmp_path / "w.safetensors")
     out = tmp_path / "out"
     assert main(["--weights", str(weights), "--data", str(tmp_path), "--out", str(out), "--canvas", "128"]) == 0

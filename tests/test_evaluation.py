@@ -116,8 +116,9 @@ def test_bad_shapes_are_refused() -> None:
 
 def test_write_report(tmp_path: Path) -> None:
     explainer = fake_explainer()
-    result = evaluation.evaluate_predictions(explainer, one_hot_probs(PREDICTED, CONFIDENCE), EXPL, np.array(LABELS),
-                                             TARGETS)
+    result = evaluation.evaluate_predictions(
+        explainer, one_hot_probs(PREDICTED, CONFIDENCE), EXPL, np.array(LABELS), TARGETS
+    )
     ood = evaluation.questioned_share(explainer, np.full((4, 4), 0.25), np.zeros((4, 5)))
     path = evaluation.write_report(
         {"title": "Test", "evaluations": {"hand made": result}, "ood": {"noise": ood}, "notes": ["a note"]}, tmp_path
@@ -167,8 +168,9 @@ def test_evaluate_shapes_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
         Image.fromarray(image).save(folder / f"{i}{tags[label]}.png")
     out = tmp_path / "eval"
     noise = ["--noise-images", "5", "--smooth-noise-images", "3"]
-    summary = evaluate_shapes.main(["--weights", str(weights), "--data", str(tmp_path / "data"), "--out", str(out),
-                                    *noise])
+    summary = evaluate_shapes.main(
+        ["--weights", str(weights), "--data", str(tmp_path / "data"), "--out", str(out), *noise]
+    )
     assert summary["n"] == 8
     assert sum(map(sum, summary["confusion_matrix"])) == 8
     assert 0.0 <= summary["uniform_noise_questioned"] <= 1.0

@@ -11,18 +11,62 @@ from bundles import make_shapes_bundle
 from explainer.bundle import load_bundle
 from train.finetune_shapes_sketches import main
 
-TINY = ["--base-per-class", "6", "--sketches-per-class", "4", "--sketch-outliers", "22", "--outliers", "8",
-        "--noise", "4", "--batch-size", "16", "--no-progress", "--threads", "1"]
+TINY = [
+    "--base-per-class",
+    "6",
+    "--sketches-per-class",
+    "4",
+    "--sketch-outliers",
+    "22",
+    "--outliers",
+    "8",
+    "--noise",
+    "4",
+    "--batch-size",
+    "16",
+    "--no-progress",
+    "--threads",
+    "1",
+]
 
 
 def test_a_mirror_only_step_with_filled_shapes_and_tall_boxes(tmp_path: Path) -> None:
     init = make_shapes_bundle(tmp_path / "init.safetensors")
     first = tmp_path / "first.safetensors"
-    main(["--init", str(init), "--out", str(tmp_path / "run1"), "--output", str(first), "--epochs", "1",
-          "--mirror-epochs", "1", *TINY])
+    main(
+        [
+            "--init",
+            str(init),
+            "--out",
+            str(tmp_path / "run1"),
+            "--output",
+            str(first),
+            "--epochs",
+            "1",
+            "--mirror-epochs",
+            "1",
+            *TINY,
+        ]
+    )
     second = tmp_path / "second.safetensors"
-    report = main(["--init", str(first), "--out", str(tmp_path / "run2"), "--output", str(second), "--epochs", "0",
-                   "--mirror-epochs", "1", "--filled-per-class", "10", "--tall-boxes", *TINY])
+    report = main(
+        [
+            "--init",
+            str(first),
+            "--out",
+            str(tmp_path / "run2"),
+            "--output",
+            str(second),
+            "--epochs",
+            "0",
+            "--mirror-epochs",
+            "1",
+            "--filled-per-class",
+            "10",
+            "--tall-boxes",
+            *TINY,
+        ]
+    )
     assert report["phases"]["main"]["best_epoch"] == 0
     before, _ = load_bundle(first)
     after, meta = load_bundle(second)

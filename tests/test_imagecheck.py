@@ -29,6 +29,7 @@ LIBRARY_WORDS = ("PIL", "Pillow", "Error", "Traceback", "/tmp", "\\")
 def png_header_only(width: int, height: int, mode_byte: int = 6) -> bytes:
     """A valid PNG whose header declares width x height (RGBA by default) and whose data is a few bytes of zeros:
     a decompression bomb when the size is large (the image data is compressed all-zero rows)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
@@ -133,10 +134,18 @@ def shapes_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_cli(weights: Path, *images: Path, memory_mb: int | None = None) -> subprocess.CompletedProcess:
     limit = None
     if memory_mb is not None:
+
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-    return subprocess.run([sys.executable, "-m", "explainer", "predict", "--weights", str(weights), *map(str, images)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=180, preexec_fn=limit)
+
+    return subprocess.run(
+        [sys.executable, "-m", "explainer", "predict", "--weights", str(weights), *map(str, images)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=180,
+        preexec_fn=limit,
+    )
 
 
 def test_cli_refuses_tiny_flat_and_strip_images_and_goes_on(shapes_weights: Path, tmp_path: Path) -> None:
@@ -171,8 +180,14 @@ def test_cli_under_a_memory_cap_keeps_the_batch(shapes_weights: Path, tmp_path: 
     big.paste((0, 0, 0, 255), (2000, 2000, 5000, 4000))
     big.save(tmp_path / "big.png")
     (tmp_path / "z.png").write_bytes(png_bytes(square_image(80)))
-    run = run_cli(shapes_weights, tmp_path / "a.png", tmp_path / "strip.png", tmp_path / "big.png", tmp_path / "z.png",
-                  memory_mb=5000)
+    run = run_cli(
+        shapes_weights,
+        tmp_path / "a.png",
+        tmp_path / "strip.png",
+        tmp_path / "big.png",
+        tmp_path / "z.png",
+        memory_mb=5000,
+    )
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert len(rows) == 4 and "Traceback" not in run.stderr, run.stderr[-2000:]
     assert "predicted_class" in rows[0] and "predicted_class" in rows[2] and "predicted_class" in rows[3]
@@ -199,8 +214,10 @@ def write_raw_bundle(path: Path, meta: dict, tensors: dict[str, torch.Tensor] | 
         ({"class_names": "circle"}, "class_names must be a non-empty list"),
         ({"explanation_groups": [["a"]]}, "explanation group"),
         ({"class_explanations": [[1, 0, 0, 0, "x"]] * 4}, "class_explanations"),
-        ({"class_names": ["a", "b", "c", "d", "e"], "class_explanations": [[0.0] * 5] * 5},
-         "4 class outputs and 5 explanation outputs, but the metadata names 5 classes"),
+        (
+            {"class_names": ["a", "b", "c", "d", "e"], "class_explanations": [[0.0] * 5] * 5},
+            "4 class outputs and 5 explanation outputs, but the metadata names 5 classes",
+        ),
     ],
 )
 def test_bad_metadata_is_refused_in_one_line(tmp_path: Path, change: dict, words: str) -> None:

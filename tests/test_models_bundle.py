@@ -82,8 +82,13 @@ def test_frozen_coupling_sends_no_gradient_to_the_main_network():
 
 @pytest.mark.parametrize(
     "name, join",
-    [("resnet18", "add"), ("resnet18", "concat"), ("resnet50", "add"), ("tf_efficientnet_lite0", "add"),
-     ("tf_efficientnet_lite0", "concat")],
+    [
+        ("resnet18", "add"),
+        ("resnet18", "concat"),
+        ("resnet50", "add"),
+        ("tf_efficientnet_lite0", "add"),
+        ("tf_efficientnet_lite0", "concat"),
+    ],
 )
 def test_timm_pairs_run_and_keep_the_head_contract(name, join):
     pair = build_pair(timm_arch(name, join)).eval()
@@ -147,9 +152,15 @@ def test_bundle_round_trip_rebuilds_the_same_pair(tmp_path):
 def test_half_storage_halves_the_file_and_stays_close(tmp_path):
     pair = build_pair(timm_arch("resnet18")).eval()
     full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
-    meta = {**shapes_meta(), "architecture": timm_arch("resnet18"), "class_names": list("abcde"),
-            "explanation_names": list("abcdefg"), "explanation_groups": [], "class_explanations": np.eye(5, 7).tolist(),
-            "preprocessing": {"kind": "imagenet"}}
+    meta = {
+        **shapes_meta(),
+        "architecture": timm_arch("resnet18"),
+        "class_names": list("abcde"),
+        "explanation_names": list("abcdefg"),
+        "explanation_groups": [],
+        "class_explanations": np.eye(5, 7).tolist(),
+        "preprocessing": {"kind": "imagenet"},
+    }
     save_bundle(full, pair, meta)
     save_bundle(half, pair, meta, half=True)
     assert half.stat().st_size < 0.6 * full.stat().st_size
@@ -237,16 +248,38 @@ def _write_images(folder: Path) -> list[Path]:
 def test_cli_prints_one_json_line_per_image_and_fails_on_bad_ones(shapes_weights, tmp_path):
     paths = _write_images(tmp_path)
     run = subprocess.run(
-        [sys.executable, "-m", "explainer", "predict", "--weights", str(shapes_weights), "--top-n", "2",
-         *map(str, paths), str(tmp_path / "missing.png")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "explainer",
+            "predict",
+            "--weights",
+            str(shapes_weights),
+            "--top-n",
+            "2",
+            *map(str, paths),
+            str(tmp_path / "missing.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert run.returncode == 1, run.stderr
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["image"] for r in rows] == [*map(str, paths), str(tmp_path / "missing.png")]
     for row in rows[:2]:
-        assert set(row) >= {"image", "predicted_class", "class_probabilities", "explanation_probabilities",
-                            "kept_explanations", "explanation_ranking", "questioned", "case", "preferred_class"}
+        assert set(row) >= {
+            "image",
+            "predicted_class",
+            "class_probabilities",
+            "explanation_probabilities",
+            "kept_explanations",
+            "explanation_ranking",
+            "questioned",
+            "case",
+            "preferred_class",
+        }
         assert len(row["explanation_probabilities"]) == 5 and row["top_n"] == 2
         assert sum(row["class_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert "cut short or damaged" in rows[2]["error"]
@@ -256,9 +289,19 @@ def test_cli_prints_one_json_line_per_image_and_fails_on_bad_ones(shapes_weights
 
 def test_cli_all_good_exits_zero_and_bad_weights_exit_two(shapes_weights, tmp_path):
     paths = _write_images(tmp_path)[:2]
-    ok = subprocess.run([sys.executable, "-m", "explainer", "predict", "--weights", str(shapes_weights),
-                         *map(str, paths)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "explainer", "predict", "--weights", str(shapes_weights), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 2
-    bad = subprocess.run([sys.executable, "-m", "explainer", "predict", "--weights", str(tmp_path / "none.st"),
-                          str(paths[0])], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "explainer", "predict", "--weights", str(tmp_path / "none.st"), str(paths[0])],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "no such weights file" in bad.stderr

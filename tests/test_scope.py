@@ -49,12 +49,27 @@ def test_imagenet_bird_classes_are_the_59_birds_and_nothing_next_to_them():
     names = [plain_name(n) for n in imagenet_class_names()]
     birds = [names[i] for i in IMAGENET_BIRD_CLASSES]
     assert len(birds) == 59 == len(set(IMAGENET_BIRD_CLASSES))
-    for expected in ("cock", "great grey owl", "black grouse", "black swan", "white stork", "albatross",
-                     "hummingbird", "king penguin", "goldfinch"):
+    for expected in (
+        "cock",
+        "great grey owl",
+        "black grouse",
+        "black swan",
+        "white stork",
+        "albatross",
+        "hummingbird",
+        "king penguin",
+        "goldfinch",
+    ):
         assert expected in birds
     # the neighbours of each range are animals that are not birds
     assert [names[i] for i in (6, 25, 79, 101, 126, 147)] == [
-        "stingray", "European fire salamander", "centipede", "tusker", "isopod", "grey whale"]
+        "stingray",
+        "European fire salamander",
+        "centipede",
+        "tusker",
+        "isopod",
+        "grey whale",
+    ]
 
 
 # -- library results --------------------------------------------------------------------------------------------------
@@ -107,8 +122,9 @@ def test_old_birds_file_without_scope_is_always_in_scope(birds_file):
 
 def test_shared_preprocessing_reuses_the_pairs_tensor(tmp_path, birds_file):
     shared = Explainer.load(add_scope(birds_file, GOLDFINCH, output=tmp_path / "shared.safetensors"))
-    own = Explainer.load(add_scope(birds_file, GOLDFINCH, output=tmp_path / "own.safetensors",
-                                   share_preprocessing=False))  # the fixture pair uses ImageNet mean/std, not 0.5
+    own = Explainer.load(
+        add_scope(birds_file, GOLDFINCH, output=tmp_path / "own.safetensors", share_preprocessing=False)
+    )  # the fixture pair uses ImageNet mean/std, not 0.5
     image = photo(3)
     tensor = shared.preprocess(image)
     assert shared.scope_input(image, tensor) is tensor
@@ -175,8 +191,11 @@ def test_bad_scope_descriptions_are_refused(tmp_path, birds_file, change, messag
         validate_scope_metadata(description)
     tensors, meta = read_bundle(birds_file)
     with pytest.raises(BundleError, match=message):
-        write_bundle(tmp_path / "x.safetensors", {**tensors, **scope_tensors(fixed_gate(HORSE).network)},
-                     {**meta, "scope": description})
+        write_bundle(
+            tmp_path / "x.safetensors",
+            {**tensors, **scope_tensors(fixed_gate(HORSE).network)},
+            {**meta, "scope": description},
+        )
 
 
 def test_mismatched_scope_tensor_is_named(tmp_path, birds_file):
@@ -243,8 +262,18 @@ def attach(capsys):
 def test_attach_scope_writes_a_working_gate_and_keeps_the_pair(tmp_path, birds_file, attach):
     pth = save_imagenet_pth(tmp_path / "imagenet.pth", winner=HORSE)
     out = tmp_path / "with-scope.safetensors"
-    done = attach("--weights", str(birds_file), "--pretrained-file", str(pth), "--model", "test_efficientnet",
-                  "--threshold", "0.3", "--output", str(out))
+    done = attach(
+        "--weights",
+        str(birds_file),
+        "--pretrained-file",
+        str(pth),
+        "--model",
+        "test_efficientnet",
+        "--threshold",
+        "0.3",
+        "--output",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["threshold"] == 0.3 and summary["storage_dtype"] == "float32"
@@ -261,13 +290,25 @@ def test_attach_scope_writes_a_working_gate_and_keeps_the_pair(tmp_path, birds_f
 
     # attaching again replaces the gate in place (no second copy), here in float16
     pth2 = save_imagenet_pth(tmp_path / "imagenet2.pth", winner=GOLDFINCH)
-    done = attach("--weights", str(out), "--pretrained-file", str(pth2), "--model", "test_efficientnet",
-                  "--threshold", "0.3", "--half")
+    done = attach(
+        "--weights",
+        str(out),
+        "--pretrained-file",
+        str(pth2),
+        "--model",
+        "test_efficientnet",
+        "--threshold",
+        "0.3",
+        "--half",
+    )
     assert done.returncode == 0, done.stderr
     tensors, meta = read_bundle(out)
     assert meta["scope"]["storage_dtype"] == "float16"
-    assert len(tensors) == len(after) and tensors[next(k for k in tensors if k.startswith(SCOPE_PREFIX)
-                                                       and k.endswith("classifier.weight"))].dtype == torch.float16
+    assert (
+        len(tensors) == len(after)
+        and tensors[next(k for k in tensors if k.startswith(SCOPE_PREFIX) and k.endswith("classifier.weight"))].dtype
+        == torch.float16
+    )
     assert run_one(Explainer.load(out), photo()).scope.in_scope
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
@@ -280,8 +321,9 @@ def test_attach_scope_refuses_bad_input_in_plain_words(tmp_path, birds_file, att
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(Path(birds_file).read_bytes())
-    done = attach("--weights", str(copy), "--pretrained-file", str(tmp_path / "wrong.pth"), "--model",
-                  "test_efficientnet")
+    done = attach(
+        "--weights", str(copy), "--pretrained-file", str(tmp_path / "wrong.pth"), "--model", "test_efficientnet"
+    )
     assert done.returncode == 2 and "wrong.pth" in done.stderr and "Traceback" not in done.stderr
     assert copy.read_bytes() == Path(birds_file).read_bytes()  # a failed attach leaves the file as it was
 
@@ -299,16 +341,38 @@ def test_a_frozen_backbone_shares_its_trunk_with_the_gate(tmp_path, attach, half
     pth = tmp_path / "imagenet.pth"
     torch.save(imagenet.state_dict(), pth)
     frozen = make_frozen_birds_bundle(tmp_path / "frozen.safetensors", imagenet, half=half)
-    done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet",
-                  "--threshold", "0.3", "--output", str(tmp_path / "main.safetensors"))
+    done = attach(
+        "--weights",
+        str(frozen),
+        "--pretrained-file",
+        str(pth),
+        "--model",
+        "test_efficientnet",
+        "--threshold",
+        "0.3",
+        "--output",
+        str(tmp_path / "main.safetensors"),
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["trunk"] == "main"
     tensors, meta = read_bundle(tmp_path / "main.safetensors")
     stored = sorted(k for k in tensors if k.startswith(SCOPE_PREFIX))
     assert stored == ["scope.classifier.bias", "scope.classifier.weight"]
     assert meta["scope"]["trunk"] == "main" and meta["scope"]["preprocessing"] == meta["preprocessing"]
-    done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet",
-                  "--threshold", "0.3", "--trunk", "own", "--output", str(tmp_path / "own.safetensors"))
+    done = attach(
+        "--weights",
+        str(frozen),
+        "--pretrained-file",
+        str(pth),
+        "--model",
+        "test_efficientnet",
+        "--threshold",
+        "0.3",
+        "--trunk",
+        "own",
+        "--output",
+        str(tmp_path / "own.safetensors"),
+    )
     assert done.returncode == 0, done.stderr
     shared, own = Explainer.load(tmp_path / "main.safetensors"), Explainer.load(tmp_path / "own.safetensors")
     images = [photo(seed) for seed in range(4)]
@@ -337,8 +401,9 @@ def test_a_trained_backbone_keeps_its_own_gate(tmp_path, birds_file, attach):
     done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet")
     assert done.returncode == 0 and json.loads(done.stdout)["trunk"] == "own"
     assert "conv_stem" in json.loads(done.stdout)["trunk_check"]
-    done = attach("--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet",
-                  "--trunk", "main")
+    done = attach(
+        "--weights", str(frozen), "--pretrained-file", str(pth), "--model", "test_efficientnet", "--trunk", "main"
+    )
     assert done.returncode == 2 and "conv_stem" in done.stderr
 
 
@@ -358,14 +423,51 @@ def test_evaluate_scope_picks_on_training_photos_and_reports_both_sides(tmp_path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "out"
-    assert module.main(["--pretrained-file", str(pth), "--model", "test_efficientnet", "--data", str(root),
-                        "--pick-threshold", "--workers", "0", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        module.main(
+            [
+                "--pretrained-file",
+                str(pth),
+                "--model",
+                "test_efficientnet",
+                "--data",
+                str(root),
+                "--pick-threshold",
+                "--workers",
+                "0",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["picked_threshold"]["threshold"] >= 0.99  # every photo scores ~1: the largest multiple of 0.01
     assert results["picked_threshold"]["train_in_scope"] == 1.0
     assert "cub_test" not in results  # picking never looks at the test photos
-    assert module.main(["--pretrained-file", str(pth), "--model", "test_efficientnet", "--data", str(root),
-                        "--threshold", "0.5", "--workers", "0", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        module.main(
+            [
+                "--pretrained-file",
+                str(pth),
+                "--model",
+                "test_efficientnet",
+                "--data",
+                str(root),
+                "--threshold",
+                "0.5",
+                "--workers",
+                "0",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["cub_test"]["share_in_scope"] == 1.0 and results["skimage"]["photos"] == 21
     assert results["skimage"]["share_out_of_scope"] == 0.0  # this fixture calls everything a goldfinch

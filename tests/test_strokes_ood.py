@@ -143,7 +143,7 @@ def test_a_closed_outline_can_close_or_leave_a_gap():
         if len(path.strokes) != 1:
             continue
         stroke = path.strokes[0]
-        head, tail = _densify(stroke[: len(stroke) // 4 + 1]), stroke[3 * len(stroke) // 4:]
+        head, tail = _densify(stroke[: len(stroke) // 4 + 1]), stroke[3 * len(stroke) // 4 :]
         distance = _distance_to_polyline(head, tail).min()
         gaps.append(distance / path.intended_size_px)
         if distance > gap_px:

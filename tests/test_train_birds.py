@@ -17,13 +17,52 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_train_and_evaluate_birds_on_a_fixture(tmp_path):
     data = make_cub_fixture(tmp_path, n_classes=3, n_attributes=12, images_per_class=6)
     out, weights = tmp_path / "run", tmp_path / "birds.safetensors"
-    common = ["--model", "resnet18", "--img-size", "64", "--resize", "72", "--batch-size", "4", "--workers", "0",
-              "--optimizer", "adamw", "--lr", "1e-3", "--labels", "class", "--pos-weight", "--warm-start-mirror",
-              "--top-n", "2", "--no-progress", "--device", "cpu"]
+    common = [
+        "--model",
+        "resnet18",
+        "--img-size",
+        "64",
+        "--resize",
+        "72",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "1e-3",
+        "--labels",
+        "class",
+        "--pos-weight",
+        "--warm-start-mirror",
+        "--top-n",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     run = subprocess.run(
-        [sys.executable, "train/train_birds.py", "--data", str(data), "--epochs-main", "2", "--epochs-mirror", "1",
-         "--out", str(out), "--output", str(weights), "--half", *common],
-        capture_output=True, text=True, cwd=ROOT, timeout=400,
+        [
+            sys.executable,
+            "train/train_birds.py",
+            "--data",
+            str(data),
+            "--epochs-main",
+            "2",
+            "--epochs-mirror",
+            "1",
+            "--out",
+            str(out),
+            "--output",
+            str(weights),
+            "--half",
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=400,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -36,11 +75,28 @@ def test_train_and_evaluate_birds_on_a_fixture(tmp_path):
     assert meta["training"]["label_source"] == "class" and "top-1" in meta["description"]
     assert meta["explanation_display_names"][0].count(":") == 1  # "group: value", not has_group::value
     evaluated = subprocess.run(
-        [sys.executable, "train/evaluate_birds.py", "--weights", str(weights), "--data", str(data), "--noise", "4",
-         "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "eval")],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        [
+            sys.executable,
+            "train/evaluate_birds.py",
+            "--weights",
+            str(weights),
+            "--data",
+            str(data),
+            "--noise",
+            "4",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    summary = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
+    summary = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
     assert 0.0 <= summary["top1"] <= 1.0 and len(summary["noise_questioned"]) == 1
     assert (tmp_path / "eval" / "report.md").read_text().startswith("# Birds evaluation")

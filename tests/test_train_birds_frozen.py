@@ -35,17 +35,52 @@ def _imagenet_file(tmp_path: Path) -> Path:
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's package, whatever else is installed
-    return subprocess.run([sys.executable, "train/train_birds_frozen.py", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=400)
+    return subprocess.run(
+        [sys.executable, "train/train_birds_frozen.py", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=400,
+    )
 
 
 def test_frozen_recipe_caches_resumes_and_writes_a_loadable_pair(tmp_path: Path) -> None:
     data = make_cub_fixture(tmp_path, n_classes=3, n_attributes=12, images_per_class=6)
     cache, out, weights = tmp_path / "cache", tmp_path / "run", tmp_path / "birds.safetensors"
-    common = ["--data", str(data), "--model", "resnet18", "--pretrained-file", str(_imagenet_file(tmp_path)),
-              "--img-size", "64", "--resize", "72", "--chunk", "4", "--batch-size", "2", "--workers", "0",
-              "--threads", "1", "--views", "plain,flip", "--val-fraction", "0.34", "--top-n", "2", "--half",
-              "--cache", str(cache), "--out", str(out), "--output", str(weights)]
+    common = [
+        "--data",
+        str(data),
+        "--model",
+        "resnet18",
+        "--pretrained-file",
+        str(_imagenet_file(tmp_path)),
+        "--img-size",
+        "64",
+        "--resize",
+        "72",
+        "--chunk",
+        "4",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--views",
+        "plain,flip",
+        "--val-fraction",
+        "0.34",
+        "--top-n",
+        "2",
+        "--half",
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--output",
+        str(weights),
+    ]
     first = _run(common)
     assert first.returncode == 0, first.stderr[-2000:]
     chunks = sorted(p.name for p in cache.glob("*.npz"))
@@ -66,19 +101,23 @@ def test_frozen_recipe_caches_resumes_and_writes_a_loadable_pair(tmp_path: Path)
     assert any(key.startswith("binary targets") for key in report["validation"]["mirror"])
     assert any(key.startswith("soft targets") for key in report["validation"]["mirror"])
     assert report["choices"]["targets"] in ("binary", "soft") and set(report["validation"]["thresholds"]) == {
-        "binary", "soft"}
+        "binary",
+        "soft",
+    }
 
     # The frozen backbone is the ImageNet one; only the two classifiers were learnt.
     from safetensors.torch import load_file
 
     source = load_file(str(tmp_path / "imagenet.safetensors"))
     shipped = explainer.pair.main.state_dict()
-    np.testing.assert_allclose(shipped["layer1.0.conv1.weight"].numpy(),
-                               source["layer1.0.conv1.weight"].half().float().numpy())
+    np.testing.assert_allclose(
+        shipped["layer1.0.conv1.weight"].numpy(), source["layer1.0.conv1.weight"].half().float().numpy()
+    )
 
     # The validation choices of a run can be reused (no second search); the same settings give the same file.
-    reused = _run([*common[:-2], "--output", str(tmp_path / "again.safetensors"), "--validation-report",
-                   str(out / "report.json")])
+    reused = _run(
+        [*common[:-2], "--output", str(tmp_path / "again.safetensors"), "--validation-report", str(out / "report.json")]
+    )
     assert reused.returncode == 0, reused.stderr[-2000:]
     assert "validation choices from" in reused.stdout
     assert Explainer.load(tmp_path / "again.safetensors").default_threshold == explainer.default_threshold

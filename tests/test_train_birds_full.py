@@ -24,8 +24,14 @@ pytestmark = pytest.mark.slow
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "train/train_birds_full.py", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "train/train_birds_full.py", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_full_recipe_fine_tunes_every_stage_and_resumes(tmp_path: Path) -> None:
@@ -46,11 +52,42 @@ def test_full_recipe_fine_tunes_every_stage_and_resumes(tmp_path: Path) -> None:
         starts[name] = tmp_path / f"main-{name}.safetensors"
         save_main(pair, starts[name], {"trained_on": name})
     out, weights = tmp_path / "run", tmp_path / "birds.safetensors"
-    common = ["--data", str(data), "--model", "tf_efficientnet_lite0", "--pretrained-file", str(imagenet),
-              "--val-init", str(starts["validation"]), "--final-init", str(starts["final"]),
-              "--img-size", "64", "--resize", "72", "--max-epochs", "2", "--epochs", "1", "--lr", "1e-3",
-              "--batch-size", "4", "--workers", "0", "--threads", "1", "--val-fraction", "0.34", "--top-n", "2",
-              "--out", str(out), "--output", str(weights)]
+    common = [
+        "--data",
+        str(data),
+        "--model",
+        "tf_efficientnet_lite0",
+        "--pretrained-file",
+        str(imagenet),
+        "--val-init",
+        str(starts["validation"]),
+        "--final-init",
+        str(starts["final"]),
+        "--img-size",
+        "64",
+        "--resize",
+        "72",
+        "--max-epochs",
+        "2",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--val-fraction",
+        "0.34",
+        "--top-n",
+        "2",
+        "--out",
+        str(out),
+        "--output",
+        str(weights),
+    ]
     first = _run(common)
     assert first.returncode == 0, first.stderr[-3000:]
 
@@ -60,8 +97,10 @@ def test_full_recipe_fine_tunes_every_stage_and_resumes(tmp_path: Path) -> None:
 
     n_train = len(cub.read_cub(data).train_indices)
     assert report["final_run"]["epochs"] == 1 and report["final_run"]["images"] == n_train
-    assert sorted(p.name for p in (out / "validation-run").glob("epoch-*")) == ["epoch-1.safetensors",
-                                                                                "epoch-2.safetensors"]
+    assert sorted(p.name for p in (out / "validation-run").glob("epoch-*")) == [
+        "epoch-1.safetensors",
+        "epoch-2.safetensors",
+    ]
     explainer = Explainer.load(weights)
     meta = explainer.meta
     assert "every stage fine-tuned on a CPU" in meta["description"]

@@ -35,24 +35,60 @@ def _imagenet_file(tmp_path: Path) -> Path:
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "train/train_birds_partial.py", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "train/train_birds_partial.py", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_partial_recipe_fine_tunes_the_last_stages_and_writes_a_loadable_pair(tmp_path: Path) -> None:
     data = make_cub_fixture(tmp_path, n_classes=3, n_attributes=12, images_per_class=6)
     imagenet = _imagenet_file(tmp_path)
     cache, out, weights = tmp_path / "taps", tmp_path / "run", tmp_path / "birds.safetensors"
-    common = ["--data", str(data), "--model", "tf_efficientnet_lite0", "--pretrained-file", str(imagenet),
-              "--img-size", "64", "--resize", "72", "--views", "plain,flip,crop1", "--max-epochs", "2",
-              "--chunk", "4", "--batch-size", "4", "--workers", "0", "--threads", "1", "--val-fraction", "0.34",
-              "--top-n", "2",
-              "--cache", str(cache), "--out", str(out), "--output", str(weights)]
+    common = [
+        "--data",
+        str(data),
+        "--model",
+        "tf_efficientnet_lite0",
+        "--pretrained-file",
+        str(imagenet),
+        "--img-size",
+        "64",
+        "--resize",
+        "72",
+        "--views",
+        "plain,flip,crop1",
+        "--max-epochs",
+        "2",
+        "--chunk",
+        "4",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--val-fraction",
+        "0.34",
+        "--top-n",
+        "2",
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--output",
+        str(weights),
+    ]
     first = _run(common)
     assert first.returncode == 0, first.stderr[-3000:]
     chunks = sorted(p.name for p in cache.glob("*.npz"))
-    assert chunks == [f"{kind}-{k:04d}.npz" for kind in ("test-plain", "train-crop1", "train-flip", "train-plain")
-                      for k in range(3)]
+    assert chunks == [
+        f"{kind}-{k:04d}.npz" for kind in ("test-plain", "train-crop1", "train-flip", "train-plain") for k in range(3)
+    ]
     with np.load(cache / "train-plain-0000.npz") as plain, np.load(cache / "train-crop1-0000.npz") as crop:
         assert plain["main"].shape[1:] == plain["mirror"].shape[1:] and plain["main"].dtype == np.float16
         assert crop["mirror"].size == 0 and not np.array_equal(plain["main"], crop["main"])

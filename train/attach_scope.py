@@ -59,15 +59,21 @@ THRESHOLD_SELECTION = (
 )
 
 
-def attach(weights: Path, pretrained_file: Path, output: Path, threshold: float, model_name: str,
-           half: bool | None, trunk: str = "auto") -> dict[str, object]:
+def attach(
+    weights: Path,
+    pretrained_file: Path,
+    output: Path,
+    threshold: float,
+    model_name: str,
+    half: bool | None,
+    trunk: str = "auto",
+) -> dict[str, object]:
     """Write ``weights`` plus a scope network to ``output``; return a summary. Raises ValueError in plain words."""
     tensors, meta = read_bundle(weights)
     if meta["preprocessing"].get("kind") != "imagenet":
         raise ValueError(f"{weights} is a {meta['task']!r} model; a bird scope network only fits a photo model")
     tensors = {k: v for k, v in tensors.items() if not k.startswith(SCOPE_PREFIX)}  # replace an older gate
-    gate = imagenet_gate_from_file(str(pretrained_file), threshold, model_name,
-                                   threshold_selection=THRESHOLD_SELECTION)
+    gate = imagenet_gate_from_file(str(pretrained_file), threshold, model_name, threshold_selection=THRESHOLD_SELECTION)
     pair_model = meta["architecture"].get("model_name")
     if pair_model != model_name:
         difference: str | None = f"the main network is {pair_model}, the ImageNet network {model_name}"
@@ -113,8 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", required=True, help="a birds .safetensors file written by explainer")
     p.add_argument("--pretrained-file", required=True, help="ImageNet weights with their 1,000-class classifier")
     p.add_argument("--model", default="tf_efficientnet_lite0", help="the timm architecture of --pretrained-file")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"bird probability mass needed to be in scope (default {DEFAULT_THRESHOLD:g}, see above)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"bird probability mass needed to be in scope (default {DEFAULT_THRESHOLD:g}, see above)",
+    )
     p.add_argument("--output", default=None, help="write here instead of replacing --weights")
     p.add_argument("--trunk", choices=("auto", "own", "main"), default="auto", help="see above")
     storage = p.add_mutually_exclusive_group()
@@ -125,8 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--threshold {args.threshold} is out of range (0 to 1)")
     weights = Path(args.weights)
     try:
-        summary = attach(weights, Path(args.pretrained_file), Path(args.output or weights), args.threshold,
-                         args.model, args.half, args.trunk)
+        summary = attach(
+            weights,
+            Path(args.pretrained_file),
+            Path(args.output or weights),
+            args.threshold,
+            args.model,
+            args.half,
+            args.trunk,
+        )
     except (BundleError, PretrainedWeightsError, ScopeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

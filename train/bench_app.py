@@ -55,8 +55,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-IMAGENET = {"kind": "imagenet", "resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406],
-            "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "train_variant": "code"}
+IMAGENET = {
+    "kind": "imagenet",
+    "resize": 256,
+    "crop": 224,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "interpolation": "bilinear",
+    "train_variant": "code",
+}
 
 
 def summary(seconds: list[float]) -> str:
@@ -86,8 +93,16 @@ def birds_size_metadata(architecture: dict[str, Any], n_classes: int = 200, n_ex
     names = [f"attribute group {g + 1}: value {i + 1}" for g, group in enumerate(groups) for i in range(len(group))]
     class_names = [f"Species {i + 1:03d}" for i in range(n_classes)]
     meta = BIRDS.bundle_metadata(
-        architecture, class_names, class_names, [n.replace(" ", "_") for n in names], names, groups,
-        rng.random((n_classes, n_explanations)) ** 3, dict(IMAGENET), threshold=0.8, top_n=10,
+        architecture,
+        class_names,
+        class_names,
+        [n.replace(" ", "_") for n in names],
+        names,
+        groups,
+        rng.random((n_classes, n_explanations)) ** 3,
+        dict(IMAGENET),
+        threshold=0.8,
+        top_n=10,
     )
     return {**meta, "description": "Untrained benchmark stand-in."}
 
@@ -149,12 +164,23 @@ def bench_server(shapes_weights: Path, birds_weights: Path, shape_image: Path, p
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "EXPLAINER_SHAPES_WEIGHTS": str(shapes_weights), "EXPLAINER_BIRDS_WEIGHTS": str(birds_weights),
-           "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "EXPLAINER_SHAPES_WEIGHTS": str(shapes_weights),
+        "EXPLAINER_BIRDS_WEIGHTS": str(birds_weights),
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+    }
     url = f"http://127.0.0.1:{port}/"
     started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         client = None
         while client is None:
@@ -174,19 +200,26 @@ def bench_server(shapes_weights: Path, birds_weights: Path, shape_image: Path, p
         bird_rt = timed(lambda: client.predict(handle_file(str(photo)), api_name="/birds_image"), repeats)
         print(f"birds photo, client round trip:         {summary(bird_rt)}")
         thresholds = iter(np.linspace(0.3, 0.95, 10 * (repeats + 2)).tolist())
-        explain_rt = timed(lambda: client.predict(next(thresholds), 10, 10, False, [], [], api_name="/birds_explain"),
-                           repeats)
+        explain_rt = timed(
+            lambda: client.predict(next(thresholds), 10, 10, False, [], [], api_name="/birds_explain"), repeats
+        )
         print(f"birds slider move, client round trip:   {summary(explain_rt)}")
         burst = Client(url, verbose=False, download_files=False, max_workers=50)
         before = rss_mib(server.pid)
         start = time.perf_counter()
-        jobs = [burst.submit(handle_file(str(photo if i % 2 else shape_image)), api_name="/birds_image" if i % 2
-                             else "/shapes_image") for i in range(50)]
+        jobs = [
+            burst.submit(
+                handle_file(str(photo if i % 2 else shape_image)), api_name="/birds_image" if i % 2 else "/shapes_image"
+            )
+            for i in range(50)
+        ]
         answers = [job.result(timeout=600)[0] for job in jobs]
         ok = sum("predicted_class" in answer for answer in answers)
         took = time.perf_counter() - start
-        print(f"50 simultaneous requests (25 shapes, 25 birds): {ok}/50 answered in {took:.1f} s; "
-              f"server memory {before:.0f} -> {rss_mib(server.pid):.0f} MiB")
+        print(
+            f"50 simultaneous requests (25 shapes, 25 birds): {ok}/50 answered in {took:.1f} s; "
+            f"server memory {before:.0f} -> {rss_mib(server.pid):.0f} MiB"
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -206,10 +239,19 @@ def describe_scope(explainer: Explainer) -> str:
     return f"scope: its own {model} ({shared})"
 
 
-def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path, photo: Path, repeats: int,
-                   tasks: tuple[str, ...] = ("shapes", "birds")) -> None:
-    models = {task: webapp.load_task_model(task, str(weights), ROOT / "weights")
-              for task, weights in (("shapes", shapes_weights), ("birds", birds_weights)) if task in tasks}
+def bench_handlers(
+    shapes_weights: Path,
+    birds_weights: Path,
+    shape_image: Path,
+    photo: Path,
+    repeats: int,
+    tasks: tuple[str, ...] = ("shapes", "birds"),
+) -> None:
+    models = {
+        task: webapp.load_task_model(task, str(weights), ROOT / "weights")
+        for task, weights in (("shapes", shapes_weights), ("birds", birds_weights))
+        if task in tasks
+    }
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as app.py serves
     for task, image in (("shapes", shape_image), ("birds", photo)):
@@ -224,12 +266,15 @@ def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path,
         name = arch.get("model_name", arch.get("family"))
         out = app.classify_image(str(image))
         assert out.cache is not None, out.status
-        print(f"{task} ({name}, {app.n_classes} classes x {app.n_explanations} explanations, {model.parameters:,} "
-              f"parameters; {describe_scope(model.explainer)})")
+        print(
+            f"{task} ({name}, {app.n_classes} classes x {app.n_explanations} explanations, {model.parameters:,} "
+            f"parameters; {describe_scope(model.explainer)})"
+        )
         whole = timed(lambda: app.classify_image(str(image)), repeats)
         print(f"  per image, whole handler, 1 thread:    {summary(whole)}")
         explainer = model.explainer
         opened = explainer.check_image(Image.open(image))
+
         def prepare() -> None:
             checked = explainer.check_image(check_image(str(image)))
             explainer.scope_input(checked, explainer.preprocess(checked))
@@ -239,27 +284,38 @@ def bench_handlers(shapes_weights: Path, birds_weights: Path, shape_image: Path,
         if explainer.scope is not None:
             scope_in = explainer.scope_input(opened, tensor[0])
             scope_batch = None if scope_in is None else scope_in[None]
-            print(f"  pair + gate as served, 1 thread:       "
-                  f"{summary(timed(lambda: explainer.infer_tensors_with_scope(tensor, scope_batch), repeats))}")
+            print(
+                f"  pair + gate as served, 1 thread:       "
+                f"{summary(timed(lambda: explainer.infer_tensors_with_scope(tensor, scope_batch), repeats))}"
+            )
             if scope_batch is not None:
-                print(f"  the gate alone, 1 thread:              "
-                      f"{summary(timed(lambda: explainer.scope.read_tensors(scope_batch), repeats))}")
+                print(
+                    f"  the gate alone, 1 thread:              "
+                    f"{summary(timed(lambda: explainer.scope.read_tensors(scope_batch), repeats))}"
+                )
         for count in (1, default_threads) if default_threads > 1 else (1,):
             torch.set_num_threads(count)
-            print(f"  per image, both networks, {count} thread{'s' if count > 1 else ' '}:  "
-                  f"{summary(timed(lambda: model.explainer.infer_tensors(tensor), repeats))}")
+            print(
+                f"  per image, both networks, {count} thread{'s' if count > 1 else ' '}:  "
+                f"{summary(timed(lambda: model.explainer.infer_tensors(tensor), repeats))}"
+            )
         torch.set_num_threads(1)
         cache = out.cache
         moves = iter(np.linspace(0.05, 0.95, repeats + 2).tolist())
-        print(f"  slider re-render (cached outputs):     "
-              f"{summary(timed(lambda: app.rerender(cache, next(moves), None, None, False), repeats))}")
+        print(
+            f"  slider re-render (cached outputs):     "
+            f"{summary(timed(lambda: app.rerender(cache, next(moves), None, None, False), repeats))}"
+        )
     torch.set_num_threads(default_threads)
 
     meta = birds_size_metadata({"family": "timm", "model_name": "resnet50", "n_classes": 200, "n_explanations": 312})
     app = webapp.TaskApp(webapp.TaskModel("birds", explainer=Explainer(torch.nn.Identity(), meta)))
     rng = np.random.default_rng(0)
-    cache = {"task": "birds", "class_probs": rng.dirichlet(np.ones(200)).astype(np.float32),
-             "explanation_probs": rng.random(312).astype(np.float32)}
+    cache = {
+        "task": "birds",
+        "class_probs": rng.dirichlet(np.ones(200)).astype(np.float32),
+        "explanation_probs": rng.random(312).astype(np.float32),
+    }
     moves = iter(np.linspace(0.05, 0.95, 10 * repeats).tolist())
     times = timed(lambda: app.rerender(cache, next(moves), 10, 10, False, [3, 40], [100]), 5 * repeats)
     out = app.rerender(cache, 0.5, 10, 10, False)
@@ -281,8 +337,10 @@ def bench_resnet50_pair(repeats: int) -> None:
     single = create_timm_main("resnet50", 200).eval()
     x = torch.randn(1, 3, 224, 224)
     default_threads = torch.get_num_threads()
-    print("ResNet50 pair (200 classes, 312 explanations, add join) vs single ResNet50, 224 px, batch 1, "
-          "torch.inference_mode:")
+    print(
+        "ResNet50 pair (200 classes, 312 explanations, add join) vs single ResNet50, 224 px, batch 1, "
+        "torch.inference_mode:"
+    )
     for threads in (1, default_threads) if default_threads > 1 else (1,):
         torch.set_num_threads(threads)
         for layout in ("contiguous", "channels_last"):
@@ -296,8 +354,10 @@ def bench_resnet50_pair(repeats: int) -> None:
                     t_single += timed(lambda: single_l(x_l), 1, warmup=0)
                     t_pair += timed(lambda: pair_l(x_l), 1, warmup=0)
             ratio = statistics.median([p / s for p, s in zip(t_pair, t_single)])
-            verdict = (f"ratio <= 2.1x: {'yes' if ratio <= 2.1 else 'no'}, "
-                       f"median <= 300 ms: {'yes' if statistics.median(t_pair) <= 0.3 else 'no'}")
+            verdict = (
+                f"ratio <= 2.1x: {'yes' if ratio <= 2.1 else 'no'}, "
+                f"median <= 300 ms: {'yes' if statistics.median(t_pair) <= 0.3 else 'no'}"
+            )
             where = f"{threads} thread{'s' if threads > 1 else ''}, {layout}"
             print(f"  {where:27s} single: {summary(t_single)}")
             print(f"  {where:27s} pair:   {summary(t_pair)}   median ratio {ratio:.2f}x ({verdict})")
@@ -316,20 +376,30 @@ def main() -> int:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # numbers appear as they are measured, even through a pipe
     load = os.getloadavg()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-app-") as scratch_name:
         scratch = Path(scratch_name)
-        shapes_weights, shapes_from = pick_weights(args.shapes_weights, ROOT / "weights" / "shapes.safetensors",
-                                                   standin_shapes, scratch)
-        birds_weights, birds_from = pick_weights(args.birds_weights, ROOT / "weights" / "birds.safetensors",
-                                                 standin_birds, scratch)
+        shapes_weights, shapes_from = pick_weights(
+            args.shapes_weights, ROOT / "weights" / "shapes.safetensors", standin_shapes, scratch
+        )
+        birds_weights, birds_from = pick_weights(
+            args.birds_weights, ROOT / "weights" / "birds.safetensors", standin_birds, scratch
+        )
         print(f"shapes weights: {shapes_weights} ({shapes_from}); birds weights: {birds_weights} ({birds_from})")
         shape_image, photo = sample_images(scratch)
         if not args.skip_server:
             bench_server(shapes_weights, birds_weights, shape_image, photo, args.repeats)
-        bench_handlers(shapes_weights, birds_weights, shape_image, photo, args.repeats,
-                       tuple(t.strip() for t in args.tasks.split(",")))
+        bench_handlers(
+            shapes_weights,
+            birds_weights,
+            shape_image,
+            photo,
+            args.repeats,
+            tuple(t.strip() for t in args.tasks.split(",")),
+        )
     if not args.skip_resnet:
         bench_resnet50_pair(args.repeats_resnet)
     return 0

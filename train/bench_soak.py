@@ -54,6 +54,7 @@ MB = 1 << 20
 
 def png_header_only(width: int, height: int) -> bytes:
     """An RGBA PNG declaring width x height whose data is a few compressed zero bytes: a decompression bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
@@ -145,10 +146,22 @@ class Sampler:
 
 
 def start_server(app: Path, port: int, log: Path, timeout: float) -> subprocess.Popen:
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    process = subprocess.Popen([sys.executable, str(app)], cwd=app.parent, env=env, stdout=log.open("w"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(app)],
+        cwd=app.parent,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -260,8 +273,9 @@ def main() -> int:
         rows.append(("start (before any request)", f"{start_rss / MB:8.0f} MB"))
         rows.append(("idle (after warm-up)", f"{idle / MB:8.0f} MB"))
 
-        def phase(name: str, jobs: list[Callable[[], Any]], workers: int, share: float, expect_ok: bool,
-                  barrier: bool = False) -> None:
+        def phase(
+            name: str, jobs: list[Callable[[], Any]], workers: int, share: float, expect_ok: bool, barrier: bool = False
+        ) -> None:
             sampler.reset()
             t0 = time.monotonic()
             outcomes = run_many(jobs, workers, deadline(share), barrier)
@@ -272,16 +286,29 @@ def main() -> int:
             bad = sum(isinstance(o, Exception) or (expect_ok and is_error(o) is not None) for o in outcomes)
             failures[name] = bad
             peaks.append(sampler.peak())
-            rows.append((f"{name}: peak", f"{sampler.peak() / MB:8.0f} MB  (+{(sampler.peak() - idle) / MB:.0f} over "
-                                          f"idle) in {seconds:.1f} s; {len(outcomes) - bad}/{len(outcomes)} as "
-                                          f"expected"))
+            rows.append(
+                (
+                    f"{name}: peak",
+                    f"{sampler.peak() / MB:8.0f} MB  (+{(sampler.peak() - idle) / MB:.0f} over "
+                    f"idle) in {seconds:.1f} s; {len(outcomes) - bad}/{len(outcomes)} as "
+                    f"expected",
+                )
+            )
             for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])[:6]:
                 rows.append(("", f"  {count:4d} x {kind}"))
-            for label, value in rows[-1 - min(6, len(kinds)):]:
+            for label, value in rows[-1 - min(6, len(kinds)) :]:
                 print(f"{label:<36}  {value}", flush=True)
 
-        nasty = ["strip_20to1_rgba", "strip_40000x8", "largest_rgba", "canvas_13000_rgba", "bomb_20000",
-                 "bomb_100000", "not_an_image", "truncated"]
+        nasty = [
+            "strip_20to1_rgba",
+            "strip_40000x8",
+            "largest_rgba",
+            "canvas_13000_rgba",
+            "bomb_20000",
+            "bomb_100000",
+            "not_an_image",
+            "truncated",
+        ]
         visitor = client(url)
         jobs: list[Callable[[], Any]] = []
         for _ in range(args.nasty_repeats):
@@ -289,22 +316,31 @@ def main() -> int:
                 path = str(files[name])
                 jobs.append(lambda p=path: visitor.predict(handle_file(p), api_name="/shapes_image"))
                 jobs.append(lambda p=path: visitor.predict(handle_file(p), api_name="/birds_image"))
-                jobs.append(lambda p=path: visitor.predict({"background": None, "layers": [],
-                                                            "composite": handle_file(p)}, api_name="/shapes_sketch"))
+                jobs.append(
+                    lambda p=path: visitor.predict(
+                        {"background": None, "layers": [], "composite": handle_file(p)}, api_name="/shapes_sketch"
+                    )
+                )
         phase("nasty images", jobs, workers=2, share=0.35, expect_ok=False)
 
         crowd = run_many([lambda: client(url) for _ in range(args.crowd)], 16, deadline(0.1))
         crowd_clients = [c for c in crowd if not isinstance(c, Exception)]
         triangle = str(files["triangle"])
-        phase(f"crowd: {len(crowd_clients)} identical uploads",
-              [lambda c=c: c.predict(handle_file(triangle), api_name="/shapes_image") for c in crowd_clients],
-              workers=max(1, len(crowd_clients)), share=0.15, expect_ok=True, barrier=True)
+        phase(
+            f"crowd: {len(crowd_clients)} identical uploads",
+            [lambda c=c: c.predict(handle_file(triangle), api_name="/shapes_image") for c in crowd_clients],
+            workers=max(1, len(crowd_clients)),
+            share=0.15,
+            expect_ok=True,
+            barrier=True,
+        )
 
         made = run_many([lambda: client(url, download=False) for _ in range(args.clicks)], 16, deadline(0.1))
         click_clients = [c for c in made if not isinstance(c, Exception)]
 
-        example_fn = next(i for i, d in enumerate(visitor.config["dependencies"])
-                          if d.get("api_name") == "shapes_load_example")
+        example_fn = next(
+            i for i, d in enumerate(visitor.config["dependencies"]) if d.get("api_name") == "shapes_load_example"
+        )
 
         def click(c: Any) -> Any:
             """As the browser does: the example endpoint hands back the cached example file, which is then sent, as
@@ -316,15 +352,23 @@ def main() -> int:
             fetch_preview(answer)
             return answer
 
-        phase(f"clicks: {len(click_clients)} on one example", [lambda c=c: click(c) for c in click_clients],
-              workers=max(1, len(click_clients)), share=0.15, expect_ok=True, barrier=True)
+        phase(
+            f"clicks: {len(click_clients)} on one example",
+            [lambda c=c: click(c) for c in click_clients],
+            workers=max(1, len(click_clients)),
+            share=0.15,
+            expect_ok=True,
+            barrier=True,
+        )
 
         mix: list[Callable[[], Any]] = []
         kinds = [
             lambda c: c.predict(handle_file(str(files["square"])), api_name="/shapes_image"),
             lambda c: c.predict(handle_file(str(files["photo"])), api_name="/birds_image"),
-            lambda c: c.predict({"background": None, "layers": [], "composite": handle_file(str(files["triangle"]))},
-                                api_name="/shapes_sketch"),
+            lambda c: c.predict(
+                {"background": None, "layers": [], "composite": handle_file(str(files["triangle"]))},
+                api_name="/shapes_sketch",
+            ),
             lambda c: c.predict(0.3, 2, 4, True, [], [], api_name="/shapes_explain"),
             lambda c: c.predict(handle_file(str(files["largest_rgba"])), api_name="/birds_image"),
             lambda c: c.predict(handle_file(str(files["bomb_20000"])), api_name="/shapes_image"),
@@ -336,10 +380,19 @@ def main() -> int:
 
         time.sleep(10)
         after = rss_bytes(server.pid)
-        rows.append(("peak over the whole soak", f"{max(peaks) / MB:8.0f} MB  (+{(max(peaks) - idle) / MB:.0f} over "
-                                                 f"idle; target +500)"))
-        rows.append(("after the soak (10 s quiet)", f"{after / MB:8.0f} MB  ({(after - idle) / MB:+.0f} vs idle, "
-                                                    f"{(after - start_rss) / MB:+.0f} vs start; target +150)"))
+        rows.append(
+            (
+                "peak over the whole soak",
+                f"{max(peaks) / MB:8.0f} MB  (+{(max(peaks) - idle) / MB:.0f} over idle; target +500)",
+            )
+        )
+        rows.append(
+            (
+                "after the soak (10 s quiet)",
+                f"{after / MB:8.0f} MB  ({(after - idle) / MB:+.0f} vs idle, "
+                f"{(after - start_rss) / MB:+.0f} vs start; target +150)",
+            )
+        )
     finally:
         sampler.stop()
         try:

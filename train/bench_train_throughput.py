@@ -41,8 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
     pair = build_pair(
-        {"family": "timm", "model_name": args.model, "n_classes": args.classes, "n_explanations": args.explanations,
-         "join": "add", "start": "stem"},
+        {
+            "family": "timm",
+            "model_name": args.model,
+            "n_classes": args.classes,
+            "n_explanations": args.explanations,
+            "join": "add",
+            "start": "stem",
+        },
         coupling="joint",
     ).to(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format

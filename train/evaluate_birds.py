@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         positions = np.random.default_rng(args.seed).permutation(positions)[: args.limit]
         positions.sort()
-    dataset = cub.CubImages(meta, indices=positions, transform=build_transform(explainer.preprocessing, False),
-                            targets=targets)
+    dataset = cub.CubImages(
+        meta, indices=positions, transform=build_transform(explainer.preprocessing, False), targets=targets
+    )
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     started = time.perf_counter()
     if args.predictions:
@@ -94,15 +95,25 @@ def main(argv: list[str] | None = None) -> int:
             labels.extend(to_model[int(c)] for c in label)
         probs, expls = np.concatenate(probs), np.concatenate(expls)
     seconds = time.perf_counter() - started
-    result = evaluate_predictions(explainer, probs, expls, np.array(labels), targets.labels[positions],
-                                  args.threshold, args.top_n,
-                                  targets.mask[positions] if targets.mask is not None else None)
+    result = evaluate_predictions(
+        explainer,
+        probs,
+        expls,
+        np.array(labels),
+        targets.labels[positions],
+        args.threshold,
+        args.top_n,
+        targets.mask[positions] if targets.mask is not None else None,
+    )
     soft = meta.class_attributes_unit[meta.class_indices[positions]]
-    curves = {"against class >= 50%": reliability(expls, targets.labels[positions]),
-              "against class share": reliability(expls, soft)}
+    curves = {
+        "against class >= 50%": reliability(expls, targets.labels[positions]),
+        "against class share": reliability(expls, soft),
+    }
     result["calibration"] = curves
-    plot_reliability(curves, f"Explanation probabilities, {len(positions):,} {args.split} photos",
-                     Path(args.out) / "reliability.png")
+    plot_reliability(
+        curves, f"Explanation probabilities, {len(positions):,} {args.split} photos", Path(args.out) / "reliability.png"
+    )
     threshold = explainer.default_threshold if args.threshold is None else args.threshold
     result["threshold_slider"] = threshold_sensitivity(expls, explainer.groups, threshold, args.slider_threshold)
     per_class = np.array([v for v in result["per_class_accuracy"].values() if v == v], dtype=np.float64)
@@ -118,15 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         f" -> {slider['mean_kept_other']:.2f}",
     ]
     if args.predictions:
-        notes.append(f"class and explanation probabilities of the {len(positions)} photos read from "
-                     f"{Path(args.predictions).name} (computed by the training run from its feature cache)")
+        notes.append(
+            f"class and explanation probabilities of the {len(positions)} photos read from "
+            f"{Path(args.predictions).name} (computed by the training run from its feature cache)"
+        )
     report: dict = {
         "title": f"Birds evaluation: {Path(args.weights).name} on {args.split} images",
         "model": {
             "description": explainer.meta.get("description", ""),
             "architecture": json.dumps(explainer.meta["architecture"]),
-            "explanation labels": f"{targets.source}-level" + (f" (class matrix >= {args.class_threshold}%)"
-                                                                if targets.source == "class" else ""),
+            "explanation labels": f"{targets.source}-level"
+            + (f" (class matrix >= {args.class_threshold}%)" if targets.source == "class" else ""),
         },
         "evaluations": {f"CUB {args.split} ({len(positions)} images)": result},
         "ood": {},
@@ -149,8 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         "consistent_share_of_correct": 1 - result["verdict"]["questioned_share_correct"],
         "questioned_share_of_misclassified": result["verdict"]["questioned_share_misclassified"],
         "error_detection": result["error_detection"],
-        "per_class_accuracy": {"mean": float(per_class.mean()), "min": float(per_class.min()),
-                               "median": float(np.median(per_class)), "max": float(per_class.max())},
+        "per_class_accuracy": {
+            "mean": float(per_class.mean()),
+            "min": float(per_class.min()),
+            "median": float(np.median(per_class)),
+            "max": float(per_class.max()),
+        },
         "ece": {k: c["ece"] for k, c in curves.items()},
         "threshold_slider": slider,
         "noise_questioned": {k: v["share"] for k, v in report["ood"].items()},

@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     is_ood = np.concatenate([np.zeros(len(probs), bool), np.ones(len(o_probs), bool)])
     i_scores, o_scores = error_scores(probs, i_found["margin"]), error_scores(o_probs, o_found["margin"])
     detection = {
-        name: metrics.error_detection(is_ood, np.concatenate([i_scores[name], o_scores[name]]))
-        for name in i_scores
+        name: metrics.error_detection(is_ood, np.concatenate([i_scores[name], o_scores[name]])) for name in i_scores
     }
     ood_summary = {
         "n": int(len(ood_images)),

@@ -88,8 +88,14 @@ def _pct(part: int, whole: int) -> float | None:
     return round(100.0 * part / whole, 2) if whole else None
 
 
-def evaluate(explainer: Explainer, drawings: list[StrokeDrawing], seed: int, canvas: int,
-             threshold: float | None = None, top_n: int | None = None) -> dict[str, Any]:
+def evaluate(
+    explainer: Explainer,
+    drawings: list[StrokeDrawing],
+    seed: int,
+    canvas: int,
+    threshold: float | None = None,
+    top_n: int | None = None,
+) -> dict[str, Any]:
     """Render, run and score every drawing; returns per-row records and the network inputs for contact sheets."""
     images, items = _render_all(drawings, seed, canvas)
     probs, expls, kept, inputs = _infer(explainer, images)
@@ -107,10 +113,15 @@ def evaluate(explainer: Explainer, drawings: list[StrokeDrawing], seed: int, can
         questioned = bool(found["questioned"][row]) or not kept[row]
         vertex = [k for k in range(3) if kept_scores[row, k] > 0]
         record = {
-            "collection": drawing.collection, "label": drawing.label, "id": drawing.id, "background": background,
-            "pen": pen, "predicted": predicted if kept[row] else "(blank)", "questioned": questioned,
-            "case": int(found["case"][row]), "kept": [explainer.explanation_names[k]
-                                                       for k in np.flatnonzero(kept_scores[row] > 0)],
+            "collection": drawing.collection,
+            "label": drawing.label,
+            "id": drawing.id,
+            "background": background,
+            "pen": pen,
+            "predicted": predicted if kept[row] else "(blank)",
+            "questioned": questioned,
+            "case": int(found["case"][row]),
+            "kept": [explainer.explanation_names[k] for k in np.flatnonzero(kept_scores[row] > 0)],
         }
         if drawing.label in SHAPES:
             record["group"] = "shape"
@@ -126,11 +137,15 @@ def evaluate(explainer: Explainer, drawings: list[StrokeDrawing], seed: int, can
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per collection and label, per collection, and totals (ambiguous labels apart)."""
+
     def shape_stats(subset: list[dict[str, Any]]) -> dict[str, Any]:
         right = [r for r in subset if r["right"]]
-        return {"n": len(subset), "right": _pct(len(right), len(subset)),
-                "right_questioned": _pct(sum(r["questioned"] for r in right), len(right)),
-                "vertex_kept": _pct(sum(r["vertex_kept"] for r in subset), len(subset))}
+        return {
+            "n": len(subset),
+            "right": _pct(len(right), len(subset)),
+            "right_questioned": _pct(sum(r["questioned"] for r in right), len(right)),
+            "vertex_kept": _pct(sum(r["vertex_kept"] for r in subset), len(subset)),
+        }
 
     def none_stats(subset: list[dict[str, Any]]) -> dict[str, Any]:
         return {"n": len(subset), "questioned": _pct(sum(r["questioned"] for r in subset), len(subset))}
@@ -139,8 +154,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         counts: dict[str, int] = defaultdict(int)
         for r in subset:
             counts[r["predicted"]] += 1
-        return {"n": len(subset), "questioned": _pct(sum(r["questioned"] for r in subset), len(subset)),
-                "predicted": {k: _pct(v, len(subset)) for k, v in sorted(counts.items())}}
+        return {
+            "n": len(subset),
+            "questioned": _pct(sum(r["questioned"] for r in subset), len(subset)),
+            "predicted": {k: _pct(v, len(subset)) for k, v in sorted(counts.items())},
+        }
 
     by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -216,31 +234,56 @@ def markdown(summary: dict[str, Any], title: str, command: str) -> str:
     def fmt(value: Any) -> str:
         return "-" if value is None else f"{value:.1f}%"
 
-    lines = [f"# {title}", "", f"Command: `{command}`", "", "## Totals (ambiguous labels excluded)", "",
-             "| set | n | right | right but questioned | vertex explanation kept | none of the four questioned |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `{command}`",
+        "",
+        "## Totals (ambiguous labels excluded)",
+        "",
+        "| set | n | right | right but questioned | vertex explanation kept | none of the four questioned |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     t = summary["totals"]
     for name in ["all"] + list(summary["per_collection"]):
-        block = {"shapes": t["shapes"], "none_of_the_four": t["none_of_the_four"]} if name == "all" \
+        block = (
+            {"shapes": t["shapes"], "none_of_the_four": t["none_of_the_four"]}
+            if name == "all"
             else summary["per_collection"][name]
+        )
         s, o = block["shapes"], block["none_of_the_four"]
-        lines.append(f"| {name} | {s['n']} + {o['n']} | {fmt(s['right'])} | {fmt(s['right_questioned'])} | "
-                     f"{fmt(s['vertex_kept'])} | {fmt(o['questioned'])} |")
+        lines.append(
+            f"| {name} | {s['n']} + {o['n']} | {fmt(s['right'])} | {fmt(s['right_questioned'])} | "
+            f"{fmt(s['vertex_kept'])} | {fmt(o['questioned'])} |"
+        )
     for key in [k for k in t if k not in ("shapes", "none_of_the_four") and k.startswith("shapes_")]:
-        s, o = t[key], t["none_" + key[len("shapes_"):]]
-        lines.append(f"| {key[len('shapes_'):]} | {s['n']} + {o['n']} | {fmt(s['right'])} | "
-                     f"{fmt(s['right_questioned'])} | {fmt(s['vertex_kept'])} | {fmt(o['questioned'])} |")
-    lines += ["", "## The four shapes, per collection and label", "",
-              "| collection | label | n | right | right but questioned | vertex explanation kept |",
-              "| --- | --- | --- | --- | --- | --- |"]
+        s, o = t[key], t["none_" + key[len("shapes_") :]]
+        lines.append(
+            f"| {key[len('shapes_') :]} | {s['n']} + {o['n']} | {fmt(s['right'])} | "
+            f"{fmt(s['right_questioned'])} | {fmt(s['vertex_kept'])} | {fmt(o['questioned'])} |"
+        )
+    lines += [
+        "",
+        "## The four shapes, per collection and label",
+        "",
+        "| collection | label | n | right | right but questioned | vertex explanation kept |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in summary["per_label"]["shape"]:
-        lines.append(f"| {r['collection']} | {r['label']} | {r['n']} | {fmt(r['right'])} | "
-                     f"{fmt(r['right_questioned'])} | {fmt(r['vertex_kept'])} |")
+        lines.append(
+            f"| {r['collection']} | {r['label']} | {r['n']} | {fmt(r['right'])} | "
+            f"{fmt(r['right_questioned'])} | {fmt(r['vertex_kept'])} |"
+        )
     lines += ["", "## None of the four", "", "| collection | label | n | questioned |", "| --- | --- | --- | --- |"]
     for r in summary["per_label"]["none"]:
         lines.append(f"| {r['collection']} | {r['label']} | {r['n']} | {fmt(r['questioned'])} |")
-    lines += ["", "## Ambiguous (not counted)", "", "| collection | label | n | questioned | predicted |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Ambiguous (not counted)",
+        "",
+        "| collection | label | n | questioned | predicted |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in summary["per_label"]["ambiguous"]:
         predicted = ", ".join(f"{k} {v:.0f}%" for k, v in r["predicted"].items())
         lines.append(f"| {r['collection']} | {r['label']} | {r['n']} | {fmt(r['questioned'])} | {predicted} |")
@@ -254,8 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--canvas", type=int, default=512)
-    p.add_argument("--holdout-training-drawings", action="store_true",
-                   help="leave out the drawings explainer.drawn.is_training_drawing assigns to training")
+    p.add_argument(
+        "--holdout-training-drawings",
+        action="store_true",
+        help="leave out the drawings explainer.drawn.is_training_drawing assigns to training",
+    )
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--top-n", type=int, default=None)
     args = p.parse_args(argv)
@@ -282,19 +328,38 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kinds = failures(rows)
-    sheets = {kind: contact_sheet(result["inputs"], rows, indices, out / f"failures-{kind}.png", args.seed)
-              for kind, indices in kinds.items()}
+    sheets = {
+        kind: contact_sheet(result["inputs"], rows, indices, out / f"failures-{kind}.png", args.seed)
+        for kind, indices in kinds.items()
+    }
     command = "python train/evaluate_real_drawings.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = {"weights": str(args.weights), "seed": args.seed, "canvas": args.canvas,
-              "holdout_training_drawings": args.holdout_training_drawings, "n_drawings": len(drawings),
-              "n_images": len(rows), "failures": {k: len(v) for k, v in kinds.items()}, "contact_sheets": sheets,
-              "seconds": round(time.perf_counter() - started, 1), **summary}
+    report = {
+        "weights": str(args.weights),
+        "seed": args.seed,
+        "canvas": args.canvas,
+        "holdout_training_drawings": args.holdout_training_drawings,
+        "n_drawings": len(drawings),
+        "n_images": len(rows),
+        "failures": {k: len(v) for k, v in kinds.items()},
+        "contact_sheets": sheets,
+        "seconds": round(time.perf_counter() - started, 1),
+        **summary,
+    }
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (out / "report.md").write_text(markdown(summary, f"Real drawings: {Path(args.weights).name}", command))
-    print(json.dumps({"totals": summary["totals"], "per_collection": summary["per_collection"],
-                      "failures": report["failures"], "seconds": report["seconds"], "report": str(out / "report.md")},
-                     indent=1))
+    print(
+        json.dumps(
+            {
+                "totals": summary["totals"],
+                "per_collection": summary["per_collection"],
+                "failures": report["failures"],
+                "seconds": report["seconds"],
+                "report": str(out / "report.md"),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

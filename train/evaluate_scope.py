@@ -54,9 +54,27 @@ KEEP_SHARE = 0.995  # the threshold keeps at least this share of CUB training ph
 # drawings and synthetic patterns (colorwheel, logo, checkerboard, binary_blobs, shepp_logan_phantom) and lfw_subset
 # (25 px crops), reported apart as "other"; samples that need a download (eagle, brain, ...) are unavailable offline.
 SKIMAGE_PHOTOS = (
-    "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass", "gravel", "horse",
-    "hubble_deep_field", "immunohistochemistry", "microaneurysms", "moon", "page", "retina", "rocket",
-    "stereo_motorcycle_left", "stereo_motorcycle_right", "text",
+    "astronaut",
+    "brick",
+    "camera",
+    "cell",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "grass",
+    "gravel",
+    "horse",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "microaneurysms",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "stereo_motorcycle_left",
+    "stereo_motorcycle_right",
+    "text",
 )
 SKIMAGE_OTHER = ("binary_blobs", "checkerboard", "colorwheel", "logo", "shepp_logan_phantom")
 
@@ -122,8 +140,9 @@ def score_paths(scorer: Scorer, paths: list[Path], batch_size: int, workers: int
     return {"score": np.asarray(scores), "top": np.asarray(tops), "top_other": np.asarray(others)}
 
 
-def cached_scores(out: Path, split: str, gate: Scorer, paths: list[Path], args: argparse.Namespace,
-                  tag: str) -> dict[str, np.ndarray]:
+def cached_scores(
+    out: Path, split: str, gate: Scorer, paths: list[Path], args: argparse.Namespace, tag: str
+) -> dict[str, np.ndarray]:
     cache = out / f"scores-{split}-{tag}.npz"
     if cache.is_file():
         loaded = dict(np.load(cache))
@@ -136,8 +155,9 @@ def cached_scores(out: Path, split: str, gate: Scorer, paths: list[Path], args: 
     return scores
 
 
-def feature_scores(folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetadata,
-                   partial: bool = False) -> tuple[list[Path], dict]:
+def feature_scores(
+    folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetadata, partial: bool = False
+) -> tuple[list[Path], dict]:
     """Scores from cached pooled features (see the module docstring); the photos in the cache's order.
 
     ``partial`` accepts the chunks written so far (the frozen run orders photos round-robin over the classes, so a
@@ -147,8 +167,10 @@ def feature_scores(folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetad
     found = {k: v for k, v in description["preprocessing"].items() if k != "train_variant"}
     model = gate.description["architecture"]["model_name"]
     if description["model"] != model or found != wanted:
-        raise SystemExit(f"{folder} holds {description['model']} features with preprocessing {found}; the gate is "
-                         f"{model} with {wanted}")
+        raise SystemExit(
+            f"{folder} holds {description['model']} features with preprocessing {found}; the gate is "
+            f"{model} with {wanted}"
+        )
     positions, features = [], []
     for k, path in enumerate(sorted(folder.glob(f"{split}-plain-*.npz"))):
         if path.name != f"{split}-plain-{k:04d}.npz":
@@ -158,8 +180,10 @@ def feature_scores(folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetad
             features.append(data["main"].astype(np.float32))
     expected = len(meta.train_indices if split == "train" else meta.test_indices)
     if not positions or (sum(len(p) for p in positions) != expected and not partial):
-        raise SystemExit(f"{folder}: the {split} features are not complete yet "
-                         f"({sum(len(p) for p in positions)} of {expected} photos)")
+        raise SystemExit(
+            f"{folder}: the {split} features are not complete yet "
+            f"({sum(len(p) for p in positions)} of {expected} photos)"
+        )
     head = gate.network.get_classifier()
     weight, bias = head.weight.detach(), head.bias.detach()
     if description.get("rounded_to_float16"):
@@ -169,8 +193,10 @@ def feature_scores(folder: Path, split: str, gate: ScopeGate, meta: cub.CubMetad
     readings = gate.read_logits(logits)
     order = np.concatenate(positions)
     return [meta.image_path(int(i)) for i in order], {
-        "score": np.array([r.score for r in readings]), "top": np.array([r.top_class for r in readings]),
-        "top_other": np.array([r.top_other for r in readings]), "positions": order,
+        "score": np.array([r.score for r in readings]),
+        "top": np.array([r.top_class for r in readings]),
+        "top_other": np.array([r.top_other for r in readings]),
+        "positions": order,
     }
 
 
@@ -202,12 +228,16 @@ def shapes_scope(weights: str, per_class: int, per_kind: int, seed: int = 12345)
     per_kind = {}
     for kind in dict.fromkeys(kinds):
         flags, blank = in_scope([im for im, k in zip(ood_images, kinds_array) if k == kind])
-        per_kind[kind] = {"n": int(np.sum(kinds_array == kind)), "blank": blank,
-                          "out_of_scope": float(np.mean(~flags)) if flags.size else None}
+        per_kind[kind] = {
+            "n": int(np.sum(kinds_array == kind)),
+            "blank": blank,
+            "out_of_scope": float(np.mean(~flags)) if flags.size else None,
+        }
     total = sum(v["out_of_scope"] * (v["n"] - v["blank"]) for v in per_kind.values() if v["out_of_scope"] is not None)
     counted = sum(v["n"] - v["blank"] for v in per_kind.values())
     return {
-        "weights": weights, "seed": seed,
+        "weights": weights,
+        "seed": seed,
         "drawings": {"n": int(len(drawings)), "blank": drawn_blank, "in_scope": float(np.mean(drawn))},
         "ood": {"n": int(len(ood_images)), "out_of_scope": total / counted, "per_kind": per_kind},
     }
@@ -306,12 +336,17 @@ def main(argv: list[str] | None = None) -> int:
             "rule": f"largest multiple of 0.01 keeping >= {100 * KEEP_SHARE:g}% of CUB training photos in scope",
             "train_photos": len(train_paths),
             "train_in_scope": float(np.mean(train["score"] >= threshold)),
-            "train_score_quantiles": {q: float(np.quantile(train["score"], q))
-                                      for q in (0.001, 0.005, 0.01, 0.05, 0.5)},
+            "train_score_quantiles": {
+                q: float(np.quantile(train["score"], q)) for q in (0.001, 0.005, 0.01, 0.05, 0.5)
+            },
         }
         print(json.dumps(results["picked_threshold"]), flush=True)
-    threshold = args.threshold if args.threshold is not None else (
-        results.get("picked_threshold", {}).get("threshold", gate.threshold) if not args.weights else gate.threshold
+    threshold = (
+        args.threshold
+        if args.threshold is not None
+        else (
+            results.get("picked_threshold", {}).get("threshold", gate.threshold) if not args.weights else gate.threshold
+        )
     )
     results["threshold"] = threshold
 
@@ -326,8 +361,11 @@ def main(argv: list[str] | None = None) -> int:
             "share_in_scope": float(in_scope.mean()),
             "score_quantiles": {q: float(np.quantile(test["score"], q)) for q in (0.001, 0.01, 0.05, 0.5)},
             "out_of_scope_examples": [
-                {"image": str(test_paths[i].relative_to(meta.images_dir)), "score": float(test["score"][i]),
-                 "looks_like": plain_name(names[int(test["top_other"][i])])}
+                {
+                    "image": str(test_paths[i].relative_to(meta.images_dir)),
+                    "score": float(test["score"][i]),
+                    "looks_like": plain_name(names[int(test["top_other"][i])]),
+                }
                 for i in missed[:30]
             ],
         }
@@ -345,12 +383,17 @@ def main(argv: list[str] | None = None) -> int:
             for name in names_:
                 image = skimage_image(name)
                 reading = scorer.read(scorer.transform(image)[None])[0]
-                rows.append({
-                    "sample": name, "kind": group, "size": list(image.size), "score": reading.score,
-                    "in_scope": bool(reading.score >= threshold),
-                    "top_class": plain_name(gate.class_names[reading.top_class]),
-                    "looks_like": plain_name(gate.class_names[reading.top_other]),
-                })
+                rows.append(
+                    {
+                        "sample": name,
+                        "kind": group,
+                        "size": list(image.size),
+                        "score": reading.score,
+                        "in_scope": bool(reading.score >= threshold),
+                        "top_class": plain_name(gate.class_names[reading.top_class]),
+                        "looks_like": plain_name(gate.class_names[reading.top_other]),
+                    }
+                )
         photos = [row for row in rows if row["kind"] == "photo"]
         results["skimage"] = {
             "photos": len(photos),
@@ -360,17 +403,28 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
         }
         for row in rows:
-            print(f"  {row['sample']:24s} {row['kind']:5s} score {row['score']:.4f} "
-                  f"{'IN ' if row['in_scope'] else 'out'} looks like {row['looks_like']}", flush=True)
+            print(
+                f"  {row['sample']:24s} {row['kind']:5s} score {row['score']:.4f} "
+                f"{'IN ' if row['in_scope'] else 'out'} looks like {row['looks_like']}",
+                flush=True,
+            )
         if args.noise:  # not photos: uniform noise over 0..255, 300x400 px, as evaluate_birds feeds the pair
             rng = np.random.default_rng(args.seed)
             noise = [Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)) for _ in range(args.noise)]
-            readings = [r for start in range(0, len(noise), args.batch_size)
-                        for r in scorer.read(torch.stack([scorer.transform(im)
-                                                          for im in noise[start : start + args.batch_size]]))]
+            readings = [
+                r
+                for start in range(0, len(noise), args.batch_size)
+                for r in scorer.read(
+                    torch.stack([scorer.transform(im) for im in noise[start : start + args.batch_size]])
+                )
+            ]
             scores = np.array([r.score for r in readings])
-            results["noise"] = {"images": len(noise), "share_out_of_scope": float(np.mean(scores < threshold)),
-                                "max_score": float(scores.max()), "median_score": float(np.median(scores))}
+            results["noise"] = {
+                "images": len(noise),
+                "share_out_of_scope": float(np.mean(scores < threshold)),
+                "max_score": float(scores.max()),
+                "median_score": float(np.median(scores)),
+            }
             print(json.dumps(results["noise"]), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(out / "report.md", results)
@@ -386,8 +440,11 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
     lines = ["# Scope gate: is this a bird?", "", f"Threshold: {results['threshold']:g}", ""]
     if "picked_threshold" in results:
         pick = results["picked_threshold"]
-        lines += [f"Picked on {pick['train_photos']} CUB training photos: {pick['threshold']:g} ({pick['rule']}); "
-                  f"{100 * pick['train_in_scope']:.2f}% of them in scope.", ""]
+        lines += [
+            f"Picked on {pick['train_photos']} CUB training photos: {pick['threshold']:g} ({pick['rule']}); "
+            f"{100 * pick['train_in_scope']:.2f}% of them in scope.",
+            "",
+        ]
     if "cub_test" in results:
         test, sk = results["cub_test"], results["skimage"]
         lines += [
@@ -399,21 +456,31 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             "| sample | kind | score | verdict | top ImageNet class | best non-bird class |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
-        lines += [f"| {r['sample']} | {r['kind']} | {r['score']:.4f} | {'in' if r['in_scope'] else 'out'} | "
-                  f"{r['top_class']} | {r['looks_like']} |" for r in sk["rows"]]
+        lines += [
+            f"| {r['sample']} | {r['kind']} | {r['score']:.4f} | {'in' if r['in_scope'] else 'out'} | "
+            f"{r['top_class']} | {r['looks_like']} |"
+            for r in sk["rows"]
+        ]
         if test["out_of_scope_examples"]:
             lines += ["", "CUB test photos out of scope (first 30):", ""]
-            lines += [f"- {e['image']}: {e['score']:.3f}, looks like {e['looks_like']}"
-                      for e in test["out_of_scope_examples"]]
+            lines += [
+                f"- {e['image']}: {e['score']:.3f}, looks like {e['looks_like']}" for e in test["out_of_scope_examples"]
+            ]
     if "noise" in results:
         n = results["noise"]
-        lines += ["", f"Uniform noise (not photos, reported apart): {100 * n['share_out_of_scope']:.0f}% of "
-                  f"{n['images']} images out of scope (median score {n['median_score']:.3f}, highest "
-                  f"{n['max_score']:.3f})."]
+        lines += [
+            "",
+            f"Uniform noise (not photos, reported apart): {100 * n['share_out_of_scope']:.0f}% of "
+            f"{n['images']} images out of scope (median score {n['median_score']:.3f}, highest "
+            f"{n['max_score']:.3f}).",
+        ]
     if "stored_vs_float32" in results:
         s = results["stored_vs_float32"]
-        lines += ["", f"Stored gate against float32: max score difference {s['max_abs_score_difference']:.2g}, "
-                  f"verdicts agree on {100 * s['verdicts_agree']:.2f}% of the test photos."]
+        lines += [
+            "",
+            f"Stored gate against float32: max score difference {s['max_abs_score_difference']:.2g}, "
+            f"verdicts agree on {100 * s['verdicts_agree']:.2f}% of the test photos.",
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -108,8 +108,9 @@ def load_generated(explainer: Explainer) -> tuple[list[Any], np.ndarray, np.ndar
     data = (explainer.meta.get("training") or {}).get("data")
     if not data:
         raise ValueError("the weights file has no training data description (training.data); evaluate on a folder")
-    shapes = generate_shapes(int(data["n_per_class"]), seed=int(data["seed"]), size=int(data["size"]),
-                             style=data["style"])
+    shapes = generate_shapes(
+        int(data["n_per_class"]), seed=int(data["seed"]), size=int(data["size"]), style=data["style"]
+    )
     _, val_idx = split_stratified(shapes.labels, float(data["val_fraction"]), seed=int(data["split_seed"]))
     images = [shapes.images[i] for i in val_idx]
     return images, shapes.labels[val_idx], shapes.explanations[val_idx], data
@@ -148,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         shapes = generate_shapes(1500, seed=FRESH_SEED, style=style)
         images, labels, targets = list(shapes.images), shapes.labels, shapes.explanations
         set_name = f"fresh generated ({style}, seed {FRESH_SEED})"
-        notes = [f"{len(labels)} images from generate_shapes(1500, seed={FRESH_SEED}, style={style!r}), "
-                 "never trained on."]
+        notes = [
+            f"{len(labels)} images from generate_shapes(1500, seed={FRESH_SEED}, style={style!r}), never trained on."
+        ]
     elif args.data == "generated":
         images, labels, targets, described = load_generated(explainer)
         set_name = f"generated validation ({described['style']}, seed {described['seed']})"
@@ -182,13 +184,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "notes": notes,
     }
     noise_sets = (
-        ("uniform noise", args.noise_images, uniform_noise,
-         f"Uniform noise: {args.noise_images} 64x64 greyscale images, every pixel drawn uniformly from the full "
-         f"0..255 range (seed {NOISE_SEED}), preprocessed like any input "
-         f"(crop_to_content={explainer.preprocessing.get('crop_to_content')})."),
-        ("smooth noise", args.smooth_noise_images, smooth_noise,
-         f"Smooth noise: {args.smooth_noise_images} images of 8x8 uniform 0..255 noise enlarged bilinearly to 64x64 "
-         f"(seed {BLOB_SEED}); no model was trained on anything like it."),
+        (
+            "uniform noise",
+            args.noise_images,
+            uniform_noise,
+            f"Uniform noise: {args.noise_images} 64x64 greyscale images, every pixel drawn uniformly from the full "
+            f"0..255 range (seed {NOISE_SEED}), preprocessed like any input "
+            f"(crop_to_content={explainer.preprocessing.get('crop_to_content')}).",
+        ),
+        (
+            "smooth noise",
+            args.smooth_noise_images,
+            smooth_noise,
+            f"Smooth noise: {args.smooth_noise_images} images of 8x8 uniform 0..255 noise enlarged bilinearly to 64x64 "
+            f"(seed {BLOB_SEED}); no model was trained on anything like it.",
+        ),
     )
     for name, count, make, note in noise_sets:
         if count > 0:

@@ -80,11 +80,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, required=True, help="weights file to write (.safetensors)")
     p.add_argument("--seed", type=int, default=7, help="a seed the shipped training did not use (it used 0)")
     p.add_argument("--base-per-class", type=int, default=1000, help="generate_shapes images per class (mixed)")
-    p.add_argument("--filled-per-class", type=int, default=0,
-                   help="more generate_shapes images per class, filled only (the base training's own kind, so that "
-                        "fine-tuning on drawings does not forget small filled shapes)")
-    p.add_argument("--tall-boxes", action="store_true",
-                   help="sketched boxes and open boxes as often tall as wide (otherwise wide when upright)")
+    p.add_argument(
+        "--filled-per-class",
+        type=int,
+        default=0,
+        help="more generate_shapes images per class, filled only (the base training's own kind, so that "
+        "fine-tuning on drawings does not forget small filled shapes)",
+    )
+    p.add_argument(
+        "--tall-boxes",
+        action="store_true",
+        help="sketched boxes and open boxes as often tall as wide (otherwise wide when upright)",
+    )
     p.add_argument("--sketches-per-class", type=int, default=1500)
     p.add_argument("--sketch-outliers", type=int, default=4400)
     p.add_argument("--outliers", type=int, default=2000, help="generate_outliers images (mixed)")
@@ -154,10 +161,14 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
     base = generate_shapes(args.base_per_class, seed=args.seed, size=64, style="mixed")
     if args.filled_per_class > 0:
         filled = generate_shapes(args.filled_per_class, seed=60_000 + args.seed, size=64, style="filled")
-        base = type(base)(np.concatenate([base.images, filled.images]), np.concatenate([base.labels, filled.labels]),
-                          np.concatenate([base.explanations, filled.explanations]))
-    s_images, s_labels, s_expl, s_teach = generate_sketches(args.sketches_per_class, seed=args.seed,
-                                                            tall_boxes=args.tall_boxes)
+        base = type(base)(
+            np.concatenate([base.images, filled.images]),
+            np.concatenate([base.labels, filled.labels]),
+            np.concatenate([base.explanations, filled.explanations]),
+        )
+    s_images, s_labels, s_expl, s_teach = generate_sketches(
+        args.sketches_per_class, seed=args.seed, tall_boxes=args.tall_boxes
+    )
     x_base, x_sketch = to_tensor(base.images, True), to_tensor(s_images, True)
     rng = np.random.default_rng(args.seed)
     n_base, n_sketch = len(base.labels), len(s_labels)
@@ -191,18 +202,24 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
                     qd_zero.append(image)
 
     teach = s_teach
-    x_main = torch.cat([x_base[~val_base], x_sketch[~val_sketch & teach]]
-                       + ([to_tensor(qd_main_x, True)] if qd_main_x else []))
-    y_main = torch.cat([torch.from_numpy(base.labels[~val_base]), torch.from_numpy(s_labels[~val_sketch & teach])]
-                       + ([torch.tensor(qd_main_y, dtype=torch.int64)] if qd_main_y else []))
-    e_main = torch.cat([torch.from_numpy(base.explanations[~val_base]), torch.from_numpy(s_expl[~val_sketch & teach])]
-                       + ([torch.from_numpy(np.stack(qd_main_e))] if qd_main_e else []))
+    x_main = torch.cat(
+        [x_base[~val_base], x_sketch[~val_sketch & teach]] + ([to_tensor(qd_main_x, True)] if qd_main_x else [])
+    )
+    y_main = torch.cat(
+        [torch.from_numpy(base.labels[~val_base]), torch.from_numpy(s_labels[~val_sketch & teach])]
+        + ([torch.tensor(qd_main_y, dtype=torch.int64)] if qd_main_y else [])
+    )
+    e_main = torch.cat(
+        [torch.from_numpy(base.explanations[~val_base]), torch.from_numpy(s_expl[~val_sketch & teach])]
+        + ([torch.from_numpy(np.stack(qd_main_e))] if qd_main_e else [])
+    )
     known = ~torch.isnan(e_main).any(dim=1)  # quickdraw triangles of unsure proportions teach the class only
     zero_parts = [x_out[~val_out], to_tensor(old_out, True), noise] + ([to_tensor(qd_zero, True)] if qd_zero else [])
     x_zero = torch.cat(zero_parts)
     extra_x = [x_sketch[~val_sketch & ~teach]] + ([to_tensor(qd_mirror_x, True)] if qd_mirror_x else [])
     extra_e = [torch.from_numpy(s_expl[~val_sketch & ~teach])] + (
-        [torch.from_numpy(np.stack(qd_mirror_e))] if qd_mirror_e else [])
+        [torch.from_numpy(np.stack(qd_mirror_e))] if qd_mirror_e else []
+    )
     x_mirror = torch.cat([x_main[known], *extra_x, x_zero])
     e_mirror = torch.cat([e_main[known], *extra_e, torch.zeros(len(x_zero), 5)])
     x_val = torch.cat([x_base[val_base], x_sketch[val_sketch & teach]])
@@ -210,14 +227,32 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
     e_val = torch.cat([torch.from_numpy(base.explanations[val_base]), torch.from_numpy(s_expl[val_sketch & teach])])
     x_val_mirror = torch.cat([x_val, x_sketch[val_sketch & ~teach], x_out[val_out]])
     e_val_mirror = torch.cat([e_val, torch.from_numpy(s_expl[val_sketch & ~teach]), torch.zeros(int(val_out.sum()), 5)])
-    counts = {"main_train": len(y_main), "quickdraw_main": len(qd_main_y), "quickdraw_mirror_only": len(qd_mirror_x),
-              "quickdraw_none_of_the_four": len(qd_zero), "mirror_train": len(e_mirror), "mirror_zero": len(x_zero),
-              "in_between_quadrilaterals": int((~val_sketch & ~teach).sum()), "val": len(y_val),
-              "val_mirror": len(e_val_mirror), "seconds": round(time.perf_counter() - started, 1)}
+    counts = {
+        "main_train": len(y_main),
+        "quickdraw_main": len(qd_main_y),
+        "quickdraw_mirror_only": len(qd_mirror_x),
+        "quickdraw_none_of_the_four": len(qd_zero),
+        "mirror_train": len(e_mirror),
+        "mirror_zero": len(x_zero),
+        "in_between_quadrilaterals": int((~val_sketch & ~teach).sum()),
+        "val": len(y_val),
+        "val_mirror": len(e_val_mirror),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     print("data:", json.dumps(counts), flush=True)
-    return {"x_main": x_main, "y_main": y_main, "x_mirror": x_mirror, "e_mirror": e_mirror, "x_val": x_val,
-            "y_val": y_val, "e_val": e_val, "x_val_mirror": x_val_mirror, "e_val_mirror": e_val_mirror,
-            "counts": counts, "raw_val": base.images[val_base][:50]}
+    return {
+        "x_main": x_main,
+        "y_main": y_main,
+        "x_mirror": x_mirror,
+        "e_mirror": e_mirror,
+        "x_val": x_val,
+        "y_val": y_val,
+        "e_val": e_val,
+        "x_val_mirror": x_val_mirror,
+        "e_val_mirror": e_val_mirror,
+        "counts": counts,
+        "raw_val": base.images[val_base][:50],
+    }
 
 
 def config(args: argparse.Namespace) -> dict[str, Any]:
@@ -254,10 +289,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     main_phase: dict[str, Any] = {"best_epoch": 0, "best_score": None, "note": "--epochs 0: the main network of --init"}
     if args.epochs > 0:
-        main_result = run_phase("main", args.out, main_net, optimizer, None,
-                                batches([data["x_main"], data["y_main"]], args.batch_size, args.seed, True),
-                                main_step, main_eval, args.epochs, "val_accuracy", config=config(args),
-                                progress=not args.no_progress)
+        main_result = run_phase(
+            "main",
+            args.out,
+            main_net,
+            optimizer,
+            None,
+            batches([data["x_main"], data["y_main"]], args.batch_size, args.seed, True),
+            main_step,
+            main_eval,
+            args.epochs,
+            "val_accuracy",
+            config=config(args),
+            progress=not args.no_progress,
+        )
         main_phase = {"best_epoch": main_result.best_epoch, "best_score": main_result.best_score}
 
     pair.set_coupling("frozen")
@@ -274,16 +319,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _, expl_logits = predict_logits(pair, data["x_val_mirror"], device)
         return explanation_scores(expl_logits, data["e_val_mirror"])
 
-    mirror_result = run_phase("mirror", args.out, pair, mirror_opt, None,
-                              batches([data["x_mirror"], data["e_mirror"]], args.batch_size, args.seed + 1, True),
-                              mirror_step, mirror_eval, args.mirror_epochs, "val_exact_match", config=config(args),
-                              progress=not args.no_progress)
+    mirror_result = run_phase(
+        "mirror",
+        args.out,
+        pair,
+        mirror_opt,
+        None,
+        batches([data["x_mirror"], data["e_mirror"]], args.batch_size, args.seed + 1, True),
+        mirror_step,
+        mirror_eval,
+        args.mirror_epochs,
+        "val_exact_match",
+        config=config(args),
+        progress=not args.no_progress,
+    )
     pair = pair.eval()
 
     explainer = Explainer(pair, meta, "cpu")
     class_probs, expl_probs = explainer.infer_tensors(data["x_val"])
-    validation = evaluation.evaluate_predictions(explainer, class_probs, expl_probs, data["y_val"].numpy(),
-                                                 data["e_val"].numpy())
+    validation = evaluation.evaluate_predictions(
+        explainer, class_probs, expl_probs, data["y_val"].numpy(), data["e_val"].numpy()
+    )
     noise_probs, noise_expl = explainer.infer(list(uniform_noise_images(1000, seed=20_000 + args.seed)))
     noise = evaluation.questioned_share(explainer, noise_probs, noise_expl)
     latency = evaluation.measure_latency(explainer, list(data["raw_val"]), repeats=200)
@@ -291,8 +347,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         **config(args),
         "script": "train/finetune_shapes_sketches.py",
         "data": data["counts"],
-        "phases": {"main": main_phase,
-                   "mirror": {"best_epoch": mirror_result.best_epoch, "best_score": mirror_result.best_score}},
+        "phases": {
+            "main": main_phase,
+            "mirror": {"best_epoch": mirror_result.best_epoch, "best_score": mirror_result.best_score},
+        },
         "wall_seconds_last_session": round(time.time() - started, 1),
         "torch": torch.__version__,
     }
@@ -303,26 +361,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     metrics = dict(meta.get("metrics", {}))
     if "validation" in metrics:  # the starting pair's figures: kept, but never shown as this file's own
         metrics["base_pair_validation"] = metrics.pop("validation")
-    meta["metrics"] = {**metrics, "finetune_validation": {
-        "n": validation["n"], "main_accuracy": validation["accuracy"],
-        "explanation_exact_match": validation["explanations"]["exact_match"],
-        "questioned_share_correct": validation["verdict"]["questioned_share_correct"]},
-        "uniform_noise": {k: noise[k] for k in ("n", "share", "cases", "predicted_counts")}, "latency": latency}
+    meta["metrics"] = {
+        **metrics,
+        "finetune_validation": {
+            "n": validation["n"],
+            "main_accuracy": validation["accuracy"],
+            "explanation_exact_match": validation["explanations"]["exact_match"],
+            "questioned_share_correct": validation["verdict"]["questioned_share_correct"],
+        },
+        "uniform_noise": {k: noise[k] for k in ("n", "share", "cases", "predicted_counts")},
+        "latency": latency,
+    }
     addition = (
         "Then fine-tuned on shapes drawn as people draw them (explainer.shapes.sketches: overshooting, rounded and"
         " open corners, gaps, several strokes, slant, tremor, thin to thick pens, 28 px bitmaps) and on half of "
         "the Quick, Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are "
         "none of the four shapes (open shapes, arrows, lines, zigzags, spirals, crossings, stars, many-cornered "
         "and curved-with-corner outlines). A drawn quadrilateral keeps 'all edges have the same size' up to "
-        "long/short side 1.25.")
+        "long/short side 1.25."
+    )
     if addition not in meta["description"]:
         meta["description"] = meta["description"] + " " + addition
     save_bundle(args.output, pair, meta)
-    report = {"validation_main_accuracy": validation["accuracy"],
-              "validation_exact_match": validation["explanations"]["exact_match"],
-              "validation_correct_questioned": validation["verdict"]["questioned_share_correct"],
-              "noise_questioned": noise["share"], "latency": latency, "phases": finetune["phases"],
-              "output": str(args.output), "wall_seconds": finetune["wall_seconds_last_session"]}
+    report = {
+        "validation_main_accuracy": validation["accuracy"],
+        "validation_exact_match": validation["explanations"]["exact_match"],
+        "validation_correct_questioned": validation["verdict"]["questioned_share_correct"],
+        "noise_questioned": noise["share"],
+        "latency": latency,
+        "phases": finetune["phases"],
+        "output": str(args.output),
+        "wall_seconds": finetune["wall_seconds_last_session"],
+    }
     print(json.dumps(report, indent=1), flush=True)
     return report
 

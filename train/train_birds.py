@@ -67,10 +67,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--class-threshold", type=float, default=50.0, help="percent for class-level labels")
     p.add_argument("--not-visible-unknown", action="store_true", help="image labels: 'not visible' = unknown")
     p.add_argument("--all-classes", action="store_true", help="keep all classes of classes.txt, even without images")
-    p.add_argument("--val-fraction", type=float, default=0.0,
-                   help="carve a validation split from training images to pick the best epoch (0: keep the last)")
-    p.add_argument("--aug", choices=("code", "text"), default="code",
-                   help="reference augmentation: code or thesis text")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="carve a validation split from training images to pick the best epoch (0: keep the last)",
+    )
+    p.add_argument(
+        "--aug", choices=("code", "text"), default="code", help="reference augmentation: code or thesis text"
+    )
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--resize", type=int, default=256)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
@@ -248,8 +253,9 @@ def make_loaders(args: argparse.Namespace, data: Data, preprocessing: dict, run:
 
     train_set = dataset(data.train_idx, train_tf)
     eval_set, test_set = dataset(data.eval_idx, test_tf), dataset(data.test_idx, test_tf)
-    loader_kw = dict(num_workers=args.workers, pin_memory=run.device.type == "cuda",
-                     persistent_workers=args.workers > 0)
+    loader_kw = dict(
+        num_workers=args.workers, pin_memory=run.device.type == "cuda", persistent_workers=args.workers > 0
+    )
     sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=args.seed) if run.distributed else None
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True, **loader_kw
@@ -343,8 +349,11 @@ def mirror_eval(pair: MirrorPair, loaders: Loaders, data: Data, run: Run) -> dic
 
     _, expls, _ = predict(pair, loaders.eval, run)
     report = multilabel_report(data.targets.labels[data.eval_idx], expls)
-    return {"eval_mean_auroc": report["mean_auroc"], "eval_macro_f1": report["macro_f1"],
-            "eval_attr_accuracy": report["per_explanation_accuracy"]}
+    return {
+        "eval_mean_auroc": report["mean_auroc"],
+        "eval_macro_f1": report["macro_f1"],
+        "eval_attr_accuracy": report["per_explanation_accuracy"],
+    }
 
 
 def train_main(pair: MirrorPair, loaders: Loaders, run: Run, config: dict) -> None:
@@ -352,9 +361,21 @@ def train_main(pair: MirrorPair, loaders: Loaders, run: Run, config: dict) -> No
     args, net = run.args, wrap(pair.main, run)
     score_key = "eval_top1" if args.val_fraction > 0 else None  # never select on the test set
     opt, sched = make_optimizer(args, pair.main.parameters(), args.lr, args.epochs_main)
-    run_phase("main", Path(args.out), net, opt, sched, loaders.train_batches, partial(main_step, net, run),
-              partial(main_eval, pair, loaders, run), args.epochs_main, score_key, config,
-              progress=not args.no_progress, is_main_process=run.is_main)
+    run_phase(
+        "main",
+        Path(args.out),
+        net,
+        opt,
+        sched,
+        loaders.train_batches,
+        partial(main_step, net, run),
+        partial(main_eval, pair, loaders, run),
+        args.epochs_main,
+        score_key,
+        config,
+        progress=not args.no_progress,
+        is_main_process=run.is_main,
+    )
 
 
 def train_mirror(pair: MirrorPair, data: Data, loaders: Loaders, run: Run, config: dict) -> None:
@@ -373,13 +394,31 @@ def train_mirror(pair: MirrorPair, data: Data, loaders: Loaders, run: Run, confi
     score_key = "eval_mean_auroc" if args.val_fraction > 0 else None
     lr_mirror = args.lr if args.lr_mirror is None else args.lr_mirror
     opt, sched = make_optimizer(args, pair.mirror.parameters(), lr_mirror, args.epochs_mirror)
-    run_phase("mirror", out, net, opt, sched, loaders.train_batches, partial(mirror_step, pair, net, pos_weight, run),
-              partial(mirror_eval, pair, loaders, data, run), args.epochs_mirror, score_key, config,
-              progress=not args.no_progress, is_main_process=run.is_main)
+    run_phase(
+        "mirror",
+        out,
+        net,
+        opt,
+        sched,
+        loaders.train_batches,
+        partial(mirror_step, pair, net, pos_weight, run),
+        partial(mirror_eval, pair, loaders, data, run),
+        args.epochs_mirror,
+        score_key,
+        config,
+        progress=not args.no_progress,
+        is_main_process=run.is_main,
+    )
 
 
 def evaluate_and_save(
-    pair: MirrorPair, architecture: dict, preprocessing: dict, data: Data, loaders: Loaders, run: Run, config: dict,
+    pair: MirrorPair,
+    architecture: dict,
+    preprocessing: dict,
+    data: Data,
+    loaders: Loaders,
+    run: Run,
+    config: dict,
     started: float,
 ) -> None:
     """Measure the pair on the held-out test images and write the self-describing weights file."""
@@ -400,15 +439,31 @@ def evaluate_and_save(
         threshold=args.threshold,
         top_n=args.top_n,
     )
-    meta_out["training"] = {**config, "selected": data.select, "seconds": round(time.time() - started, 1),
-                            "train_images": int(len(data.train_idx)), "label_source": data.targets.source}
+    meta_out["training"] = {
+        **config,
+        "selected": data.select,
+        "seconds": round(time.time() - started, 1),
+        "train_images": int(len(data.train_idx)),
+        "label_source": data.targets.source,
+    }
     explainer = Explainer(pair.cpu().float().to(memory_format=torch.contiguous_format), meta_out)
-    results = evaluate_predictions(explainer, probs, expls, labels, data.targets.labels[data.test_idx],
-                                   meta_out["defaults"]["threshold"], meta_out["defaults"]["top_n"])
+    results = evaluate_predictions(
+        explainer,
+        probs,
+        expls,
+        labels,
+        data.targets.labels[data.test_idx],
+        meta_out["defaults"]["threshold"],
+        meta_out["defaults"]["top_n"],
+    )
     results["test_images"] = int(len(data.test_idx))
     meta_out["metrics"] = results
     meta_out["description"] = describe(
-        args.model, len(kept_classes), len(data.train_idx), len(data.test_idx), results["accuracy"],
+        args.model,
+        len(kept_classes),
+        len(data.train_idx),
+        len(data.test_idx),
+        results["accuracy"],
         pretrained=bool(args.pretrained or args.pretrained_file),
     )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

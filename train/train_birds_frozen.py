@@ -71,9 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--resize", type=int, default=256, help="shorter side before the centre crop")
     p.add_argument("--views", default="plain", help="comma list of cached training views: plain, flip")
-    p.add_argument("--targets", choices=("auto", "soft", "binary"), default="auto",
-                   help="attribute targets of the shipped mirror head: matrix/100 or matrix >= --class-threshold "
-                        "(auto: the one whose verdict separates errors better on the validation photos)")
+    p.add_argument(
+        "--targets",
+        choices=("auto", "soft", "binary"),
+        default="auto",
+        help="attribute targets of the shipped mirror head: matrix/100 or matrix >= --class-threshold "
+        "(auto: the one whose verdict separates errors better on the validation photos)",
+    )
     p.add_argument("--validation-report", help="reuse the choices of an earlier run's report.json (same settings)")
     p.add_argument("--class-threshold", type=float, default=50.0, help="percent: binary targets and evaluation labels")
     p.add_argument("--val-fraction", type=float, default=0.2)
@@ -86,16 +90,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit-per-class", type=int, default=0, help="pilot: at most this many images per class")
     p.add_argument("--skip-test", action="store_true", help="pilot: no test features, no weights file")
     p.add_argument("--extract-only", action="store_true", help="fill the cache and stop")
-    p.add_argument("--partial-test", action="store_true",
-                   help="evaluate on the test images cached so far (a round-robin sample over classes); stated in the "
-                        "weights file")
+    p.add_argument(
+        "--partial-test",
+        action="store_true",
+        help="evaluate on the test images cached so far (a round-robin sample over classes); stated in the "
+        "weights file",
+    )
     p.add_argument("--no-extract", action="store_true", help="use the cache as it is (with --partial-test)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--half", action="store_true", help="store float16 weights (the backbone is rounded before caching)")
-    p.add_argument("--main-init", help="a fine-tuned main network (safetensors, from train/train_birds_partial.py) "
-                   "loaded over the ImageNet weights before the mirror is warm-started from it")
-    p.add_argument("--keep-main-head", action="store_true",
-                   help="keep the main network's classifier (from --main-init) instead of fitting one")
+    p.add_argument(
+        "--main-init",
+        help="a fine-tuned main network (safetensors, from train/train_birds_partial.py) "
+        "loaded over the ImageNet weights before the mirror is warm-started from it",
+    )
+    p.add_argument(
+        "--keep-main-head",
+        action="store_true",
+        help="keep the main network's classifier (from --main-init) instead of fitting one",
+    )
     p.add_argument("--cache", required=True, help="feature cache folder (reused and resumed across runs)")
     p.add_argument("--out", required=True, help="run folder: report.json, reliability plots, test predictions")
     p.add_argument("--output", help="the weights file to write (.safetensors)")
@@ -114,12 +127,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- the frozen pair -------------------------------------------------------------------------------------------------
 
 
-def build_frozen_pair(model: str, n_classes: int, n_expl: int, weights: str, half: bool,
-                      main_init: str | None = None) -> tuple[MirrorPair, dict]:
+def build_frozen_pair(
+    model: str, n_classes: int, n_expl: int, weights: str, half: bool, main_init: str | None = None
+) -> tuple[MirrorPair, dict]:
     """The pair with ImageNet weights in the main network (then `main_init`'s fine-tuned main network, if given),
     copied into the mirror; heads left to be fitted."""
-    architecture = {"family": "timm", "model_name": model, "n_classes": n_classes, "n_explanations": n_expl,
-                    "join": "add", "start": "stem"}
+    architecture = {
+        "family": "timm",
+        "model_name": model,
+        "n_classes": n_classes,
+        "n_explanations": n_expl,
+        "join": "add",
+        "start": "stem",
+    }
     pair = build_pair(architecture, coupling="frozen")
     load_pretrained_backbone(pair.main, weights)
     if main_init:
@@ -182,24 +202,39 @@ class FeatureCache:
             found = json.loads(manifest.read_text())
             if found != description:
                 differ = sorted(k for k in set(found) | set(description) if found.get(k) != description.get(k))
-                raise SystemExit(f"feature cache {self.folder} was made with other settings ({', '.join(differ)}); "
-                                 "use another --cache folder")
+                raise SystemExit(
+                    f"feature cache {self.folder} was made with other settings ({', '.join(differ)}); "
+                    "use another --cache folder"
+                )
         else:
             atomic_write_bytes(manifest, json.dumps(description, indent=1).encode())
 
     def path(self, split: str, view: str, k: int) -> Path:
         return self.folder / f"{split}-{view}-{k:04d}.npz"
 
-    def fill(self, pair: MirrorPair, meta: cub.CubMetadata, positions: np.ndarray, split: str, view: str,
-             transform: Callable, chunk: int, batch_size: int, workers: int) -> None:
+    def fill(
+        self,
+        pair: MirrorPair,
+        meta: cub.CubMetadata,
+        positions: np.ndarray,
+        split: str,
+        view: str,
+        transform: Callable,
+        chunk: int,
+        batch_size: int,
+        workers: int,
+    ) -> None:
         """Compute the missing chunks of one split and view; every chunk is written atomically when complete."""
         chunks = [positions[i : i + chunk] for i in range(0, len(positions), chunk)]
         todo = [k for k in range(len(chunks)) if not self.path(split, view, k).exists()]
         if not todo:
             return
         flip = view == "flip"
-        dataset = cub.CubImages(meta, indices=np.concatenate([chunks[k] for k in todo]),
-                                transform=(lambda im: transform(im).flip(-1)) if flip else transform)
+        dataset = cub.CubImages(
+            meta,
+            indices=np.concatenate([chunks[k] for k in todo]),
+            transform=(lambda im: transform(im).flip(-1)) if flip else transform,
+        )
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
         batches = iter(loader)
         started, done = time.time(), 0
@@ -218,8 +253,11 @@ class FeatureCache:
             done += len(chunks[k])
             rate = (time.time() - started) / done
             left = sum(len(chunks[j]) for j in todo) - done
-            print(f"cache {split}/{view}: chunk {k + 1}/{len(chunks)}, {rate:.3f} s/image, "
-                  f"{left} images left (~{left * rate / 60:.1f} min)", flush=True)
+            print(
+                f"cache {split}/{view}: chunk {k + 1}/{len(chunks)}, {rate:.3f} s/image, "
+                f"{left} images left (~{left * rate / 60:.1f} min)",
+                flush=True,
+            )
 
     def load(
         self, positions: np.ndarray, split: str, view: str, chunk: int, partial: bool = False
@@ -231,8 +269,10 @@ class FeatureCache:
             if not path.exists() and partial and k > 0:
                 break
             if not path.exists():
-                raise SystemExit(f"feature cache {self.folder}: {path.name} is missing; rerun without --skip-test "
-                                 "or with the views it lacks to fill it")
+                raise SystemExit(
+                    f"feature cache {self.folder}: {path.name} is missing; rerun without --skip-test "
+                    "or with the views it lacks to fill it"
+                )
             with np.load(path) as data:
                 if not np.array_equal(data["positions"], positions[start : start + chunk]):
                     raise SystemExit(f"feature cache {path} holds other images; use another --cache folder")
@@ -241,12 +281,17 @@ class FeatureCache:
         return np.concatenate(mains), np.concatenate(mirrors)
 
 
-def cache_description(args: argparse.Namespace, preprocessing: dict, train_pos: np.ndarray,
-                      test_pos: np.ndarray) -> dict[str, Any]:
+def cache_description(
+    args: argparse.Namespace, preprocessing: dict, train_pos: np.ndarray, test_pos: np.ndarray
+) -> dict[str, Any]:
     """What made a feature cache: reusing one made otherwise is refused."""
     description = {
-        "format": CACHE_FORMAT, "model": args.model, "weights_sha256": _digest(args.pretrained_file),
-        "preprocessing": preprocessing, "rounded_to_float16": bool(args.half), "chunk": args.chunk,
+        "format": CACHE_FORMAT,
+        "model": args.model,
+        "weights_sha256": _digest(args.pretrained_file),
+        "preprocessing": preprocessing,
+        "rounded_to_float16": bool(args.half),
+        "chunk": args.chunk,
         "train_positions_sha256": hashlib.sha256(train_pos.tobytes()).hexdigest()[:16],
         "test_positions_sha256": hashlib.sha256(test_pos.tobytes()).hexdigest()[:16],
     }
@@ -279,8 +324,15 @@ def fit_linear(
         with torch.no_grad():
             rate = target.mean(0).clamp(1e-4, 1 - 1e-4)
             bias.copy_(torch.log(rate / (1 - rate)))
-    opt = torch.optim.LBFGS([weight, bias], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-6, tolerance_change=1e-9)
+    opt = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1,
+        max_iter=iters,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -317,21 +369,43 @@ def attribute_numbers(probs: np.ndarray, binary: np.ndarray, soft: np.ndarray, t
     """Mean AUROC, macro-F1, balanced accuracy (against the class-level binary labels), the all-zeros baseline,
     and the expected calibration error against both the binary and the soft labels."""
     report = multilabel_report(binary, probs, threshold)
-    return {**report, "threshold": threshold, "ece_binary": reliability(probs, binary)["ece"],
-            "ece_soft": reliability(probs, soft)["ece"]}
+    return {
+        **report,
+        "threshold": threshold,
+        "ece_binary": reliability(probs, binary)["ece"],
+        "ece_soft": reliability(probs, soft)["ece"],
+    }
 
 
-def validate(args: argparse.Namespace, fit_rows: np.ndarray, val_rows: np.ndarray, fit_pos: np.ndarray,
-             val_pos: np.ndarray, stacked: Callable, views: dict, binary_all: np.ndarray, soft_all: np.ndarray,
-             judge: Explainer, classes: np.ndarray,
-             main_head: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+def validate(
+    args: argparse.Namespace,
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray,
+    fit_pos: np.ndarray,
+    val_pos: np.ndarray,
+    stacked: Callable,
+    views: dict,
+    binary_all: np.ndarray,
+    soft_all: np.ndarray,
+    judge: Explainer,
+    classes: np.ndarray,
+    main_head: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Every choice on the validation photos: L2 of each head, binary or soft targets, the default threshold.
     With `main_head` (W, b) the main network's own classifier is kept and only evaluated."""
     classes_fit, y_val = np.tile(classes[fit_pos], len(args.views)), classes[val_pos]
     val_binary, val_soft = binary_all[y_val], soft_all[y_val]
     n_classes, n_expl = binary_all.shape
-    report: dict[str, Any] = {"validation": {"images_fit": int(len(fit_pos)), "images_val": int(len(val_pos)),
-                                             "views": args.views, "main": {}, "mirror": {}, "thresholds": {}}}
+    report: dict[str, Any] = {
+        "validation": {
+            "images_fit": int(len(fit_pos)),
+            "images_val": int(len(val_pos)),
+            "views": args.views,
+            "main": {},
+            "mirror": {},
+            "thresholds": {},
+        }
+    }
     best_main = None
     if main_head is not None:
         probs = softmax(linear(views["plain"][0][val_rows], *main_head))
@@ -359,9 +433,12 @@ def validate(args: argparse.Namespace, fit_rows: np.ndarray, val_rows: np.ndarra
             expl = sigmoid(linear(views["plain"][1][val_rows], w, b))
             numbers = attribute_numbers(expl, val_binary, val_soft, 0.5)
             report["validation"]["mirror"][f"{kind} targets, l2 {l2:g}"] = numbers
-            print(f"mirror head ({kind} targets), l2 {l2:g}: mean AUROC {numbers['mean_auroc']:.4f}, macro-F1 "
-                  f"{numbers['macro_f1']:.4f}, ECE vs binary {numbers['ece_binary']:.4f}, vs soft "
-                  f"{numbers['ece_soft']:.4f}", flush=True)
+            print(
+                f"mirror head ({kind} targets), l2 {l2:g}: mean AUROC {numbers['mean_auroc']:.4f}, macro-F1 "
+                f"{numbers['macro_f1']:.4f}, ECE vs binary {numbers['ece_binary']:.4f}, vs soft "
+                f"{numbers['ece_soft']:.4f}",
+                flush=True,
+            )
             if kind not in best or numbers["mean_auroc"] > best[kind][0]:
                 best[kind] = (numbers["mean_auroc"], l2, expl)
         grid = {}
@@ -371,31 +448,45 @@ def validate(args: argparse.Namespace, fit_rows: np.ndarray, val_rows: np.ndarra
             q = found["questioned"]
             caught, false_alarm = float(q[wrong].mean()) if wrong.any() else 0.0, float(q[~wrong].mean())
             slider = threshold_sensitivity(best[kind][2], judge.groups, t, 0.3)["share_changed"]
-            grid[str(t)] = {"errors_questioned": caught, "correct_questioned": false_alarm,
-                            "youden_j": caught - false_alarm, "changed_at_0.3": slider}
-            print(f"{kind} targets, threshold {t:.2f}: errors questioned {caught:.3f}, correct questioned "
-                  f"{false_alarm:.3f}, kept explanations change at 0.3 on {slider:.3f}", flush=True)
+            grid[str(t)] = {
+                "errors_questioned": caught,
+                "correct_questioned": false_alarm,
+                "youden_j": caught - false_alarm,
+                "changed_at_0.3": slider,
+            }
+            print(
+                f"{kind} targets, threshold {t:.2f}: errors questioned {caught:.3f}, correct questioned "
+                f"{false_alarm:.3f}, kept explanations change at 0.3 on {slider:.3f}",
+                flush=True,
+            )
         report["validation"]["thresholds"][kind] = grid
     # the main network's own features, for comparison: how much do the frozen mirror's features lose?
     w, b = fit_linear(stacked(fit_rows, 0), binary_all[classes_fit], "bce", best["binary"][1], n_expl)
     numbers = attribute_numbers(sigmoid(linear(views["plain"][0][val_rows], w, b)), val_binary, val_soft, 0.5)
     report["validation"]["mirror"]["binary targets, main network's features (comparison)"] = numbers
-    print(f"attribute head on the main network's features (binary targets): mean AUROC {numbers['mean_auroc']:.4f}, "
-          f"macro-F1 {numbers['macro_f1']:.4f}", flush=True)
+    print(
+        f"attribute head on the main network's features (binary targets): mean AUROC {numbers['mean_auroc']:.4f}, "
+        f"macro-F1 {numbers['macro_f1']:.4f}",
+        flush=True,
+    )
 
     def best_threshold(kind: str) -> float:
         grid = report["validation"]["thresholds"][kind]
         return float(max(THRESHOLDS, key=lambda t: grid[str(t)]["youden_j"]))
 
     if args.targets == "auto":
-        kind = max(("binary", "soft"), key=lambda k: report["validation"]["thresholds"][k][str(best_threshold(k))][
-            "youden_j"])
+        kind = max(
+            ("binary", "soft"), key=lambda k: report["validation"]["thresholds"][k][str(best_threshold(k))]["youden_j"]
+        )
     else:
         kind = args.targets
     other = "binary" if kind == "soft" else "soft"
     threshold = args.threshold if args.threshold is not None else best_threshold(kind)
     report["choices"] = {
-        "l2_main": l2_main, "l2_mirror": best[kind][1], "l2_mirror_other": best[other][1], "targets": kind,
+        "l2_main": l2_main,
+        "l2_mirror": best[kind][1],
+        "l2_mirror_other": best[other][1],
+        "targets": kind,
         "targets_rule": "given" if args.targets != "auto" else "higher validation Youden J of the verdict",
         "threshold": threshold,
         "threshold_rule": "given" if args.threshold is not None else "best validation Youden J of the verdict",
@@ -423,18 +514,23 @@ def main(argv: list[str] | None = None) -> int:
     def limit(positions: np.ndarray) -> np.ndarray:
         if args.limit_per_class <= 0:
             return positions
-        return np.sort(np.concatenate([positions[classes[positions] == c][: args.limit_per_class]
-                                       for c in np.unique(classes[positions])]))
+        return np.sort(
+            np.concatenate(
+                [positions[classes[positions] == c][: args.limit_per_class] for c in np.unique(classes[positions])]
+            )
+        )
 
     train_pos, test_pos = interleave(limit(meta.train_indices), classes), interleave(limit(meta.test_indices), classes)
 
-    pair, architecture = build_frozen_pair(args.model, n_classes, n_expl, args.pretrained_file, args.half,
-                                           args.main_init)
+    pair, architecture = build_frozen_pair(
+        args.model, n_classes, n_expl, args.pretrained_file, args.half, args.main_init
+    )
     import timm.data
 
     data_cfg = timm.data.resolve_model_data_config(pair.main)
-    preprocessing = reference_preprocessing(size=args.img_size, resize=args.resize, mean=data_cfg["mean"],
-                                            std=data_cfg["std"])
+    preprocessing = reference_preprocessing(
+        size=args.img_size, resize=args.resize, mean=data_cfg["mean"], std=data_cfg["std"]
+    )
     transform = build_transform(preprocessing, train=False)
     description = cache_description(args, preprocessing, train_pos, test_pos)
     cache = FeatureCache(args.cache, description)
@@ -466,8 +562,17 @@ def main(argv: list[str] | None = None) -> int:
 
     n_views = len(args.views)
     meta_out = BIRDS.bundle_metadata(
-        architecture, list(meta.class_names), list(meta.class_raw_names), list(meta.attribute_raw_names),
-        list(meta.attribute_display_names), meta.groups, soft_all, preprocessing, 0.5, args.top_n)
+        architecture,
+        list(meta.class_names),
+        list(meta.class_raw_names),
+        list(meta.attribute_raw_names),
+        list(meta.attribute_display_names),
+        meta.groups,
+        soft_all,
+        preprocessing,
+        0.5,
+        args.top_n,
+    )
     judge = Explainer(pair, meta_out)
     head_main = pair.main.get_classifier()
     kept_head = (head_main.weight.detach().numpy().copy(), head_main.bias.detach().numpy().copy())
@@ -476,16 +581,40 @@ def main(argv: list[str] | None = None) -> int:
     asked_cache = {k: v for k, v in description.items() if k != "main_init_sha256"}
     if args.validation_report:
         report = json.loads(Path(args.validation_report).read_text())
-        asked = {"views": args.views, "val_fraction": args.val_fraction, "targets": args.targets,
-                 "top_n": args.top_n, "cache": asked_cache, "keep_main_head": args.keep_main_head}
+        asked = {
+            "views": args.views,
+            "val_fraction": args.val_fraction,
+            "targets": args.targets,
+            "top_n": args.top_n,
+            "cache": asked_cache,
+            "keep_main_head": args.keep_main_head,
+        }
         if report.get("asked") != asked:
             raise SystemExit(f"{args.validation_report} was made with other settings; run the validation again")
         print(f"validation choices from {args.validation_report}: {report['choices']}", flush=True)
     else:
-        report = validate(args, fit_rows, val_rows, fit_pos, val_pos, stacked, views, binary_all, soft_all, judge,
-                          classes, kept_head if args.keep_main_head else None)
-        report["asked"] = {"views": args.views, "val_fraction": args.val_fraction, "targets": args.targets,
-                           "top_n": args.top_n, "cache": asked_cache, "keep_main_head": args.keep_main_head}
+        report = validate(
+            args,
+            fit_rows,
+            val_rows,
+            fit_pos,
+            val_pos,
+            stacked,
+            views,
+            binary_all,
+            soft_all,
+            judge,
+            classes,
+            kept_head if args.keep_main_head else None,
+        )
+        report["asked"] = {
+            "views": args.views,
+            "val_fraction": args.val_fraction,
+            "targets": args.targets,
+            "top_n": args.top_n,
+            "cache": asked_cache,
+            "keep_main_head": args.keep_main_head,
+        }
     choices = report["choices"]
     l2_main, l2_mirror, threshold = choices["l2_main"], choices["l2_mirror"], choices["threshold"]
     targets_kind, other = choices["targets"], "binary" if choices["targets"] == "soft" else "soft"
@@ -503,8 +632,13 @@ def main(argv: list[str] | None = None) -> int:
         w_main, b_main = fit_linear(stacked(all_rows, 0), y_all, "softmax", l2_main, n_classes)
     table = soft_all if targets_kind == "soft" else binary_all
     w_mir, b_mir = fit_linear(stacked(all_rows, 1), table[y_all], "bce", l2_mirror, n_expl)
-    w_other, b_other = fit_linear(stacked(all_rows, 1), (binary_all if other == "binary" else soft_all)[y_all], "bce",
-                                  choices["l2_mirror_other"], n_expl)
+    w_other, b_other = fit_linear(
+        stacked(all_rows, 1),
+        (binary_all if other == "binary" else soft_all)[y_all],
+        "bce",
+        choices["l2_mirror_other"],
+        n_expl,
+    )
     head_mirror = pair.mirror.net.get_classifier()
     with torch.no_grad():
         for head, w, b in ((head_main, w_main, b_main), (head_mirror, w_mir, b_mir)):
@@ -519,8 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     fit_seconds = time.time() - fit_started
     test_main, test_mirror = cache.load(test_pos, "test", "plain", args.chunk, partial=args.partial_test)
     if len(test_main) < len(test_pos):
-        print(f"partial test: {len(test_main)} of {len(test_pos)} test images are cached; evaluating on those",
-              flush=True)
+        print(
+            f"partial test: {len(test_main)} of {len(test_pos)} test images are cached; evaluating on those", flush=True
+        )
     test_pos = test_pos[: len(test_main)]
     probs = softmax(linear(test_main, w_main, b_main))
     expls = sigmoid(linear(test_mirror, w_mir, b_mir))
@@ -529,10 +664,15 @@ def main(argv: list[str] | None = None) -> int:
     explainer = Explainer(pair, meta_out)
     results = evaluate_predictions(explainer, probs, expls, labels, binary_all[labels], threshold, args.top_n)
     test_binary, test_soft = binary_all[labels], soft_all[labels]
-    curves = {"against class >= 50%": reliability(expls, test_binary),
-              "against class share": reliability(expls, test_soft)}
-    plot_reliability(curves, f"Mirror attribute probabilities, {len(labels):,} test photos ({targets_kind} targets)",
-                     out / "reliability_test.png")
+    curves = {
+        "against class >= 50%": reliability(expls, test_binary),
+        "against class share": reliability(expls, test_soft),
+    }
+    plot_reliability(
+        curves,
+        f"Mirror attribute probabilities, {len(labels):,} test photos ({targets_kind} targets)",
+        out / "reliability_test.png",
+    )
     results["calibration"] = {name: c for name, c in curves.items()}
     expls_other = sigmoid(linear(test_mirror[: len(test_pos)], w_other, b_other))
     comparison = {}
@@ -543,17 +683,21 @@ def main(argv: list[str] | None = None) -> int:
             "threshold_slider": threshold_sensitivity(e, judge.groups, threshold, 0.3),
         }
     results["targets_comparison"] = comparison
-    plot_reliability({f"{kind} targets": reliability(e, test_binary) for kind, e in
-                      ((targets_kind, expls), (other, expls_other))},
-                     f"Against the class-level 0/1 labels, {len(labels):,} test photos",
-                     out / "reliability_targets.png")
+    plot_reliability(
+        {f"{kind} targets": reliability(e, test_binary) for kind, e in ((targets_kind, expls), (other, expls_other))},
+        f"Against the class-level 0/1 labels, {len(labels):,} test photos",
+        out / "reliability_targets.png",
+    )
     results["threshold_slider"] = threshold_sensitivity(expls, explainer.groups, threshold, 0.3)
     results["test_images"] = int(len(test_pos))
     results["test_images_of_split"] = int(len(interleave(limit(meta.test_indices), classes)))
     per_class = np.array(list(results["per_class_accuracy"].values()), dtype=np.float64)
-    results["per_class_accuracy_summary"] = {"mean": float(np.nanmean(per_class)), "min": float(np.nanmin(per_class)),
-                                             "median": float(np.nanmedian(per_class)),
-                                             "max": float(np.nanmax(per_class))}
+    results["per_class_accuracy_summary"] = {
+        "mean": float(np.nanmean(per_class)),
+        "min": float(np.nanmin(per_class)),
+        "median": float(np.nanmedian(per_class)),
+        "max": float(np.nanmax(per_class)),
+    }
 
     # -- the weights file, and a check that it reproduces the cached predictions from the images --------------------
     seconds = time.time() - started
@@ -565,23 +709,34 @@ def main(argv: list[str] | None = None) -> int:
 
         training["main_network"] = main_training = load_main_training(args.main_init)
         # a main network says how it was trained (train_birds_full.py); the partial recipe's files predate that
-        recipe = main_training.get("file_recipe", (
-            "ImageNet backbone, its last stages and classifier fine-tuned on cached activations "
-            "(train/train_birds_partial.py); the mirror warm-started from it, its head fitted on cached features"))
+        recipe = main_training.get(
+            "file_recipe",
+            (
+                "ImageNet backbone, its last stages and classifier fine-tuned on cached activations "
+                "(train/train_birds_partial.py); the mirror warm-started from it, its head fitted on cached features"
+            ),
+        )
         how = main_training.get("file_how", "its last two stages fine-tuned on a CPU")
-    training.update({"recipe": recipe,
-                     "selected_on": "validation split carved from the training images", **report["choices"],
-                     "train_images": int(len(train_pos)), "label_source": "class",
-                     "extraction_seconds_this_run": round(extract_seconds, 1),
-                     "head_fit_seconds": round(fit_seconds, 1),
-                     "seconds_this_run": round(seconds, 1)})
+    training.update(
+        {
+            "recipe": recipe,
+            "selected_on": "validation split carved from the training images",
+            **report["choices"],
+            "train_images": int(len(train_pos)),
+            "label_source": "class",
+            "extraction_seconds_this_run": round(extract_seconds, 1),
+            "head_fit_seconds": round(fit_seconds, 1),
+            "seconds_this_run": round(seconds, 1),
+        }
+    )
     meta_out["training"] = training
     meta_out["metrics"] = results
     top1 = results["accuracy"]
     family = args.model.replace("tf_efficientnet_", "EfficientNet-").replace("lite", "Lite")
     meta_out["description"] = (
         f"{n_classes} species of CUB-200-2011, {family} ImageNet-pretrained, {how}, trained on {len(train_pos):,} "
-        f"images; top-1 {100 * top1:.1f}% on {len(test_pos):,} held-out images")
+        f"images; top-1 {100 * top1:.1f}% on {len(test_pos):,} held-out images"
+    )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     save_bundle(args.output, pair, meta_out, half=args.half)
     check = Explainer.load(args.output)
@@ -597,23 +752,37 @@ def main(argv: list[str] | None = None) -> int:
         "top1_agreement": float((p_file.argmax(1) == probs[rows].argmax(1)).mean()),
     }
     save_bundle(args.output, pair, meta_out, half=args.half)
-    np.savez_compressed(out / "test_predictions.npz", positions=test_pos, class_probs=probs, explanation_probs=expls,
-                        labels=labels)
+    np.savez_compressed(
+        out / "test_predictions.npz", positions=test_pos, class_probs=probs, explanation_probs=expls, labels=labels
+    )
     report["test"] = {k: v for k, v in results.items() if k not in ("confusion_matrix", "risk_coverage")}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     summary = {
-        "top1": top1, "top5": results.get("top5_accuracy"), "per_class": results["per_class_accuracy_summary"],
+        "top1": top1,
+        "top5": results.get("top5_accuracy"),
+        "per_class": results["per_class_accuracy_summary"],
         "attributes": {k: v for k, v in results["explanations"].items() if not isinstance(v, dict)},
         "ece": {k: c["ece"] for k, c in curves.items()},
         "targets_comparison": {
-            k: {m: v[m] for m in ("mean_auroc", "macro_f1", "balanced_accuracy", "all_zeros_accuracy",
-                                  "per_explanation_accuracy", "ece_binary", "ece_soft")}
+            k: {
+                m: v[m]
+                for m in (
+                    "mean_auroc",
+                    "macro_f1",
+                    "balanced_accuracy",
+                    "all_zeros_accuracy",
+                    "per_explanation_accuracy",
+                    "ece_binary",
+                    "ece_soft",
+                )
+            }
             for k, v in comparison.items()
         },
         "consistent_share_of_correct": 1 - results["verdict"]["questioned_share_correct"],
         "questioned_share_of_misclassified": results["verdict"]["questioned_share_misclassified"],
         "error_detection_auroc": {k: v["auroc"] for k, v in results["error_detection"].items()},
-        "threshold_slider": results["threshold_slider"], "weights_file_check": results["weights_file_check"],
+        "threshold_slider": results["threshold_slider"],
+        "weights_file_check": results["weights_file_check"],
         "seconds": round(time.time() - started, 1),
     }
     print(json.dumps(summary, indent=1, default=float))

@@ -59,11 +59,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, default=260)
     p.add_argument("--resize", type=int, default=292, help="shorter side before the centre crop")
     p.add_argument("--max-epochs", type=int, default=3, help="validation run length; the final run uses the best")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="smoke runs and tests: this many epochs whatever the validation run says")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="smoke runs and tests: this many epochs whatever the validation run says",
+    )
     p.add_argument("--lr", type=float, default=2e-5, help="AdamW peak learning rate, every stage")
-    p.add_argument("--train-bn", action="store_true",
-                   help="update BatchNorm statistics while training (by default they stay as the starting network's)")
+    p.add_argument(
+        "--train-bn",
+        action="store_true",
+        help="update BatchNorm statistics while training (by default they stay as the starting network's)",
+    )
     p.add_argument("--weight-decay", type=float, default=0.02)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.3, help="on the pooled features before the classifier")
@@ -81,8 +88,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_crop(preprocessing: dict) -> T.Compose:
     """A fresh random-resized crop (35-100% of the area) and flip of every photo in every epoch."""
-    return T.Compose([T.Resize(preprocessing["resize"]), T.RandomResizedCrop(preprocessing["crop"], scale=(0.35, 1.0)),
-                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(preprocessing["mean"], preprocessing["std"])])
+    return T.Compose(
+        [
+            T.Resize(preprocessing["resize"]),
+            T.RandomResizedCrop(preprocessing["crop"], scale=(0.35, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(preprocessing["mean"], preprocessing["std"]),
+        ]
+    )
 
 
 @torch.inference_mode()
@@ -96,8 +110,14 @@ def top1(main: torch.nn.Module, loader: torch.utils.data.DataLoader) -> float:
     return right / max(1, seen)
 
 
-def fine_tune(main: torch.nn.Module, train_set: torch.utils.data.Dataset, epochs: int, args: argparse.Namespace,
-              folder: Path, val_loader: torch.utils.data.DataLoader | None) -> list[dict[str, Any]]:
+def fine_tune(
+    main: torch.nn.Module,
+    train_set: torch.utils.data.Dataset,
+    epochs: int,
+    args: argparse.Namespace,
+    folder: Path,
+    val_loader: torch.utils.data.DataLoader | None,
+) -> list[dict[str, Any]]:
     """Every stage of `main` trained for `epochs` (AdamW, half-epoch warm-up, cosine, label smoothing, dropout before
     the classifier); one checkpoint per epoch in `folder`; with `val_loader`, top-1 before and after every epoch."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -120,8 +140,14 @@ def fine_tune(main: torch.nn.Module, train_set: torch.utils.data.Dataset, epochs
     for epoch in range(done, epochs):
         generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         torch.manual_seed(args.seed * 1000 + epoch)  # the crops of this epoch (the loader seeds its workers from it)
-        loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator,
-                                             num_workers=args.workers, drop_last=False)
+        loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_size=args.batch_size,
+            shuffle=True,
+            generator=generator,
+            num_workers=args.workers,
+            drop_last=False,
+        )
         main.train()
         if not args.train_bn:  # batches of 32 random crops would move the statistics the classifier was fitted on
             for module in main.modules():
@@ -133,8 +159,9 @@ def fine_tune(main: torch.nn.Module, train_set: torch.utils.data.Dataset, epochs
             scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
             for group in opt.param_groups:
                 group["lr"] = args.lr * scale
-            pooled = main.forward_head(main.forward_features(images.contiguous(memory_format=torch.channels_last)),
-                                       pre_logits=True)
+            pooled = main.forward_head(
+                main.forward_features(images.contiguous(memory_format=torch.channels_last)), pre_logits=True
+            )
             logits = classifier(F.dropout(pooled, args.dropout, True))
             loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -144,10 +171,16 @@ def fine_tune(main: torch.nn.Module, train_set: torch.utils.data.Dataset, epochs
             loss_sum += float(loss.detach()) * len(labels)
             if s % 20 == 0:
                 rate = (time.time() - started) / seen
-                print(f"epoch {epoch + 1}/{epochs}: {seen}/{len(train_set)} photos, loss {loss_sum / seen:.3f}, "
-                      f"{rate * 1000:.0f} ms/photo", flush=True)
-        entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / seen,
-                                 "seconds": round(time.time() - started, 1)}
+                print(
+                    f"epoch {epoch + 1}/{epochs}: {seen}/{len(train_set)} photos, loss {loss_sum / seen:.3f}, "
+                    f"{rate * 1000:.0f} ms/photo",
+                    flush=True,
+                )
+        entry: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "seconds": round(time.time() - started, 1),
+        }
         if val_loader is not None:
             entry["val_top1"] = top1(main, val_loader)
         tensors = {k: v.contiguous() for k, v in main.state_dict().items()}
@@ -177,49 +210,108 @@ def main(argv: list[str] | None = None) -> int:
     def limit(positions: np.ndarray) -> np.ndarray:
         if args.limit_per_class <= 0:
             return positions
-        return np.sort(np.concatenate([positions[classes[positions] == c][: args.limit_per_class]
-                                       for c in np.unique(classes[positions])]))
+        return np.sort(
+            np.concatenate(
+                [positions[classes[positions] == c][: args.limit_per_class] for c in np.unique(classes[positions])]
+            )
+        )
 
     def build(init: str) -> torch.nn.Module:
-        pair, _ = frozen.build_frozen_pair(args.model, n_classes, n_expl, args.pretrained_file, half=False,
-                                           main_init=init)
+        pair, _ = frozen.build_frozen_pair(
+            args.model, n_classes, n_expl, args.pretrained_file, half=False, main_init=init
+        )
         return pair
 
     import timm.data
 
     pair = build(args.val_init)
     data_cfg = timm.data.resolve_model_data_config(pair.main)
-    preprocessing = reference_preprocessing(size=args.img_size, resize=args.resize, mean=data_cfg["mean"],
-                                            std=data_cfg["std"])
+    preprocessing = reference_preprocessing(
+        size=args.img_size, resize=args.resize, mean=data_cfg["mean"], std=data_cfg["std"]
+    )
     crop, plain = train_crop(preprocessing), build_transform(preprocessing, train=False)
     fit_pos, val_pos = cub.validation_split(meta, args.val_fraction, args.seed)
     fit_pos, val_pos, train_pos = limit(fit_pos), limit(val_pos), limit(meta.train_indices)
-    recipe = {k: getattr(args, k) for k in ("model", "img_size", "resize", "max_epochs", "lr", "weight_decay",
-                                            "label_smoothing", "dropout", "batch_size", "val_fraction", "seed",
-                                            "train_bn")}
-    recipe["file_recipe"] = ("ImageNet backbone; its last stages and classifier fine-tuned on cached activations "
-                             "(train/train_birds_partial.py), then every stage fine-tuned (train/train_birds_full.py); "
-                             "the mirror warm-started from it, its head fitted on cached features")
+    recipe = {
+        k: getattr(args, k)
+        for k in (
+            "model",
+            "img_size",
+            "resize",
+            "max_epochs",
+            "lr",
+            "weight_decay",
+            "label_smoothing",
+            "dropout",
+            "batch_size",
+            "val_fraction",
+            "seed",
+            "train_bn",
+        )
+    }
+    recipe["file_recipe"] = (
+        "ImageNet backbone; its last stages and classifier fine-tuned on cached activations "
+        "(train/train_birds_partial.py), then every stage fine-tuned (train/train_birds_full.py); "
+        "the mirror warm-started from it, its head fitted on cached features"
+    )
     recipe["file_how"] = "every stage fine-tuned on a CPU"
-    recipe["starts_from"] = {"validation": load_main_training(args.val_init),
-                             "final": load_main_training(args.final_init)}
-    common = ["--data", args.data, "--model", args.model, "--pretrained-file", args.pretrained_file,
-              "--img-size", str(args.img_size), "--resize", str(args.resize), "--views", "plain",
-              "--val-fraction", str(args.val_fraction), "--seed", str(args.seed), "--threads", str(args.threads),
-              "--workers", str(args.workers), "--top-n", str(args.top_n), "--half", "--keep-main-head"]
+    recipe["starts_from"] = {
+        "validation": load_main_training(args.val_init),
+        "final": load_main_training(args.final_init),
+    }
+    common = [
+        "--data",
+        args.data,
+        "--model",
+        args.model,
+        "--pretrained-file",
+        args.pretrained_file,
+        "--img-size",
+        str(args.img_size),
+        "--resize",
+        str(args.resize),
+        "--views",
+        "plain",
+        "--val-fraction",
+        str(args.val_fraction),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--workers",
+        str(args.workers),
+        "--top-n",
+        str(args.top_n),
+        "--half",
+        "--keep-main-head",
+    ]
     if args.limit_per_class:
         common += ["--limit-per-class", str(args.limit_per_class)]
 
     # -- validation run ----------------------------------------------------------------------------------------------
-    val_loader = torch.utils.data.DataLoader(cub.CubImages(meta, indices=val_pos, transform=plain),
-                                             batch_size=64, num_workers=args.workers)
-    history = fine_tune(pair.main, cub.CubImages(meta, indices=fit_pos, transform=crop), args.max_epochs, args,
-                        out / "validation-run", val_loader)
+    val_loader = torch.utils.data.DataLoader(
+        cub.CubImages(meta, indices=val_pos, transform=plain), batch_size=64, num_workers=args.workers
+    )
+    history = fine_tune(
+        pair.main,
+        cub.CubImages(meta, indices=fit_pos, transform=crop),
+        args.max_epochs,
+        args,
+        out / "validation-run",
+        val_loader,
+    )
     best = max(history, key=lambda h: (h["val_top1"], -h["epoch"]))
     epochs = int(best["epoch"]) if args.epochs is None else args.epochs
-    report = {"recipe": recipe, "validation_run": {"history": history, "chosen_epochs": epochs,
-                                                   "rule": "best validation top-1 (earliest on ties; 0 = not at all)",
-                                                   "images_fit": len(fit_pos), "images_val": len(val_pos)}}
+    report = {
+        "recipe": recipe,
+        "validation_run": {
+            "history": history,
+            "chosen_epochs": epochs,
+            "rule": "best validation top-1 (earliest on ties; 0 = not at all)",
+            "images_fit": len(fit_pos),
+            "images_val": len(val_pos),
+        },
+    }
     atomic_write_bytes(out / "full_report.json", json.dumps(report, indent=1).encode())
     print(f"chosen: {epochs} epochs (best validation top-1 {best['val_top1']:.4f} after {best['epoch']})", flush=True)
     if epochs == 0:
@@ -229,22 +321,44 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / "validation" / "report.json").exists():
         pair.main.load_state_dict(load_file(str(out / "validation-run" / f"epoch-{epochs}.safetensors")))
         save_main(pair, val_main, {**recipe, "epochs": epochs, "trained_on": "80% of the training photos"})
-        val_args = common + ["--main-init", str(val_main), "--skip-test", "--cache", str(out / "pooled-validation"),
-                             "--out", str(out / "validation")]
+        val_args = common + [
+            "--main-init",
+            str(val_main),
+            "--skip-test",
+            "--cache",
+            str(out / "pooled-validation"),
+            "--out",
+            str(out / "validation"),
+        ]
         if frozen.main(val_args) != 0:
             raise SystemExit("the validation run's head fitting failed")
 
     # -- final run ---------------------------------------------------------------------------------------------------
     pair = build(args.final_init)
-    history = fine_tune(pair.main, cub.CubImages(meta, indices=train_pos, transform=crop), epochs, args,
-                        out / "final-run", None)
-    report["final_run"] = {"history": history, "epochs": epochs, "images": len(train_pos),
-                           "seconds_before_heads": round(time.time() - started, 1)}
+    history = fine_tune(
+        pair.main, cub.CubImages(meta, indices=train_pos, transform=crop), epochs, args, out / "final-run", None
+    )
+    report["final_run"] = {
+        "history": history,
+        "epochs": epochs,
+        "images": len(train_pos),
+        "seconds_before_heads": round(time.time() - started, 1),
+    }
     atomic_write_bytes(out / "full_report.json", json.dumps(report, indent=1).encode())
     final_main = out / "main-final.safetensors"
     save_main(pair, final_main, {**recipe, "epochs": epochs, "trained_on": "all training photos"})
-    final_args = common + ["--main-init", str(final_main), "--cache", str(out / "pooled-final"), "--out", str(out),
-                           "--output", args.output, "--validation-report", str(out / "validation" / "report.json")]
+    final_args = common + [
+        "--main-init",
+        str(final_main),
+        "--cache",
+        str(out / "pooled-final"),
+        "--out",
+        str(out),
+        "--output",
+        args.output,
+        "--validation-report",
+        str(out / "validation" / "report.json"),
+    ]
     return frozen.main(final_args)
 
 

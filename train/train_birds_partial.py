@@ -140,8 +140,9 @@ class MainTail(torch.nn.Module):
 @torch.inference_mode()
 def prefix(pair: MirrorPair, images: torch.Tensor, with_mirror: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The main network's activation at the cached level and, optionally, the mirror's state after its join there."""
-    taps = pair.main.forward_intermediates(images, indices=list(range(TAP_LEVEL + 1)), stop_early=True,
-                                           intermediates_only=True)
+    taps = pair.main.forward_intermediates(
+        images, indices=list(range(TAP_LEVEL + 1)), stop_early=True, intermediates_only=True
+    )
     if not with_mirror:
         return taps[TAP_LEVEL], None
     mirror = pair.mirror
@@ -152,8 +153,9 @@ def prefix(pair: MirrorPair, images: torch.Tensor, with_mirror: bool) -> tuple[t
 
 
 @torch.inference_mode()
-def pooled_from_cache(pair: MirrorPair, main_act: torch.Tensor, mirror_state: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                                     torch.Tensor]:
+def pooled_from_cache(
+    pair: MirrorPair, main_act: torch.Tensor, mirror_state: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features of both networks, as `train_birds_frozen.pair_features` gives from the image."""
     _, main_pooled, last = MainTail(pair.main).eval()(main_act)
     mirror = pair.mirror
@@ -168,10 +170,15 @@ class ViewImages(torch.utils.data.Dataset):
         self.images = cub.CubImages(meta, indices=positions, transform=lambda image: image)  # PIL images through
         self.positions, self.view, self.seed = positions, view, seed
         self.plain = build_transform(preprocessing, train=False)
-        self.crop = T.Compose([T.Resize(preprocessing["resize"]),
-                               T.RandomResizedCrop(preprocessing["crop"], scale=(0.35, 1.0)),
-                               T.RandomHorizontalFlip(), T.ToTensor(),
-                               T.Normalize(preprocessing["mean"], preprocessing["std"])])
+        self.crop = T.Compose(
+            [
+                T.Resize(preprocessing["resize"]),
+                T.RandomResizedCrop(preprocessing["crop"], scale=(0.35, 1.0)),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(preprocessing["mean"], preprocessing["std"]),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -197,16 +204,19 @@ class TapCache:
             found = json.loads(manifest.read_text())
             if found != description:
                 differ = sorted(k for k in set(found) | set(description) if found.get(k) != description.get(k))
-                raise SystemExit(f"activation cache {self.folder} was made with other settings ({', '.join(differ)}); "
-                                 "use another --cache folder")
+                raise SystemExit(
+                    f"activation cache {self.folder} was made with other settings ({', '.join(differ)}); "
+                    "use another --cache folder"
+                )
         else:
             atomic_write_bytes(manifest, json.dumps(description, indent=1).encode())
 
     def path(self, split: str, view: str, k: int) -> Path:
         return self.folder / f"{split}-{view}-{k:04d}.npz"
 
-    def fill(self, pair: MirrorPair, dataset: ViewImages, split: str, chunk: int, batch_size: int,
-             workers: int) -> None:
+    def fill(
+        self, pair: MirrorPair, dataset: ViewImages, split: str, chunk: int, batch_size: int, workers: int
+    ) -> None:
         view, positions = dataset.view, dataset.positions
         with_mirror = view == "plain"
         starts = list(range(0, len(positions), chunk))
@@ -214,8 +224,9 @@ class TapCache:
         if not todo:
             return
         rows = np.concatenate([np.arange(starts[k], min(starts[k] + chunk, len(positions))) for k in todo])
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, rows.tolist()), batch_size=batch_size,
-                                             num_workers=workers)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, rows.tolist()), batch_size=batch_size, num_workers=workers
+        )
         batches, started, done = iter(loader), time.time(), 0
         for k in todo:
             mains, mirrors, need = [], [], min(chunk, len(positions) - starts[k])
@@ -227,14 +238,21 @@ class TapCache:
                     mirrors.append(mirror.half().numpy())
                 need -= len(images)
             buffer = io.BytesIO()
-            np.savez(buffer, positions=positions[starts[k] : starts[k] + chunk], main=np.concatenate(mains),
-                     mirror=np.concatenate(mirrors) if mirrors else np.zeros((0,), np.float16))
+            np.savez(
+                buffer,
+                positions=positions[starts[k] : starts[k] + chunk],
+                main=np.concatenate(mains),
+                mirror=np.concatenate(mirrors) if mirrors else np.zeros((0,), np.float16),
+            )
             atomic_write_bytes(self.path(split, view, k), buffer.getvalue())
             done += min(chunk, len(positions) - starts[k])
             rate = (time.time() - started) / done
             left = len(rows) - done
-            print(f"activations {split}/{view}: chunk {k + 1}/{len(starts)}, {rate:.3f} s/image, {left} images left "
-                  f"(~{left * rate / 60:.1f} min)", flush=True)
+            print(
+                f"activations {split}/{view}: chunk {k + 1}/{len(starts)}, {rate:.3f} s/image, {left} images left "
+                f"(~{left * rate / 60:.1f} min)",
+                flush=True,
+            )
 
     def load(self, positions: np.ndarray, split: str, view: str, chunk: int) -> tuple[np.ndarray, np.ndarray | None]:
         mains, mirrors = [], []
@@ -254,8 +272,15 @@ class TapCache:
 # -- fine-tuning the tail --------------------------------------------------------------------------------------------
 
 
-def train_tail(pair: MirrorPair, acts: dict[str, np.ndarray], rows: np.ndarray, labels: np.ndarray, epochs: int,
-               args: argparse.Namespace, val: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict[str, float]]:
+def train_tail(
+    pair: MirrorPair,
+    acts: dict[str, np.ndarray],
+    rows: np.ndarray,
+    labels: np.ndarray,
+    epochs: int,
+    args: argparse.Namespace,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[dict[str, float]]:
     """Fine-tune the main tail on cached activations (each step draws one cached view per photo); with `val`
     (activations, labels) report validation top-1 after every epoch."""
     generator = np.random.default_rng(args.seed)
@@ -269,8 +294,9 @@ def train_tail(pair: MirrorPair, acts: dict[str, np.ndarray], rows: np.ndarray, 
     with torch.no_grad():  # a fresh classifier: small random weights, zero bias
         torch.nn.init.normal_(pair.main.get_classifier().weight, std=0.01)
         torch.nn.init.zeros_(pair.main.get_classifier().bias)
-    opt = torch.optim.AdamW([{"params": body, "lr": args.lr}, {"params": head, "lr": args.head_lr}],
-                            weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": args.lr}, {"params": head, "lr": args.head_lr}], weight_decay=args.weight_decay
+    )
     steps_per_epoch = math.ceil(len(rows) / args.batch_size)
     total, warmup = epochs * steps_per_epoch, steps_per_epoch // 2
     base = [g["lr"] for g in opt.param_groups]
@@ -320,8 +346,9 @@ def evaluate_tail(pair: MirrorPair, acts: np.ndarray, labels: np.ndarray, batch:
 
 def save_main(pair: MirrorPair, path: Path, training: dict[str, Any], half: bool = True) -> None:
     """The fine-tuned main network alone (safetensors: loading it never unpickles), with how it was trained."""
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
-               for k, v in pair.main.state_dict().items()}
+    tensors = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in pair.main.state_dict().items()
+    }
     atomic_write_bytes(path, save_tensors(tensors, metadata={"training": json.dumps(training)}))
 
 
@@ -330,8 +357,9 @@ def load_main_training(path: str | Path) -> dict[str, Any]:
         return json.loads((f.metadata() or {}).get("training", "{}"))
 
 
-def write_pooled(pair: MirrorPair, taps: TapCache, pooled: frozen.FeatureCache, positions: np.ndarray, split: str,
-                 chunk: int) -> None:
+def write_pooled(
+    pair: MirrorPair, taps: TapCache, pooled: frozen.FeatureCache, positions: np.ndarray, split: str, chunk: int
+) -> None:
     """The frozen recipe's pooled-feature cache, computed from the activation cache with this main network."""
     for k, start in enumerate(range(0, len(positions), chunk)):
         target = pooled.path(split, "plain", k)
@@ -344,8 +372,9 @@ def write_pooled(pair: MirrorPair, taps: TapCache, pooled: frozen.FeatureCache, 
             mirror_state = torch.from_numpy(data["mirror"]).float().contiguous(memory_format=torch.channels_last)
         main, mirror = pooled_from_cache(pair, main_act, mirror_state)
         buffer = io.BytesIO()
-        np.savez(buffer, positions=positions[start : start + chunk], main=main.half().numpy(),
-                 mirror=mirror.half().numpy())
+        np.savez(
+            buffer, positions=positions[start : start + chunk], main=main.half().numpy(), mirror=mirror.half().numpy()
+        )
         atomic_write_bytes(target, buffer.getvalue())
 
 
@@ -365,8 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     def limit(positions: np.ndarray) -> np.ndarray:
         if args.limit_per_class <= 0:
             return positions
-        return np.sort(np.concatenate([positions[classes[positions] == c][: args.limit_per_class]
-                                       for c in np.unique(classes[positions])]))
+        return np.sort(
+            np.concatenate(
+                [positions[classes[positions] == c][: args.limit_per_class] for c in np.unique(classes[positions])]
+            )
+        )
 
     train_pos = frozen.interleave(limit(meta.train_indices), classes)
     test_pos = frozen.interleave(limit(meta.test_indices), classes)
@@ -374,11 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     import timm.data
 
     data_cfg = timm.data.resolve_model_data_config(pair.main)
-    preprocessing = reference_preprocessing(size=args.img_size, resize=args.resize, mean=data_cfg["mean"],
-                                            std=data_cfg["std"])
+    preprocessing = reference_preprocessing(
+        size=args.img_size, resize=args.resize, mean=data_cfg["mean"], std=data_cfg["std"]
+    )
     description = {
-        "format": TAP_FORMAT, "model": args.model, "weights_sha256": frozen._digest(args.pretrained_file),
-        "preprocessing": preprocessing, "level": TAP_LEVEL, "chunk": args.chunk, "seed": args.seed,
+        "format": TAP_FORMAT,
+        "model": args.model,
+        "weights_sha256": frozen._digest(args.pretrained_file),
+        "preprocessing": preprocessing,
+        "level": TAP_LEVEL,
+        "chunk": args.chunk,
+        "seed": args.seed,
         "train_positions_sha256": hashlib.sha256(train_pos.tobytes()).hexdigest()[:16],
         "test_positions_sha256": hashlib.sha256(test_pos.tobytes()).hexdigest()[:16],
     }
@@ -389,8 +427,14 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [("train", v, train_pos) for v in args.views] + [("test", "plain", test_pos)]
     extract_started = time.time()
     for split, view, positions in jobs:
-        taps.fill(pair, ViewImages(meta, positions, view, preprocessing, args.seed), split, args.chunk, cache_batch,
-                  args.workers)
+        taps.fill(
+            pair,
+            ViewImages(meta, positions, view, preprocessing, args.seed),
+            split,
+            args.chunk,
+            cache_batch,
+            args.workers,
+        )
     extract_seconds = time.time() - extract_started
     if args.extract_only:
         print(f"activation cache complete in {args.cache}")
@@ -402,15 +446,55 @@ def main(argv: list[str] | None = None) -> int:
     row = {int(p): i for i, p in enumerate(train_pos)}
     fit_rows = np.array([row[int(p)] for p in fit_pos if int(p) in row])
     val_rows = np.array([row[int(p)] for p in val_pos if int(p) in row])
-    common = ["--data", args.data, "--model", args.model, "--pretrained-file", args.pretrained_file,
-              "--img-size", str(args.img_size), "--resize", str(args.resize), "--views", "plain",
-              "--val-fraction", str(args.val_fraction), "--chunk", str(args.chunk), "--seed", str(args.seed),
-              "--threads", str(args.threads), "--batch-size", str(cache_batch), "--workers", str(args.workers),
-              "--top-n", str(args.top_n), "--half", "--keep-main-head"]
+    common = [
+        "--data",
+        args.data,
+        "--model",
+        args.model,
+        "--pretrained-file",
+        args.pretrained_file,
+        "--img-size",
+        str(args.img_size),
+        "--resize",
+        str(args.resize),
+        "--views",
+        "plain",
+        "--val-fraction",
+        str(args.val_fraction),
+        "--chunk",
+        str(args.chunk),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--batch-size",
+        str(cache_batch),
+        "--workers",
+        str(args.workers),
+        "--top-n",
+        str(args.top_n),
+        "--half",
+        "--keep-main-head",
+    ]
     if args.limit_per_class:
         common += ["--limit-per-class", str(args.limit_per_class)]
-    recipe = {k: getattr(args, k) for k in ("views", "lr", "head_lr", "weight_decay", "label_smoothing", "dropout",
-                                            "batch_size", "val_fraction", "seed", "img_size", "resize", "model")}
+    recipe = {
+        k: getattr(args, k)
+        for k in (
+            "views",
+            "lr",
+            "head_lr",
+            "weight_decay",
+            "label_smoothing",
+            "dropout",
+            "batch_size",
+            "val_fraction",
+            "seed",
+            "img_size",
+            "resize",
+            "model",
+        )
+    }
     recipe["views"] = list(args.views)  # as JSON reads it back
     first = MainTail(pair.main).first
     recipe["cached_level"] = f"feature level {TAP_LEVEL} (stride 16); fine-tuned from blocks.{first}"
@@ -419,35 +503,56 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"recipe": recipe, "activation_cache_seconds_this_run": round(extract_seconds, 1)}
     done_path = out / "validation_run.json"
     done = json.loads(done_path.read_text()) if done_path.exists() else None
-    if done and done["recipe"] == recipe and done["max_epochs"] == args.max_epochs \
-            and (out / "validation" / "report.json").exists():
+    if (
+        done
+        and done["recipe"] == recipe
+        and done["max_epochs"] == args.max_epochs
+        and (out / "validation" / "report.json").exists()
+    ):
         report["validation_run"] = done["validation_run"]
         epochs = done["validation_run"]["chosen_epochs"]
         print(f"validation run reused from {done_path}: {epochs} epochs", flush=True)
     else:
-        history = train_tail(pair, acts, fit_rows, labels, args.max_epochs, args,
-                             val=(acts["plain"][val_rows], labels[val_rows]))
+        history = train_tail(
+            pair, acts, fit_rows, labels, args.max_epochs, args, val=(acts["plain"][val_rows], labels[val_rows])
+        )
         best = max(history, key=lambda h: (h["val_top1"], -h["epoch"]))
         epochs = best["epoch"]
-        report["validation_run"] = {"history": history, "chosen_epochs": epochs,
-                                    "rule": "best validation top-1 (earliest on ties)",
-                                    "images_fit": int(len(fit_rows)), "images_val": int(len(val_rows))}
+        report["validation_run"] = {
+            "history": history,
+            "chosen_epochs": epochs,
+            "rule": "best validation top-1 (earliest on ties)",
+            "images_fit": int(len(fit_rows)),
+            "images_val": int(len(val_rows)),
+        }
         print(f"chosen: {epochs} epochs (validation top-1 {best['val_top1']:.4f})", flush=True)
         # the validation pair (trained for the whole run): its mirror head, attribute targets and threshold
         val_main = out / "main-validation.safetensors"
         save_main(pair, val_main, {**recipe, "epochs": args.max_epochs, "trained_on": "80% of the training photos"})
-        pair, _ = frozen.build_frozen_pair(args.model, n_classes, n_expl, args.pretrained_file, half=True,
-                                           main_init=str(val_main))
-        val_args = common + ["--main-init", str(val_main), "--skip-test", "--cache", str(out / "pooled-validation"),
-                             "--out", str(out / "validation")]
+        pair, _ = frozen.build_frozen_pair(
+            args.model, n_classes, n_expl, args.pretrained_file, half=True, main_init=str(val_main)
+        )
+        val_args = common + [
+            "--main-init",
+            str(val_main),
+            "--skip-test",
+            "--cache",
+            str(out / "pooled-validation"),
+            "--out",
+            str(out / "validation"),
+        ]
         shutil.rmtree(out / "pooled-validation", ignore_errors=True)  # made by another main network
         described = frozen.cache_description(frozen.parse_args(val_args), preprocessing, train_pos, test_pos)
         pooled = frozen.FeatureCache(out / "pooled-validation", described)
         write_pooled(pair, taps, pooled, train_pos, "train", args.chunk)
         if frozen.main(val_args) != 0:
             raise SystemExit("the validation run's head fitting failed")
-        atomic_write_bytes(done_path, json.dumps({"recipe": recipe, "max_epochs": args.max_epochs,
-                                                  "validation_run": report["validation_run"]}, indent=1).encode())
+        atomic_write_bytes(
+            done_path,
+            json.dumps(
+                {"recipe": recipe, "max_epochs": args.max_epochs, "validation_run": report["validation_run"]}, indent=1
+            ).encode(),
+        )
         pair, _ = frozen.build_frozen_pair(args.model, n_classes, n_expl, args.pretrained_file, half=True)
 
     # -- final run: all training photos, the chosen epochs; the frozen recipe writes and checks the file -------------
@@ -455,14 +560,31 @@ def main(argv: list[str] | None = None) -> int:
     report["final_run"] = {"history": history, "epochs": epochs, "images": int(len(train_pos))}
     final_main = out / "main-final.safetensors"
     seconds = round(time.time() - started, 1)
-    save_main(pair, final_main, {**recipe, "epochs": epochs, "trained_on": "all training photos",
-                                 "activation_cache_seconds_this_run": round(extract_seconds, 1),
-                                 "seconds_before_heads": seconds})
+    save_main(
+        pair,
+        final_main,
+        {
+            **recipe,
+            "epochs": epochs,
+            "trained_on": "all training photos",
+            "activation_cache_seconds_this_run": round(extract_seconds, 1),
+            "seconds_before_heads": seconds,
+        },
+    )
     (out / "partial_report.json").write_text(json.dumps(report, indent=1))
-    pair, _ = frozen.build_frozen_pair(args.model, n_classes, n_expl, args.pretrained_file, half=True,
-                                       main_init=str(final_main))
-    final_args = common + ["--main-init", str(final_main), "--cache", str(out / "pooled-final"), "--out", str(out),
-                           "--output", args.output]
+    pair, _ = frozen.build_frozen_pair(
+        args.model, n_classes, n_expl, args.pretrained_file, half=True, main_init=str(final_main)
+    )
+    final_args = common + [
+        "--main-init",
+        str(final_main),
+        "--cache",
+        str(out / "pooled-final"),
+        "--out",
+        str(out),
+        "--output",
+        args.output,
+    ]
     if (out / "validation" / "report.json").exists():
         final_args += ["--validation-report", str(out / "validation" / "report.json")]
     shutil.rmtree(out / "pooled-final", ignore_errors=True)  # made by another main network

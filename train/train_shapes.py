@@ -113,8 +113,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     arch = p.add_argument_group("architecture")
     arch.add_argument("--arch", choices=("reference", "wide"), default="reference")
     arch.add_argument("--main-widths", type=_widths, default=None, help="wide: main block widths (default 16,32,64)")
-    arch.add_argument("--mirror-widths", type=_widths, default=None,
-                      help="wide: mirror widths (default: main's shifted by one, 32,64,64)")
+    arch.add_argument(
+        "--mirror-widths",
+        type=_widths,
+        default=None,
+        help="wide: mirror widths (default: main's shifted by one, 32,64,64)",
+    )
     arch.add_argument("--kernel", type=int, default=3, help="wide: kernel size (padding keeps resolutions)")
     arch.add_argument("--join", choices=("concat", "add"), default="concat", help="wide: how the mirror joins")
     train = p.add_argument_group("training")
@@ -177,8 +181,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--main-from reuses a main phase; --joint has none")
     for name in ("mirror_noise_fraction", "mirror_outlier_fraction"):
         if args.joint and getattr(args, name) > 0:
-            p.error(f"--{name.replace('_', '-')} needs the two-step training (the main network must never see "
-                    "those images)")
+            p.error(
+                f"--{name.replace('_', '-')} needs the two-step training (the main network must never see those images)"
+            )
     return args
 
 
@@ -212,7 +217,12 @@ def architecture_for(args: argparse.Namespace) -> dict[str, Any]:
 
 RUN_ONLY = {"out", "output", "threads", "device", "no_progress", "noise_eval", "latency_repeats", "main_from"}
 MIRROR_ONLY = {
-    "mirror_widths", "join", "mirror_epochs", "mirror_select", "warm_start_mirror", "mirror_noise_fraction",
+    "mirror_widths",
+    "join",
+    "mirror_epochs",
+    "mirror_select",
+    "warm_start_mirror",
+    "mirror_noise_fraction",
     "mirror_outlier_fraction",
 }
 
@@ -402,8 +412,10 @@ def train_main(args: argparse.Namespace, pair: MirrorPair, data: dict[str, Any],
     def evaluate() -> dict[str, float]:
         logits = predict_logits(main, data["x_val"], device)
         y = data["y_val"]
-        return {"val_loss": float(F.cross_entropy(logits, y)),
-                "val_accuracy": float((logits.argmax(1) == y).float().mean())}
+        return {
+            "val_loss": float(F.cross_entropy(logits, y)),
+            "val_accuracy": float((logits.argmax(1) == y).float().mean()),
+        }
 
     return run_phase(
         "main",
@@ -664,8 +676,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         }
     )
     save_bundle(args.output, pair, meta)
-    report = {"validation": summary_metrics(validation), "uniform_noise_questioned": noise_result["share"],
-              "latency": latency, "phases": training["phases"], "output": str(args.output)}
+    report = {
+        "validation": summary_metrics(validation),
+        "uniform_noise_questioned": noise_result["share"],
+        "latency": latency,
+        "phases": training["phases"],
+        "output": str(args.output),
+    }
     print(json.dumps(report, indent=1), flush=True)
     return report
 

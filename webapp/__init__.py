@@ -7,11 +7,34 @@ imports :mod:`explainer`; the library never imports it. Gradio is imported only 
 from __future__ import annotations
 
 from .handlers import PREVIEW_SIZE, TOP_K_MAX, ClassifyOutputs, RenderOutputs, TaskApp, UserInputError, plot_value
-from .panels import (CSS, about_markdown, class_list_markdown, describe_architecture, unavailable_markdown,
-                     write_examples)
+from .panels import (
+    CSS,
+    about_markdown,
+    class_list_markdown,
+    describe_architecture,
+    unavailable_markdown,
+    write_examples,
+)
 from .weights import TaskModel, WeightsUnavailable, load_models, load_task_model, parse_hub_id, resolve_weights
 
-__all__ = ["CSS", "PREVIEW_SIZE", "TOP_K_MAX", "ClassifyOutputs", "RenderOutputs", "TaskApp", "TaskModel",
-           "UserInputError", "WeightsUnavailable", "about_markdown", "class_list_markdown", "describe_architecture",
-           "load_models", "load_task_model", "parse_hub_id", "plot_value", "resolve_weights", "unavailable_markdown",
-           "write_examples"]
+__all__ = [
+    "CSS",
+    "PREVIEW_SIZE",
+    "TOP_K_MAX",
+    "ClassifyOutputs",
+    "RenderOutputs",
+    "TaskApp",
+    "TaskModel",
+    "UserInputError",
+    "WeightsUnavailable",
+    "about_markdown",
+    "class_list_markdown",
+    "describe_architecture",
+    "load_models",
+    "load_task_model",
+    "parse_hub_id",
+    "plot_value",
+    "resolve_weights",
+    "unavailable_markdown",
+    "write_examples",
+]

@@ -104,15 +104,29 @@ def _layout(
     legend_lines = -(-legend_items // _LEGEND_ITEMS_PER_LINE) if legend_items else 0
     legend_px = _LEGEND_LINE_PX * legend_lines + (8 if legend_lines else 0)
     rows_px = sum(_ROW_PX + _LINE_PX * (_lines(label) - 1) for label in labels) or _ROW_PX
-    xaxis: dict[str, Any] = {"range": x_range, "fixedrange": True, "gridcolor": "#eef0f3", "zeroline": False,
-                             "automargin": True}
+    xaxis: dict[str, Any] = {
+        "range": x_range,
+        "fixedrange": True,
+        "gridcolor": "#eef0f3",
+        "zeroline": False,
+        "automargin": True,
+    }
     if percent_axis:
         xaxis["tickformat"] = ".0%"
     if x_title:
         xaxis["title"] = {"text": x_title, "font": {"size": 12}, "standoff": 4}
     return {
-        "title": {"text": f"<b>{title}</b>", "x": 0, "xref": "container", "xanchor": "left", "pad": {"l": 8},
-                  "y": 1, "yref": "container", "yanchor": "top", "font": {"size": 14}},
+        "title": {
+            "text": f"<b>{title}</b>",
+            "x": 0,
+            "xref": "container",
+            "xanchor": "left",
+            "pad": {"l": 8},
+            "y": 1,
+            "yref": "container",
+            "yanchor": "top",
+            "font": {"size": 14},
+        },
         "height": _TITLE_PX + rows_px + axis_px + legend_px,
         "margin": {"l": 8, "r": _VALUES_PX, "t": _TITLE_PX, "b": axis_px + legend_px, "autoexpand": True},
         "bargap": 0.25,
@@ -121,21 +135,39 @@ def _layout(
         "plot_bgcolor": "white",
         "paper_bgcolor": "white",
         "showlegend": legend_items > 0,
-        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yref": "container", "yanchor": "bottom",
-                   "font": {"size": 12}, "itemclick": False, "itemdoubleclick": False},
+        "legend": {
+            "orientation": "h",
+            "x": 0,
+            "xanchor": "left",
+            "y": 0,
+            "yref": "container",
+            "yanchor": "bottom",
+            "font": {"size": 12},
+            "itemclick": False,
+            "itemdoubleclick": False,
+        },
         "dragmode": False,
         "hovermode": "closest",
         "xaxis": xaxis,
-        "yaxis": {"automargin": True, "fixedrange": True, "autorange": "reversed", "type": "category",
-                  "categoryorder": "array", "categoryarray": labels, "ticks": "outside", "ticklen": 4,
-                  "tickcolor": "white"},
+        "yaxis": {
+            "automargin": True,
+            "fixedrange": True,
+            "autorange": "reversed",
+            "type": "category",
+            "categoryorder": "array",
+            "categoryarray": labels,
+            "ticks": "outside",
+            "ticklen": 4,
+            "tickcolor": "white",
+        },
         "shapes": [],
         "annotations": [],
     }
 
 
-def _bar(name: str, values: list[float], labels: list[str], hover: list[str], colour: str, text: list[str],
-         legend: bool) -> dict[str, Any]:
+def _bar(
+    name: str, values: list[float], labels: list[str], hover: list[str], colour: str, text: list[str], legend: bool
+) -> dict[str, Any]:
     return {
         "type": "bar",
         "orientation": "h",
@@ -154,30 +186,69 @@ def _bar(name: str, values: list[float], labels: list[str], hover: list[str], co
 
 def _value_column(labels: list[str], text: list[str]) -> list[dict[str, Any]]:
     """Each row's value as an annotation just right of the plot area, clear of the bars and the dashed lines."""
-    return [{"xref": "paper", "x": 1, "xanchor": "left", "xshift": 6, "yref": "y", "y": label, "text": value,
-             "showarrow": False, "font": {"size": 12}} for label, value in zip(labels, text)]
+    return [
+        {
+            "xref": "paper",
+            "x": 1,
+            "xanchor": "left",
+            "xshift": 6,
+            "yref": "y",
+            "y": label,
+            "text": value,
+            "showarrow": False,
+            "font": {"size": 12},
+        }
+        for label, value in zip(labels, text)
+    ]
 
 
 def _legend_line(name: str) -> dict[str, Any]:
     """A legend entry for a dashed reference line drawn as a layout shape (shapes have no legend of their own)."""
-    return {"type": "scatter", "mode": "lines", "x": [None], "y": [None], "name": name, "hoverinfo": "skip",
-            "line": {"color": CUT, "width": 2, "dash": "dash"}, "showlegend": True}
+    return {
+        "type": "scatter",
+        "mode": "lines",
+        "x": [None],
+        "y": [None],
+        "name": name,
+        "hoverinfo": "skip",
+        "line": {"color": CUT, "width": 2, "dash": "dash"},
+        "showlegend": True,
+    }
 
 
 def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> Figure:
-    return {"data": data, "layout": layout, "config": {"displayModeBar": False, "scrollZoom": False,
-                                                       "responsive": True}}
+    return {
+        "data": data,
+        "layout": layout,
+        "config": {"displayModeBar": False, "scrollZoom": False, "responsive": True},
+    }
 
 
-def _grouped_bars(rows: list[int], labels: list[str], categories: list[str], colours: Mapping[str, str],
-                  values: np.ndarray, text: list[str], hover: list[str]) -> list[dict[str, Any]]:
+def _grouped_bars(
+    rows: list[int],
+    labels: list[str],
+    categories: list[str],
+    colours: Mapping[str, str],
+    values: np.ndarray,
+    text: list[str],
+    hover: list[str],
+) -> list[dict[str, Any]]:
     """One bar trace per category (so that the legend explains the colours), rows keep their order."""
     data = []
     for cat, colour in colours.items():
         members = [k for k in range(len(rows)) if categories[k] == cat]
         if members:
-            data.append(_bar(cat, [round(float(values[rows[k]]), 6) for k in members], [labels[k] for k in members],
-                             [hover[k] for k in members], colour, [text[k] for k in members], True))
+            data.append(
+                _bar(
+                    cat,
+                    [round(float(values[rows[k]]), 6) for k in members],
+                    [labels[k] for k in members],
+                    [hover[k] for k in members],
+                    colour,
+                    [text[k] for k in members],
+                    True,
+                )
+            )
     return data
 
 
@@ -243,8 +314,12 @@ def explanation_chart(
             return "removed by group cleaning"
         return "below threshold"
 
-    colours = {"kept": ACCENT, "below threshold": MUTED, "removed by group cleaning": GROUP_DROPPED,
-               "forced by you": FORCED}
+    colours = {
+        "kept": ACCENT,
+        "below threshold": MUTED,
+        "removed by group cleaning": GROUP_DROPPED,
+        "forced by you": FORCED,
+    }
     names = []
     for i in rows:
         mark = "" if i not in overrides else (" (forced on)" if overrides[i] else " (forced off)")
@@ -258,11 +333,22 @@ def explanation_chart(
     title = "Explanations: raw list" if raw else "Explanations (one per group)"
     layout = _layout(title, labels, [0, 1], len(data), True)
     layout["annotations"] += _value_column(labels, text)
-    layout["shapes"].append({"type": "line", "xref": "x", "yref": "paper", "x0": threshold, "x1": threshold,
-                             "y0": 0, "y1": 1, "line": {"color": CUT, "width": 2, "dash": "dash"}})
+    layout["shapes"].append(
+        {
+            "type": "line",
+            "xref": "x",
+            "yref": "paper",
+            "x0": threshold,
+            "x1": threshold,
+            "y0": 0,
+            "y1": 1,
+            "line": {"color": CUT, "width": 2, "dash": "dash"},
+        }
+    )
     if not rows:
-        layout["annotations"].append({"xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False,
-                                      "text": "no explanation to show"})
+        layout["annotations"].append(
+            {"xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False, "text": "no explanation to show"}
+        )
     return _figure(data, layout)
 
 
@@ -304,8 +390,9 @@ def ranking_chart(
     for c in shown:
         mark = " ◀" if c == predicted_class else ""  # the colour and the legend say "main prediction"
         names.append(wrap_label(f"{position[c]}. {class_names[c]}{mark}"))
-        categories.append("main prediction" if c == predicted_class
-                          else f"inside the top {top_n}" if c in inside_cut else "outside")
+        categories.append(
+            "main prediction" if c == predicted_class else f"inside the top {top_n}" if c in inside_cut else "outside"
+        )
         value = float(shown_values[c])
         text.append(_percent(value))
         detail = "" if normalized else f" of the best (score {float(scores[c]):.3g})"
@@ -321,9 +408,18 @@ def ranking_chart(
     layout = _layout("Classes ranked by the explanations", labels, [0, 1], len(data), True, unit)
     layout["annotations"] += _value_column(labels, text)
     if draw_cut:  # between the last row inside the cut and the next (category positions are 0-based)
-        layout["shapes"].append({"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1,
-                                 "y0": cut_after - 0.5, "y1": cut_after - 0.5,
-                                 "line": {"color": CUT, "width": 2, "dash": "dash"}})
+        layout["shapes"].append(
+            {
+                "type": "line",
+                "xref": "paper",
+                "yref": "y",
+                "x0": 0,
+                "x1": 1,
+                "y0": cut_after - 0.5,
+                "y1": cut_after - 0.5,
+                "line": {"color": CUT, "width": 2, "dash": "dash"},
+            }
+        )
     return _figure(data, layout)
 
 

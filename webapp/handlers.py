@@ -205,8 +205,9 @@ class TaskApp:
             top_n_value = int(round(float(self.default_top_n if top_n is None else top_n)))
             top_k_value = int(round(float(self.default_top_k if top_k is None else top_k)))
         except (TypeError, ValueError, OverflowError) as err:
-            raise UserInputError(f"Threshold, top N and top k must be numbers (got {echo(threshold)}, {echo(top_n)}, "
-                                 f"{echo(top_k)}).") from err
+            raise UserInputError(
+                f"Threshold, top N and top k must be numbers (got {echo(threshold)}, {echo(top_n)}, {echo(top_k)})."
+            ) from err
         try:
             threshold_value, top_n_value = self._explainer.resolve_controls(threshold_value, top_n_value)
         except ValueError as err:  # "threshold 1.5 is out of range (0 to 1)" -> a sentence
@@ -226,8 +227,10 @@ class TaskApp:
             elif isinstance(item, str) and item in names:
                 index = names.index(item)
             else:
-                raise UserInputError(f"Explanation {echo(item)} is not one of this model's {len(names)} explanations; "
-                                     "pick names from the list.")
+                raise UserInputError(
+                    f"Explanation {echo(item)} is not one of this model's {len(names)} explanations; "
+                    "pick names from the list."
+                )
             if not 0 <= index < len(names):
                 raise UserInputError(f"Explanation index {index} is out of range (0 to {len(names) - 1}).")
             return index
@@ -255,17 +258,24 @@ class TaskApp:
             subject = scope.subject or "bird"
             needed = f"{100 * (scope.threshold or 0):g}%"
             score = f"{subject} classes {100 * scope.score:.1f}%, at least {needed} needed"
-            return (f"**Is it {article(subject)}?** Yes: the ImageNet model sees "
-                    f"{article(scope.looks_like or subject)} ({score}).")
+            return (
+                f"**Is it {article(subject)}?** Yes: the ImageNet model sees "
+                f"{article(scope.looks_like or subject)} ({score})."
+            )
         if scope.method == "explanations":
-            strongest = (f"the strongest explanation is {100 * scope.score:.0f}% "
-                         f"(threshold {100 * explanation.threshold:g}%)")
+            strongest = (
+                f"the strongest explanation is {100 * scope.score:.0f}% (threshold {100 * explanation.threshold:g}%)"
+            )
             if scope.in_scope:
                 return f"**One of the classes this model knows?** Yes: {strongest}."
-            return (f"**One of the classes this model knows?** No: {strongest}, so no explanation supports any "
-                    "class; the image may be none of them.")
-        return ("**In scope?** Not checked: this weights file has no scope network (`train/attach_scope.py` adds "
-                "one), so every image is taken as in scope.")
+            return (
+                f"**One of the classes this model knows?** No: {strongest}, so no explanation supports any "
+                "class; the image may be none of them."
+            )
+        return (
+            "**In scope?** Not checked: this weights file has no scope network (`train/attach_scope.py` adds "
+            "one), so every image is taken as in scope."
+        )
 
     def _status(self, explanation: Explanation, note: str) -> str:
         verdict = explanation.verdict
@@ -374,8 +384,13 @@ class TaskApp:
             "explanation_probs": explanation_probs[0].astype(np.float32),
             "scope": None if readings is None else asdict(readings[0]),
         }
-        rendered = self.render(cache["class_probs"], cache["explanation_probs"], *controls, show_raw,
-                               scope=readings[0] if readings else None)
+        rendered = self.render(
+            cache["class_probs"],
+            cache["explanation_probs"],
+            *controls,
+            show_raw,
+            scope=readings[0] if readings else None,
+        )
         preview: Image.Image | str = self._explainer.preview(tensor, self.preview_size)
         if self.preview_folder is not None:
             preview = write_preview(preview, self.preview_folder)
@@ -405,8 +420,9 @@ class TaskApp:
             return self._problem("This image needs more memory than the server has free; try a smaller one.")
         except Exception:  # never show a stack trace; the server log has it
             LOG.exception("%s failed", what)
-            return self._problem(f"Something went wrong while {what}; the server log has the details. "
-                                 "Try another image.")
+            return self._problem(
+                f"Something went wrong while {what}; the server log has the details. Try another image."
+            )
         finally:
             release_memory()  # give the decode buffers back to the system, so idle memory returns to where it was
 
@@ -482,8 +498,17 @@ class TaskApp:
             return RenderOutputs(None, self.prompt, None, None, None)
         try:
             reading = ScopeReading(**cache["scope"]) if cache.get("scope") else None
-            return self.render(cache["class_probs"], cache["explanation_probs"], threshold, top_n, top_k, show_raw,
-                               force_present, force_absent, reading)
+            return self.render(
+                cache["class_probs"],
+                cache["explanation_probs"],
+                threshold,
+                top_n,
+                top_k,
+                show_raw,
+                force_present,
+                force_absent,
+                reading,
+            )
         except UserInputError as err:
             _warn(str(err))
             return RenderOutputs({"error": str(err)}, f"**{err}**", None, None, None)

@@ -47,6 +47,7 @@ CSS = """
 }
 """
 
+
 def write_examples(task: Task, folder: str | Path | None = None) -> list[Path]:
     """The task's example images as PNG files in ``folder`` (a new temporary folder by default), written at startup
     so that no image is committed to the repository."""
@@ -100,8 +101,10 @@ def _scalar_lines(mapping: Mapping[str, Any], prefix: str = "", depth: int = 0) 
             elif plain and len(value) <= MAX_INLINE_ENTRIES:
                 lines.append(f"- {name}: " + ", ".join(f"{k} {_format_value(v)}" for k, v in value.items()))
             elif numbers and len(numbers) == len(value):
-                lines.append(f"- {name}: {len(numbers)} values (min {min(numbers):.3g}, mean "
-                             f"{sum(numbers) / len(numbers):.3g}, max {max(numbers):.3g})")
+                lines.append(
+                    f"- {name}: {len(numbers)} values (min {min(numbers):.3g}, mean "
+                    f"{sum(numbers) / len(numbers):.3g}, max {max(numbers):.3g})"
+                )
             else:
                 lines.append(f"- {name}: {len(value)} entries")
         elif isinstance(value, (int, float, str, bool)) or value is None:
@@ -142,8 +145,10 @@ def about_markdown(model: TaskModel) -> str:
     meta = explainer.meta
     description = f" - {meta['description']}" if meta.get("description") else ""
     parts = [f"**Weights:** `{Path(model.source).name}`{description}"]
-    parts.append(f"**Architecture:** {describe_architecture(meta.get('architecture', {}))}; "
-                 f"{model.parameters:,} parameters in total.")
+    parts.append(
+        f"**Architecture:** {describe_architecture(meta.get('architecture', {}))}; "
+        f"{model.parameters:,} parameters in total."
+    )
     parts.append(
         f"**Classes:** {len(explainer.class_names)}; **explanations:** {len(explainer.explanation_names)} in "
         f"{len(explainer.groups)} exclusive group(s); **class ranking:** {explainer.ranking}; **defaults:** threshold "
@@ -162,8 +167,10 @@ def about_markdown(model: TaskModel) -> str:
 def class_list_markdown(class_names: list[str], columns: int = 4) -> str:
     """Every class the model knows, numbered, in a few columns (an HTML table: Markdown lists would be 200 lines)."""
     rows = -(-len(class_names) // columns)
-    cells = [[f"{i + 1}. {class_names[i]}" if i < len(class_names) else "" for i in range(r, r + rows * columns, rows)]
-             for r in range(rows)]
+    cells = [
+        [f"{i + 1}. {class_names[i]}" if i < len(class_names) else "" for i in range(r, r + rows * columns, rows)]
+        for r in range(rows)
+    ]
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
     return f'<table class="class-list">{body}</table>'
 

@@ -55,12 +55,14 @@ def resolve_weights(spec: str | None, default_path: Path, env_name: str, downloa
     hub = parse_hub_id(spec)
     if hub is None:
         LOG.warning("%s=%r: no such file", env_name, spec)
-        raise WeightsUnavailable(f"{env_name} names no such file on the server, nor a Hugging Face Hub file "
-                                 "(user/repo/file.safetensors)")
+        raise WeightsUnavailable(
+            f"{env_name} names no such file on the server, nor a Hugging Face Hub file (user/repo/file.safetensors)"
+        )
     repo_id, filename = hub
     if download is None:
-        raise WeightsUnavailable(f"{env_name} names the Hugging Face Hub file {filename} in {repo_id}, but this app "
-                                 "cannot download")
+        raise WeightsUnavailable(
+            f"{env_name} names the Hugging Face Hub file {filename} in {repo_id}, but this app cannot download"
+        )
     try:
         return Path(download(repo_id, filename))
     except Exception as err:  # offline, unknown repo, no such file, network errors: all mean "not available"
@@ -75,7 +77,7 @@ def _without_path(message: str, path: Path) -> str:
     """A BundleError's words without the file path it starts with."""
     for prefix in (f"{path}: ", f"{path.name}: "):
         if message.startswith(prefix):
-            return message[len(prefix):]
+            return message[len(prefix) :]
     return message.replace(str(path), path.name)
 
 
@@ -114,12 +116,20 @@ def load_task_model(
     try:
         explainer = Explainer.load(path, device)
     except BundleError as err:
-        return TaskModel(task, source=str(path), problem=f"the weights file ({env_name} or weights/{task}.safetensors) "
-                         f"cannot be used: {_without_path(str(err), path)}")
+        return TaskModel(
+            task,
+            source=str(path),
+            problem=f"the weights file ({env_name} or weights/{task}.safetensors) "
+            f"cannot be used: {_without_path(str(err), path)}",
+        )
     except Exception:  # e.g. an architecture this timm cannot build
         LOG.exception("loading %s weights from %s failed", task, path)
-        return TaskModel(task, source=str(path), problem=f"the weights file ({env_name} or weights/{task}.safetensors) "
-                         "could not be loaded; the server log has the details")
+        return TaskModel(
+            task,
+            source=str(path),
+            problem=f"the weights file ({env_name} or weights/{task}.safetensors) "
+            "could not be loaded; the server log has the details",
+        )
     kind = explainer.preprocessing.get("kind")
     if kind != spec_task.preprocessing_kind:
         return TaskModel(
@@ -136,5 +146,7 @@ def load_models(
     env: Mapping[str, str], weights_dir: Path, download: Downloader | None = None, device: str = "cpu"
 ) -> dict[str, TaskModel]:
     """Every task's model, from ``env`` (the app passes ``os.environ``) or ``weights_dir``. Call once at startup."""
-    return {task.name: load_task_model(task.name, env.get(task.env_var), weights_dir, download, device)
-            for task in TASKS.values()}
+    return {
+        task.name: load_task_model(task.name, env.get(task.env_var), weights_dir, download, device)
+        for task in TASKS.values()
+    }

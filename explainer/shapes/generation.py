@@ -516,5 +516,3 @@ def generate_shapes(n_per_class: int = 3000, seed: int = 0, size: int = 64, styl
             row += 1
     order = rng.permutation(total)
     return ShapeSet(images=images[order], labels=labels[order], explanations=explanations[order])
-
-

@@ -115,7 +115,6 @@ def _explanations_of(polygon: list[_Point]) -> np.ndarray:
     return explanations
 
 
-
 def edge_length_ratio(vertices: np.ndarray | list) -> float:
     """Longest edge / shortest edge: 1 for equilateral shapes; the quantity the "same size" rule thresholds."""
     lengths = _edge_lengths(_as_polygon(vertices))
@@ -128,7 +127,6 @@ def quadrilateral_side_ratio(vertices: np.ndarray | list) -> float:
     if len(polygon) != 4:
         raise ValueError(f"a quadrilateral needs 4 vertices, got {len(polygon)}")
     return _side_ratio(polygon)
-
 
 
 def polygon_explanations(vertices: np.ndarray | list) -> np.ndarray:
@@ -194,4 +192,3 @@ def class_explanation_prior(labels: np.ndarray, explanations: np.ndarray, n_clas
             raise ValueError(f"class {class_index} has no samples; a prior needs every class of the {n_classes}")
         prior[class_index] = explanations[members].mean(axis=0)
     return prior
-

@@ -130,5 +130,3 @@ def generate_outliers(count: int, seed: int = 0, size: int = 64, style: str = "m
         hand_drawn = style == "outline" or (style == "mixed" and dice.uniform() < 0.5)
         images[row], _ = _new_image(lambda _: _outlier_drawing(dice, kind, hand_drawn, size), size, seen, kind)
     return images, kinds
-
-

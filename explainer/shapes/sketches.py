@@ -40,8 +40,19 @@ RECTANGLE_MAX_RATIO = 7.0
 EQUILATERAL_MAX_RATIO = 1.10
 SCALENE_MIN_RATIO = 1.25
 OVAL_MAX = 1.45
-OUTLIER_KINDS = ("open_polygon", "open_circle", "arrow", "zigzag", "squiggle", "spiral", "cross", "line",
-                 "many_corners", "star", "curve_with_corner")
+OUTLIER_KINDS = (
+    "open_polygon",
+    "open_circle",
+    "arrow",
+    "zigzag",
+    "squiggle",
+    "spiral",
+    "cross",
+    "line",
+    "many_corners",
+    "star",
+    "curve_with_corner",
+)
 LOW_RESOLUTION_SHARE = 0.15
 _SPACING = 0.01  # path points per unit of size (the shapes are about 2 units across)
 
@@ -176,8 +187,19 @@ def _triangle(rng: np.random.Generator) -> tuple[np.ndarray, bool]:
         edges = np.linalg.norm(np.roll(pts, -1, axis=0) - pts, axis=1)
         ratio = edges.max() / edges.min()
         vectors = [(np.roll(pts, -1, 0) - pts)[i] for i in range(3)]
-        angles = [math.degrees(math.acos(np.clip(np.dot(-vectors[i - 1], vectors[i]) / (
-            np.linalg.norm(vectors[i - 1]) * np.linalg.norm(vectors[i])), -1, 1))) for i in range(3)]
+        angles = [
+            math.degrees(
+                math.acos(
+                    np.clip(
+                        np.dot(-vectors[i - 1], vectors[i])
+                        / (np.linalg.norm(vectors[i - 1]) * np.linalg.norm(vectors[i])),
+                        -1,
+                        1,
+                    )
+                )
+            )
+            for i in range(3)
+        ]
         if min(angles) < 14.0:
             continue
         if ratio <= EQUILATERAL_MAX_RATIO:
@@ -287,8 +309,11 @@ def sketch_outlier(kind: str, rng: np.random.Generator, tall_boxes: bool = False
     elif kind == "squiggle":
         t = np.linspace(0, 1, 200)
         freq = rng.uniform(1.0, 4.0)
-        strokes = [np.column_stack([t * rng.uniform(1.5, 3.0), rng.uniform(0.2, 0.6) * np.sin(2 * np.pi * freq * t
-                                                                                              + rng.uniform())])]
+        strokes = [
+            np.column_stack(
+                [t * rng.uniform(1.5, 3.0), rng.uniform(0.2, 0.6) * np.sin(2 * np.pi * freq * t + rng.uniform())]
+            )
+        ]
     elif kind == "spiral":
         turns = rng.uniform(1.3, 3.0)
         theta = np.linspace(0, 2 * np.pi * turns, 300)
@@ -318,8 +343,12 @@ def sketch_outlier(kind: str, rng: np.random.Generator, tall_boxes: bool = False
             strokes = [np.vstack([_dense(np.array([tip, arc[0]])), arc, _dense(np.array([arc[-1], tip]))])]
         elif choice == 2:  # heart
             t = np.linspace(0, 2 * np.pi, 300)
-            strokes = [np.column_stack([16 * np.sin(t) ** 3, -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t)
-                                                             - np.cos(4 * t))]) / 16]
+            strokes = [
+                np.column_stack(
+                    [16 * np.sin(t) ** 3, -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))]
+                )
+                / 16
+            ]
         else:  # crescent: two arcs meeting at two corners
             theta = np.linspace(-0.8 * np.pi / 2 * 2, 0.8 * np.pi, 120)
             outer = np.column_stack([np.cos(theta), np.sin(theta)])

@@ -18,5 +18,14 @@ def task_for_preprocessing(kind: Any) -> Task | None:
     return next((task for task in TASKS.values() if task.preprocessing_kind == kind), None)
 
 
-__all__ = ["BIRDS", "MIN_IMAGE_SIDE", "SHAPES", "TASKS", "BirdsTask", "ImageCheckError", "ShapesTask", "Task",
-           "task_for_preprocessing"]
+__all__ = [
+    "BIRDS",
+    "MIN_IMAGE_SIDE",
+    "SHAPES",
+    "TASKS",
+    "BirdsTask",
+    "ImageCheckError",
+    "ShapesTask",
+    "Task",
+    "task_for_preprocessing",
+]

@@ -12,11 +12,11 @@ from .base import ImageLike, Preprocessor, Task
 
 
 def backbone_name(model_name: str) -> str:
-    """"EfficientNet-Lite0 (timm `tf_efficientnet_lite0`)" from a timm name; other names as they are."""
+    """ "EfficientNet-Lite0 (timm `tf_efficientnet_lite0`)" from a timm name; other names as they are."""
     readable = {"tf_efficientnet_lite": "EfficientNet-Lite", "resnet": "ResNet", "efficientnet_b": "EfficientNet-B"}
     for prefix, words in readable.items():
-        if model_name.startswith(prefix) and model_name[len(prefix):].isdigit():
-            return f"{words}{model_name[len(prefix):]} (timm `{model_name}`)"
+        if model_name.startswith(prefix) and model_name[len(prefix) :].isdigit():
+            return f"{words}{model_name[len(prefix) :]} (timm `{model_name}`)"
     return f"timm `{model_name}`"
 
 

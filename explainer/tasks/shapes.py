@@ -68,8 +68,12 @@ class ShapesTask(Task):
             "explanation_groups": [list(group) for group in EXPLANATION_GROUPS],
             "class_explanations": np.round(prior.astype(np.float64), 6).tolist(),
             "ranking": self.ranking,
-            "preprocessing": {"kind": self.preprocessing_kind, "size": 64, "crop_to_content": bool(crop_to_content),
-                              "margin": margin},
+            "preprocessing": {
+                "kind": self.preprocessing_kind,
+                "size": 64,
+                "crop_to_content": bool(crop_to_content),
+                "margin": margin,
+            },
             "defaults": {"threshold": 0.5, "top_n": 1},
         }
 
