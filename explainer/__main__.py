@@ -64,7 +64,7 @@ def predict(args: argparse.Namespace) -> int:
         if tensors:
             own = torch.stack(scope_tensors) if scope_tensors[0] is not None else None  # type: ignore[arg-type]
             probs, expls, readings = explainer.infer_tensors_with_scope(torch.stack(tensors), own)
-            for n, (i, p, e) in enumerate(zip(where, probs, expls)):
+            for n, (i, p, e) in enumerate(zip(where, probs, expls, strict=False)):
                 reading = readings[n] if readings is not None else None
                 results[i] = {"image": chunk[i], **explainer.explain(p, e, threshold, top_n, scope=reading).to_json()}
         for result in results:

@@ -114,7 +114,7 @@ def plot_reliability(curves: Mapping[str, Mapping[str, Any]], title: str, path: 
         total = max(sum(curve["count"]), 1)
         points = [
             (to_xy(p, t), c / total >= 1e-3)
-            for p, t, c in zip(curve["mean_prediction"], curve["mean_target"], curve["count"])
+            for p, t, c in zip(curve["mean_prediction"], curve["mean_target"], curve["count"], strict=False)
             if p is not None and t is not None
         ]
         if len(points) > 1:

@@ -321,7 +321,7 @@ def read_cub(
     split = _id_column_map(split_path, _read_rows(split_path, 2, 2), image_ids, "train/test split")
 
     records = []
-    for image_id, (_, relative_path) in zip(image_ids, image_rows):
+    for image_id, (_, relative_path) in zip(image_ids, image_rows, strict=False):
         class_text, is_train = labels[image_id][0], split[image_id][0]
         if not class_text.isdigit() or not 1 <= int(class_text) <= len(class_raw_names):
             raise CubDataError(
@@ -473,7 +473,7 @@ class CubImages(Dataset):
         if check_files:
             missing = [
                 (image_id, images_dir / path)
-                for image_id, path in zip(self.image_ids, self.relative_paths)
+                for image_id, path in zip(self.image_ids, self.relative_paths, strict=False)
                 if not (images_dir / path).is_file()
             ]
             if missing:

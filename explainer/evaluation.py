@@ -211,7 +211,7 @@ def questioned_share(
         "questioned": int(found["questioned"].sum()),
         "share": _share(int(found["questioned"].sum()), n),
         "cases": _case_counts(found["case"]),
-        "predicted_counts": {name: int(c) for name, c in zip(explainer.class_names, counts)},
+        "predicted_counts": {name: int(c) for name, c in zip(explainer.class_names, counts, strict=False)},
         "mean_max_softmax": float(np.mean(np.max(class_probs, axis=1))) if n else float("nan"),
         "share_any_explanation_kept": float(np.mean(np.any(expl_probs >= threshold, axis=1))) if n else float("nan"),
     }
@@ -310,7 +310,7 @@ def plot_risk_coverage(curves: Mapping[str, Mapping[str, Sequence[float]]], titl
     draw.text((left + plot_w / 2 - 30, height - 25), "coverage", fill="black", font=font)
     draw.text((5, top - 20), "risk (error rate kept)", fill="black", font=small)
     for idx, (name, curve) in enumerate(curves.items()):
-        points = [to_xy(c, r) for c, r in zip(curve["coverage"], curve["risk"])]
+        points = [to_xy(c, r) for c, r in zip(curve["coverage"], curve["risk"], strict=False)]
         colour = _COLOURS.get(name, (0, 0, 0))
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
@@ -380,7 +380,7 @@ def _set_section(name: str, res: Mapping[str, Any], out_dir: Path) -> list[str]:
         lines += ["Confusion matrix (rows true, columns predicted):", ""]
         lines.append("| true \\ predicted | " + " | ".join(names) + " |")
         lines.append("|---|" + "---|" * len(names))
-        for class_name, row in zip(names, res["confusion_matrix"]):
+        for class_name, row in zip(names, res["confusion_matrix"], strict=False):
             lines.append(f"| {class_name} | " + " | ".join(str(v) for v in row) + " |")
         lines.append("")
     lines += [

@@ -224,7 +224,7 @@ class TimmMirror(nn.Module):
             raise MirrorError(f"{model_name!r} has no per-stage feature_info / forward_intermediates to mirror")
         info = list(fi.get_dicts() if hasattr(fi, "get_dicts") else fi)
         reductions = [f["reduction"] for f in info]
-        if any(b <= a for a, b in zip(reductions, reductions[1:])):
+        if any(b <= a for a, b in zip(reductions, reductions[1:], strict=False)):
             raise MirrorError(
                 f"{model_name!r} is not a staged CNN (feature reductions {reductions} do not grow stage by stage)"
             )

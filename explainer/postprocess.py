@@ -157,7 +157,7 @@ def verdict(scores: np.ndarray, predicted_class: int, top_n: int) -> Verdict:
 
 def verdicts(scores: np.ndarray, predicted: np.ndarray, top_n: int) -> list[Verdict]:
     """:func:`verdict` for a batch: ``scores`` (N, C), ``predicted`` (N,)."""
-    return [verdict(row, int(p), top_n) for row, p in zip(np.asarray(scores), np.asarray(predicted))]
+    return [verdict(row, int(p), top_n) for row, p in zip(np.asarray(scores), np.asarray(predicted), strict=False)]
 
 
 @dataclass

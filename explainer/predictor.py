@@ -61,8 +61,10 @@ class Explanation:
     def to_json(self) -> dict[str, Any]:
         return {
             "predicted_class": self.predicted_class,
-            "class_probabilities": {n: float(p) for n, p in zip(self.class_names, self.class_probs)},
-            "explanation_probabilities": {n: float(p) for n, p in zip(self.explanation_names, self.explanation_probs)},
+            "class_probabilities": {n: float(p) for n, p in zip(self.class_names, self.class_probs, strict=False)},
+            "explanation_probabilities": {
+                n: float(p) for n, p in zip(self.explanation_names, self.explanation_probs, strict=False)
+            },
             "kept_explanations": self.kept_explanations,
             "explanation_ranking": [[name, score] for name, score in self.ranking],
             "questioned": self.verdict.questioned,
@@ -232,7 +234,7 @@ class Explainer:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             pair_inputs = [self.preprocess(im) for im in chunk]
-            scope_inputs = [self.scope_input(im, t) for im, t in zip(chunk, pair_inputs)]
+            scope_inputs = [self.scope_input(im, t) for im, t in zip(chunk, pair_inputs, strict=False)]
             own = torch.stack(scope_inputs) if scope_inputs and scope_inputs[0] is not None else None  # type: ignore
             p, e, r = self.infer_tensors_with_scope(torch.stack(pair_inputs), own)
             probs.append(p)

@@ -144,7 +144,7 @@ def map_state_dict_by_order(
             "(safetensors files store keys sorted by name); convert the weights to the target's key names"
         )
     else:
-        pairs = list(zip(source_keys, target_keys))
+        pairs = list(zip(source_keys, target_keys, strict=False))
         matched_by = "order"
 
     count_note = (

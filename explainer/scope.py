@@ -253,7 +253,9 @@ class ScopeGate:
         top = probs.argmax(dim=1)
         return [
             ScopeReading(float(min(max(s, 0.0), 1.0)), int(t), int(o), float(op))
-            for s, t, o, op in zip(inside.tolist(), top.tolist(), top_other.tolist(), top_other_p.tolist())
+            for s, t, o, op in zip(
+                inside.tolist(), top.tolist(), top_other.tolist(), top_other_p.tolist(), strict=False
+            )
         ]
 
     def in_scope(self, reading: ScopeReading) -> bool:

@@ -73,7 +73,7 @@ class PointerPath:
 
     def events(self) -> list[np.ndarray]:
         """Each stroke as an (n, 3) array of (t seconds, x, y), the order a browser would dispatch them."""
-        return [np.column_stack([t, xy]) for t, xy in zip(self.times, self.strokes)]
+        return [np.column_stack([t, xy]) for t, xy in zip(self.times, self.strokes, strict=False)]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -75,7 +75,6 @@ def make_frozen_birds_bundle(path: str | Path, imagenet: torch.nn.Module, half: 
     """A birds bundle whose main network is ``imagenet``'s backbone untouched (a frozen-backbone pair) with its own
     5-class classifier, in the bundle's storage type."""
     from bundles import birds_like_metadata
-
     from explainer.bundle import save_bundle
     from explainer.models import build_pair
 

@@ -170,7 +170,7 @@ def test_a_crowd_on_one_image_and_one_example_all_succeed(server: tuple[Any, str
 
     for action in (upload, click):
         with ThreadPoolExecutor(count) as pool:
-            outcomes = list(pool.map(lambda v: _outcome(action, v), visitors))
+            outcomes = list(pool.map(lambda v: _outcome(action, v), visitors))  # noqa: B023
         failed = [o for o in outcomes if not (isinstance(o, dict) and "predicted_class" in o)]
         assert not failed, f"{action.__name__}: {len(failed)} of {count} failed, e.g. {failed[0]!r}"[:500]
 

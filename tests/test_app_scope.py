@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from scope_fixtures import GOLDFINCH, HORSE, add_scope
 
 import webapp
 from bundles import free_port, import_app, make_birds_bundle, make_shapes_bundle
 from explainer.tasks import BIRDS
-from scope_fixtures import GOLDFINCH, HORSE, add_scope
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),  # gr.Warning outside a request is a Python warning

@@ -100,7 +100,7 @@ def draw(page: Any, outline: list = TRIANGLE, steps: int = 4) -> None:
         points = [(cx + r * x, cy + r * y) for x, y in stroke]
         page.mouse.move(*points[0])
         page.mouse.down()
-        for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
             for step in range(1, steps + 1):  # few steps: each move redraws the canvas, ~0.5 s in software WebGL
                 page.mouse.move(x0 + (x1 - x0) * step / steps, y0 + (y1 - y0) * step / steps)
         page.mouse.up()

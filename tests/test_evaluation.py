@@ -35,7 +35,7 @@ def fake_explainer() -> SimpleNamespace:
 
 def one_hot_probs(predicted: list[int], confidence: list[float]) -> np.ndarray:
     probs = np.zeros((len(predicted), 4))
-    for row, (p, c) in enumerate(zip(predicted, confidence)):
+    for row, (p, c) in enumerate(zip(predicted, confidence, strict=False)):
         probs[row] = (1 - c) / 3
         probs[row, p] = c
     return probs
@@ -162,7 +162,7 @@ def test_evaluate_shapes_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     save_bundle(weights, pair, meta)
     shapes = generate_shapes(2, seed=3)
     tags = ["_EX0", "_EX1_EX4", "_EX2_EX3_EX4", "_EX2_EX3"]
-    for i, (image, label) in enumerate(zip(shapes.images, shapes.labels)):
+    for i, (image, label) in enumerate(zip(shapes.images, shapes.labels, strict=False)):
         folder = tmp_path / "data" / f"{CLASSES[label]}s"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i}{tags[label]}.png")

@@ -16,11 +16,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save
 
+from bundles import required_shapes_metadata as shapes_meta
 from explainer.bundle import BundleError, load_bundle, save_bundle
 from explainer.imagecheck import MAX_PIXELS, WORKING_SIDE, ImageError, check_image, reduce_in_bands
 from explainer.models import build_pair, reference_shapes_architecture
-
-from bundles import required_shapes_metadata as shapes_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY_WORDS = ("PIL", "Pillow", "Error", "Traceback", "/tmp", "\\")

@@ -70,7 +70,7 @@ def test_frozen_coupling_sends_no_gradient_to_the_main_network():
     expl.sum().backward()
     assert all(p.grad is None for p in pair.main.parameters())
     assert all(p.grad is not None for p in pair.mirror.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(before, pair.main.buffers()))
+    assert all(torch.equal(a, b) for a, b in zip(before, pair.main.buffers(), strict=False))
     pair.set_coupling("joint")
     logits, expl = pair(torch.rand(4, 1, 64, 64))
     (logits.sum() + expl.sum()).backward()
@@ -143,7 +143,7 @@ def test_bundle_round_trip_rebuilds_the_same_pair(tmp_path):
     loaded, meta = load_bundle(path)
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
-        for a, b in zip(pair(x), loaded(x)):
+        for a, b in zip(pair(x), loaded(x), strict=False):
             assert torch.equal(a, b)
     assert meta["metrics"] == {"x": 1} and meta["format_version"] == 1
     assert path.stat().st_mode & 0o044  # readable by others, unlike mkstemp's default

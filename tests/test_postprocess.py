@@ -85,4 +85,4 @@ def test_batch_verdicts_match_single_ones():
     scores = rng.random((20, 6)).round(1)
     predicted = rng.integers(0, 6, 20)
     batch = pp.verdicts(scores, predicted, 3)
-    assert batch == [pp.verdict(s, int(p), 3) for s, p in zip(scores, predicted)]
+    assert batch == [pp.verdict(s, int(p), 3) for s, p in zip(scores, predicted, strict=False)]

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scope_fixtures import GOLDFINCH, HORSE, add_scope, fixed_gate, save_imagenet_pth
 
+from bundles import make_birds_bundle, make_shapes_bundle
 from explainer.bundle import BundleError, load_bundle, read_bundle, write_bundle
 from explainer.predictor import Explainer
 from explainer.scope import (
@@ -20,9 +22,6 @@ from explainer.scope import (
     scope_tensors,
     validate_scope_metadata,
 )
-
-from bundles import make_birds_bundle, make_shapes_bundle
-from scope_fixtures import GOLDFINCH, HORSE, add_scope, fixed_gate, save_imagenet_pth
 
 ROOT = Path(__file__).resolve().parents[1]
 

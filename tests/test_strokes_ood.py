@@ -58,10 +58,10 @@ def test_dataset_is_deterministic_and_prefix_stable():
     images_b, labels_b, expl_b = simulate_dataset(2, seed=11, canvas=128)
     images_c, _, _ = simulate_dataset(1, seed=11, canvas=128)
     images_d, _, _ = simulate_dataset(2, seed=12, canvas=128)
-    assert all(np.array_equal(a, b) for a, b in zip(images_a, images_b))
+    assert all(np.array_equal(a, b) for a, b in zip(images_a, images_b, strict=False))
     assert np.array_equal(labels_a, labels_b) and np.array_equal(expl_a, expl_b)
-    assert all(np.array_equal(a, c) for a, c in zip(images_a[:4], images_c))  # item i ignores n_per_class
-    assert not all(a.shape == d.shape and np.array_equal(a, d) for a, d in zip(images_a, images_d))
+    assert all(np.array_equal(a, c) for a, c in zip(images_a[:4], images_c, strict=False))  # item i ignores n_per_class
+    assert not all(a.shape == d.shape and np.array_equal(a, d) for a, d in zip(images_a, images_d, strict=False))
 
 
 def test_drawings_have_ink_inside_the_canvas(small_dataset):
@@ -117,11 +117,13 @@ def test_pointer_events_follow_the_intended_outline_like_a_hand():
             deviation = _distance_to_polyline(points, _closed(path.intended_outline)) / path.intended_size_px
             assert deviation.max() < 0.12 and np.quantile(deviation, 0.95) < 0.07
             assert deviation.mean() > 0.001, "a perfectly clean trace is not a hand drawing"
-            for xy, times in zip(path.strokes, path.times):
+            for xy, times in zip(path.strokes, path.times, strict=False):
                 assert xy.ndim == 2 and xy.shape[1] == 2 and len(xy) == len(times)
                 assert np.all(np.diff(times) > 0)
                 intervals.extend(np.diff(times).tolist())
-            assert all(a[-1] < b[0] for a, b in zip(path.times, path.times[1:])), "strokes overlap in time"
+            assert all(a[-1] < b[0] for a, b in zip(path.times, path.times[1:], strict=False)), (
+                "strokes overlap in time"
+            )
             assert path.events()[0].shape[1] == 3
             stroke_counts.add(len(path.strokes))
     assert {1, 2, 4} <= stroke_counts
@@ -218,7 +220,7 @@ def ood_set() -> tuple[list[np.ndarray], list[str]]:
 def test_ood_every_kind_shapes_and_dtypes(ood_set):
     images, kinds = ood_set
     assert len(images) == len(kinds) == 4 * len(OOD_KINDS) and set(kinds) == set(OOD_KINDS)
-    for image, kind in zip(images, kinds):
+    for image, kind in zip(images, kinds, strict=False):
         assert image.dtype == np.uint8 and image.shape[:2] == (128, 128)
         assert image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3), (kind, image.shape)
         if kind == "photo-like":
@@ -231,9 +233,9 @@ def test_ood_every_kind_shapes_and_dtypes(ood_set):
 
 def test_ood_is_deterministic(ood_set):
     images, kinds = generate_ood(4, seed=2, size=128)
-    assert kinds == ood_set[1] and all(np.array_equal(a, b) for a, b in zip(images, ood_set[0]))
+    assert kinds == ood_set[1] and all(np.array_equal(a, b) for a, b in zip(images, ood_set[0], strict=False))
     other, _ = generate_ood(4, seed=3, size=128)
-    assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(images, other))
+    assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(images, other, strict=False))
 
 
 def test_uniform_noise_spans_the_full_range():

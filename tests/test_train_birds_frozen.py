@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cub_fixture import make_cub_fixture
 
+from cub_fixture import make_cub_fixture
 from explainer.calibration import reliability, threshold_sensitivity
 from explainer.predictor import Explainer
 

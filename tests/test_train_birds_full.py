@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cub_fixture import make_cub_fixture
 from safetensors.torch import load_file
 
+from cub_fixture import make_cub_fixture
 from explainer.predictor import Explainer
 
 ROOT = Path(__file__).resolve().parents[1]

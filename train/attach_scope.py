@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 from explainer.bundle import BundleError, load_bundle_with_scope, read_bundle, write_bundle
 from explainer.pretrained import PretrainedWeightsError
 from explainer.scope import (

@@ -353,7 +353,7 @@ def bench_resnet50_pair(repeats: int) -> None:
                 for _ in range(repeats):  # interleaved, so that both see the same background load
                     t_single += timed(lambda: single_l(x_l), 1, warmup=0)
                     t_pair += timed(lambda: pair_l(x_l), 1, warmup=0)
-            ratio = statistics.median([p / s for p, s in zip(t_pair, t_single)])
+            ratio = statistics.median([p / s for p, s in zip(t_pair, t_single, strict=False)])
             verdict = (
                 f"ratio <= 2.1x: {'yes' if ratio <= 2.1 else 'no'}, "
                 f"median <= 300 ms: {'yes' if statistics.median(t_pair) <= 0.3 else 'no'}"

@@ -31,8 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from explainer.drawn import BACKGROUNDS, DrawingFormatError, StrokeDrawing, is_training_drawing
-from explainer.drawn import read_drawings, render_strokes
+from explainer.drawn import (
+    BACKGROUNDS,
+    DrawingFormatError,
+    StrokeDrawing,
+    is_training_drawing,
+    read_drawings,
+    render_strokes,
+)
 from explainer.evaluation import verdict_arrays
 from explainer.predictor import Explainer
 from explainer.shape_input import NothingToClassify

@@ -43,7 +43,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-
 from explainer import cub
 from explainer.predictor import Explainer
 from explainer.scope import ScopeGate, ScopeReading, imagenet_gate_from_file, plain_name
@@ -218,7 +217,7 @@ def shapes_scope(weights: str, per_class: int, per_kind: int, seed: int = 12345)
         flags = []
         for start in range(0, len(tensors), 256):
             probs, expls = explainer.infer_tensors(torch.stack(tensors[start : start + 256]))
-            flags += [explainer.explain(p, e).scope.in_scope for p, e in zip(probs, expls)]
+            flags += [explainer.explain(p, e).scope.in_scope for p, e in zip(probs, expls, strict=False)]
         return np.array(flags), blank
 
     drawings, _, _ = simulate_dataset(per_class, seed=seed)
@@ -227,7 +226,7 @@ def shapes_scope(weights: str, per_class: int, per_kind: int, seed: int = 12345)
     kinds_array = np.array(kinds)
     per_kind = {}
     for kind in dict.fromkeys(kinds):
-        flags, blank = in_scope([im for im, k in zip(ood_images, kinds_array) if k == kind])
+        flags, blank = in_scope([im for im, k in zip(ood_images, kinds_array, strict=False) if k == kind])
         per_kind[kind] = {
             "n": int(np.sum(kinds_array == kind)),
             "blank": blank,

@@ -311,10 +311,10 @@ def train_tail(
         choice = generator.integers(0, len(views), size=len(order))
         for s in range(0, len(order), args.batch_size):
             batch, which = order[s : s + args.batch_size], choice[s : s + args.batch_size]
-            x = np.stack([acts[views[v]][r] for r, v in zip(batch, which)])
+            x = np.stack([acts[views[v]][r] for r, v in zip(batch, which, strict=False)])
             x = torch.from_numpy(x).float().contiguous(memory_format=torch.channels_last)
             scale = min(1.0, (step + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * step / total))
-            for g, lr in zip(opt.param_groups, base):
+            for g, lr in zip(opt.param_groups, base, strict=False):
                 g["lr"] = lr * scale
             logits, _, _ = tail(x, args.dropout)
             loss = F.cross_entropy(logits, torch.from_numpy(labels[batch]).long(), label_smoothing=args.label_smoothing)

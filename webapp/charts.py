@@ -198,7 +198,7 @@ def _value_column(labels: list[str], text: list[str]) -> list[dict[str, Any]]:
             "showarrow": False,
             "font": {"size": 12},
         }
-        for label, value in zip(labels, text)
+        for label, value in zip(labels, text, strict=False)
     ]
 
 

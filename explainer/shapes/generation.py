@@ -176,7 +176,7 @@ def _filled_reference_like(dice: _Dice, class_index: int, equilateral: bool, sca
             step, start = 2 * math.pi / count, dice.uniform(0, 2 * math.pi)
             angles = [start + step * (index + dice.uniform(-0.25, 0.25)) for index in range(count)]
             radii = [radius * (1 + dice.uniform(-0.03, 0.03)) for _ in range(count)]
-            polygon = [(r * math.cos(a), r * math.sin(a)) for r, a in zip(radii, angles)]
+            polygon = [(r * math.cos(a), r * math.sin(a)) for r, a in zip(radii, angles, strict=False)]
         else:
             return _Drawing([], [(0.0, 0.0, radius)], (-radius, -radius), (radius, radius), circle_explanations())
         explanations = circle_explanations()
@@ -382,9 +382,9 @@ def _place_hand_drawn(dice: _Dice, batch: _StrokeBatch, filled: np.ndarray, size
     cap_radii = batch.cap_radius[outline_rows, :, None] * gain[outline_rows]
     cap_boxes = np.concatenate([cap_centres - cap_radii, cap_centres + cap_radii], axis=-1).tolist()
     prepared: list[_Prepared] = [None] * count  # type: ignore[list-item]
-    for row, polygons, boxes in zip(outline_rows.tolist(), _flat_coordinates(outlines), cap_boxes):
+    for row, polygons, boxes in zip(outline_rows.tolist(), _flat_coordinates(outlines), cap_boxes, strict=False):
         prepared[row] = _Prepared(polygons, boxes, batch.explanations[row])
-    for row, polygons in zip(filled_rows.tolist(), _flat_coordinates(fills)):
+    for row, polygons in zip(filled_rows.tolist(), _flat_coordinates(fills), strict=False):
         prepared[row] = _Prepared(polygons, [], batch.explanations[row])
     return prepared
 
@@ -503,13 +503,14 @@ def generate_shapes(n_per_class: int = 3000, seed: int = 0, size: int = 64, styl
         if class_index == 1:
             equilateral[rng.permutation(n_per_class)[: round(n_per_class * EQUILATERAL_TRIANGLE_SHARE)]] = True
         batch = iter(_hand_drawn_batch(dice, class_index, equilateral[hand_drawn].tolist(), size))
-        for is_hand_drawn, is_equilateral in zip(hand_drawn.tolist(), equilateral.tolist()):
+        for is_hand_drawn, is_equilateral in zip(hand_drawn.tolist(), equilateral.tolist(), strict=False):
 
-            def draw(attempt: int) -> _Prepared:
-                if is_hand_drawn:  # a rejected drawing is replaced by a fresh one, still deterministically
-                    fresh = attempt > 0
-                    return _hand_drawn_batch(dice, class_index, [is_equilateral], size)[0] if fresh else next(batch)
-                return _place_filled(dice, _filled_reference_like(dice, class_index, is_equilateral, scale), size)
+            def draw(
+                attempt: int, hand: bool = is_hand_drawn, equi: bool = is_equilateral, c: int = class_index
+            ) -> _Prepared:
+                if hand:  # a rejected drawing is replaced by a fresh one, still deterministically
+                    return _hand_drawn_batch(dice, c, [equi], size)[0] if attempt > 0 else next(batch)  # noqa: B023
+                return _place_filled(dice, _filled_reference_like(dice, c, equi, scale), size)
 
             images[row], prepared = _new_image(draw, size, seen, f"{CLASS_NAMES[class_index]} image")
             explanations[row] = prepared.explanations

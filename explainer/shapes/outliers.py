@@ -80,7 +80,7 @@ def _outlier_corners(dice: _Dice, kind: str) -> list[_Point]:
                 angles = [2 * math.pi * sum(steps[:i]) / sum(steps) for i in range(count)]
                 low = 0.8 if kind == "polygon" else 0.3
                 radii = [dice.uniform(low, 1.0) for _ in range(count)]
-        corners = [(r * math.cos(a), r * math.sin(a)) for r, a in zip(radii, angles)]
+        corners = [(r * math.cos(a), r * math.sin(a)) for r, a in zip(radii, angles, strict=False)]
         if min(_turns_degrees(corners, closed=True)) >= _OUTLIER_MIN_TURN_DEGREES:
             return corners
     raise RuntimeError(f"could not sample a {kind} outlier")  # pragma: no cover - probability ~0
@@ -128,5 +128,5 @@ def generate_outliers(count: int, seed: int = 0, size: int = 64, style: str = "m
     seen: set[bytes] = set()
     for row, kind in enumerate(kinds):
         hand_drawn = style == "outline" or (style == "mixed" and dice.uniform() < 0.5)
-        images[row], _ = _new_image(lambda _: _outlier_drawing(dice, kind, hand_drawn, size), size, seen, kind)
+        images[row], _ = _new_image(lambda _: _outlier_drawing(dice, kind, hand_drawn, size), size, seen, kind)  # noqa: B023
     return images, kinds
