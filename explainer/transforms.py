@@ -197,3 +197,20 @@ def build_transform(cfg: dict[str, Any], train: bool) -> Callable[[Image.Image],
         return T.Compose([*square, T.CenterCrop(crop), *finish])
     rotation = T.RandomApply([T.RandomRotation(REFERENCE_ROTATION_DEGREES)], p=TEXT_ROTATION_PROBABILITY)
     return T.Compose([*square, rotation, T.RandomCrop(crop), *finish])
+
+
+def birds_train_transform(
+    size: int, min_scale: float, mean: list[float] | tuple[float, ...], std: list[float] | tuple[float, ...]
+) -> Callable[[Image.Image], torch.Tensor]:
+    """The fine-tuning augmentation: a random-resized crop (``min_scale`` to all of the area), a horizontal flip and
+    a mild brightness, contrast and saturation jitter. No hue change and no colour-altering policies: a bird's
+    colours are what tells many species, and what half its explanations name."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=T.InterpolationMode.BILINEAR),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+            T.ToTensor(),
+            T.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
