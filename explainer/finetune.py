@@ -22,6 +22,11 @@ from torch import nn
 
 from .training import _rng_state, _set_rng_state, _truncate_log, load_checkpoint, save_checkpoint
 
+
+class ResumeError(ValueError):
+    """A run folder holds a checkpoint of another configuration."""
+
+
 EvalFn = Callable[[nn.Module], dict[str, float]]  # network -> validation metrics
 
 
@@ -147,7 +152,7 @@ def fit(
     if last_path.exists():
         ckpt = load_checkpoint(last_path)
         if ckpt.get("config") != config:
-            raise ValueError(f"{last_path} was written by another configuration; use a new folder or the same options")
+            raise ResumeError(f"{last_path} was written by another configuration; use a new folder or the same options")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ema is not None:

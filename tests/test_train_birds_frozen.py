@@ -97,6 +97,15 @@ def test_frozen_recipe_caches_resumes_and_writes_a_loadable_pair(tmp_path: Path)
     assert metrics["weights_file_check"]["max_abs_class_prob_diff"] < 2e-3  # the file reproduces the cached features
     assert metrics["weights_file_check"]["max_abs_explanation_prob_diff"] < 2e-3
     assert (out / "reliability_test.png").stat().st_size > 0
+    evaluated = subprocess.run(  # the evaluation script on a trained file and the fixture's test photos
+        [sys.executable, "train/evaluate_birds.py", "--weights", str(weights), "--data", str(data), "--noise", "4",
+         "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "eval")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    summary = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
+    assert 0.0 <= summary["top1"] <= 1.0 and len(summary["noise_questioned"]) == 1
+    assert (tmp_path / "eval" / "report.md").read_text().startswith("# Birds evaluation")
     report = json.loads((out / "report.json").read_text())
     assert any(key.startswith("binary targets") for key in report["validation"]["mirror"])
     assert any(key.startswith("soft targets") for key in report["validation"]["mirror"])

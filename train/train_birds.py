@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from torch import nn
 
 from explainer import cub
 from explainer.bundle import atomic_write_bytes
-from explainer.finetune import fit, freeze, parameter_groups
+from explainer.finetune import ResumeError, fit, freeze, parameter_groups
 from explainer.models import create_timm_main
 from explainer.pretrained import load_pretrained_backbone
 from explainer.training import seed_everything
@@ -214,5 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ResumeError as error:
+        sys.exit(f"error: {error}")
