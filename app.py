@@ -12,20 +12,28 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import signal
-import sys
 from pathlib import Path
 
+from webapp.files import private_cache_folder, remove_folders
 from webapp.memory import bound_malloc
 
 bound_malloc()  # before torch and Gradio start their threads: memory comes back after large images (see the module)
+CACHE_FOLDER: Path | None = None
+if __name__ == "__main__":
+    # Served, everything the app writes (uploads, previews, Gradio's copies) goes to a folder of its own, set before
+    # Gradio reads the variable, and removed when the app stops. A stop request (SIGTERM, as a Space or container
+    # gets) is handled like Ctrl+C: Gradio closes the server, then the files go.
+    CACHE_FOLDER = private_cache_folder(os.environ.get("GRADIO_TEMP_DIR"))
+    os.environ["GRADIO_TEMP_DIR"] = str(CACHE_FOLDER)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 import webapp  # noqa: E402
 from explainer.tasks import TASKS, Task  # noqa: E402
+from webapp.server import ServedBlocks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 
@@ -42,21 +50,29 @@ EXAMPLES = {task.name: webapp.write_examples(task) if MODELS[task.name].availabl
 
 
 def remove_examples() -> None:
-    """Delete the examples' temporary folders (registered to run when the app stops, Ctrl+C or SIGTERM)."""
-    for paths in EXAMPLES.values():
-        if paths:
-            shutil.rmtree(paths[0].parent, ignore_errors=True)
+    """Delete the examples' temporary folders."""
+    remove_folders(paths[0].parent for paths in EXAMPLES.values() if paths)
 
 
-atexit.register(remove_examples)
 # Previews ("what the network sees") go to files of their own inside Gradio's cache, removed with it (delete_cache).
 PREVIEW_FOLDER = Path(gr.utils.get_upload_folder()) / "explainer-previews"
+
+
+def remove_app_files() -> None:
+    """Delete the examples, the previews and, served, the app's whole cache folder (uploads included); run when the
+    app stops (Ctrl+C, SIGINT, SIGTERM) and at exit."""
+    remove_examples()
+    remove_folders([PREVIEW_FOLDER, CACHE_FOLDER])
+
+
+atexit.register(remove_app_files)
 CACHE_CLEANUP = (600, 3600)  # every 10 minutes, delete uploads and previews older than an hour
 
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 THEME = gr.themes.Default(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)  # no web font is fetched
-LAUNCH_OPTIONS = {"theme": THEME, "css": webapp.CSS, "max_file_size": "25mb", "footer_links": ["api", "settings"]}
+# The upload limit, the request guard and the closed monitoring page come with ServedBlocks (webapp/server.py).
+LAUNCH_OPTIONS = {"theme": THEME, "css": webapp.CSS, "footer_links": ["api", "settings"]}
 # Gradio's image editor starts with no tool selected; pick the brush once so that the first stroke draws.
 SELECT_BRUSH_JS = """
 () => {
@@ -153,7 +169,7 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     if not model.available:
         gr.Markdown(webapp.unavailable_markdown(model), elem_classes="unavailable")
         return
-    app = webapp.TaskApp(model, preview_folder=PREVIEW_FOLDER)
+    app = webapp.TaskApp(model, preview_folder=PREVIEW_FOLDER, keep_previous_on_problem=True)
     description = (model.explainer.meta.get("description") or "") if model.explainer is not None else ""
     note = spec.model_note(description, model.explainer.meta if model.explainer is not None else None)
     if note:
@@ -252,7 +268,8 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
             **network,
         ).then(None, js=SCROLL_TO_RESULT_JS % task)
     # preprocess=False everywhere: images reach the handlers as files, never decoded by Gradio (the library's check
-    # reads the header first), and the handlers check the controls themselves, in plain words
+    # reads the header first), and the handlers check the controls themselves, in plain words; which files a visitor
+    # may send is decided before (ServedBlocks)
     upload.change(
         app.classify_image, [upload, *controls], classify_outputs, api_name=f"{task}_image", preprocess=False, **network
     ).then(None, js=SCROLL_TO_RESULT_JS % task)
@@ -278,7 +295,7 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     )
 
 
-with gr.Blocks(title="Explainer: does the explanation back the prediction?", delete_cache=CACHE_CLEANUP) as demo:
+with ServedBlocks(title="Explainer: does the explanation back the prediction?", delete_cache=CACHE_CLEANUP) as demo:
     gr.Markdown(
         "## Does the explanation back the prediction?\n"
         "A main CNN classifies the image; a mirror CNN reads its hidden activations and predicts human-readable "
@@ -294,7 +311,8 @@ with gr.Blocks(title="Explainer: does the explanation back the prediction?", del
 demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=256)
 
 if __name__ == "__main__":
-    # A stopped Space or container gets SIGTERM, which skips exit handlers by default: exit normally instead, so
-    # that remove_examples runs.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    demo.launch(**LAUNCH_OPTIONS)
+    try:
+        demo.launch(**LAUNCH_OPTIONS)  # returns once Ctrl+C, SIGINT or SIGTERM has closed the server
+    finally:
+        demo.close()
+        remove_app_files()

@@ -1,7 +1,9 @@
 """The web app's code, outside the library: weights loading, handlers, text panels and charts (with their CSS).
 
 ``app.py`` (the Spaces entry point) lays out the page and wires it to :class:`webapp.handlers.TaskApp`. This package
-imports :mod:`explainer`; the library never imports it. Gradio is imported only where a value must be a Gradio one.
+imports :mod:`explainer`; the library never imports it. Gradio is imported only where a value must be a Gradio one;
+:mod:`webapp.server` (what a visitor may send, checked before the handlers) is the one module built on Gradio, so
+``app.py`` imports it on its own, after Gradio's settings are made (:mod:`webapp.files`, :mod:`webapp.memory`).
 """
 
 from __future__ import annotations

@@ -12,9 +12,15 @@ tested by calling the methods directly. Rules the handlers keep:
   library's one check, :func:`explainer.imagecheck.check_image` (header read first: bombs, tiny, strip-like and
   blank images are refused in plain words, and memory is bounded before any resize); what differs between tasks
   (image checks, preview, prompt) is asked of the task (:mod:`explainer.tasks`).
-- The preview is written to a file of its own, named by its content and put in place by an atomic rename, so that
-  a crowd receiving the same preview never reads a file while another request rewrites it.
-- Echoed values are cut short (:data:`ECHO_CHARS`).
+- The preview is written to a file of its own, named by its content keyed with a secret of this process (a name
+  cannot be worked out from an image) and put in place by an atomic rename, so that a crowd receiving the same
+  preview never reads a file while another request rewrites it.
+- Controls are strict: a boolean is not a number, the raw switch is a boolean; echoed values are cut short
+  (:data:`ECHO_CHARS`).
+- The handlers trust the paths they are given; what a visitor may send is decided before them
+  (:mod:`webapp.server`). Served, a rejected image leaves the previous result in place
+  (``keep_previous_on_problem``): the message replaces the verdict, and the cached outputs, charts and preview stay,
+  so a slider moved next still redraws the last good image.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import io
 import json
 import logging
 import os
+import secrets
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +56,7 @@ LOG = logging.getLogger("webapp")
 TOP_K_MAX = 30  # most bars one chart shows
 PREVIEW_SIZE = 192  # the "what the network sees" thumbnail, in pixels
 ECHO_CHARS = 60  # a value echoed back in a message is cut to this many characters
+PREVIEW_KEY = secrets.token_bytes(32)  # keys preview names: known content does not give a preview's name
 
 
 class ClassifyOutputs(NamedTuple):
@@ -101,6 +110,14 @@ def echo(value: Any) -> str:
     return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
 
 
+def _sentence(err: Exception) -> str:
+    """A library error ("top N 9 is out of range (1 to 4)") as a sentence, every word cut to :data:`ECHO_CHARS`: the
+    library names the value it was given, which may be 300 digits long."""
+    words = [w if len(w) <= ECHO_CHARS else w[: ECHO_CHARS - 3] + "..." for w in str(err).split(" ")]
+    text = " ".join(words)
+    return f"{text[:1].upper()}{text[1:]}"
+
+
 def _image_problem(err: Exception) -> str:
     """The check's plain words as one sentence (they never hold a path or a library's name)."""
     text = str(err).rstrip(".")
@@ -129,13 +146,14 @@ def _upload_source(image: Any) -> str | bytes | None:
 
 
 def write_preview(image: Image.Image, folder: Path) -> str:
-    """Save ``image`` as PNG under a name made from its content and return the path. A new file is written under a
-    temporary name and renamed into place, so a reader of an existing preview never sees it rewritten."""
+    """Save ``image`` as PNG under a name made from its content and this process's key, and return the path. A new
+    file is written under a temporary name and renamed into place, so a reader of an existing preview never sees it
+    rewritten."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data = buffer.getvalue()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"preview-{hashlib.sha256(data).hexdigest()[:32]}.png"
+    path = folder / f"preview-{hmac.new(PREVIEW_KEY, data, hashlib.sha256).hexdigest()[:32]}.png"
     if not path.exists():
         fd, staging = tempfile.mkstemp(dir=folder, prefix=".preview-", suffix=".tmp")
         try:
@@ -155,6 +173,7 @@ class TaskApp:
     model: TaskModel
     preview_size: int = PREVIEW_SIZE
     preview_folder: Path | None = None  # where previews are written as files (the app: inside Gradio's cache)
+    keep_previous_on_problem: bool = False  # served: a rejected image leaves the last result (see the module)
     _explainer: Explainer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -197,10 +216,13 @@ class TaskApp:
         """The intervention controls' choices: display names, so that API callers send names, not indices."""
         return list(self._explainer.display_names)
 
-    def _controls(self, threshold: Any, top_n: Any, top_k: Any) -> tuple[float, int, int]:
-        """The sliders' values, this tab's defaults filled in; threshold and top N are checked by the library's one
-        rule (:meth:`Explainer.resolve_controls`), top k (bars per chart, an app-only control) here."""
+    def _controls(self, threshold: Any, top_n: Any, top_k: Any, show_raw: Any) -> tuple[float, int, int, bool]:
+        """The controls' values, this tab's defaults filled in; threshold and top N are checked by the library's one
+        rule (:meth:`Explainer.resolve_controls`), top k (bars per chart) and the raw switch, app-only, here."""
+        numbers = (threshold, top_n, top_k)
         try:
+            if any(isinstance(value, (bool, np.bool_)) for value in numbers):
+                raise TypeError("a boolean is not a number")
             threshold_value = float(self.default_threshold if threshold is None else threshold)
             top_n_value = int(round(float(self.default_top_n if top_n is None else top_n)))
             top_k_value = int(round(float(self.default_top_k if top_k is None else top_k)))
@@ -208,14 +230,15 @@ class TaskApp:
             raise UserInputError(
                 f"Threshold, top N and top k must be numbers (got {echo(threshold)}, {echo(top_n)}, {echo(top_k)})."
             ) from err
+        if show_raw is not None and not isinstance(show_raw, (bool, np.bool_)):
+            raise UserInputError(f"Show raw must be true or false, not {echo(show_raw)}.")
         try:
             threshold_value, top_n_value = self._explainer.resolve_controls(threshold_value, top_n_value)
         except ValueError as err:  # "threshold 1.5 is out of range (0 to 1)" -> a sentence
-            text = str(err)
-            raise UserInputError(f"{text[:1].upper()}{text[1:]}.") from err
+            raise UserInputError(f"{_sentence(err)}.") from err
         if top_k_value < 1:
-            raise UserInputError(f"Top k {top_k_value} is out of range (at least 1).")
-        return threshold_value, top_n_value, top_k_value
+            raise UserInputError(f"Top k {echo(top_k_value)} is out of range (at least 1).")
+        return threshold_value, top_n_value, top_k_value, bool(show_raw)
 
     def _overrides(self, present: Sequence[Any] | None, absent: Sequence[Any] | None) -> tuple[dict[int, bool], str]:
         """Intervention lists (indices or display names) -> {index: on}; an explanation in both is forced absent."""
@@ -232,7 +255,7 @@ class TaskApp:
                     "pick names from the list."
                 )
             if not 0 <= index < len(names):
-                raise UserInputError(f"Explanation index {index} is out of range (0 to {len(names) - 1}).")
+                raise UserInputError(f"Explanation index {echo(index)} is out of range (0 to {len(names) - 1}).")
             return index
 
         for label, chosen in (("Force present", present), ("Force absent", absent)):
@@ -321,13 +344,13 @@ class TaskApp:
         threshold: Any = None,
         top_n: Any = None,
         top_k: Any = None,
-        show_raw: bool = False,
+        show_raw: bool | None = False,
         force_present: Sequence[Any] | None = None,
         force_absent: Sequence[Any] | None = None,
         scope: ScopeReading | None = None,
     ) -> RenderOutputs:
         """Post-process cached probabilities and draw the three charts (no network). Raises UserInputError."""
-        threshold_value, top_n_value, top_k_value = self._controls(threshold, top_n, top_k)
+        threshold_value, top_n_value, top_k_value, raw = self._controls(threshold, top_n, top_k, show_raw)
         overrides, note = self._overrides(force_present, force_absent)
         exp = self._explainer
         explanation = exp.explain(class_probs, explanation_probs, threshold_value, top_n_value, overrides, scope)
@@ -342,7 +365,7 @@ class TaskApp:
             threshold_value,
             min(top_k_value, self.n_explanations),
             explanation.cleaned_scores,
-            raw=bool(show_raw),
+            raw=raw,
             overrides=overrides,
         )
         rank_fig = charts.ranking_chart(
@@ -361,8 +384,8 @@ class TaskApp:
             plot_value(rank_fig),
         )
 
-    def _classify(self, image: Image.Image, threshold: Any, top_n: Any, top_k: Any, show_raw: bool) -> ClassifyOutputs:
-        controls = self._controls(threshold, top_n, top_k)  # fail on bad controls before running a network
+    def _classify(self, image: Image.Image, threshold: Any, top_n: Any, top_k: Any, show_raw: Any) -> ClassifyOutputs:
+        controls = self._controls(threshold, top_n, top_k, show_raw)  # fail on bad controls before running a network
         try:
             image = self._explainer.check_image(image)
         except ImageCheckError as err:
@@ -372,8 +395,7 @@ class TaskApp:
         except (ImageError, UserInputError):
             raise
         except ValueError as err:  # NothingToClassify (blank drawing) and other bad-input errors say why
-            text = str(err)
-            raise UserInputError(text[:1].upper() + text[1:]) from err
+            raise UserInputError(_sentence(err)) from err
         scope_input = self._explainer.scope_input(image, tensor)
         class_probs, explanation_probs, readings = self._explainer.infer_tensors_with_scope(
             tensor[None], None if scope_input is None else scope_input[None]
@@ -385,11 +407,7 @@ class TaskApp:
             "scope": None if readings is None else asdict(readings[0]),
         }
         rendered = self.render(
-            cache["class_probs"],
-            cache["explanation_probs"],
-            *controls,
-            show_raw,
-            scope=readings[0] if readings else None,
+            cache["class_probs"], cache["explanation_probs"], *controls, scope=readings[0] if readings else None
         )
         preview: Image.Image | str = self._explainer.preview(tensor, self.preview_size)
         if self.preview_folder is not None:
@@ -408,6 +426,10 @@ class TaskApp:
 
     def _problem(self, message: str) -> ClassifyOutputs:
         _warn(message)
+        if self.keep_previous_on_problem:
+            from gradio import skip
+
+            return ClassifyOutputs({"error": message}, f"**{message}**", *(skip() for _ in range(7)))
         return ClassifyOutputs({"error": message}, f"**{message}**", None, None, None, None, None, [], [])
 
     def _guarded(self, work: Callable[[], ClassifyOutputs], what: str) -> ClassifyOutputs:
