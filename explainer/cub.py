@@ -494,3 +494,77 @@ class CubImages(Dataset):
         if self.mask is None:
             return tensor, self.class_indices[item], target
         return tensor, self.class_indices[item], target, torch.from_numpy(self.mask[item])
+
+
+# ------------------------------------------------------------------------------------------------------- parts
+
+# The official part ids 1..15 (parts/parts.txt), and the body regions a mirror attends to: a bird's left and right
+# eye, leg and wing are one region each, since a mirrored photo swaps them and no attribute tells them apart.
+PART_NAMES = (
+    "back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape", "right eye",
+    "right leg", "right wing", "tail", "throat",
+)  # fmt: skip
+REGIONS = ("back", "beak", "belly", "breast", "crown", "forehead", "eye", "leg", "wing", "nape", "tail", "throat")
+PART_REGION = tuple(REGIONS.index(name.removeprefix("left ").removeprefix("right ")) for name in PART_NAMES)
+# The body parts each attribute group describes (official part ids; empty: the whole bird: size, shape, colour).
+GROUP_PARTS: dict[str, tuple[int, ...]] = {
+    "has_bill_shape": (2,), "has_wing_color": (9, 13), "has_upperparts_color": (1, 10),
+    "has_underparts_color": (3, 4, 15), "has_breast_pattern": (4,), "has_back_color": (1,), "has_tail_shape": (14,),
+    "has_upper_tail_color": (14,), "has_head_pattern": (5, 6, 7, 10, 11), "has_breast_color": (4,),
+    "has_throat_color": (15,), "has_eye_color": (7, 11), "has_bill_length": (2,), "has_forehead_color": (6,),
+    "has_under_tail_color": (14,), "has_nape_color": (10,), "has_belly_color": (3,), "has_wing_shape": (9, 13),
+    "has_size": (), "has_shape": (), "has_back_pattern": (1,), "has_tail_pattern": (14,), "has_belly_pattern": (3,),
+    "has_primary_color": (), "has_leg_color": (8, 12), "has_bill_color": (2,), "has_crown_color": (5,),
+    "has_wing_pattern": (9, 13),
+}  # fmt: skip
+
+
+def group_regions(attribute_raw_names: Sequence[str]) -> list[tuple[int, ...]]:
+    """For each attribute (``has_group::value``), the regions (indices into REGIONS) its group describes; () for the
+    whole bird and for groups this table does not know."""
+    regions = []
+    for raw in attribute_raw_names:
+        parts = GROUP_PARTS.get(raw.split("::")[0], ())
+        regions.append(tuple(sorted({PART_REGION[p - 1] for p in parts})))
+    return regions
+
+
+def _stored_scale(cub: Path, meta: CubMetadata) -> np.ndarray:
+    """Per image, stored size / original size (1 where extras/image_sizes.txt is absent: the official photos)."""
+    scale = np.ones((len(meta.images), 2))
+    sizes = cub.parent / "extras" / "image_sizes.txt"
+    if sizes.is_file():
+        position = {record.image_id: i for i, record in enumerate(meta.images)}
+        for row in _read_rows(sizes, 5, 5):
+            i = position.get(int(row[0]))
+            if i is not None:
+                scale[i] = (float(row[3]) / float(row[1]), float(row[4]) / float(row[2]))
+    return scale
+
+
+def read_part_locations(root: str | Path, meta: CubMetadata) -> np.ndarray:
+    """The official part locations in the stored photos' pixels: (images, 15, 3) of x, y, visible (1 or 0).
+
+    Photos without lines (the data set here keeps the test photos' back) and parts not visible are 0, 0, 0.
+    """
+    cub = resolve_cub_folder(root)
+    locations = np.zeros((len(meta.images), len(PART_NAMES), 3), dtype=np.float32)
+    path = cub / "parts" / "part_locs.txt"
+    if not path.is_file():
+        raise CubDataError(f"{path.name} is missing: part locations need the official parts/part_locs.txt")
+    scale = _stored_scale(cub, meta)
+    position = {record.image_id: i for i, record in enumerate(meta.images)}
+    for row in _read_rows(path, 5, 5):
+        i, part = position.get(int(row[0])), int(row[1])
+        if i is None or not 1 <= part <= len(PART_NAMES) or row[4] != "1":
+            continue
+        locations[i, part - 1] = (float(row[2]) * scale[i, 0], float(row[3]) * scale[i, 1], 1.0)
+    return locations
+
+
+def read_stored_boxes(root: str | Path, meta: CubMetadata) -> np.ndarray:
+    """The official bird boxes in the stored photos' pixels: (images, 4) of x, y, width, height."""
+    if meta.bounding_boxes is None:
+        raise CubDataError("bounding_boxes.txt is missing: boxes need the official file")
+    scale = _stored_scale(resolve_cub_folder(root), meta)
+    return (meta.bounding_boxes * np.concatenate([scale, scale], axis=1)).astype(np.float32)
