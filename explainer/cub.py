@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
@@ -568,3 +569,45 @@ def read_stored_boxes(root: str | Path, meta: CubMetadata) -> np.ndarray:
         raise CubDataError("bounding_boxes.txt is missing: boxes need the official file")
     scale = _stored_scale(resolve_cub_folder(root), meta)
     return (meta.bounding_boxes * np.concatenate([scale, scale], axis=1)).astype(np.float32)
+
+
+class CubPartImages(Dataset):
+    """CUB photos with their part locations and bird box, through a view that says where its input lies:
+    (image tensor, class index, points (15, 3) of x, y, visible in input pixels, box (4,) in input pixels).
+
+    ``view(image) -> (tensor, frame, flipped)`` is :class:`explainer.transforms.TrainView` or ``EvalView``; a point
+    outside the input is marked not visible.
+    """
+
+    def __init__(
+        self,
+        meta: CubMetadata,
+        positions: Sequence[int] | np.ndarray,
+        points: np.ndarray,
+        boxes: np.ndarray,
+        view: Callable[[Image.Image], tuple[torch.Tensor, Any, bool]],
+    ) -> None:
+        self.images_dir = meta.images_dir
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.paths = [meta.images[i].relative_path for i in self.positions]
+        self.classes = [meta.images[i].class_index for i in self.positions]
+        self.points, self.boxes = points[self.positions], boxes[self.positions]
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        tensor, frame, flipped = self.view(load_rgb(self.images_dir / self.paths[item]))
+        points = self.points[item].copy()
+        points[:, 0], points[:, 1] = frame.to_input(points[:, 0], points[:, 1])
+        x, y, w, h = self.boxes[item]
+        (bx0, by0), (bx1, by1) = frame.to_input(x, y), frame.to_input(x + w, y + h)
+        if flipped:
+            points[:, 0] = frame.input_width - points[:, 0]
+            bx0, bx1 = frame.input_width - bx1, frame.input_width - bx0
+        inside = (points[:, 0] >= 0) & (points[:, 0] < frame.input_width)
+        inside &= (points[:, 1] >= 0) & (points[:, 1] < frame.input_height)
+        points[:, 2] *= inside
+        box = np.array([bx0, by0, bx1 - bx0, by1 - by0], dtype=np.float32)
+        return tensor, self.classes[item], torch.from_numpy(points.astype(np.float32)), torch.from_numpy(box)

@@ -136,14 +136,18 @@ class ShapesMirror(nn.Module):
                 chs = width + tap["num_chs"] if join == "concat" else width
         self.head = nn.Linear(chs * size * size, n_explanations)
 
-    def forward(self, image: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
-        del image  # the reference mirror starts from the main network's block-0 output, not the image
+    def features(self, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The last block's output, before the head (the reference mirror starts from the main block-0 output)."""
         x = taps[0]
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i + 1 < len(self.blocks):
                 x = torch.cat([x, taps[i + 1]], dim=1) if self.join == "concat" else x + taps[i + 1]
-        return self.head(torch.flatten(x, 1))
+        return x
+
+    def forward(self, image: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        del image
+        return self.head(torch.flatten(self.features(taps), 1))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -310,6 +314,112 @@ class TimmMirror(nn.Module):
         return self._run_tail(x)
 
 
+class PartMirror(nn.Module):
+    """A mirror that reads each explanation from the body region it names, and so shows where it read it.
+
+    Fed by the main network's last two stage activations (``fine``: the stride-16 stage, ``coarse``: the last one),
+    it builds a feature map of its own at the finer resolution and predicts where each region is: one spatial
+    softmax per region (``regions``, e.g. beak, eye, wing) plus one for the whole bird. Explanation ``a`` reads
+    its regions (``routes[a]``: indices into ``regions``; empty means the whole bird) and its logit is
+
+        sum over positions p of attention_a(p) * (w_a . features(p)) + b_a,
+
+    a sum whose terms are the explanation's heatmap, exactly (:meth:`forward_maps`). The region maps can be trained
+    on annotated part locations (:func:`region_targets`), so "bill shape: dagger" is read, and shown, at the bill.
+    """
+
+    def __init__(
+        self,
+        feature_info: Sequence[dict[str, Any]],
+        n_explanations: int,
+        regions: Sequence[str],
+        routes: Sequence[Sequence[int]],
+        width: int = 256,
+    ) -> None:
+        super().__init__()
+        if len(routes) != n_explanations:
+            raise MirrorError(f"{len(routes)} routes for {n_explanations} explanations; give one per explanation")
+        bad = [r for route in routes for r in route if not 0 <= int(r) < len(regions)]
+        if bad:
+            raise MirrorError(f"route region {bad[0]} is out of range (0 to {len(regions) - 1})")
+        if len(feature_info) < 2:
+            raise MirrorError("a part mirror reads two stage activations; the main network has fewer stages")
+        fine_chs, coarse_chs = feature_info[-2]["num_chs"], feature_info[-1]["num_chs"]
+        self.regions = list(regions)
+        self.fine = nn.Sequential(nn.Conv2d(fine_chs, width, 1, bias=False), nn.BatchNorm2d(width))
+        self.coarse = nn.Sequential(nn.Conv2d(coarse_chs, width, 1, bias=False), nn.BatchNorm2d(width))
+        self.mix = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        self.where = nn.Conv2d(width, len(regions) + 1, 1)  # the regions, then the whole bird
+        route = torch.zeros(n_explanations, len(regions) + 1)
+        for a, chosen in enumerate(routes):
+            for r in chosen or [len(regions)]:
+                route[a, int(r)] = 1.0
+        self.register_buffer("route", route / route.sum(1, keepdim=True), persistent=False)
+        self.routes = [list(map(int, r)) for r in routes]
+        self.weight = nn.Parameter(torch.zeros(n_explanations, width))
+        self.bias = nn.Parameter(torch.zeros(n_explanations))
+
+    def features(self, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        fine, coarse = taps[-2], taps[-1]
+        up = nn.functional.interpolate(self.coarse(coarse), size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        return self.mix(self.fine(fine) + up)
+
+    def forward_maps(
+        self, image: torch.Tensor, taps: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(explanation logits (N, E), region logits (N, R + 1, h, w), contributions (N, E, h, w)).
+
+        The contributions sum over positions to the logits less the bias."""
+        del image
+        x = self.features(taps)
+        n, _, h, w = x.shape
+        region_logits = self.where(x)
+        attention = torch.softmax(region_logits.flatten(2), dim=-1)  # (N, R + 1, hw)
+        routed = torch.einsum("ar,nrk->nak", self.route, attention)
+        evidence = torch.einsum("ad,ndk->nak", self.weight, x.flatten(2))
+        contributions = routed * evidence
+        return contributions.sum(-1) + self.bias, region_logits, contributions.view(n, -1, h, w)
+
+    def forward(self, image: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.forward_maps(image, taps)[0]
+
+
+def region_targets(
+    points: torch.Tensor, regions: Sequence[int], box: torch.Tensor, size: tuple[int, int], input_size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each region is, as a distribution over the cells of a (h, w) map, from annotated points.
+
+    ``points``: (N, P, 3) of x, y, visible in input pixels; ``regions[p]``: the region of point p; ``box``: (N, 4)
+    of the bird's x, y, width, height. Each visible point inside the input adds a Gaussian of one cell's width; the
+    last row is the whole bird (uniform over the cells inside its box). Returns (targets (N, R + 1, h * w) summing to
+    1 where known, known (N, R + 1))."""
+    h, w = size
+    n_regions = max(regions) + 1
+    cell_y, cell_x = input_size[0] / h, input_size[1] / w
+    ys = ((torch.arange(h) + 0.5) * cell_y)[:, None].expand(h, w).reshape(-1)
+    xs = ((torch.arange(w) + 0.5) * cell_x)[None, :].expand(h, w).reshape(-1)
+    n = len(points)
+    targets = torch.zeros(n, n_regions + 1, h * w)
+    known = torch.zeros(n, n_regions + 1)
+    sigma2 = 2 * (0.5 * (cell_x + cell_y)) ** 2
+    for p, region in enumerate(regions):
+        x, y = points[:, p, 0], points[:, p, 1]
+        visible = (points[:, p, 2] > 0) & (x >= 0) & (x < input_size[1]) & (y >= 0) & (y < input_size[0])
+        d2 = (xs[None] - points[:, p, 0:1]) ** 2 + (ys[None] - points[:, p, 1:2]) ** 2
+        targets[:, region] += torch.exp(-d2 / sigma2) * visible[:, None]
+        known[:, region] = torch.maximum(known[:, region], visible.float())
+    x0, y0, bw, bh = box.unbind(1)
+    inside = (
+        (xs[None] >= x0[:, None]) & (xs[None] <= (x0 + bw)[:, None]) & (ys[None] >= y0[:, None])
+        & (ys[None] <= (y0 + bh)[:, None])
+    ).float()  # fmt: skip
+    targets[:, n_regions] = inside
+    known[:, n_regions] = (inside.sum(1) > 0).float()
+    return targets / targets.sum(-1, keepdim=True).clamp(min=1e-8), known
+
+
 def create_timm_main(model_name: str, n_classes: int, **model_kwargs: Any) -> nn.Module:
     """A timm main network with its classifier sized for ``n_classes`` (never downloads: pretrained=False)."""
     import timm
@@ -381,6 +491,30 @@ class MirrorPair(nn.Module):
         logits, taps = self.forward_main(x)
         return logits, self.mirror(x, taps)
 
+    def forward_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(class logits, explanation logits, class maps (N, C, h, w), explanation maps (N, E, h', w')).
+
+        Each map holds the terms of its logit's last layer, position by position: for a linear head on pooled
+        features the class activation map, for a part mirror its routed contributions. They sum to the logit less
+        its bias, so they show where the logit comes from, exactly."""
+        final, taps = self.main.forward_intermediates(x)
+        logits = self.main.forward_head(final)
+        class_maps = _head_maps(self.main, final)
+        if isinstance(self.mirror, PartMirror):
+            expl, _, expl_maps = self.mirror.forward_maps(x, list(taps))
+        elif isinstance(self.mirror, TimmMirror):
+            features = self.mirror.forward_features(x, list(taps))
+            expl, expl_maps = self.mirror.net.forward_head(features), _head_maps(self.mirror.net, features)
+        elif isinstance(self.mirror, ShapesMirror):
+            features = self.mirror.features(list(taps))
+            expl, expl_maps = (
+                self.mirror.head(torch.flatten(features, 1)),
+                _flat_linear_maps(self.mirror.head, features),
+            )
+        else:
+            raise MirrorError(f"a {type(self.mirror).__name__} mirror has no maps")
+        return logits, expl, class_maps, expl_maps
+
     def warm_start_from_main(self) -> list[str]:
         """Start the mirror from the trained main network where shapes allow (before its own training); returns
         what was copied. The mirror reads the main network's activations with the same kind of layers, so the main
@@ -390,6 +524,24 @@ class MirrorPair(nn.Module):
         if isinstance(self.mirror, TimmMirror):
             return _warm_start_timm_mirror(self.main, self.mirror)
         raise MirrorError(f"no warm start for a {type(self.mirror).__name__} mirror")
+
+
+def _flat_linear_maps(head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
+    """The terms of a Linear layer on flattened features, summed over channels: (N, outputs, h, w)."""
+    n, c, h, w = features.shape
+    return torch.einsum("ochw,nchw->nohw", head.weight.view(-1, c, h, w), features)
+
+
+def _head_maps(net: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Class activation maps of a network whose head is average pooling and a linear classifier: (N, C, h, w)."""
+    if isinstance(net, ShapesCNN):
+        return _flat_linear_maps(net.head, features)
+    pool = getattr(getattr(net, "global_pool", None), "pool_type", "avg")
+    classifier = net.get_classifier() if hasattr(net, "get_classifier") else None
+    if pool != "avg" or not isinstance(classifier, nn.Linear):
+        raise MirrorError(f"{type(net).__name__}: maps need average pooling and a linear classifier")
+    h, w = features.shape[-2:]
+    return torch.einsum("cd,ndhw->nchw", classifier.weight, features) / (h * w)
 
 
 def _warm_start_shapes_mirror(main: ShapesCNN, mirror: ShapesMirror) -> list[str]:
@@ -471,6 +623,18 @@ def build_pair(architecture: dict[str, Any], coupling: str = "frozen", verify: b
         name = architecture["model_name"]
         kwargs = dict(architecture.get("model_kwargs", {}))
         main = create_timm_main(name, architecture["n_classes"], **kwargs)
+        spec = architecture.get("mirror")
+        if isinstance(spec, dict) and spec.get("kind") == "parts":
+            mirror = PartMirror(
+                timm_feature_info(main),
+                architecture["n_explanations"],
+                regions=spec["regions"],
+                routes=spec["routes"],
+                width=int(spec.get("width", 256)),
+            )
+            return MirrorPair(main, mirror, coupling)
+        if spec is not None:
+            raise MirrorError(f"mirror kind {str(spec)[:40]!r} is not known; leave it out or use {{'kind': 'parts'}}")
         mirror = TimmMirror(
             name,
             timm_feature_info(main),

@@ -233,6 +233,14 @@ def normalize_shape_image(
     enlargement bilinear interpolation. If the result has no black (thin strokes on a big canvas fade when reduced),
     it is stretched so that its darkest pixel is black.
     """
+    return normalize_shape_image_framed(image, size, crop_to_content, margin)[0]
+
+
+def normalize_shape_image_framed(
+    image: Image.Image | np.ndarray, size: int = 64, crop_to_content: bool = True, margin: float = 0.1
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """:func:`normalize_shape_image` and the square it took from the image: (left, top, side) in the image's own
+    pixels (it may reach past the image's edges, where the page counts as white)."""
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 8:
         raise ValueError(f"size must be an integer >= 8, got {size!r}")
     if not 0.0 <= margin <= 1.0:
@@ -266,4 +274,17 @@ def normalize_shape_image(
         if darkest >= 255:
             raise NothingToClassify("nothing to classify: no ink is left after resizing; draw a larger shape")
         result = (255 - (255 - result.astype(np.float32)) * (255.0 / (255 - darkest)) + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(result, dtype=np.uint8)
+    original_height, original_width = _image_size(image)
+    factor = max(1, math.ceil(max(original_height, original_width) / MAX_WORKING_SIDE))  # as _reduce_large
+    square = (float(left_edge * factor), float(top_edge * factor), float(side * factor))
+    return np.ascontiguousarray(result, dtype=np.uint8), square
+
+
+def _image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    """(height, width) of a PIL image or of an image array (H, W[, C] or C, H, W as _from_array reads it)."""
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    converted = _as_8bit_pil_or_float(image)
+    if isinstance(converted, Image.Image):
+        return converted.height, converted.width
+    return converted.shape[0], converted.shape[1]

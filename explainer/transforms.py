@@ -214,3 +214,39 @@ def birds_train_transform(
             T.Normalize(mean=list(mean), std=list(std)),
         ]
     )
+
+
+class TrainView:
+    """The fine-tuning augmentation of :func:`birds_train_transform`, also saying where its input lies in the photo:
+    ``view(image) -> (tensor, frame, flipped)`` (see :class:`explainer.where.InputFrame`; a flipped input shows the
+    frame mirrored left to right)."""
+
+    def __init__(self, size: int, min_scale: float, mean, std) -> None:
+        self.size, self.scale = size, (min_scale, 1.0)
+        self.jitter = T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)
+        self.finish = T.Compose([T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))])
+
+    def __call__(self, image: Image.Image):
+        from .where import InputFrame
+
+        top, left, height, width = T.RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3))
+        crop = TF.resized_crop(image, top, left, height, width, [self.size, self.size], antialias=True)
+        flipped = bool(torch.rand(1) < 0.5)
+        if flipped:
+            crop = TF.hflip(crop)
+        frame = InputFrame(left, top, width / self.size, height / self.size, self.size, self.size, *image.size)
+        return self.finish(self.jitter(crop)), frame, flipped
+
+
+class EvalView:
+    """The test view of a preprocessing dict (resize the shorter side, centre crop) with its frame:
+    ``view(image) -> (tensor, frame, False)``."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg, self.transform = dict(cfg), build_transform(cfg, train=False)
+
+    def __call__(self, image: Image.Image):
+        from .where import resize_crop_frame
+
+        frame = resize_crop_frame(image.size, self.cfg["resize"], self.cfg["crop"])
+        return self.transform(image), frame, False

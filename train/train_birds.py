@@ -36,13 +36,17 @@ from torch import nn
 from explainer import cub
 from explainer.bundle import atomic_write_bytes
 from explainer.finetune import ResumeError, fit, freeze, parameter_groups
-from explainer.models import create_timm_main
+from explainer.metrics import multilabel_report
+from explainer.models import PartMirror, create_timm_main, region_targets, timm_feature_info
 from explainer.pretrained import load_pretrained_backbone
 from explainer.training import seed_everything
-from explainer.transforms import birds_train_transform, build_transform, reference_preprocessing
+from explainer.transforms import EvalView, TrainView, birds_train_transform, build_transform, reference_preprocessing
+from explainer.where import pointing
 
 FROZEN = ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.")  # ImageNet weights and statistics kept
 HEAD = ("classifier.",)  # new, learns at --head-lr
+STEPS = ("main-val", "main-final", "mirror-val", "mirror-final")
+MONITOR_THRESHOLD = 0.5  # kept explanations for the per-epoch pointing (the default threshold is chosen later)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,7 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema-decay", type=float, default=0.998, help="moving average of the weights, per step")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop-after", choices=("main-val", "main-final"), help="stop after this step")
+    p.add_argument("--mirror-epochs", type=int, default=8)
+    p.add_argument("--mirror-lr", type=float, default=2e-3, help="AdamW, warm-up and cosine")
+    p.add_argument("--mirror-width", type=int, default=256, help="channels of the mirror's own feature map")
+    p.add_argument("--where-weight", type=float, default=0.1, help="weight of the part-location loss")
+    p.add_argument("--main-file", help="a weights file whose main network to use (skips the main network's steps)")
+    p.add_argument("--stop-after", choices=STEPS, help="stop after this step")
     p.add_argument("--limit-per-class", type=int, default=0, help="at most this many photos per class (smoke runs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=2)
@@ -186,6 +195,107 @@ def save_main(net: nn.Module, path: Path) -> None:
     atomic_write_bytes(path, save(state))
 
 
+def mirror_config(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("mirror_epochs", "mirror_lr", "mirror_width", "where_weight", "img_size", "min_scale", "val_fraction",
+            "seed", "limit_per_class")  # fmt: skip
+    return {key: getattr(args, key) for key in keys}
+
+
+def train_mirror(
+    args: argparse.Namespace,
+    meta: cub.CubMetadata,
+    main: nn.Module,
+    preprocessing: dict[str, Any],
+    train: np.ndarray,
+    validation: np.ndarray | None,
+    folder: Path,
+) -> tuple[PartMirror, dict[str, Any]]:
+    """Train the part mirror on the frozen ``main`` network's activations: the explanations of the photo's species
+    (class-level labels, >= 50%) and, where the photo has part locations, where each body region is."""
+    device = torch.device(args.device)
+    points, boxes = cub.read_part_locations(args.data, meta), cub.read_stored_boxes(args.data, meta)
+    routes = cub.group_regions(meta.attribute_raw_names)
+    mirror = PartMirror(timm_feature_info(main), meta.num_attributes, cub.REGIONS, routes, width=args.mirror_width)
+    main.to(device).eval()
+    mirror.to(device)
+    for parameter in main.parameters():
+        parameter.requires_grad_(False)
+    labels = torch.from_numpy((meta.class_attributes >= 50.0).astype(np.float32))
+    mean, std = preprocessing["mean"], preprocessing["std"]
+    train_set = cub.CubPartImages(meta, train, points, boxes, TrainView(args.img_size, args.min_scale, mean, std))
+    batches = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
+        persistent_workers=args.workers > 0, generator=torch.Generator().manual_seed(args.seed),
+    )  # fmt: skip
+    val_batches = None
+    if validation is not None:
+        val_set = cub.CubPartImages(meta, validation, points, boxes, EvalView(preprocessing))
+        val_batches = torch.utils.data.DataLoader(val_set, batch_size=64, num_workers=args.workers)
+    point_regions = list(cub.PART_REGION)
+
+    def forward(model: PartMirror, images: torch.Tensor):
+        with torch.no_grad():
+            _, taps = main.forward_intermediates(images.to(device).to(memory_format=torch.channels_last))
+        return model.forward_maps(images, taps)
+
+    def loss_fn(model: nn.Module, batch) -> tuple[torch.Tensor, int]:
+        images, classes, where, box = batch
+        logits, region_logits, _ = forward(model, images)
+        explained = F.binary_cross_entropy_with_logits(logits, labels[classes].to(device))
+        targets, known = region_targets(where, point_regions, box, region_logits.shape[-2:], images.shape[-2:])
+        log_p = torch.log_softmax(region_logits.flatten(2), dim=-1)
+        located = -((targets.to(device) * log_p).sum(-1) * known.to(device)).sum() / known.sum().clamp(min=1)
+        return explained + args.where_weight * located, len(classes)
+
+    @torch.no_grad()
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        if val_batches is None:
+            return {}
+        model.eval()
+        probs, truth, hits, counted = [], [], 0, 0
+        for images, classes, where, box in val_batches:
+            logits, _, maps = forward(model, images)
+            p = torch.sigmoid(logits).cpu()
+            h, c = pointing(maps.cpu(), p.numpy() >= MONITOR_THRESHOLD, where.numpy(), point_regions, routes,
+                            box.numpy(), tuple(images.shape[-2:]))  # fmt: skip
+            hits, counted = hits + int(h.sum()), counted + int(c.sum())
+            probs.append(p.numpy())
+            truth.append(labels[classes].numpy())
+        report = multilabel_report(np.concatenate(truth), np.concatenate(probs))
+        return {"mean_auroc": report["mean_auroc"], "pointing": hits / max(counted, 1), "pointed": float(counted)}
+
+    steps = len(batches)
+    optimizer = torch.optim.AdamW(parameter_groups(mirror, args.mirror_lr, args.mirror_lr, 1e-4, ()))
+    config = mirror_config(args) | {"train_photos": int(len(train)), "main": args.main_digest}
+    started = time.time()
+    result, _ = fit(
+        folder, mirror, optimizer, lambda epoch: batches, loss_fn, evaluate, args.mirror_epochs, steps,
+        round(0.5 * steps), None, config, log=lambda line: print(f"[mirror] {line}", flush=True),
+    )  # fmt: skip
+    summary = {"epochs": args.mirror_epochs, "history": result.history, "train_photos": int(len(train)),
+               "seconds_this_run": round(time.time() - started, 1)}  # fmt: skip
+    return mirror.eval(), summary
+
+
+def main_from_file(path: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The main network and preprocessing of an existing weights file (the mirror is retrained for it)."""
+    from explainer.bundle import load_bundle
+
+    pair, meta = load_bundle(path)
+    return pair.main, meta["preprocessing"]
+
+
+def digest(net: nn.Module) -> str:
+    """A short fingerprint of a network's tensors (a mirror checkpoint belongs to one main network)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in sorted(net.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     seed_everything(args.seed)
@@ -193,22 +303,38 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = cub.read_cub(args.data)
+    meta = cub.read_cub(args.data, image_level_attributes=False)
     split = read_split(meta, args)
+    everything = limit(meta.train_indices, meta.class_indices, args.limit_per_class)
     print(f"{len(split.train)} training, {len(split.validation)} validation photos, {meta.num_classes} species")
 
-    val_net, val_summary = train_main(args, meta, split.train, split.validation, out / "main-val")
-    (out / "main-val" / "summary.json").write_text(json.dumps(val_summary, indent=2))
-    save_main(val_net, out / "main-val" / "main.safetensors")
-    if args.stop_after == "main-val":
+    if args.main_file:  # an existing main network: only the mirror is trained
+        val_main, preprocessing = main_from_file(args.main_file)
+        final_main = val_main
+    else:
+        val_main, val_summary = train_main(args, meta, split.train, split.validation, out / "main-val")
+        (out / "main-val" / "summary.json").write_text(json.dumps(val_summary, indent=2))
+        save_main(val_main, out / "main-val" / "main.safetensors")
+        if args.stop_after == "main-val":
+            return 0
+        args.weights_choice = val_summary["weights"]
+        final_main, final_summary = train_main(args, meta, everything, None, out / "main-final")
+        (out / "main-final" / "summary.json").write_text(json.dumps(final_summary, indent=2))
+        save_main(final_main, out / "main-final" / "main.safetensors")
+        if args.stop_after == "main-final":
+            return 0
+        preprocessing = reference_preprocessing(args.eval_size, args.eval_size, mean=[0.5] * 3, std=[0.5] * 3)
+
+    args.main_digest = digest(val_main)
+    _, mirror_summary = train_mirror(args, meta, val_main, preprocessing, split.train, split.validation,
+                                     out / "mirror-val")  # fmt: skip
+    (out / "mirror-val" / "summary.json").write_text(json.dumps(mirror_summary, indent=2))
+    if args.stop_after == "mirror-val":
         return 0
-    args.weights_choice = val_summary["weights"]
-    everything = limit(meta.train_indices, meta.class_indices, args.limit_per_class)
-    net, final_summary = train_main(args, meta, everything, None, out / "main-final")
-    (out / "main-final" / "summary.json").write_text(json.dumps(final_summary, indent=2))
-    save_main(net, out / "main-final" / "main.safetensors")
-    if args.stop_after == "main-final":
-        return 0
+    args.main_digest = digest(final_main)
+    _, final_mirror_summary = train_mirror(args, meta, final_main, preprocessing, everything, None,
+                                           out / "mirror-final")  # fmt: skip
+    (out / "mirror-final" / "summary.json").write_text(json.dumps(final_mirror_summary, indent=2))
     return 0
 
 
