@@ -1,12 +1,18 @@
 """The species names people read: the table covers exactly CUB-200-2011's 200 classes, fixes what the folder names
-cannot say, and falls back to the folder name for anything else."""
+cannot say, falls back to the folder name for anything else, and is what the shipped birds file carries."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from explainer.bundle import read_bundle
 from explainer.cub import _class_display_name
 from explainer.cub_names import SPECIES_NAMES
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 # classes.txt of the official archive, in class order (ids 1 to 200 are the positions)
 OFFICIAL_FOLDERS = """
@@ -85,3 +91,12 @@ def test_official_folders_get_the_names_a_birder_reads(folder: str, name: str) -
 )
 def test_other_folder_names_fall_back_to_the_folder_name_in_words(folder: str, name: str) -> None:
     assert _class_display_name(folder) == name
+
+
+def test_the_shipped_birds_file_carries_the_table_in_class_order() -> None:
+    _, meta = read_bundle(WEIGHTS / "birds.safetensors")
+    assert meta["class_raw_names"] == list(SPECIES_NAMES)
+    assert meta["class_names"] == list(SPECIES_NAMES.values())
+    metrics = meta["metrics"]  # the measurements name the classes the same way
+    assert metrics["class_names"] == meta["class_names"] and list(metrics["per_class_accuracy"]) == meta["class_names"]
+    assert "Artic" not in json.dumps(meta["class_names"])
