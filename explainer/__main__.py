@@ -1,7 +1,13 @@
-"""Command line:
-``python -m explainer predict --weights weights/shapes.safetensors [--threshold T] [--top-n N] IMAGE...``
+"""Classify images with a trained pair (a main network and its mirror) and say, for each, whether the explanations
+the mirror predicts back the main network's answer or question it.
 
-Prints one JSON object per line per image, in the order given. Every image goes through the app's image check
+``python -m explainer predict --weights weights/birds.safetensors [--threshold T] [--top-n N] [--all-probabilities]
+IMAGE...``
+
+Prints one JSON object per line per image, in the order given: the predicted class and its probability, the five most
+probable classes, the kept explanations, the top N of the explanation ranking, whether the prediction is questioned
+and the verdict in words; ``--all-probabilities`` adds every class's and every explanation's probability and the whole
+ranking (:meth:`explainer.predictor.Explanation.to_json`). Every image goes through the app's image check
 (:func:`explainer.imagecheck.check_image`: readable, not a bomb, at least 8 px a side, at most 20:1, not blank);
 a file that fails it, or that runs out of memory, prints ``{"image": ..., "error": "..."}`` and the others go on;
 the exit status is 1 if any image failed. Output is always valid JSON (never a bare NaN).
@@ -20,17 +26,51 @@ from .bundle import BundleError
 from .imagecheck import check_image
 from .predictor import Explainer
 
+TOP_CLASSES = 5  # the most probable classes each line lists with their probabilities
+DESCRIPTION = """\
+Classify images with a trained pair (a main network and its mirror) and say,
+for each, whether the explanations the mirror predicts back the prediction or
+question it."""
+EPILOG = """\
+example:
+  python -m explainer predict --weights weights/birds.safetensors photo.jpg
+
+One JSON line per image: predicted_class, predicted_probability, top_classes
+(the five most probable, with their probabilities), kept_explanations,
+explanation_ranking (the top N classes by explanations), questioned, case,
+preferred_class, verdict (in words), threshold, top_n and the scope fields.
+--all-probabilities adds class_probabilities and explanation_probabilities
+and gives the whole ranking.
+
+Exit status: 0 every image classified, 1 some image failed (its line says
+why), 2 a bad weights file or option."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m explainer", description=__doc__.splitlines()[0])
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m explainer", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    pred = sub.add_parser("predict", help="classify images and explain the predictions (JSON lines)")
-    pred.add_argument("images", nargs="+", metavar="IMAGE")
+    pred = sub.add_parser(
+        "predict",
+        help="classify images and say whether the explanations back each prediction (JSON lines)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    pred.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
     pred.add_argument("--weights", required=True, help="a .safetensors file written by explainer")
     pred.add_argument("--threshold", type=float, default=None, help="explanation threshold (default: the model's)")
     pred.add_argument("--top-n", type=int, default=None, help="top N classes by explanations (default: the model's)")
-    pred.add_argument("--batch-size", type=int, default=64)
-    pred.add_argument("--device", default="cpu")
+    pred.add_argument(
+        "--all-probabilities",
+        action="store_true",
+        help="also print every class's and every explanation's probability and the whole ranking (about 32 KB a line "
+        "for the birds)",
+    )
+    pred.add_argument("--batch-size", type=int, default=64, help="images per pass of the networks (default 64)")
+    pred.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     return parser
 
 
@@ -66,7 +106,9 @@ def predict(args: argparse.Namespace) -> int:
             probs, expls, readings = explainer.infer_tensors_with_scope(torch.stack(tensors), own)
             for n, (i, p, e) in enumerate(zip(where, probs, expls, strict=False)):
                 reading = readings[n] if readings is not None else None
-                results[i] = {"image": chunk[i], **explainer.explain(p, e, threshold, top_n, scope=reading).to_json()}
+                explanation = explainer.explain(p, e, threshold, top_n, scope=reading)
+                row = explanation.summary_json(TOP_CLASSES)
+                results[i] = {"image": chunk[i], **row, **(explanation.to_json() if args.all_probabilities else {})}
         for result in results:
             assert result is not None
             line, is_error = _json_line(result)

@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
+from explainer.cub_names import SPECIES_NAMES
 from explainer.imageio import ImageError
 from explainer.transforms import load_rgb
 
@@ -194,7 +195,10 @@ def _humanise(text: str) -> str:
 
 
 def _class_display_name(raw: str) -> str:
-    """'001.Black_footed_Albatross' -> 'Black footed Albatross'."""
+    """The species' English name for an official folder ('022.Chuck_will_Widow' -> "Chuck-will's-widow"); any other
+    folder name humanised ('006.Fixture_bird_6' -> 'Fixture bird 6')."""
+    if raw in SPECIES_NAMES:
+        return SPECIES_NAMES[raw]
     prefix, dot, rest = raw.partition(".")
     return _humanise(rest if dot and prefix.isdigit() else raw)
 

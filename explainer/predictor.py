@@ -59,6 +59,7 @@ class Explanation:
         return [(self.class_names[i], float(self.ranking_scores[i])) for i in order]
 
     def to_json(self) -> dict[str, Any]:
+        """Everything, for programs: every class's and every explanation's probability and the whole ranking."""
         return {
             "predicted_class": self.predicted_class,
             "class_probabilities": {n: float(p) for n, p in zip(self.class_names, self.class_probs, strict=False)},
@@ -70,6 +71,29 @@ class Explanation:
             "questioned": self.verdict.questioned,
             "case": self.verdict.case,
             "preferred_class": self.preferred_class,
+            "threshold": self.threshold,
+            "top_n": self.top_n,
+            **self.scope.to_json(),
+        }
+
+    def summary_json(self, top_k: int = 5) -> dict[str, Any]:
+        """What a person reads: the predicted class and its probability, the ``top_k`` most probable classes, the kept
+        explanations, the explanation ranking's top N, the verdict and its sentence. The full probability lists of
+        :meth:`to_json` are left out (for 200 species and 312 attributes they are about 32 KB a line)."""
+        if top_k < 1:
+            raise ValueError(f"top k {top_k} is out of range (at least 1)")
+        predicted = self.verdict.predicted_class
+        order = np.argsort(-self.class_probs, kind="stable")[:top_k]
+        return {
+            "predicted_class": self.predicted_class,
+            "predicted_probability": float(self.class_probs[predicted]),
+            "top_classes": [[self.class_names[i], float(self.class_probs[i])] for i in order],
+            "kept_explanations": self.kept_explanations,
+            "explanation_ranking": [[name, score] for name, score in self.ranking[: self.top_n]],
+            "questioned": self.verdict.questioned,
+            "case": self.verdict.case,
+            "preferred_class": self.preferred_class,
+            "verdict": self.sentence(),
             "threshold": self.threshold,
             "top_n": self.top_n,
             **self.scope.to_json(),

@@ -54,7 +54,7 @@ def _attribute_lines(root: Path) -> list[list[str]]:
 def test_reader_reads_names_groups_matrix_and_records(cub_root: Path) -> None:
     meta = read_cub(cub_root)
     assert meta.class_raw_names[0] == "001.Black_footed_Albatross"
-    assert meta.class_names[:2] == ("Black footed Albatross", "Laysan Albatross")
+    assert meta.class_names[:2] == ("Black-footed Albatross", "Laysan Albatross")
     assert meta.attribute_raw_names[0] == "has_bill_shape::curved_(up_or_down)"
     assert meta.attribute_display_names[0] == "bill shape: curved (up or down)"
     assert meta.attribute_display_names[8] == "size: large (16 - 32 in)"

@@ -232,6 +232,23 @@ def test_explainer_explain_and_interventions(shapes_weights):
     assert "none of the classes this model knows" in nothing.sentence()
 
 
+def test_the_summary_is_what_a_person_reads_of_the_full_json(shapes_weights):
+    explainer = Explainer.load(shapes_weights)
+    result = explainer.explain(np.array([0.1, 0.15, 0.2, 0.55]), np.array([0.2, 0.1, 0.3, 0.5, 0.6]), top_n=1)
+    full, summary = result.to_json(), result.summary_json(top_k=3)
+    assert "class_probabilities" not in summary and "explanation_probabilities" not in summary
+    assert summary["predicted_class"] == "rectangle" and summary["predicted_probability"] == pytest.approx(0.55)
+    assert [name for name, _ in summary["top_classes"]] == ["rectangle", "square", "triangle"]
+    assert [p for _, p in summary["top_classes"]] == pytest.approx([0.55, 0.2, 0.15])
+    assert summary["explanation_ranking"] == full["explanation_ranking"][:1] and len(full["explanation_ranking"]) == 4
+    assert summary["verdict"] == result.sentence() and summary["verdict"].startswith("Questioned")
+    shared = set(summary) - {"predicted_probability", "top_classes", "verdict", "explanation_ranking"}
+    assert {key: summary[key] for key in shared} == {key: full[key] for key in shared}
+    assert len(result.summary_json()["top_classes"]) == 4  # five asked, four classes
+    with pytest.raises(ValueError, match="top k 0 is out of range"):
+        result.summary_json(top_k=0)
+
+
 def _write_images(folder: Path) -> list[Path]:
     square = np.full((120, 90), 255, np.uint8)
     square[30:80, 20:70] = 0
@@ -272,16 +289,22 @@ def test_cli_prints_one_json_line_per_image_and_fails_on_bad_ones(shapes_weights
         assert set(row) >= {
             "image",
             "predicted_class",
-            "class_probabilities",
-            "explanation_probabilities",
+            "predicted_probability",
+            "top_classes",
             "kept_explanations",
             "explanation_ranking",
             "questioned",
             "case",
             "preferred_class",
+            "verdict",
+            "threshold",
+            "top_n",
+            "in_scope",
         }
-        assert len(row["explanation_probabilities"]) == 5 and row["top_n"] == 2
-        assert sum(row["class_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert "class_probabilities" not in row and "explanation_probabilities" not in row  # --all-probabilities
+        assert row["top_n"] == 2 and len(row["explanation_ranking"]) == 2 and len(row["top_classes"]) == 4
+        assert row["top_classes"][0] == [row["predicted_class"], row["predicted_probability"]]
+        assert row["verdict"].startswith(("Consistent", "Questioned"))
     assert "cut short or damaged" in rows[2]["error"]
     assert "nothing" in rows[3]["error"].lower() or "blank" in rows[3]["error"].lower()
     assert "no such file" in rows[4]["error"]
@@ -297,6 +320,18 @@ def test_cli_all_good_exits_zero_and_bad_weights_exit_two(shapes_weights, tmp_pa
         timeout=120,
     )
     assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 2
+    everything = subprocess.run(
+        [sys.executable, "-m", "explainer", "predict", "--all-probabilities", "--weights", str(shapes_weights)]
+        + [str(paths[0])],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    row = json.loads(everything.stdout)
+    assert everything.returncode == 0 and row["verdict"] == json.loads(ok.stdout.splitlines()[0])["verdict"]
+    assert len(row["explanation_probabilities"]) == 5 and len(row["explanation_ranking"]) == 4
+    assert sum(row["class_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     bad = subprocess.run(
         [sys.executable, "-m", "explainer", "predict", "--weights", str(tmp_path / "none.st"), str(paths[0])],
         capture_output=True,
@@ -305,3 +340,16 @@ def test_cli_all_good_exits_zero_and_bad_weights_exit_two(shapes_weights, tmp_pa
         timeout=120,
     )
     assert bad.returncode == 2 and "no such weights file" in bad.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["predict", "--help"]])
+def test_cli_help_says_what_the_tool_does_with_an_example(argv, capsys):
+    from explainer.__main__ import main as cli
+
+    with pytest.raises(SystemExit) as done:
+        cli(argv)
+    text = capsys.readouterr().out
+    assert done.value.code == 0 and "Command line" not in text
+    assert "Classify images with a trained pair" in text and "explanations" in text
+    assert "example:\n  python -m explainer predict --weights weights/birds.safetensors" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
