@@ -19,6 +19,7 @@ from .bundle import load_bundle_with_scope
 from .scope import ScopeGate, ScopeReading, ScopeResult, article, gate_result, unmeasured_result
 from .tasks import TASKS, Task, task_for_preprocessing
 from .tasks.base import ImageLike, Preprocessor
+from .where import Where
 
 
 @dataclass
@@ -49,8 +50,13 @@ class Explanation:
     @property
     def kept_explanations(self) -> list[str]:
         """Kept explanation names, most probable first."""
+        return [self.explanation_names[i] for i in self.kept_indices]
+
+    @property
+    def kept_indices(self) -> list[int]:
+        """Indices of the kept explanations, in the order of :attr:`kept_explanations`."""
         order = np.argsort(-self.kept_scores, kind="stable")
-        return [self.explanation_names[i] for i in order if self.kept_scores[i] > 0]
+        return [int(i) for i in order if self.kept_scores[i] > 0]
 
     @property
     def ranking(self) -> list[tuple[str, float]]:
@@ -280,6 +286,19 @@ class Explainer:
         if not probs:
             return np.zeros((0, len(self.class_names))), np.zeros((0, len(self.explanation_names)))
         return np.concatenate(probs), np.concatenate(expls)
+
+    def where(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray, Where]:
+        """Class and explanation probabilities of one image, and the heatmaps of every class and explanation in the
+        image's own pixels (see :mod:`explainer.where`). The maps are the terms of each output's last layer, so
+        they show exactly where its score comes from."""
+        if self.task_spec is None:
+            raise ValueError(f"preprocessing kind {self.preprocessing.get('kind')!r} has no heatmaps")
+        tensor, frame = self.task_spec.framed_preprocessor(self.preprocessing)(image)
+        with torch.inference_mode():
+            logits, expl_logits, class_maps, expl_maps = self.pair.forward_maps(self._network_input(tensor[None]))
+        probs, expls = self._probabilities(logits, expl_logits)
+        where = Where(frame, class_maps[0].float().cpu().numpy(), expl_maps[0].float().cpu().numpy())
+        return probs[0], expls[0], where
 
     # -- explanation (no network) ------------------------------------------------------------------------------------
 

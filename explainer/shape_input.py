@@ -281,10 +281,7 @@ def normalize_shape_image_framed(
 
 
 def _image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
-    """(height, width) of a PIL image or of an image array (H, W[, C] or C, H, W as _from_array reads it)."""
+    """(height, width) of a PIL image or an image array ((H, W) or (H, W, C), as :func:`_from_array` reads it)."""
     if isinstance(image, Image.Image):
         return image.height, image.width
-    converted = _as_8bit_pil_or_float(image)
-    if isinstance(converted, Image.Image):
-        return converted.height, converted.width
-    return converted.shape[0], converted.shape[1]
+    return int(image.shape[0]), int(image.shape[1])

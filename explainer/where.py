@@ -57,6 +57,27 @@ def upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 @dataclass
+class Where:
+    """The heatmaps of one image: every class's and every explanation's, over the network input of ``frame``."""
+
+    frame: InputFrame
+    class_maps: np.ndarray  # (C, h, w)
+    explanation_maps: np.ndarray  # (E, h', w')
+
+    def for_class(self, index: int) -> Heatmap:
+        return Heatmap(self.class_maps[index], self.frame)
+
+    def for_explanation(self, index: int) -> Heatmap:
+        return Heatmap(self.explanation_maps[index], self.frame)
+
+    def peaks_json(self, names: list[str], kept: list[int], predicted: int) -> dict[str, dict[str, list[int]]]:
+        """``{name of each kept explanation: {"peak": [x, y]}, ..., "class": {"peak": [x, y]}}`` in image pixels."""
+        result = {names[i]: {"peak": list(self.for_explanation(i).peak())} for i in kept}
+        result["class"] = {"peak": list(self.for_class(predicted).peak())}
+        return result
+
+
+@dataclass
 class Heatmap:
     """One heatmap: ``grid`` (h, w) over the network input of ``frame``; larger is more."""
 

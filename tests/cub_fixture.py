@@ -102,6 +102,30 @@ def make_cub_fixture(
     (cub / "image_class_labels.txt").write_text("".join(labels))
     (cub / "train_test_split.txt").write_text("".join(split))
     (cub / "bounding_boxes.txt").write_text("".join(boxes))
+    _write_part_locations(cub, boxes, split)
     if with_image_attributes:
         (cub / "attributes" / "image_attribute_labels.txt").write_text("".join(attribute_lines))
     return root
+
+
+def _write_part_locations(cub: Path, boxes: list[str], split: list[str]) -> None:
+    """parts/parts.txt and parts/part_locs.txt for the training photos only (as the shared copy keeps the test
+    photos' back): 15 parts each, inside the photo's box, every fourth one not visible (0 0 0). A generator of its
+    own, so the rest of the fixture stays as it was."""
+    rng = np.random.default_rng(FIXTURE_SEED + 1)
+    names = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
+             "right eye", "right leg", "right wing", "tail", "throat")  # fmt: skip
+    (cub / "parts").mkdir()
+    (cub / "parts" / "parts.txt").write_text("".join(f"{k + 1} {name}\n" for k, name in enumerate(names)))
+    lines = []
+    for box_line, split_line in zip(boxes, split, strict=True):
+        image_id, x, y, w, h = box_line.split()
+        if split_line.split()[1] != "1":
+            continue
+        for part in range(1, 16):
+            if part % 4 == 0:
+                lines.append(f"{image_id} {part} 0.0 0.0 0\n")
+            else:
+                px, py = float(x) + rng.uniform(0, float(w)), float(y) + rng.uniform(0, float(h))
+                lines.append(f"{image_id} {part} {px:.1f} {py:.1f} 1\n")
+    (cub / "parts" / "part_locs.txt").write_text("".join(lines))

@@ -15,9 +15,11 @@ import torch
 from PIL import Image
 
 from ..imagecheck import MIN_SIDE, ImageError, check_size, is_flat
+from ..where import InputFrame
 
 ImageLike = Image.Image | np.ndarray
 Preprocessor = Callable[[ImageLike], torch.Tensor]  # one image (PIL or array, any mode) -> the input tensor (C, H, W)
+FramedPreprocessor = Callable[[ImageLike], tuple[torch.Tensor, InputFrame]]  # ... and where the input lies
 
 MIN_IMAGE_SIDE = MIN_SIDE  # smaller images carry no shape or bird to classify
 
@@ -46,6 +48,10 @@ class Task:
 
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
         """The function that turns one image into the network's input, for a weights file's ``preprocessing``."""
+        raise NotImplementedError
+
+    def framed_preprocessor(self, preprocessing: Mapping[str, Any]) -> FramedPreprocessor:
+        """Like :meth:`preprocessor`, also saying where the input lies in the image (for heatmaps)."""
         raise NotImplementedError
 
     def check_image(self, image: Image.Image) -> Image.Image:

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import ImageLike, Preprocessor, Task
+from ..where import InputFrame
+from .base import FramedPreprocessor, ImageLike, Preprocessor, Task
 
 
 def backbone_name(model_name: str) -> str:
@@ -76,6 +77,21 @@ class BirdsTask(Task):
             if isinstance(image, np.ndarray):
                 image = Image.fromarray(image)
             return transform(to_rgb(image))
+
+        return preprocess
+
+    def framed_preprocessor(self, preprocessing: Mapping[str, Any]) -> FramedPreprocessor:
+        """:meth:`preprocessor` and the part of the photo its centre crop keeps."""
+        from ..transforms import build_transform, to_rgb
+        from ..where import resize_crop_frame
+
+        transform = build_transform(dict(preprocessing), train=False)
+
+        def preprocess(image: ImageLike) -> tuple[torch.Tensor, InputFrame]:
+            if isinstance(image, np.ndarray):
+                image = Image.fromarray(image)
+            frame = resize_crop_frame(image.size, preprocessing["resize"], preprocessing["crop"])
+            return transform(to_rgb(image)), frame
 
         return preprocess
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import ImageLike, Preprocessor, Task
+from ..where import InputFrame
+from .base import FramedPreprocessor, ImageLike, Preprocessor, Task
 
 LOG = logging.getLogger("explainer.tasks")
 
@@ -38,6 +39,22 @@ class ShapesTask(Task):
         def preprocess(image: ImageLike) -> torch.Tensor:
             grey = normalize_shape_image(image, size=size, crop_to_content=crop_to_content, margin=margin)
             return torch.from_numpy(grey.astype(np.float32) / 255.0)[None]
+
+        return preprocess
+
+    def framed_preprocessor(self, preprocessing: Mapping[str, Any]) -> FramedPreprocessor:
+        """:meth:`preprocessor` and the square of the image it took (the ink's box and margin)."""
+        from ..shape_input import normalize_shape_image_framed
+
+        size = int(preprocessing.get("size", 64))
+        crop_to_content = bool(preprocessing.get("crop_to_content", True))
+        margin = float(preprocessing.get("margin", 0.1))
+
+        def preprocess(image: ImageLike) -> tuple[torch.Tensor, InputFrame]:
+            grey, (left, top, side) = normalize_shape_image_framed(image, size, crop_to_content, margin)
+            height, width = (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
+            frame = InputFrame(left, top, side / size, side / size, size, size, int(width), int(height))
+            return torch.from_numpy(grey.astype(np.float32) / 255.0)[None], frame
 
         return preprocess
 
