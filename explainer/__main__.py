@@ -16,6 +16,7 @@ the exit status is 1 if any image failed. Output is always valid JSON (never a b
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from typing import Sequence
@@ -40,7 +41,9 @@ One JSON line per image: predicted_class, predicted_probability, top_classes
 explanation_ranking (the top N classes by explanations), questioned, case,
 preferred_class, verdict (in words), threshold, top_n and the scope fields.
 --all-probabilities adds class_probabilities and explanation_probabilities
-and gives the whole ranking.
+and gives the whole ranking. --where adds "where": for each kept explanation
+and for the predicted class, the peak of its heatmap as [x, y] pixels of the
+image file; --where-dir DIR also writes the heatmaps over the image as PNGs.
 
 Exit status: 0 every image classified, 1 some image failed (its line says
 why), 2 a bad weights file or option."""
@@ -69,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
         help="also print every class's and every explanation's probability and the whole ranking (about 32 KB a line "
         "for the birds)",
     )
+    pred.add_argument(
+        "--where",
+        action="store_true",
+        help="add \"where\": the peak of each kept explanation's heatmap and of the predicted class's, as [x, y] "
+        "pixels of the image file (x right, y down from the top-left corner)",
+    )
+    pred.add_argument(
+        "--where-dir",
+        metavar="DIR",
+        help="also write the heatmaps over each image as PNG files into DIR (implies --where)",
+    )
     pred.add_argument("--batch-size", type=int, default=64, help="images per pass of the networks (default 64)")
     pred.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     return parser
@@ -90,13 +104,14 @@ def predict(args: argparse.Namespace) -> int:
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start : start + args.batch_size]
         results: list[dict | None] = [None] * len(chunk)
-        tensors, scope_tensors, where = [], [], []
+        tensors, scope_tensors, where, images = [], [], [], []
         for i, path in enumerate(chunk):
             try:
                 image = check_image(path)
                 tensors.append(explainer.preprocess(image))
                 scope_tensors.append(explainer.scope_input(image, tensors[-1]))
                 where.append(i)
+                images.append(image)
             except ValueError as err:  # ImageError, NothingToClassify and other bad-input errors
                 results[i] = {"image": path, "error": str(err)}
             except MemoryError:  # one file must not end the batch
@@ -109,12 +124,44 @@ def predict(args: argparse.Namespace) -> int:
                 explanation = explainer.explain(p, e, threshold, top_n, scope=reading)
                 row = explanation.summary_json(TOP_CLASSES)
                 results[i] = {"image": chunk[i], **row, **(explanation.to_json() if args.all_probabilities else {})}
+                if args.where or args.where_dir:
+                    results[i]["where"] = _where(explainer, images[n], chunk[i], explanation, args.where_dir, start + i)
         for result in results:
             assert result is not None
             line, is_error = _json_line(result)
             failed += is_error
             print(line, flush=True)
     return 1 if failed else 0
+
+
+def _where(explainer: Explainer, image, path: str, explanation, folder: str | None, number: int) -> dict:
+    """The peaks of the kept explanations' and the predicted class's heatmaps; with ``folder``, their overlays as
+    ``<number>-<image name>-<explanation>.png`` (written whole or not at all)."""
+    from pathlib import Path
+
+    from .bundle import atomic_write_bytes
+    from .where import overlay
+
+    _, _, maps = explainer.where(image)
+    kept, predicted = explanation.kept_indices, explanation.verdict.predicted_class
+    peaks = maps.peaks_json(explainer.display_names, kept, predicted)
+    if folder:
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = _slug(Path(path).stem)
+        pictures = [("class", maps.for_class(predicted))]
+        pictures += [(explainer.display_names[k], maps.for_explanation(k)) for k in kept]
+        for name, heatmap in pictures:
+            buffer = io.BytesIO()
+            overlay(image, heatmap).save(buffer, format="PNG")
+            atomic_write_bytes(out / f"{number:04d}-{stem}-{_slug(name)}.png", buffer.getvalue())
+    return peaks
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe version of a name: letters, digits and single hyphens, at most 60 characters."""
+    kept = "".join(c if c.isalnum() else "-" for c in text.lower())
+    return "-".join(part for part in kept.split("-") if part)[:60] or "x"
 
 
 def _json_line(result: dict) -> tuple[str, bool]:

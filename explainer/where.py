@@ -126,15 +126,16 @@ class Heatmap:
 
 
 def _colormap(values: np.ndarray) -> np.ndarray:
-    """[0, 1] -> RGB uint8, dark blue through yellow to red (a perceptually ordered ramp, no library needed)."""
+    """[0, 1] -> RGB uint8, black through purple and orange to pale yellow (inferno's ramp: ordered in lightness,
+    so the peak is the brightest colour whatever the photo's own colours)."""
     stops = np.array(
-        [[0.0, 48, 18, 59], [0.25, 70, 134, 251], [0.5, 26, 228, 182], [0.75, 250, 186, 57], [1.0, 122, 4, 3]]
+        [[0.0, 0, 0, 4], [0.35, 120, 28, 109], [0.65, 237, 105, 37], [0.85, 250, 193, 39], [1.0, 252, 255, 164]]
     )
     channels = [np.interp(values, stops[:, 0], stops[:, k]) for k in (1, 2, 3)]
     return np.stack(channels, axis=-1).astype(np.uint8)
 
 
-def overlay(image: Image.Image, heatmap: Heatmap, max_side: int = 512, alpha: float = 0.5) -> Image.Image:
+def overlay(image: Image.Image, heatmap: Heatmap, max_side: int = 512, alpha: float = 0.7) -> Image.Image:
     """The image (scaled so its longer side is at most ``max_side``) under the heatmap's colours, with the peak
     marked by a ring; pixels outside the network's input stay as they are, greyed."""
     from PIL import ImageDraw
@@ -146,9 +147,10 @@ def overlay(image: Image.Image, heatmap: Heatmap, max_side: int = 512, alpha: fl
     values, mask = heatmap.on_image(max(size))
     values, mask = values[: size[1], : size[0]], mask[: size[1], : size[0]]
     colours = _colormap(values).astype(np.float32)
-    weight = (alpha * (0.25 + 0.75 * values))[..., None] * mask[..., None]
+    weight = (alpha * values)[..., None] * mask[..., None]
+    dimmed = base * (0.45 + 0.55 * values[..., None])  # what the map does not point at recedes
     grey = base.mean(axis=-1, keepdims=True) * 0.6 + 255 * 0.4
-    outside = np.where(mask[..., None], base, grey)
+    outside = np.where(mask[..., None], dimmed, grey)
     blended = outside * (1 - weight) + colours * weight
     picture = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
     x, y = heatmap.peak()

@@ -3,6 +3,7 @@ crop and resize, peaks in the image's own pixels, the pointing measure, and the 
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -198,3 +199,23 @@ def test_cub_part_locations_and_views(tmp_path) -> None:
 def test_part_routes_cover_every_cub_group() -> None:
     assert len(cub.GROUP_PARTS) == 28 and len(cub.PART_REGION) == 15
     assert math.isclose(sum(1 for parts in cub.GROUP_PARTS.values() if not parts), 3)  # size, shape, primary colour
+
+
+def test_command_line_where_adds_peaks_and_writes_overlays(tmp_path, shapes_path, capsys) -> None:
+    from explainer.__main__ import main
+
+    image = Image.new("L", (200, 160), 255)
+    ImageDraw.Draw(image).polygon([(30, 140), (100, 20), (170, 140)], outline=0, width=3)
+    path = tmp_path / "my triangle.png"
+    image.save(path)
+    assert main(["predict", "--weights", str(shapes_path), str(path)]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert "where" not in plain
+    out = tmp_path / "where"
+    assert main(["predict", "--weights", str(shapes_path), "--threshold", "0", "--where-dir", str(out), str(path)]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert set(row["where"]) == set(row["kept_explanations"]) | {"class"}
+    assert all(0 <= e["peak"][0] < 200 and 0 <= e["peak"][1] < 160 for e in row["where"].values())
+    written = sorted(p.name for p in out.iterdir())
+    assert "0000-my-triangle-class.png" in written and len(written) == len(row["where"])
+    assert Image.open(out / written[0]).size == (200, 160)
