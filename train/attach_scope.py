@@ -41,6 +41,8 @@ import torch
 from explainer.bundle import BundleError, load_bundle_with_scope, read_bundle, write_bundle
 from explainer.pretrained import PretrainedWeightsError
 from explainer.scope import (
+    BIRD_GATE_THRESHOLD,
+    BIRD_GATE_THRESHOLD_SELECTION,
     SCOPE_PREFIX,
     ScopeError,
     imagenet_gate_from_file,
@@ -49,13 +51,7 @@ from explainer.scope import (
     trunk_difference,
 )
 
-# Picked on the 5,994 official CUB training photos (99.52% of them score >= 0.08; 0.5% quantile 0.085), by the
-# command above with --features runs/birds-cache-lite0-224 (a frozen Lite0 run's cached pooled features).
-DEFAULT_THRESHOLD = 0.08
-THRESHOLD_SELECTION = (
-    "largest multiple of 0.01 keeping >= 99.5% of the 5,994 official CUB-200-2011 training photos in scope "
-    "(train/evaluate_scope.py --pick-threshold); never tuned on test or non-bird photos"
-)
+DEFAULT_THRESHOLD, THRESHOLD_SELECTION = BIRD_GATE_THRESHOLD, BIRD_GATE_THRESHOLD_SELECTION
 
 
 def attach(

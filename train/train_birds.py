@@ -37,7 +37,7 @@ from explainer import cub
 from explainer.bundle import atomic_write_bytes
 from explainer.finetune import ResumeError, fit, freeze, parameter_groups
 from explainer.metrics import multilabel_report
-from explainer.models import PartMirror, create_timm_main, region_targets, timm_feature_info
+from explainer.models import MirrorPair, PartMirror, create_timm_main, region_targets, timm_feature_info
 from explainer.pretrained import load_pretrained_backbone
 from explainer.training import seed_everything
 from explainer.transforms import EvalView, TrainView, birds_train_transform, build_transform, reference_preprocessing
@@ -46,6 +46,7 @@ from explainer.where import pointing
 FROZEN = ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.")  # ImageNet weights and statistics kept
 HEAD = ("classifier.",)  # new, learns at --head-lr
 STEPS = ("main-val", "main-final", "mirror-val", "mirror-final")
+THRESHOLDS = np.round(np.arange(0.30, 0.851, 0.05), 2)  # candidates for the default explanation threshold
 MONITOR_THRESHOLD = 0.5  # kept explanations for the per-epoch pointing (the default threshold is chosen later)
 
 
@@ -75,6 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mirror-width", type=int, default=256, help="channels of the mirror's own feature map")
     p.add_argument("--where-weight", type=float, default=0.1, help="weight of the part-location loss")
     p.add_argument("--main-file", help="a weights file whose main network to use (skips the main network's steps)")
+    p.add_argument("--scope-file", help="ImageNet weights of the 'is this a bird?' gate (Lite0 .pth); with "
+                   "--main-file the file's own gate is kept")  # fmt: skip
+    p.add_argument("--skip-final", action="store_true",
+                   help="ship the validation run's networks (trained without the validation photos) instead of "
+                   "training again on all training photos: half the time")  # fmt: skip
+    p.add_argument("--top-n", type=int, default=10, help="default top N stored with the weights")
+    p.add_argument("--output", help="the weights file to write (.safetensors); without it no file is written")
     p.add_argument("--stop-after", choices=STEPS, help="stop after this step")
     p.add_argument("--limit-per-class", type=int, default=0, help="at most this many photos per class (smoke runs)")
     p.add_argument("--device", default="cpu")
@@ -296,8 +304,186 @@ def digest(net: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+@torch.no_grad()
+def run_pair(pair: MirrorPair, meta: cub.CubMetadata, positions, preprocessing, args) -> tuple[np.ndarray, np.ndarray]:
+    """Class and explanation probabilities of photos through the serving view."""
+    view = build_transform(preprocessing, train=False)
+    batches = loader(meta, positions, view, 64, False, args)
+    probs, expls = [], []
+    pair.eval()
+    for images, *_ in batches:
+        logits, expl = pair(images.to(args.device).to(memory_format=torch.channels_last))
+        probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+        expls.append(torch.sigmoid(expl.float()).cpu().numpy())
+    return np.concatenate(probs), np.concatenate(expls)
+
+
+def pick_threshold(expls: np.ndarray, truth: np.ndarray) -> tuple[float, dict[str, float]]:
+    """The default explanation threshold: the candidate whose kept explanations agree best with the species'
+    attributes on the validation photos (mean balanced accuracy over attributes). The mirror never trained on
+    those photos, whether or not the main network did."""
+    scores = {f"{t:.2f}": multilabel_report(truth, expls, threshold=float(t))["balanced_accuracy"] for t in THRESHOLDS}
+    best = max(scores, key=lambda key: (scores[key], -abs(float(key) - 0.5)))
+    return float(best), scores
+
+
+def part_architecture(main_name: str, meta: cub.CubMetadata, width: int) -> dict[str, Any]:
+    return {
+        "family": "timm",
+        "model_name": main_name,
+        "n_classes": meta.num_classes,
+        "n_explanations": meta.num_attributes,
+        "mirror": {"kind": "parts", "regions": list(cub.REGIONS), "routes": [list(r) for r in cub.group_regions(
+            meta.attribute_raw_names)], "width": width},
+    }  # fmt: skip
+
+
+@torch.no_grad()
+def validation_report(
+    pair: MirrorPair, meta: cub.CubMetadata, positions: np.ndarray, preprocessing: dict[str, Any], args
+) -> dict[str, Any]:
+    """On the validation photos: the threshold choice, then pointing per attribute group for the part mirror's maps
+    and, as the baseline, the predicted class's map (for the same kept explanations), and every verdict number."""
+    from explainer.evaluation import evaluate_predictions
+    from explainer.predictor import Explainer
+
+    points, boxes = cub.read_part_locations(args.data, meta), cub.read_stored_boxes(args.data, meta)
+    routes = [list(r) for r in cub.group_regions(meta.attribute_raw_names)]
+    dataset = cub.CubPartImages(meta, positions, points, boxes, EvalView(preprocessing))
+    batches = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=args.workers)
+    truth = (meta.class_attributes >= 50.0).astype(np.float32)
+    pair.eval()
+    rows = []
+    for images, classes, where, box in batches:
+        logits, expl, class_maps, expl_maps = pair.forward_maps(images.to(memory_format=torch.channels_last))
+        probs, expls = torch.softmax(logits, 1), torch.sigmoid(expl)
+        predicted = class_maps[torch.arange(len(images)), probs.argmax(1)]
+        rows.append((probs.numpy(), expls.numpy(), classes.numpy(), where.numpy(), box.numpy(), expl_maps, predicted))
+    probs, expls, classes = (np.concatenate([r[k] for r in rows]) for k in range(3))
+    threshold, scores = pick_threshold(expls, truth[classes])
+    hits = {"mirror": np.zeros(meta.num_attributes, int), "class": np.zeros(meta.num_attributes, int)}
+    counted = np.zeros(meta.num_attributes, int)
+    for _, e, _, where, box, expl_maps, predicted in rows:
+        kept, input_size = e >= threshold, (preprocessing["crop"], preprocessing["crop"])
+        h, c = pointing(expl_maps, kept, where, list(cub.PART_REGION), routes, box, input_size)
+        hits["mirror"] += h
+        counted += c
+        repeated = predicted[:, None].expand(-1, meta.num_attributes, -1, -1)
+        hits["class"] += pointing(repeated, kept, where, list(cub.PART_REGION), routes, box, input_size)[0]
+    groups: dict[str, list[int]] = {}
+    for a, raw in enumerate(meta.attribute_raw_names):
+        groups.setdefault(raw.split("::")[0].removeprefix("has_"), []).append(a)
+    by_group = {
+        name: {"mirror": int(hits["mirror"][idx].sum()), "class": int(hits["class"][idx].sum()),
+               "counted": int(counted[idx].sum())}
+        for name, idx in groups.items() if counted[idx].sum() > 0
+    }  # fmt: skip
+    file_meta = {"class_names": meta.class_names, "explanation_names": meta.attribute_raw_names,
+                 "explanation_groups": meta.groups, "class_explanations": meta.class_attributes_unit,
+                 "ranking": "weighted", "defaults": {"threshold": threshold, "top_n": args.top_n},
+                 "preprocessing": preprocessing, "task": "birds"}  # fmt: skip
+    verdicts = evaluate_predictions(Explainer(pair, file_meta), probs, expls, classes, truth[classes])
+    return {
+        "photos": int(len(positions)),
+        "threshold": threshold,
+        "threshold_rule": "mean balanced accuracy of the attributes against the species' attributes, best of "
+        + ", ".join(f"{t:.2f}" for t in THRESHOLDS),
+        "threshold_scores": scores,
+        "pointing": {
+            "mirror": float(hits["mirror"].sum() / max(counted.sum(), 1)),
+            "class_map": float(hits["class"].sum() / max(counted.sum(), 1)),
+            "counted": int(counted.sum()),
+            "by_group": by_group,
+        },  # fmt: skip
+        "top1": verdicts["accuracy"],
+        "verdict": {k: verdicts[k] for k in ("explanations", "verdict", "error_detection") if k in verdicts},
+    }
+
+
+def write_weights(
+    args: argparse.Namespace,
+    meta: cub.CubMetadata,
+    pair: MirrorPair,
+    preprocessing: dict[str, Any],
+    choices: dict[str, Any],
+    history: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """Evaluate the pair once on the official test photos and write the self-describing weights file (float16,
+    the gate attached), atomically; the file is loaded back and must reproduce the predictions."""
+    from explainer.bundle import read_bundle, save_bundle
+    from explainer.evaluation import evaluate_predictions
+    from explainer.predictor import Explainer
+    from explainer.scope import (
+        BIRD_GATE_THRESHOLD,
+        BIRD_GATE_THRESHOLD_SELECTION,
+        imagenet_gate_from_file,
+        scope_tensors,
+    )
+    from explainer.tasks import BIRDS
+
+    base_tensors, base_meta = read_bundle(args.main_file) if args.main_file else ({}, None)
+    architecture = part_architecture(args.model, meta, args.mirror_width)
+    file_meta = BIRDS.bundle_metadata(
+        architecture,
+        class_names=meta.class_names,
+        class_raw_names=meta.class_raw_names,
+        explanation_names=meta.attribute_raw_names,
+        display_names=meta.attribute_display_names,
+        groups=meta.groups,
+        class_explanations=meta.class_attributes_unit,
+        preprocessing=preprocessing,
+        threshold=choices["threshold"],
+        top_n=args.top_n,
+    )
+    test = limit(meta.test_indices, meta.class_indices, args.limit_per_class)
+    probs, expls = run_pair(pair, meta, test, preprocessing, args)
+    labels = (meta.class_attributes >= 50.0).astype(np.float32)[meta.class_indices[test]]
+    explainer = Explainer(pair, file_meta)
+    results = evaluate_predictions(explainer, probs, expls, meta.class_indices[test], labels)
+    results["test_images"] = int(len(test))
+    results["validation"] = choices["validation"]
+    file_meta["metrics"] = results
+    file_meta["training"] = {
+        "command": "python " + " ".join(sys.argv) if args.command is None else args.command,
+        "recipe": "train/train_birds.py: main network fine-tuned from ImageNet (stem and blocks.0-1 kept), part "
+        "mirror on the frozen main network, choices on a validation split of the training photos",
+        "main_network": "from " + Path(args.main_file).name if args.main_file else "trained by this command",
+        "skip_final": bool(args.skip_final),
+        "choices": {k: v for k, v in choices.items() if k != "validation"},
+        "steps": history,
+        "wall_seconds_of_this_run": round(time.time() - started, 1),
+    }
+    shipped = "all 5,994 training photos" if not args.skip_final else f"{len(read_split(meta, args).train):,} photos"
+    file_meta["description"] = (
+        f"200 species of CUB-200-2011, {args.model} ImageNet-pretrained and fine-tuned, with a part mirror that reads "
+        f"each explanation from the body part it names; trained on {shipped}; top-1 {100 * results['accuracy']:.1f}% "
+        f"on {len(test):,} held-out images"
+    )
+    scope: dict[str, torch.Tensor] = {}
+    if base_meta is not None and "scope" in base_meta:  # the same main network: its gate stays as it was
+        file_meta["scope"] = base_meta["scope"]
+        scope = {k: v for k, v in base_tensors.items() if k.startswith("scope.")}
+    elif args.scope_file:
+        gate = imagenet_gate_from_file(args.scope_file, BIRD_GATE_THRESHOLD,
+                                       threshold_selection=BIRD_GATE_THRESHOLD_SELECTION)  # fmt: skip
+        gate.description["storage_dtype"] = "float16"
+        file_meta["scope"] = gate.description
+        scope = scope_tensors(gate.network, half=True)
+    save_bundle(args.output, pair, file_meta, half=True, extra_tensors=scope)
+    reloaded = Explainer.load(args.output)
+    check = run_pair(reloaded.pair, meta, test[:32], preprocessing, args)
+    difference = float(np.abs(check[0] - probs[:32]).max())
+    if difference > 2e-3:
+        raise SystemExit(f"the written file does not reproduce the predictions (class probabilities differ by "
+                         f"{difference:.4f})")  # fmt: skip
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     args = parse_args(argv)
+    args.command = "python train/train_birds.py " + " ".join(sys.argv[1:] if argv is None else argv)
     seed_everything(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -307,34 +493,52 @@ def main(argv: list[str] | None = None) -> int:
     split = read_split(meta, args)
     everything = limit(meta.train_indices, meta.class_indices, args.limit_per_class)
     print(f"{len(split.train)} training, {len(split.validation)} validation photos, {meta.num_classes} species")
+    history: dict[str, Any] = {}
+
+    def done(step: str, summary: dict[str, Any]) -> bool:
+        (out / step / "summary.json").write_text(json.dumps(summary, indent=2))
+        history[step] = {k: v for k, v in summary.items() if k != "history"} | {"last": summary["history"][-1:]}
+        return args.stop_after == step
 
     if args.main_file:  # an existing main network: only the mirror is trained
         val_main, preprocessing = main_from_file(args.main_file)
         final_main = val_main
     else:
-        val_main, val_summary = train_main(args, meta, split.train, split.validation, out / "main-val")
-        (out / "main-val" / "summary.json").write_text(json.dumps(val_summary, indent=2))
+        val_main, summary = train_main(args, meta, split.train, split.validation, out / "main-val")
         save_main(val_main, out / "main-val" / "main.safetensors")
-        if args.stop_after == "main-val":
+        if done("main-val", summary):
             return 0
-        args.weights_choice = val_summary["weights"]
-        final_main, final_summary = train_main(args, meta, everything, None, out / "main-final")
-        (out / "main-final" / "summary.json").write_text(json.dumps(final_summary, indent=2))
-        save_main(final_main, out / "main-final" / "main.safetensors")
-        if args.stop_after == "main-final":
-            return 0
+        args.weights_choice, final_main = summary["weights"], val_main
+        if not args.skip_final:
+            final_main, summary = train_main(args, meta, everything, None, out / "main-final")
+            save_main(final_main, out / "main-final" / "main.safetensors")
+            if done("main-final", summary):
+                return 0
         preprocessing = reference_preprocessing(args.eval_size, args.eval_size, mean=[0.5] * 3, std=[0.5] * 3)
 
     args.main_digest = digest(val_main)
-    _, mirror_summary = train_mirror(args, meta, val_main, preprocessing, split.train, split.validation,
-                                     out / "mirror-val")  # fmt: skip
-    (out / "mirror-val" / "summary.json").write_text(json.dumps(mirror_summary, indent=2))
-    if args.stop_after == "mirror-val":
+    val_mirror, summary = train_mirror(args, meta, val_main, preprocessing, split.train, split.validation,
+                                       out / "mirror-val")  # fmt: skip
+    if done("mirror-val", summary):
         return 0
-    args.main_digest = digest(final_main)
-    _, final_mirror_summary = train_mirror(args, meta, final_main, preprocessing, everything, None,
-                                           out / "mirror-final")  # fmt: skip
-    (out / "mirror-final" / "summary.json").write_text(json.dumps(final_mirror_summary, indent=2))
+    report = validation_report(MirrorPair(val_main, val_mirror), meta, split.validation, preprocessing, args)
+    (out / "validation.json").write_text(json.dumps(report, indent=2))
+    pointed = report["pointing"]
+    print(f"validation: top-1 {report['top1']:.4f}, threshold {report['threshold']}, pointing "
+          f"{pointed['mirror']:.3f} (class map {pointed['class_map']:.3f})", flush=True)  # fmt: skip
+    final_mirror = val_mirror
+    if not args.skip_final:
+        args.main_digest = digest(final_main)
+        final_mirror, summary = train_mirror(args, meta, final_main, preprocessing, everything, None,
+                                             out / "mirror-final")  # fmt: skip
+        if done("mirror-final", summary):
+            return 0
+    if args.output:
+        choices = {"threshold": report["threshold"], "main_weights": getattr(args, "weights_choice", "from file"),
+                   "validation": report}  # fmt: skip
+        pair = MirrorPair(final_main, final_mirror).eval()
+        results = write_weights(args, meta, pair, preprocessing, choices, history, started)
+        print(f"test: top-1 {results['accuracy']:.4f}; wrote {args.output}", flush=True)
     return 0
 
 
