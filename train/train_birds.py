@@ -378,10 +378,12 @@ def validation_report(
                "counted": int(counted[idx].sum())}
         for name, idx in groups.items() if counted[idx].sum() > 0
     }  # fmt: skip
-    file_meta = {"class_names": meta.class_names, "explanation_names": meta.attribute_raw_names,
-                 "explanation_groups": meta.groups, "class_explanations": meta.class_attributes_unit,
-                 "ranking": "weighted", "defaults": {"threshold": threshold, "top_n": args.top_n},
-                 "preprocessing": preprocessing, "task": "birds"}  # fmt: skip
+    defaults = {"threshold": threshold, "top_n": min(args.top_n, meta.num_classes)}
+    file_meta = {
+        "task": "birds", "class_names": meta.class_names, "explanation_names": meta.attribute_raw_names,
+        "explanation_groups": meta.groups, "class_explanations": meta.class_attributes_unit, "ranking": "weighted",
+        "defaults": defaults, "preprocessing": preprocessing,
+    }  # fmt: skip
     verdicts = evaluate_predictions(Explainer(pair, file_meta), probs, expls, classes, truth[classes])
     return {
         "photos": int(len(positions)),
