@@ -97,6 +97,16 @@ def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tm
     report = meta["metrics"]["validation"]
     assert report["threshold"] == meta["defaults"]["threshold"] and 0 <= report["pointing"]["mirror"] <= 1
     assert meta["metrics"]["test_images"] == 9 and 0 <= meta["metrics"]["accuracy"] <= 1
+    evaluated = subprocess.run(  # the evaluation script on the file, reusing the saved test predictions
+        [sys.executable, "train/evaluate_birds.py", "--weights", str(output), "--data", str(data), "--noise", "4",
+         "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "eval"), "--predictions",
+         str(out / "test_predictions.npz")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    summary = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
+    assert summary["top1"] == pytest.approx(meta["metrics"]["accuracy"]) and len(summary["noise_questioned"]) == 1
+    assert (tmp_path / "eval" / "report.md").read_text().startswith("# Birds evaluation")
     image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     _, _, where = explainer.where(image)
     assert where.explanation_maps.shape[0] == 12

@@ -440,6 +440,8 @@ def write_weights(
     )
     test = limit(meta.test_indices, meta.class_indices, args.limit_per_class)
     probs, expls = run_pair(pair, meta, test, preprocessing, args)
+    saved = Path(args.out) / "test_predictions.npz"  # for train/evaluate_birds.py --predictions
+    np.savez_compressed(saved, positions=test, class_probs=probs, explanation_probs=expls)
     labels = (meta.class_attributes >= 50.0).astype(np.float32)[meta.class_indices[test]]
     explainer = Explainer(pair, file_meta)
     results = evaluate_predictions(explainer, probs, expls, meta.class_indices[test], labels)
