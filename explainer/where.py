@@ -39,14 +39,16 @@ class InputFrame:
 
 
 def resize_crop_frame(image_size: tuple[int, int], resize: int, crop: int) -> InputFrame:
-    """The frame of torchvision's ``Resize(resize)`` (the shorter side) then ``CenterCrop(crop)``."""
+    """The frame of torchvision's ``Resize(resize)`` (the shorter side) then ``CenterCrop(crop)`` (no crop: 0)."""
     width, height = image_size
     if width <= height:
         new_w, new_h = resize, int(resize * height / width)
     else:
         new_w, new_h = int(resize * width / height), resize
-    left, top = int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
     sx, sy = width / new_w, height / new_h
+    if crop == 0:
+        return InputFrame(0.0, 0.0, sx, sy, new_w, new_h, width, height)
+    left, top = int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
     return InputFrame(left * sx, top * sy, sx, sy, crop, crop, width, height)
 
 

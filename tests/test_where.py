@@ -219,3 +219,23 @@ def test_command_line_where_adds_peaks_and_writes_overlays(tmp_path, shapes_path
     written = sorted(p.name for p in out.iterdir())
     assert "0000-my-triangle-class.png" in written and len(written) == len(row["where"])
     assert Image.open(out / written[0]).size == (200, 160)
+
+
+def test_whole_photo_view_keeps_the_shape_and_batches_by_size(tmp_path) -> None:
+    cfg = reference_preprocessing(size=64, resize=64)
+    cfg["crop"] = 0  # the whole photo, its shorter side 64 px
+    wide, tall = Image.new("RGB", (200, 100), "white"), Image.new("RGB", (100, 150), "white")
+    assert build_transform(cfg, train=False)(wide).shape == (3, 64, 128)
+    frame = resize_crop_frame(wide.size, 64, 0)
+    assert (frame.x0, frame.y0, frame.input_width, frame.input_height) == (0.0, 0.0, 128, 64)
+    assert frame.to_image(128, 64) == pytest.approx((200.0, 100.0))
+    path = make_birds_bundle(tmp_path / "birds.safetensors", model_name="tf_efficientnet_lite0")
+    _, meta = load_bundle(path)
+    explainer = Explainer.load(path)
+    explainer.preprocessing = {**meta["preprocessing"], "crop": 0}  # as a file with a whole-photo view says
+    explainer._preprocess = None
+    images = [wide, tall, wide]
+    probs, expls = explainer.infer(images)
+    one_by_one = np.concatenate([explainer.infer([im])[0] for im in images])
+    np.testing.assert_allclose(probs, one_by_one, atol=1e-5)
+    assert explainer.preview(explainer.preprocess(wide), 100).size == (100, 50)

@@ -46,6 +46,7 @@ from explainer.where import pointing
 FROZEN = ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.")  # ImageNet weights and statistics kept
 HEAD = ("classifier.",)  # new, learns at --head-lr
 STEPS = ("main-val", "main-final", "mirror-val", "mirror-final")
+VIEWS = ((256, 224), (256, 256), (288, 256), (256, 0), (288, 0), (320, 0))  # test views: (shorter side, crop; 0: none)
 THRESHOLDS = np.round(np.arange(0.30, 0.851, 0.05), 2)  # candidates for the default explanation threshold
 MONITOR_THRESHOLD = 0.5  # kept explanations for the per-epoch pointing (the default threshold is chosen later)
 
@@ -305,10 +306,26 @@ def digest(net: nn.Module) -> str:
 
 
 @torch.no_grad()
+def choose_view(net: nn.Module, meta: cub.CubMetadata, validation: np.ndarray, args) -> tuple[dict, dict]:
+    """The test view (shorter side and centre crop, or the whole photo) with the best top-1 on the validation
+    photos; a tie goes to the fewer pixels."""
+    scores = {}
+    for resize, crop in VIEWS:
+        cfg = reference_preprocessing(crop or resize, resize, mean=[0.5] * 3, std=[0.5] * 3)
+        cfg["crop"] = crop
+        batches = loader(meta, validation, build_transform(cfg, train=False), 64 if crop else 1, False, args)
+        name = f"{resize}/{crop or 'whole'}"
+        scores[name] = (top1(net, batches, torch.device(args.device)), cfg)
+        print(f"view {name}: validation top-1 {scores[name][0]:.4f}", flush=True)
+    best = max(scores, key=lambda key: (scores[key][0], -VIEWS[list(scores).index(key)][0]))
+    return scores[best][1], {key: value[0] for key, value in scores.items()} | {"chosen": best}
+
+
+@torch.no_grad()
 def run_pair(pair: MirrorPair, meta: cub.CubMetadata, positions, preprocessing, args) -> tuple[np.ndarray, np.ndarray]:
     """Class and explanation probabilities of photos through the serving view."""
     view = build_transform(preprocessing, train=False)
-    batches = loader(meta, positions, view, 64, False, args)
+    batches = loader(meta, positions, view, 64 if preprocessing["crop"] else 1, False, args)
     probs, expls = [], []
     pair.eval()
     for images, *_ in batches:
@@ -350,7 +367,8 @@ def validation_report(
     points, boxes = cub.read_part_locations(args.data, meta), cub.read_stored_boxes(args.data, meta)
     routes = [list(r) for r in cub.group_regions(meta.attribute_raw_names)]
     dataset = cub.CubPartImages(meta, positions, points, boxes, EvalView(preprocessing))
-    batches = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=args.workers)
+    batch_size = 32 if preprocessing["crop"] else 1  # whole photos differ in shape
+    batches = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=args.workers)
     truth = (meta.class_attributes >= 50.0).astype(np.float32)
     pair.eval()
     rows = []
@@ -358,13 +376,14 @@ def validation_report(
         logits, expl, class_maps, expl_maps = pair.forward_maps(images.to(memory_format=torch.channels_last))
         probs, expls = torch.softmax(logits, 1), torch.sigmoid(expl)
         predicted = class_maps[torch.arange(len(images)), probs.argmax(1)]
-        rows.append((probs.numpy(), expls.numpy(), classes.numpy(), where.numpy(), box.numpy(), expl_maps, predicted))
+        rows.append((probs.numpy(), expls.numpy(), classes.numpy(), where.numpy(), box.numpy(), expl_maps, predicted,
+                     tuple(images.shape[-2:])))  # fmt: skip
     probs, expls, classes = (np.concatenate([r[k] for r in rows]) for k in range(3))
     threshold, scores = pick_threshold(expls, truth[classes])
     hits = {"mirror": np.zeros(meta.num_attributes, int), "class": np.zeros(meta.num_attributes, int)}
     counted = np.zeros(meta.num_attributes, int)
-    for _, e, _, where, box, expl_maps, predicted in rows:
-        kept, input_size = e >= threshold, (preprocessing["crop"], preprocessing["crop"])
+    for _, e, _, where, box, expl_maps, predicted, where_size in rows:
+        kept, input_size = e >= threshold, tuple(where_size[:2])
         h, c = pointing(expl_maps, kept, where, list(cub.PART_REGION), routes, box, input_size)
         hits["mirror"] += h
         counted += c
@@ -518,7 +537,14 @@ def main(argv: list[str] | None = None) -> int:
             save_main(final_main, out / "main-final" / "main.safetensors")
             if done("main-final", summary):
                 return 0
-        preprocessing = reference_preprocessing(args.eval_size, args.eval_size, mean=[0.5] * 3, std=[0.5] * 3)
+        views = out / "views.json"  # the test view, chosen once with the validation run's main network
+        if views.exists():
+            chosen = json.loads(views.read_text())
+        else:
+            preprocessing, scores = choose_view(val_main, meta, split.validation, args)
+            chosen = {"preprocessing": preprocessing, "validation_top1": scores}
+            views.write_text(json.dumps(chosen, indent=2))
+        preprocessing, history["test_view"] = chosen["preprocessing"], chosen["validation_top1"]
 
     args.main_digest = digest(val_main)
     val_mirror, summary = train_mirror(args, meta, val_main, preprocessing, split.train, split.validation,
