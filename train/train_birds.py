@@ -2,20 +2,30 @@
 
 The main network is EfficientNet-Lite2 from its ImageNet weights, fine-tuned in every stage after the first two
 (the stem and ``blocks.0-1``, a few thousand generic edge filters, stay at ImageNet: on a CPU their backward pass
-at full resolution costs more than the rest of the network). Every choice is made on a class-stratified validation
-split of the training photos (``--val-fraction``); the test photos are evaluated once, at the end.
+at full resolution costs more than the rest of the network). The mirror is a part mirror
+(:class:`explainer.models.PartMirror`): fed by the main network's last two stages, it finds each body region (trained
+on the official part locations of the training photos) and reads every explanation from the region it names, so its
+heatmap shows where it read it. Every choice is made on a class-stratified validation split of the training photos
+(``--val-fraction``); the test photos are evaluated once, at the end.
 
-Steps, each resumable per epoch (rerun the same command after a kill), each in a folder of ``--out``:
+Steps, each resumable (rerun the same command after a kill; a finished step is not run again), each in ``--out``:
 1. ``main-val``: the main network trained on the training photos less the validation split; after every epoch its
-   top-1 (raw weights and their moving average) on the validation split. Picks raw or averaged weights.
-2. ``main-final``: the same recipe on all training photos; the choice of step 1 applied.
+   top-1 on the validation photos (raw weights and their moving average), which picks raw or averaged weights;
+   then ``views.json``: the test view (shorter side, centre crop or the whole photo) with the best validation top-1;
+2. ``main-final``: the same recipe on all training photos, the choice of step 1 applied;
+3. ``mirror-val``: the part mirror on the validation run's main network; ``validation.json``: the default threshold
+   and, on the validation photos, pointing per attribute group (beside the class heatmap) and every verdict number;
+4. ``mirror-final``: the part mirror on the final main network and all training photos;
+5. ``--output``: the test photos evaluated once, the float16 file written with its gate, reloaded and checked.
+``--skip-final`` ships the validation run's networks (half the time); ``--main-file`` keeps an existing file's main
+network and gate and trains only the mirror.
 
-CPU (this 2-core machine; about 7 to 9 minutes an epoch):
+CPU (this 2-core machine; the main network takes 7 to 9 minutes an epoch with the machine to itself):
 
-    nice -n 10 python train/train_birds.py --data ../shared/data/cub-200 --pretrained-file .local/lite2.pth \\
-        --out runs/birds
+    nice -n 10 python train/train_birds.py --data ../shared/data/cub-200 --pretrained-file .local/lite2.pth \
+        --scope-file .local/lite0.pth --out runs/birds --output weights/birds.safetensors
 
-GPU: add ``--device cuda --workers 8``; several GPUs: ``torchrun --nproc_per_node N train/train_birds.py ...``.
+GPU: add ``--device cuda --workers 8``.
 """
 
 from __future__ import annotations
@@ -373,7 +383,8 @@ def validation_report(
     pair.eval()
     rows = []
     for images, classes, where, box in batches:
-        logits, expl, class_maps, expl_maps = pair.forward_maps(images.to(memory_format=torch.channels_last))
+        outputs = pair.to(args.device).forward_maps(images.to(args.device).to(memory_format=torch.channels_last))
+        logits, expl, class_maps, expl_maps = (t.float().cpu() for t in outputs)
         probs, expls = torch.softmax(logits, 1), torch.sigmoid(expl)
         predicted = class_maps[torch.arange(len(images)), probs.argmax(1)]
         rows.append((probs.numpy(), expls.numpy(), classes.numpy(), where.numpy(), box.numpy(), expl_maps, predicted,
