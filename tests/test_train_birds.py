@@ -107,6 +107,15 @@ def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tm
     summary = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
     assert summary["top1"] == pytest.approx(meta["metrics"]["accuracy"]) and len(summary["noise_questioned"]) == 1
     assert (tmp_path / "eval" / "report.md").read_text().startswith("# Birds evaluation")
+    pointed = subprocess.run(  # the pointing table and contact sheets of the file on the validation photos
+        [sys.executable, "train/evaluate_where.py", "--weights", str(output), "--data", str(data), "--out",
+         str(tmp_path / "where"), "--val-fraction", "0.34", "--sheet", "2", "--workers", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert pointed.returncode == 0, pointed.stderr[-2000:]
+    table = json.loads((tmp_path / "where" / "pointing.json").read_text())
+    assert table["photos"] == 3 and table["counted"] > 0 and 0 <= table["mirror"] <= 1
+    assert (tmp_path / "where" / "report.md").read_text().startswith("# Where the explanations look (birds)")
     image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     _, _, where = explainer.where(image)
     assert where.explanation_maps.shape[0] == 12

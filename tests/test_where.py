@@ -239,3 +239,21 @@ def test_whole_photo_view_keeps_the_shape_and_batches_by_size(tmp_path) -> None:
     one_by_one = np.concatenate([explainer.infer([im])[0] for im in images])
     np.testing.assert_allclose(probs, one_by_one, atol=1e-5)
     assert explainer.preview(explainer.preprocess(wide), 100).size == (100, 50)
+
+
+def test_shapes_pointing_report_on_drawn_shapes_with_known_corners(tmp_path, shapes_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "train/evaluate_where.py", "--weights", str(shapes_path), "--out", str(tmp_path / "w"),
+         "--shapes-per-kind", "2", "--sheet", "2"],
+        capture_output=True, text=True, cwd=root, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "w" / "pointing.json").read_text())
+    assert {k: v["shapes"] for k, v in report["by_kind"].items()} == {"circle": 2, "triangle": 2, "square": 2,
+                                                                        "rectangle": 2}  # fmt: skip
+    assert 0 <= report["vertex_explanations"] <= 1 and (tmp_path / "w" / "hits.png").exists()

@@ -52,7 +52,7 @@ from explainer.models import MirrorPair, PartMirror, create_timm_main, region_ta
 from explainer.pretrained import load_pretrained_backbone
 from explainer.training import seed_everything
 from explainer.transforms import EvalView, TrainView, birds_train_transform, build_transform, reference_preprocessing
-from explainer.where import pointing
+from explainer.where import collect_maps, pointing, pointing_by_group
 
 FROZEN = ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.")  # ImageNet weights and statistics kept
 HEAD = ("classifier.",)  # new, learns at --head-lr
@@ -376,39 +376,15 @@ def validation_report(
     from explainer.predictor import Explainer
 
     points, boxes = cub.read_part_locations(args.data, meta), cub.read_stored_boxes(args.data, meta)
-    routes = [list(r) for r in cub.group_regions(meta.attribute_raw_names)]
     dataset = cub.CubPartImages(meta, positions, points, boxes, EvalView(preprocessing))
     batch_size = 32 if preprocessing["crop"] else 1  # whole photos differ in shape
-    batches = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=args.workers)
+    rows = collect_maps(pair, torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=args.workers),
+                        args.device)  # fmt: skip
+    probs, expls, classes = rows.stacked()
     truth = (meta.class_attributes >= 50.0).astype(np.float32)
-    pair.eval()
-    rows = []
-    for images, classes, where, box in batches:
-        outputs = pair.to(args.device).forward_maps(images.to(args.device).to(memory_format=torch.channels_last))
-        logits, expl, class_maps, expl_maps = (t.float().cpu() for t in outputs)
-        probs, expls = torch.softmax(logits, 1), torch.sigmoid(expl)
-        predicted = class_maps[torch.arange(len(images)), probs.argmax(1)]
-        rows.append((probs.numpy(), expls.numpy(), classes.numpy(), where.numpy(), box.numpy(), expl_maps, predicted,
-                     tuple(images.shape[-2:])))  # fmt: skip
-    probs, expls, classes = (np.concatenate([r[k] for r in rows]) for k in range(3))
     threshold, scores = pick_threshold(expls, truth[classes])
-    hits = {"mirror": np.zeros(meta.num_attributes, int), "class": np.zeros(meta.num_attributes, int)}
-    counted = np.zeros(meta.num_attributes, int)
-    for _, e, _, where, box, expl_maps, predicted, where_size in rows:
-        kept, input_size = e >= threshold, tuple(where_size[:2])
-        h, c = pointing(expl_maps, kept, where, list(cub.PART_REGION), routes, box, input_size)
-        hits["mirror"] += h
-        counted += c
-        repeated = predicted[:, None].expand(-1, meta.num_attributes, -1, -1)
-        hits["class"] += pointing(repeated, kept, where, list(cub.PART_REGION), routes, box, input_size)[0]
-    groups: dict[str, list[int]] = {}
-    for a, raw in enumerate(meta.attribute_raw_names):
-        groups.setdefault(raw.split("::")[0].removeprefix("has_"), []).append(a)
-    by_group = {
-        name: {"mirror": int(hits["mirror"][idx].sum()), "class": int(hits["class"][idx].sum()),
-               "counted": int(counted[idx].sum())}
-        for name, idx in groups.items() if counted[idx].sum() > 0
-    }  # fmt: skip
+    routes = [list(r) for r in cub.group_regions(meta.attribute_raw_names)]
+    pointed = pointing_by_group(rows, threshold, routes, list(cub.PART_REGION), list(meta.attribute_raw_names))
     defaults = {"threshold": threshold, "top_n": min(args.top_n, meta.num_classes)}
     file_meta = {
         "task": "birds", "class_names": meta.class_names, "explanation_names": meta.attribute_raw_names,
@@ -422,12 +398,7 @@ def validation_report(
         "threshold_rule": "mean balanced accuracy of the attributes against the species' attributes, best of "
         + ", ".join(f"{t:.2f}" for t in THRESHOLDS),
         "threshold_scores": scores,
-        "pointing": {
-            "mirror": float(hits["mirror"].sum() / max(counted.sum(), 1)),
-            "class_map": float(hits["class"].sum() / max(counted.sum(), 1)),
-            "counted": int(counted.sum()),
-            "by_group": by_group,
-        },  # fmt: skip
+        "pointing": pointed,
         "top1": verdicts["accuracy"],
         "verdict": {k: verdicts[k] for k in ("explanations", "verdict", "error_detection") if k in verdicts},
     }
