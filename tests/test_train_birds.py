@@ -116,6 +116,15 @@ def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tm
     table = json.loads((tmp_path / "where" / "pointing.json").read_text())
     assert table["photos"] == 3 and table["counted"] > 0 and 0 <= table["mirror"] <= 1
     assert (tmp_path / "where" / "report.md").read_text().startswith("# Where the explanations look (birds)")
+    intervened = subprocess.run(  # test-time intervention from the saved test predictions
+        [sys.executable, "train/evaluate_intervention.py", "--weights", str(output), "--data", str(data),
+         "--predictions", str(out / "test_predictions.npz"), "--out", str(tmp_path / "intervention")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert intervened.returncode == 0, intervened.stderr[-2000:]
+    curve = json.loads((tmp_path / "intervention" / "intervention.json").read_text())["ranking_top1_by_k"]
+    assert len(curve) == 4 and curve[-1] == 1.0  # 3 groups; all corrected: the species' own attributes win
+    assert (tmp_path / "intervention" / "intervention.png").stat().st_size > 0
     image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     _, _, where = explainer.where(image)
     assert where.explanation_maps.shape[0] == 12
