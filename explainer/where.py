@@ -37,6 +37,14 @@ class InputFrame:
     def to_input(self, x: float, y: float) -> tuple[float, float]:
         return (x - self.x0) / self.sx, (y - self.y0) / self.sy
 
+    def resized(self, width: int, height: int) -> InputFrame:
+        """The same frame over the image resized to ``width`` x ``height`` (a thumbnail): a heatmap then lands on the
+        thumbnail's pixels as it does on the image's."""
+        fx, fy = width / self.image_width, height / self.image_height
+        return InputFrame(
+            self.x0 * fx, self.y0 * fy, self.sx * fx, self.sy * fy, self.input_width, self.input_height, width, height
+        )
+
 
 def resize_crop_frame(image_size: tuple[int, int], resize: int, crop: int) -> InputFrame:
     """The frame of torchvision's ``Resize(resize)`` (the shorter side) then ``CenterCrop(crop)``."""
