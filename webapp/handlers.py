@@ -528,7 +528,7 @@ class TaskApp:
         class_map = cache["where"]["class_map"]
         preview: Image.Image | str = self._explainer.preview(tensor, self.preview_size)
         if self.preview_folder is not None:
-            preview = write_preview(preview, self.preview_folder)
+            preview = write_preview(preview, self.preview_folder, jpeg=preview.mode == "RGB")  # a photo: JPEG
         return ClassifyOutputs(
             rendered.result,
             rendered.status,
