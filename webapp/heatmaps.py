@@ -3,7 +3,7 @@
 The maps come from the same pass of the networks as the probabilities (:meth:`Explainer.where_tensor`). What the
 panel needs afterwards (another explanation chosen, a slider moved) is cached with the probabilities, and is small:
 every explanation's map and the predicted class's, each scaled to [0, 1] in float16 (the birds pair: 312 maps of
-9 x 9, 50 KB), and the image as a JPEG thumbnail of at most :data:`PICTURE_SIDE` pixels (about 20 KB) with the
+9 x 9, 50 KB), and the image as a JPEG thumbnail of at most :data:`PICTURE_SIDE` pixels (20 to 40 KB) with the
 network input's frame over it. So choosing another explanation redraws one picture, no session keeps its full-size
 image, and no network runs again.
 """
