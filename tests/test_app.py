@@ -535,7 +535,7 @@ def test_where_panel_for_a_birds_photo(birds: webapp.TaskApp, bird_photo: webapp
     assert out.where_choice == {"__type__": "update", "choices": kept, "value": kept[0], "visible": True}
     assert out.where_panel["open"] is True and out.where_panel["label"] == "Where the networks look"
     left, right = pixels(out.where_explanation), pixels(out.where_class)
-    assert left.shape == right.shape == (240, 320, 3)  # the photo's own shape (at most 384 px), both sides
+    assert left.shape == right.shape == (288, 384, 3)  # the 320 x 240 photo at the panel's 384 px, both sides
     assert np.abs(left - right).mean() > 1  # two different maps
     assert f"**Where '{kept[0]}' looks**" in out.where_explanation_caption
     assert "ring marks the peak" in out.where_explanation_caption and "7 × 7 grid" in out.where_explanation_caption
@@ -606,11 +606,11 @@ def test_slider_moves_and_choices_never_run_a_network(
     assert same.where_choice["value"] == kept[1] and same.where_choice["choices"] == kept
     # switched off, it is no longer kept: the first kept one is drawn
     off = birds.rerender(cache, 0.3, 3, 5, False, None, [kept[1]], kept[1])
-    assert off.where_choice["value"] == kept[0] and pixels(off.where_explanation).shape == (240, 320, 3)
+    assert off.where_choice["value"] == kept[0] and pixels(off.where_explanation).shape == (288, 384, 3)
     assert "error" not in birds.clear_interventions(cache, 0.3, 3, 5, False, kept[0])[0]
     typed = birds.rerender(cache, 0.3, 3, 5, False, None, None, "whatever a visitor typed into the list")
     assert "error" not in typed.result and typed.where_choice["value"] == kept[0]
-    assert pixels(birds.show_where(cache, kept[1], 0.3).where_explanation).shape == (240, 320, 3)
+    assert pixels(birds.show_where(cache, kept[1], 0.3).where_explanation).shape == (288, 384, 3)
 
 
 def test_the_cache_keeps_small_maps_and_a_thumbnail_not_the_image(birds: webapp.TaskApp, images: Path) -> None:

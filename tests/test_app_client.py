@@ -114,7 +114,7 @@ def test_where_panel_through_the_api(client: Client, images: Path) -> None:
     )
     for picture in (left, right):
         assert picture["path"].endswith(".jpg")
-        assert Image.open(io.BytesIO(httpx.get(picture["url"], timeout=60).content)).size == (320, 240)
+        assert Image.open(io.BytesIO(httpx.get(picture["url"], timeout=60).content)).size == (384, 288)
     chosen, picture, caption = client.predict(kept[1], 0.3, api_name="/birds_where")
     assert chosen["value"] == kept[1] and picture["path"] not in (left["path"], right["path"])
     assert f"Where '{kept[1]}' looks" in caption

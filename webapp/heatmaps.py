@@ -3,7 +3,7 @@
 The maps come from the same pass of the networks as the probabilities (:meth:`Explainer.where_tensor`). What the
 panel needs afterwards (another explanation chosen, a slider moved) is cached with the probabilities, and is small:
 every explanation's map and the predicted class's, each scaled to [0, 1] in float16 (the birds pair: 312 maps of
-9 x 9, 50 KB), and the image as a JPEG thumbnail of at most :data:`PICTURE_SIDE` pixels (20 to 40 KB) with the
+9 x 9, 50 KB), and the image as a JPEG thumbnail :data:`PICTURE_SIDE` pixels on its longer side (20 to 40 KB) with the
 network input's frame over it. So choosing another explanation redraws one picture, no session keeps its full-size
 image, and no network runs again.
 """
@@ -20,7 +20,7 @@ from PIL import Image
 from explainer.transforms import to_rgb
 from explainer.where import Heatmap, InputFrame, Where, overlay
 
-PICTURE_SIDE = 384  # the pictures' longer side: two fit side by side in the results column, one across a phone
+PICTURE_SIDE = 384  # the pictures' longer side: two side by side in the results column, one across a phone
 JPEG_QUALITY = 90
 
 
@@ -36,9 +36,10 @@ def _unit(maps: np.ndarray) -> np.ndarray:
 
 def pack(where: Where, predicted_class: int, image: Image.Image, side: int = PICTURE_SIDE) -> dict[str, Any]:
     """What the panel keeps of one image: the thumbnail (JPEG bytes), its frame, the predicted class's map and every
-    explanation's map."""
+    explanation's map. The thumbnail's longer side is ``side``, a small image enlarged too (a 64 px example would
+    otherwise be a stamp beside a full-width picture)."""
     rgb = to_rgb(image)
-    scale = min(1.0, side / max(rgb.size))
+    scale = side / max(rgb.size)
     size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
     thumbnail = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0) if size != rgb.size else rgb
     buffer = io.BytesIO()
