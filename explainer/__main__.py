@@ -21,8 +21,6 @@ import json
 import sys
 from typing import Sequence
 
-import torch
-
 from .bundle import BundleError
 from .imagecheck import check_image
 from .predictor import Explainer
@@ -117,8 +115,7 @@ def predict(args: argparse.Namespace) -> int:
             except MemoryError:  # one file must not end the batch
                 results[i] = {"image": path, "error": "the image is too large to process with the memory available"}
         if tensors:
-            own = torch.stack(scope_tensors) if scope_tensors[0] is not None else None  # type: ignore[arg-type]
-            probs, expls, readings = explainer.infer_tensors_with_scope(torch.stack(tensors), own)
+            probs, expls, readings = explainer.run_inputs(tensors, scope_tensors)
             for n, (i, p, e) in enumerate(zip(where, probs, expls, strict=False)):
                 reading = readings[n] if readings is not None else None
                 explanation = explainer.explain(p, e, threshold, top_n, scope=reading)

@@ -257,6 +257,36 @@ class Explainer:
         logits, expl_logits, pooled = self.pair.forward_with_pooled(self._network_input(batch))
         return (*self._probabilities(logits, expl_logits), gate.read_tensors(pooled))
 
+    def run_inputs(
+        self,
+        pair_inputs: Sequence[torch.Tensor],
+        scope_inputs: Sequence[torch.Tensor | None] | None = None,
+        with_scope: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, list[ScopeReading] | None]:
+        """Preprocessed inputs (any sizes: a whole-photo view keeps each photo's shape) to class and explanation
+        probabilities and scope readings (None without a gate, or ``with_scope=False``), in the order given; inputs
+        of one size run as one batch."""
+        n, gated = len(pair_inputs), with_scope and self.scope is not None
+        probs = np.zeros((n, len(self.class_names)))
+        expls = np.zeros((n, len(self.explanation_names)))
+        readings: list[ScopeReading | None] = [None] * n
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, tensor in enumerate(pair_inputs):
+            groups.setdefault(tuple(tensor.shape), []).append(i)
+        for members in groups.values():
+            batch = torch.stack([pair_inputs[i] for i in members])
+            if not gated:
+                probs[members], expls[members] = self.infer_tensors(batch)
+                continue
+            own = None
+            if scope_inputs is not None and scope_inputs[members[0]] is not None:
+                own = torch.stack([scope_inputs[i] for i in members])  # type: ignore[misc]
+            p, e, r = self.infer_tensors_with_scope(batch, own)
+            probs[members], expls[members] = p, e
+            for k, i in enumerate(members):
+                readings[i] = r[k] if r is not None else None
+        return probs, expls, (readings if gated else None)  # type: ignore[return-value]
+
     def infer_with_scope(
         self, images: Sequence[ImageLike], batch_size: int = 64
     ) -> tuple[np.ndarray, np.ndarray, list[ScopeReading] | None]:
@@ -265,9 +295,8 @@ class Explainer:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             pair_inputs = [self.preprocess(im) for im in chunk]
-            scope_inputs = [self.scope_input(im, t) for im, t in zip(chunk, pair_inputs, strict=False)]
-            own = torch.stack(scope_inputs) if scope_inputs and scope_inputs[0] is not None else None  # type: ignore
-            p, e, r = self.infer_tensors_with_scope(torch.stack(pair_inputs), own)
+            scope_inputs = [self.scope_input(im, t) for im, t in zip(chunk, pair_inputs, strict=True)]
+            p, e, r = self.run_inputs(pair_inputs, scope_inputs)
             probs.append(p)
             expls.append(e)
             readings += r or []
@@ -277,11 +306,11 @@ class Explainer:
         return np.concatenate(probs), np.concatenate(expls), (readings if self.scope is not None else None)
 
     def infer(self, images: Sequence[ImageLike], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocess and run a list of images in batches."""
+        """Preprocess and run a list of images in batches (the pair alone, without the scope gate)."""
         probs, expls = [], []
         for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.preprocess(im) for im in images[start : start + batch_size]])
-            p, e = self.infer_tensors(batch)
+            inputs = [self.preprocess(im) for im in images[start : start + batch_size]]
+            p, e, _ = self.run_inputs(inputs, with_scope=False)
             probs.append(p)
             expls.append(e)
         if not probs:

@@ -113,8 +113,10 @@ def validate_preprocessing(cfg: dict[str, Any]) -> None:
     if cfg["kind"] != "imagenet":
         raise TransformConfigError(f"preprocessing kind {cfg['kind']!r} is not supported; valid: 'imagenet'")
     for key in ("resize", "crop"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] <= 0:
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < (1 if key == "resize" else 0):
             raise TransformConfigError(f"preprocessing {key!r} must be a positive int, got {cfg[key]!r}")
+    if cfg["crop"] == 0 and cfg["train_variant"] != "code":
+        raise TransformConfigError("preprocessing crop 0 (the whole photo) needs train_variant 'code'")
     if cfg["crop"] > cfg["resize"]:
         raise TransformConfigError(f"preprocessing crop {cfg['crop']} must not exceed resize {cfg['resize']}")
     for key in ("mean", "std"):
@@ -174,12 +176,16 @@ class PadToSquare:
 
 
 def build_transform(cfg: dict[str, Any], train: bool) -> Callable[[Image.Image], torch.Tensor]:
-    """Rebuild the train or test transform (PIL RGB image -> normalised float tensor 3 x crop x crop) from its dict."""
+    """Rebuild the train or test transform (PIL RGB image -> normalised float tensor 3 x crop x crop) from its dict.
+
+    ``crop`` 0 means no crop: the test transform keeps the whole photo, its shorter side ``resize`` pixels."""
     validate_preprocessing(cfg)
     interpolation = _INTERPOLATIONS[cfg["interpolation"]]
     resize, crop = cfg["resize"], cfg["crop"]
     finish = [T.ToTensor(), T.Normalize(mean=list(cfg["mean"]), std=list(cfg["std"]))]
     if cfg["train_variant"] == "code":
+        if not train and crop == 0:  # the whole photo, its shorter side resized
+            return T.Compose([T.Resize(resize, interpolation=interpolation), *finish])
         if not train:
             return T.Compose([T.Resize(resize, interpolation=interpolation), T.CenterCrop(crop), *finish])
         return T.Compose(

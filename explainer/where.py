@@ -47,14 +47,16 @@ class InputFrame:
 
 
 def resize_crop_frame(image_size: tuple[int, int], resize: int, crop: int) -> InputFrame:
-    """The frame of torchvision's ``Resize(resize)`` (the shorter side) then ``CenterCrop(crop)``."""
+    """The frame of torchvision's ``Resize(resize)`` (the shorter side) then ``CenterCrop(crop)`` (no crop: 0)."""
     width, height = image_size
     if width <= height:
         new_w, new_h = resize, int(resize * height / width)
     else:
         new_w, new_h = int(resize * width / height), resize
-    left, top = int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
     sx, sy = width / new_w, height / new_h
+    if crop == 0:
+        return InputFrame(0.0, 0.0, sx, sy, new_w, new_h, width, height)
+    left, top = int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
     return InputFrame(left * sx, top * sy, sx, sy, crop, crop, width, height)
 
 
@@ -221,3 +223,85 @@ def pointing(
             counted[e] += 1
             hits[e] += bool((distance <= reach).any())
     return hits, counted
+
+
+@dataclass
+class MapRows:
+    """What :func:`collect_maps` gathers over a labelled set: probabilities, part points and boxes in input pixels,
+    every explanation's map and the predicted class's map, batch by batch (maps differ in size between batches of
+    whole photos)."""
+
+    class_probs: list[np.ndarray]
+    explanation_probs: list[np.ndarray]
+    classes: list[np.ndarray]
+    points: list[np.ndarray]
+    boxes: list[np.ndarray]
+    explanation_maps: list[torch.Tensor]
+    class_maps: list[torch.Tensor]
+    input_sizes: list[tuple[int, int]]
+
+    def stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.concatenate(self.class_probs), np.concatenate(self.explanation_probs), np.concatenate(self.classes)
+
+
+@torch.no_grad()
+def collect_maps(pair: torch.nn.Module, batches, device: str | torch.device = "cpu") -> MapRows:
+    """Run ``pair.forward_maps`` over batches of (images, classes, points, boxes) (see
+    :class:`explainer.cub.CubPartImages`)."""
+    rows = MapRows([], [], [], [], [], [], [], [])
+    pair.eval().to(device)
+    for images, classes, points, boxes in batches:
+        outputs = pair.forward_maps(images.to(device).to(memory_format=torch.channels_last))
+        logits, expl, class_maps, expl_maps = (t.float().cpu() for t in outputs)
+        probs = torch.softmax(logits, 1)
+        rows.class_probs.append(probs.numpy())
+        rows.explanation_probs.append(torch.sigmoid(expl).numpy())
+        rows.classes.append(np.asarray(classes))
+        rows.points.append(points.numpy())
+        rows.boxes.append(boxes.numpy())
+        rows.explanation_maps.append(expl_maps)
+        rows.class_maps.append(class_maps[torch.arange(len(images)), probs.argmax(1)])
+        rows.input_sizes.append((int(images.shape[-2]), int(images.shape[-1])))
+    return rows
+
+
+def pointing_by_group(
+    rows: MapRows,
+    threshold: float,
+    routes: list[list[int]],
+    point_regions: list[int],
+    attribute_names: list[str],
+    radius: float = 0.15,
+) -> dict[str, object]:
+    """:func:`pointing` over collected rows, for the explanation maps and, as the baseline, the predicted class's
+    map at the same kept explanations; totals and per attribute group (the part of a raw name before ``::``)."""
+    n = len(attribute_names)
+    hits, baseline, counted = np.zeros(n, int), np.zeros(n, int), np.zeros(n, int)
+    for k, expl_maps in enumerate(rows.explanation_maps):
+        kept = rows.explanation_probs[k] >= threshold
+        args = (rows.points[k], point_regions, routes, rows.boxes[k], rows.input_sizes[k], radius)
+        h, c = pointing(expl_maps, kept, *args)
+        hits += h
+        counted += c
+        baseline += pointing(rows.class_maps[k][:, None].expand(-1, n, -1, -1), kept, *args)[0]
+    groups: dict[str, list[int]] = {}
+    for a, raw in enumerate(attribute_names):
+        groups.setdefault(raw.split("::")[0].removeprefix("has_"), []).append(a)
+    by_group = {
+        name: {
+            "mirror": int(hits[idx].sum()),
+            "class_map": int(baseline[idx].sum()),
+            "counted": int(counted[idx].sum()),
+        }
+        for name, idx in groups.items()
+        if counted[idx].sum() > 0
+    }
+    total = max(int(counted.sum()), 1)
+    return {
+        "mirror": float(hits.sum() / total),
+        "class_map": float(baseline.sum() / total),
+        "counted": int(counted.sum()),
+        "threshold": float(threshold),
+        "radius": radius,
+        "by_group": by_group,
+    }

@@ -12,6 +12,7 @@ from PIL import Image
 
 from explainer import evaluation
 from explainer.bundle import save_bundle
+from explainer.calibration import reliability, threshold_sensitivity
 from explainer.models import build_pair, reference_shapes_architecture
 from train import evaluate_shapes
 
@@ -177,3 +178,21 @@ def test_evaluate_shapes_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert 0.0 <= summary["smooth_noise_questioned"] <= 1.0
     assert "uniform noise" in (out / "report.md").read_text()
     assert json.loads(capsys.readouterr().out)["n"] == 8
+
+
+def test_reliability_and_threshold_sensitivity_by_hand() -> None:
+    probs = np.array([[0.05, 0.95], [0.15, 0.85]])
+    targets = np.array([[0, 1], [1, 1]])
+    curve = reliability(probs, targets, bins=2)
+    assert curve["count"] == [2, 2]
+    # bin 0: mean prediction 0.10, mean target 0.5; bin 1: 0.90 and 1.0 -> ECE = 0.5 * 0.4 + 0.5 * 0.1
+    assert curve["ece"] == pytest.approx(0.25)
+    soft = reliability(np.array([0.2, 0.8]), np.array([0.2, 0.8]), bins=5)
+    assert soft["ece"] == pytest.approx(0.0)
+    groups = [[0, 1]]
+    expl = np.array([[0.6, 0.4, 0.2], [0.9, 0.1, 0.95], [0.35, 0.2, 0.5]])
+    moved = threshold_sensitivity(expl, groups, 0.5, 0.3)
+    # sample 0: 0.6 kept either way; 0.2 never -> same. sample 1: same. sample 2: 0.35 gains a place at 0.3.
+    assert moved["n_changed"] == 1 and moved["share_changed"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        reliability(np.array([0.5]), np.array([1.0, 0.0]))

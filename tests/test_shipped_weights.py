@@ -85,7 +85,7 @@ def test_shipped_birds_pair_knows_all_200_species_and_says_how_it_was_measured()
     metrics = meta["metrics"]
     assert f"top-1 {100 * metrics['accuracy']:.1f}%" in meta["description"]  # the app shows this line
     # the threshold slider matters: moving it from the default to 0.3 changed the kept explanations on at least half
-    # of the test photos when the file was made (train/train_birds_frozen.py measures it)
+    # of the test photos when the file was made (its training command measured it)
     slider = metrics["threshold_slider"]
     assert slider["base_threshold"] == birds.default_threshold and slider["other_threshold"] == 0.3
     assert slider["share_changed"] >= 0.5

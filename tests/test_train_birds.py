@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -68,3 +69,65 @@ def test_main_steps_train_choose_on_validation_and_resume(tmp_path: Path) -> Non
 
     refused = _run([*args[:-2], "--lr", "0.5", "--stop-after", "main-val"])  # another recipe in the same folder
     assert refused.returncode != 0 and "another configuration" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tmp_path: Path) -> None:
+    from explainer.bundle import read_bundle
+    from explainer.predictor import Explainer
+
+    data = make_cub_fixture(tmp_path, n_classes=3, n_attributes=12, images_per_class=6)
+    imagenet, out, output = _imagenet_file(tmp_path), tmp_path / "run", tmp_path / "birds.safetensors"
+    common = ["--data", str(data), "--pretrained-file", str(imagenet), "--model", "tf_efficientnet_lite0",
+              "--img-size", "64", "--eval-size", "64", "--epochs", "1", "--mirror-epochs", "1", "--batch-size", "2",
+              "--val-fraction", "0.34", "--workers", "0", "--mirror-width", "8"]  # fmt: skip
+    made = _run([*common, "--out", str(out), "--scope-file", str(imagenet), "--output", str(output)])
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} >= {
+        "main-val",
+        "main-final",
+        "mirror-val",
+        "mirror-final",
+        "validation.json",
+    }
+    explainer = Explainer.load(output)
+    meta = explainer.meta
+    assert meta["architecture"]["mirror"]["kind"] == "parts" and explainer.scope is not None
+    assert meta["training"]["command"].startswith("python train/train_birds.py --data")
+    assert meta["training"]["wall_seconds_of_this_run"] > 0 and not meta["training"]["skip_final"]
+    report = meta["metrics"]["validation"]
+    assert report["threshold"] == meta["defaults"]["threshold"] and 0 <= report["pointing"]["mirror"] <= 1
+    assert meta["metrics"]["test_images"] == 9 and 0 <= meta["metrics"]["accuracy"] <= 1
+    evaluated = subprocess.run(  # the evaluation script on the file, reusing the saved test predictions
+        [sys.executable, "train/evaluate_birds.py", "--weights", str(output), "--data", str(data), "--noise", "4",
+         "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "eval"), "--predictions",
+         str(out / "test_predictions.npz")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    summary = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
+    assert summary["top1"] == pytest.approx(meta["metrics"]["accuracy"]) and len(summary["noise_questioned"]) == 1
+    assert (tmp_path / "eval" / "report.md").read_text().startswith("# Birds evaluation")
+    pointed = subprocess.run(  # the pointing table and contact sheets of the file on the validation photos
+        [sys.executable, "train/evaluate_where.py", "--weights", str(output), "--data", str(data), "--out",
+         str(tmp_path / "where"), "--val-fraction", "0.34", "--sheet", "2", "--workers", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert pointed.returncode == 0, pointed.stderr[-2000:]
+    table = json.loads((tmp_path / "where" / "pointing.json").read_text())
+    assert table["photos"] == 3 and table["counted"] > 0 and 0 <= table["mirror"] <= 1
+    assert (tmp_path / "where" / "report.md").read_text().startswith("# Where the explanations look (birds)")
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    _, _, where = explainer.where(image)
+    assert where.explanation_maps.shape[0] == 12
+
+    again = _run([*common, "--out", str(tmp_path / "mirror-only"), "--main-file", str(output), "--skip-final",
+                  "--output", str(tmp_path / "again.safetensors")])  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    first, _ = read_bundle(output)
+    second, second_meta = read_bundle(tmp_path / "again.safetensors")
+    for key in first:
+        if key.startswith(("main.", "scope.")):
+            assert torch.equal(first[key], second[key]), f"{key} should come unchanged from --main-file"
+    assert second_meta["training"]["skip_final"] and "main-final" not in {
+        p.name for p in (tmp_path / "mirror-only").iterdir()
+    }

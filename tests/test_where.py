@@ -252,3 +252,41 @@ def test_where_tensor_and_read_scope_are_where_in_two_steps(tmp_path) -> None:
     with pytest.raises(ValueError, match="needs its own input"):
         explainer.read_scope(tensor)
     assert Explainer.load(make_birds_bundle(tmp_path / "plain.safetensors")).read_scope(tensor) is None
+
+
+def test_whole_photo_view_keeps_the_shape_and_batches_by_size(tmp_path) -> None:
+    cfg = reference_preprocessing(size=64, resize=64)
+    cfg["crop"] = 0  # the whole photo, its shorter side 64 px
+    wide, tall = Image.new("RGB", (200, 100), "white"), Image.new("RGB", (100, 150), "white")
+    assert build_transform(cfg, train=False)(wide).shape == (3, 64, 128)
+    frame = resize_crop_frame(wide.size, 64, 0)
+    assert (frame.x0, frame.y0, frame.input_width, frame.input_height) == (0.0, 0.0, 128, 64)
+    assert frame.to_image(128, 64) == pytest.approx((200.0, 100.0))
+    path = make_birds_bundle(tmp_path / "birds.safetensors", model_name="tf_efficientnet_lite0")
+    _, meta = load_bundle(path)
+    explainer = Explainer.load(path)
+    explainer.preprocessing = {**meta["preprocessing"], "crop": 0}  # as a file with a whole-photo view says
+    explainer._preprocess = None
+    images = [wide, tall, wide]
+    probs, expls = explainer.infer(images)
+    one_by_one = np.concatenate([explainer.infer([im])[0] for im in images])
+    np.testing.assert_allclose(probs, one_by_one, atol=1e-5)
+    assert explainer.preview(explainer.preprocess(wide), 100).size == (100, 50)
+
+
+def test_shapes_pointing_report_on_drawn_shapes_with_known_corners(tmp_path, shapes_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "train/evaluate_where.py", "--weights", str(shapes_path), "--out", str(tmp_path / "w"),
+         "--shapes-per-kind", "2", "--sheet", "2"],
+        capture_output=True, text=True, cwd=root, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "w" / "pointing.json").read_text())
+    assert {k: v["shapes"] for k, v in report["by_kind"].items()} == {"circle": 2, "triangle": 2, "square": 2,
+                                                                        "rectangle": 2}  # fmt: skip
+    assert 0 <= report["vertex_explanations"] <= 1 and (tmp_path / "w" / "hits.png").exists()

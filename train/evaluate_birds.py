@@ -3,11 +3,10 @@
     python train/evaluate_birds.py --weights weights/birds.safetensors --data ../shared/data/cub-200 \
         --out runs/eval-birds
 
-Without a GPU, running both networks over the 5,794 test photos takes about as long as the training run's own
-pass over them: ``--predictions runs/birds-lite0-frozen/test_predictions.npz`` reuses the probabilities that
-`train_birds_frozen.py` computed for the test photos from its feature cache (the same networks; that run checks a
-sample of them against the weights file) instead of running the networks again; the noise images still go through
-the weights file.
+Running both networks over the 5,794 test photos takes minutes on a CPU: ``--predictions
+runs/birds/test_predictions.npz`` reuses the probabilities that `train_birds.py` computed for the test photos when it
+wrote the file (the same networks; that run checks a sample of them against the file) instead of running the networks
+again; the noise images still go through the weights file.
 
 The reference's analysis (top-5 main predictions; explanations post-processed with the model's threshold and group
 cleaning; explanation ranking with top N; share of correct predictions consistent and of misclassified ones
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--predictions", help="reuse test-photo probabilities saved by train_birds_frozen.py (.npz)")
+    p.add_argument("--predictions", help="reuse test-photo probabilities saved by train_birds.py (.npz)")
     p.add_argument("--slider-threshold", type=float, default=0.3, help="threshold compared with the default")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -186,7 +185,7 @@ def _saved_predictions(
         with np.load(path) as saved:
             saved_positions, probs, expls = saved["positions"], saved["class_probs"], saved["explanation_probs"]
     except (OSError, KeyError, ValueError):
-        parser.error(f"{path} is not a predictions file written by train_birds_frozen.py")
+        parser.error(f"{path} is not a predictions file written by train_birds.py")
     row = {int(q): i for i, q in enumerate(saved_positions)}
     kept = np.array([q for q in positions if int(q) in row], dtype=np.int64)
     if not len(kept):

@@ -14,7 +14,8 @@ photo-like sample images (none of which is a bird); the same run re-checks the f
         --pretrained-file .local/lite0.pth --out runs/eval-scope
 
 Scoring 11,788 photos with Lite0 takes an hour on this busy 2-core machine. ``--features DIR`` instead reads the pooled
-features a frozen-backbone training run cached (``train/train_birds_frozen.py --cache DIR``: the same Lite0, the same
+features a frozen-backbone training run cached (the frozen recipe's ``--cache DIR``, removed with that recipe in
+favour of train/train_birds.py: the same Lite0, the same
 preprocessing, weights rounded to float16) and applies the ImageNet classifier to them: exactly what a gate sharing
 that pair's trunk computes (``scope.trunk = "main"``), in seconds. ``--check-features N`` runs the whole network on N
 of those photos and reports the largest score difference.

@@ -2,20 +2,30 @@
 
 The main network is EfficientNet-Lite2 from its ImageNet weights, fine-tuned in every stage after the first two
 (the stem and ``blocks.0-1``, a few thousand generic edge filters, stay at ImageNet: on a CPU their backward pass
-at full resolution costs more than the rest of the network). Every choice is made on a class-stratified validation
-split of the training photos (``--val-fraction``); the test photos are evaluated once, at the end.
+at full resolution costs more than the rest of the network). The mirror is a part mirror
+(:class:`explainer.models.PartMirror`): fed by the main network's last two stages, it finds each body region (trained
+on the official part locations of the training photos) and reads every explanation from the region it names, so its
+heatmap shows where it read it. Every choice is made on a class-stratified validation split of the training photos
+(``--val-fraction``); the test photos are evaluated once, at the end.
 
-Steps, each resumable per epoch (rerun the same command after a kill), each in a folder of ``--out``:
+Steps, each resumable (rerun the same command after a kill; a finished step is not run again), each in ``--out``:
 1. ``main-val``: the main network trained on the training photos less the validation split; after every epoch its
-   top-1 (raw weights and their moving average) on the validation split. Picks raw or averaged weights.
-2. ``main-final``: the same recipe on all training photos; the choice of step 1 applied.
+   top-1 on the validation photos (raw weights and their moving average), which picks raw or averaged weights;
+   then ``views.json``: the test view (shorter side, centre crop or the whole photo) with the best validation top-1;
+2. ``main-final``: the same recipe on all training photos, the choice of step 1 applied;
+3. ``mirror-val``: the part mirror on the validation run's main network; ``validation.json``: the default threshold
+   and, on the validation photos, pointing per attribute group (beside the class heatmap) and every verdict number;
+4. ``mirror-final``: the part mirror on the final main network and all training photos;
+5. ``--output``: the test photos evaluated once, the float16 file written with its gate, reloaded and checked.
+``--skip-final`` ships the validation run's networks (half the time); ``--main-file`` keeps an existing file's main
+network and gate and trains only the mirror.
 
-CPU (this 2-core machine; about 7 to 9 minutes an epoch):
+CPU (this 2-core machine; the main network takes 7 to 9 minutes an epoch with the machine to itself):
 
-    nice -n 10 python train/train_birds.py --data ../shared/data/cub-200 --pretrained-file .local/lite2.pth \\
-        --out runs/birds
+    nice -n 10 python train/train_birds.py --data ../shared/data/cub-200 --pretrained-file .local/lite2.pth \
+        --scope-file .local/lite0.pth --out runs/birds --output weights/birds.safetensors
 
-GPU: add ``--device cuda --workers 8``; several GPUs: ``torchrun --nproc_per_node N train/train_birds.py ...``.
+GPU: add ``--device cuda --workers 8``.
 """
 
 from __future__ import annotations
@@ -35,17 +45,19 @@ from torch import nn
 
 from explainer import cub
 from explainer.bundle import atomic_write_bytes
+from explainer.calibration import threshold_sensitivity
 from explainer.finetune import ResumeError, fit, freeze, parameter_groups
 from explainer.metrics import multilabel_report
 from explainer.models import MirrorPair, PartMirror, create_timm_main, region_targets, timm_feature_info
 from explainer.pretrained import load_pretrained_backbone
 from explainer.training import seed_everything
 from explainer.transforms import EvalView, TrainView, birds_train_transform, build_transform, reference_preprocessing
-from explainer.where import pointing
+from explainer.where import collect_maps, pointing, pointing_by_group
 
 FROZEN = ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.")  # ImageNet weights and statistics kept
 HEAD = ("classifier.",)  # new, learns at --head-lr
 STEPS = ("main-val", "main-final", "mirror-val", "mirror-final")
+VIEWS = ((256, 224), (256, 256), (288, 256), (256, 0), (288, 0), (320, 0))  # test views: (shorter side, crop; 0: none)
 THRESHOLDS = np.round(np.arange(0.30, 0.851, 0.05), 2)  # candidates for the default explanation threshold
 MONITOR_THRESHOLD = 0.5  # kept explanations for the per-epoch pointing (the default threshold is chosen later)
 
@@ -305,10 +317,26 @@ def digest(net: nn.Module) -> str:
 
 
 @torch.no_grad()
+def choose_view(net: nn.Module, meta: cub.CubMetadata, validation: np.ndarray, args) -> tuple[dict, dict]:
+    """The test view (shorter side and centre crop, or the whole photo) with the best top-1 on the validation
+    photos; a tie goes to the fewer pixels."""
+    scores = {}
+    for resize, crop in VIEWS:
+        cfg = reference_preprocessing(crop or resize, resize, mean=[0.5] * 3, std=[0.5] * 3)
+        cfg["crop"] = crop
+        batches = loader(meta, validation, build_transform(cfg, train=False), 64 if crop else 1, False, args)
+        name = f"{resize}/{crop or 'whole'}"
+        scores[name] = (top1(net, batches, torch.device(args.device)), cfg)
+        print(f"view {name}: validation top-1 {scores[name][0]:.4f}", flush=True)
+    best = max(scores, key=lambda key: (scores[key][0], -VIEWS[list(scores).index(key)][0]))
+    return scores[best][1], {key: value[0] for key, value in scores.items()} | {"chosen": best}
+
+
+@torch.no_grad()
 def run_pair(pair: MirrorPair, meta: cub.CubMetadata, positions, preprocessing, args) -> tuple[np.ndarray, np.ndarray]:
     """Class and explanation probabilities of photos through the serving view."""
     view = build_transform(preprocessing, train=False)
-    batches = loader(meta, positions, view, 64, False, args)
+    batches = loader(meta, positions, view, 64 if preprocessing["crop"] else 1, False, args)
     probs, expls = [], []
     pair.eval()
     for images, *_ in batches:
@@ -348,40 +376,21 @@ def validation_report(
     from explainer.predictor import Explainer
 
     points, boxes = cub.read_part_locations(args.data, meta), cub.read_stored_boxes(args.data, meta)
-    routes = [list(r) for r in cub.group_regions(meta.attribute_raw_names)]
     dataset = cub.CubPartImages(meta, positions, points, boxes, EvalView(preprocessing))
-    batches = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=args.workers)
+    batch_size = 32 if preprocessing["crop"] else 1  # whole photos differ in shape
+    rows = collect_maps(pair, torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=args.workers),
+                        args.device)  # fmt: skip
+    probs, expls, classes = rows.stacked()
     truth = (meta.class_attributes >= 50.0).astype(np.float32)
-    pair.eval()
-    rows = []
-    for images, classes, where, box in batches:
-        logits, expl, class_maps, expl_maps = pair.forward_maps(images.to(memory_format=torch.channels_last))
-        probs, expls = torch.softmax(logits, 1), torch.sigmoid(expl)
-        predicted = class_maps[torch.arange(len(images)), probs.argmax(1)]
-        rows.append((probs.numpy(), expls.numpy(), classes.numpy(), where.numpy(), box.numpy(), expl_maps, predicted))
-    probs, expls, classes = (np.concatenate([r[k] for r in rows]) for k in range(3))
     threshold, scores = pick_threshold(expls, truth[classes])
-    hits = {"mirror": np.zeros(meta.num_attributes, int), "class": np.zeros(meta.num_attributes, int)}
-    counted = np.zeros(meta.num_attributes, int)
-    for _, e, _, where, box, expl_maps, predicted in rows:
-        kept, input_size = e >= threshold, (preprocessing["crop"], preprocessing["crop"])
-        h, c = pointing(expl_maps, kept, where, list(cub.PART_REGION), routes, box, input_size)
-        hits["mirror"] += h
-        counted += c
-        repeated = predicted[:, None].expand(-1, meta.num_attributes, -1, -1)
-        hits["class"] += pointing(repeated, kept, where, list(cub.PART_REGION), routes, box, input_size)[0]
-    groups: dict[str, list[int]] = {}
-    for a, raw in enumerate(meta.attribute_raw_names):
-        groups.setdefault(raw.split("::")[0].removeprefix("has_"), []).append(a)
-    by_group = {
-        name: {"mirror": int(hits["mirror"][idx].sum()), "class": int(hits["class"][idx].sum()),
-               "counted": int(counted[idx].sum())}
-        for name, idx in groups.items() if counted[idx].sum() > 0
+    routes = [list(r) for r in cub.group_regions(meta.attribute_raw_names)]
+    pointed = pointing_by_group(rows, threshold, routes, list(cub.PART_REGION), list(meta.attribute_raw_names))
+    defaults = {"threshold": threshold, "top_n": min(args.top_n, meta.num_classes)}
+    file_meta = {
+        "task": "birds", "class_names": meta.class_names, "explanation_names": meta.attribute_raw_names,
+        "explanation_groups": meta.groups, "class_explanations": meta.class_attributes_unit, "ranking": "weighted",
+        "defaults": defaults, "preprocessing": preprocessing,
     }  # fmt: skip
-    file_meta = {"class_names": meta.class_names, "explanation_names": meta.attribute_raw_names,
-                 "explanation_groups": meta.groups, "class_explanations": meta.class_attributes_unit,
-                 "ranking": "weighted", "defaults": {"threshold": threshold, "top_n": args.top_n},
-                 "preprocessing": preprocessing, "task": "birds"}  # fmt: skip
     verdicts = evaluate_predictions(Explainer(pair, file_meta), probs, expls, classes, truth[classes])
     return {
         "photos": int(len(positions)),
@@ -389,12 +398,7 @@ def validation_report(
         "threshold_rule": "mean balanced accuracy of the attributes against the species' attributes, best of "
         + ", ".join(f"{t:.2f}" for t in THRESHOLDS),
         "threshold_scores": scores,
-        "pointing": {
-            "mirror": float(hits["mirror"].sum() / max(counted.sum(), 1)),
-            "class_map": float(hits["class"].sum() / max(counted.sum(), 1)),
-            "counted": int(counted.sum()),
-            "by_group": by_group,
-        },  # fmt: skip
+        "pointing": pointed,
         "top1": verdicts["accuracy"],
         "verdict": {k: verdicts[k] for k in ("explanations", "verdict", "error_detection") if k in verdicts},
     }
@@ -438,17 +442,21 @@ def write_weights(
     )
     test = limit(meta.test_indices, meta.class_indices, args.limit_per_class)
     probs, expls = run_pair(pair, meta, test, preprocessing, args)
+    saved = Path(args.out) / "test_predictions.npz"  # for train/evaluate_birds.py --predictions
+    np.savez_compressed(saved, positions=test, class_probs=probs, explanation_probs=expls)
     labels = (meta.class_attributes >= 50.0).astype(np.float32)[meta.class_indices[test]]
     explainer = Explainer(pair, file_meta)
     results = evaluate_predictions(explainer, probs, expls, meta.class_indices[test], labels)
     results["test_images"] = int(len(test))
     results["validation"] = choices["validation"]
+    results["threshold_slider"] = threshold_sensitivity(expls, meta.groups, choices["threshold"], 0.3)
     file_meta["metrics"] = results
     file_meta["training"] = {
         "command": "python " + " ".join(sys.argv) if args.command is None else args.command,
         "recipe": "train/train_birds.py: main network fine-tuned from ImageNet (stem and blocks.0-1 kept), part "
         "mirror on the frozen main network, choices on a validation split of the training photos",
         "main_network": "from " + Path(args.main_file).name if args.main_file else "trained by this command",
+        "label_source": "class",  # the species' attributes (>= 50% of its photos): CUB has no per-photo labels here
         "skip_final": bool(args.skip_final),
         "choices": {k: v for k, v in choices.items() if k != "validation"},
         "steps": history,
@@ -472,11 +480,17 @@ def write_weights(
         scope = scope_tensors(gate.network, half=True)
     save_bundle(args.output, pair, file_meta, half=True, extra_tensors=scope)
     reloaded = Explainer.load(args.output)
-    check = run_pair(reloaded.pair, meta, test[:32], preprocessing, args)
-    difference = float(np.abs(check[0] - probs[:32]).max())
-    if difference > 2e-3:
-        raise SystemExit(f"the written file does not reproduce the predictions (class probabilities differ by "
-                         f"{difference:.4f})")  # fmt: skip
+    check_probs, check_expls = run_pair(reloaded.pair, meta, test[:32], preprocessing, args)
+    file_check = {
+        "photos": int(min(32, len(test))),
+        "max_abs_class_prob_diff": float(np.abs(check_probs - probs[:32]).max()),
+        "max_abs_explanation_prob_diff": float(np.abs(check_expls - expls[:32]).max()),
+        "top1_agreement": float((check_probs.argmax(1) == probs[:32].argmax(1)).mean()),
+    }
+    if file_check["max_abs_class_prob_diff"] > 2e-3 or file_check["top1_agreement"] < 1.0:
+        raise SystemExit(f"the written file does not reproduce the predictions: {file_check}")
+    file_meta["metrics"]["weights_file_check"] = file_check
+    save_bundle(args.output, pair, file_meta, half=True, extra_tensors=scope)  # the check recorded in the file
     return results
 
 
@@ -514,7 +528,14 @@ def main(argv: list[str] | None = None) -> int:
             save_main(final_main, out / "main-final" / "main.safetensors")
             if done("main-final", summary):
                 return 0
-        preprocessing = reference_preprocessing(args.eval_size, args.eval_size, mean=[0.5] * 3, std=[0.5] * 3)
+        views = out / "views.json"  # the test view, chosen once with the validation run's main network
+        if views.exists():
+            chosen = json.loads(views.read_text())
+        else:
+            preprocessing, scores = choose_view(val_main, meta, split.validation, args)
+            chosen = {"preprocessing": preprocessing, "validation_top1": scores}
+            views.write_text(json.dumps(chosen, indent=2))
+        preprocessing, history["test_view"] = chosen["preprocessing"], chosen["validation_top1"]
 
     args.main_digest = digest(val_main)
     val_mirror, summary = train_mirror(args, meta, val_main, preprocessing, split.train, split.validation,

@@ -102,12 +102,15 @@ class BirdsTask(Task):
         return to_rgb(super().check_image(image))
 
     def preview(self, tensor: torch.Tensor, preprocessing: Mapping[str, Any], size: int) -> Image.Image:
-        """The normalised crop undone."""
+        """The normalised input undone, its longer side ``size`` pixels."""
         array = tensor.detach().float().cpu().numpy()
         mean = np.asarray(preprocessing.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)[:, None, None]
         std = np.asarray(preprocessing.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)[:, None, None]
         rgb = np.clip((array * std + mean) * 255.0, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-        return Image.fromarray(rgb, mode="RGB").resize((size, size), Image.BILINEAR)
+        height, width = rgb.shape[:2]
+        scale = size / max(height, width)  # a whole-photo view keeps its shape
+        shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return Image.fromarray(rgb, mode="RGB").resize(shape, Image.BILINEAR)
 
     def bundle_metadata(
         self,
