@@ -93,7 +93,34 @@ SCROLL_TO_RESULT_JS = """
   if (status) { window.scrollTo({top: status.getBoundingClientRect().top + window.scrollY - 12}); }  // badge whole
 }
 """
-CHART_HINT = "*The verdict and three charts appear here once an image is classified.*"
+CHART_HINT = "*The verdict, three charts and where the networks look appear here once an image is classified.*"
+# A click on a bar of an explanations chart chooses that explanation for the "Where" panel. Gradio's Plot has no select
+# event, so the page listens to Plotly's own click (each bar carries its explanation's name, see webapp.charts), keeps
+# the name, and clicks the tab's hidden "where-bar" button, whose event sends it (PICKED_BAR_JS) in place of the list's.
+BAR_CLICK_JS = """
+() => {
+  const bind = () => {
+    document.querySelectorAll('[id$="-explanations"] .js-plotly-plot').forEach((plot) => {
+      if (plot.dataset.whereBound || typeof plot.on !== 'function') { return; }
+      plot.dataset.whereBound = '1';
+      const task = plot.closest('[id$="-explanations"]').id.replace(/-explanations$/, '');
+      plot.on('plotly_click', (event) => {
+        const name = event && event.points && event.points[0] && event.points[0].customdata;
+        const button = document.getElementById(task + '-where-bar');
+        if (typeof name !== 'string' || !button) { return; }
+        window.explainerPickedBar = Object.assign(window.explainerPickedBar || {}, {[task]: name});
+        button.click();
+      });
+    });
+  };
+  new MutationObserver(bind).observe(document.body, {childList: true, subtree: true});
+  bind();
+}
+"""
+PICKED_BAR_JS = """
+(cache, choice, threshold, topN, present, absent) =>
+  [cache, (window.explainerPickedBar || {})['%s'] ?? choice, threshold, topN, present, absent]
+"""
 # One intra-op thread per network run and two runs at a time, one per core of a 2-vCPU Space: on this project's
 # 2-core machine under load, two threads per run made the birds pair 5x slower (median 441 ms against 80 ms) and the
 # shapes pair 80x slower (180 ms against 2.3 ms) than one; see train/bench_app.py. Others wait in the queue.
@@ -160,6 +187,56 @@ def _upload(spec: Task) -> gr.Image:
         placeholder=f"{spec.input_label}\nDrop an image here or click to upload",
         elem_id=f"{spec.name}-upload",
     )
+
+
+def _where_panel(task: str) -> tuple[gr.Accordion, dict[str, gr.components.Component]]:
+    """The "Where" panel: the explanation to show, then two pictures side by side (stacked on a phone), each with its
+    caption; and the hidden button a click on a bar presses (BAR_CLICK_JS)."""
+    with gr.Accordion(
+        webapp.heatmaps.PANEL_TITLE, open=True, elem_id=f"{task}-where", elem_classes="where-panel"
+    ) as panel:
+        choice = gr.Dropdown(
+            [],
+            label="Explanation to show",
+            info="The kept explanations; or click a bar in the explanations chart.",
+            allow_custom_value=True,  # the list changes with every result; the handler says when a name is unknown
+            elem_id=f"{task}-where-choice",
+        )
+        pictures = {"type": "filepath", "interactive": False, "show_label": False, "buttons": []}
+        with gr.Row(elem_classes="where-pictures"):
+            with gr.Column(min_width=220, elem_classes="where-pane"):
+                explanation = gr.Image(
+                    label="Where the explanation looks",
+                    elem_id=f"{task}-where-explanation",
+                    elem_classes="where-picture",
+                    **pictures,
+                )
+                explanation_caption = gr.Markdown(
+                    label="What the explanation's picture shows",
+                    elem_id=f"{task}-where-explanation-caption",
+                    elem_classes="where-caption",
+                )
+            with gr.Column(min_width=220, elem_classes="where-pane"):
+                predicted = gr.Image(
+                    label="Where the predicted class is seen",
+                    elem_id=f"{task}-where-class",
+                    elem_classes="where-picture",
+                    **pictures,
+                )
+                class_caption = gr.Markdown(
+                    label="What the class's picture shows",
+                    elem_id=f"{task}-where-class-caption",
+                    elem_classes="where-caption",
+                )
+        bar = gr.Button("Show the clicked bar's explanation", visible="hidden", elem_id=f"{task}-where-bar")
+    return panel, {
+        "where_choice": choice,
+        "where_explanation": explanation,
+        "where_explanation_caption": explanation_caption,
+        "where_class": predicted,
+        "where_class_caption": class_caption,
+        "where_bar": bar,
+    }
 
 
 def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
@@ -232,7 +309,13 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
             gr.Markdown(CHART_HINT, elem_classes="chart-hint", elem_id=f"{task}-chart-hint")
             plots = {"show_label": False, "elem_classes": "result-chart"}
             class_plot = gr.Plot(label="Main network: top classes", elem_id=f"{task}-classes", **plots)
-            explanation_plot = gr.Plot(label="Explanations", elem_id=f"{task}-explanations", **plots)
+            explanation_plot = gr.Plot(
+                label="Explanations",
+                show_label=False,
+                elem_id=f"{task}-explanations",
+                elem_classes=["result-chart", "explanations-chart"],
+            )
+            where_panel, where = _where_panel(task)
             ranking_plot = gr.Plot(label="Classes ranked by the explanations", elem_id=f"{task}-ranking", **plots)
             with gr.Accordion("Controls", open=True):
                 threshold, top_n, top_k, show_raw = _controls(app)
@@ -254,9 +337,13 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
         "cache": cache,
         "force_present": force_present,
         "force_absent": force_absent,
+        "where_panel": where_panel,
+        **where,
     }
     classify_outputs = [components[name] for name in webapp.ClassifyOutputs._fields]
     render_outputs = [components[name] for name in webapp.RenderOutputs._fields]
+    where_outputs = [components[name] for name in webapp.WhereOutputs._fields]
+    where_choice = where["where_choice"]
     network = {"concurrency_id": "network", "concurrency_limit": NETWORK_CONCURRENCY}
     if sketch is not None:
         sketch_button.click(
@@ -276,7 +363,7 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     gr.on(
         [threshold.input, top_n.input, top_k.input, show_raw.input, force_present.input, force_absent.input],
         app.rerender,
-        [cache, *controls, force_present, force_absent],
+        [cache, *controls, force_present, force_absent, where_choice],
         render_outputs,
         api_name=f"{task}_explain",
         show_progress="hidden",
@@ -286,12 +373,21 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     )
     reset.click(
         app.clear_interventions,
-        [cache, *controls],
+        [cache, *controls, where_choice],
         [*render_outputs, force_present, force_absent],
         api_name=f"{task}_clear_interventions",
         show_progress="hidden",
         concurrency_limit=RENDER_CONCURRENCY,
         preprocess=False,
+    )
+    # Choosing an explanation redraws its picture from the cache: from the list, or by clicking its bar
+    where_inputs = [cache, where_choice, threshold, top_n, force_present, force_absent]
+    redraw = {"show_progress": "hidden", "concurrency_limit": RENDER_CONCURRENCY, "preprocess": False}
+    where_choice.input(
+        app.show_where, where_inputs, where_outputs, api_name=f"{task}_where", trigger_mode="always_last", **redraw
+    )
+    where["where_bar"].click(
+        app.show_where, where_inputs, where_outputs, js=PICKED_BAR_JS % task, api_visibility="private", **redraw
     )
 
 
@@ -308,6 +404,7 @@ with ServedBlocks(title="Explainer: does the explanation back the prediction?", 
             with gr.Tab(task.title, id=task.name):
                 _task_tab(MODELS[task.name], EXAMPLES[task.name])
     demo.load(None, js=SELECT_BRUSH_JS, api_visibility="private")
+    demo.load(None, js=BAR_CLICK_JS, api_visibility="private")
 demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=256)
 
 if __name__ == "__main__":

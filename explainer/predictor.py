@@ -18,8 +18,8 @@ from . import postprocess
 from .bundle import load_bundle_with_scope
 from .scope import ScopeGate, ScopeReading, ScopeResult, article, gate_result, unmeasured_result
 from .tasks import TASKS, Task, task_for_preprocessing
-from .tasks.base import ImageLike, Preprocessor
-from .where import Where
+from .tasks.base import FramedPreprocessor, ImageLike, Preprocessor
+from .where import InputFrame, Where
 
 
 @dataclass
@@ -163,6 +163,7 @@ class Explainer:
         self.default_threshold = float(meta["defaults"]["threshold"])
         self.default_top_n = int(meta["defaults"]["top_n"])
         self._preprocess: Preprocessor | None = None
+        self._framed_preprocess: FramedPreprocessor | None = None
         self.scope: ScopeGate | None = scope
         # The task says whether its networks run faster channels-last on the CPU (the birds pair at batch 1 with one
         # thread: about 20% less time, through oneDNN's depthwise convolutions); the numbers are the same up to
@@ -320,14 +321,41 @@ class Explainer:
         """Class and explanation probabilities of one image, and the heatmaps of every class and explanation in the
         image's own pixels (see :mod:`explainer.where`). The maps are the terms of each output's last layer, so
         they show exactly where its score comes from."""
-        if self.task_spec is None:
-            raise ValueError(f"preprocessing kind {self.preprocessing.get('kind')!r} has no heatmaps")
-        tensor, frame = self.task_spec.framed_preprocessor(self.preprocessing)(image)
-        with torch.inference_mode():
-            logits, expl_logits, class_maps, expl_maps = self.pair.forward_maps(self._network_input(tensor[None]))
+        return self.where_tensor(*self.framed_preprocess(image))
+
+    def framed_preprocess(self, image: ImageLike) -> tuple[torch.Tensor, InputFrame]:
+        """:meth:`preprocess`, and where the network's input lies in the image (for heatmaps)."""
+        if self._framed_preprocess is None:
+            if self.task_spec is None:
+                raise ValueError(f"preprocessing kind {self.preprocessing.get('kind')!r} has no heatmaps")
+            self._framed_preprocess = self.task_spec.framed_preprocessor(self.preprocessing)
+        return self._framed_preprocess(image)
+
+    @torch.inference_mode()
+    def where_tensor(self, tensor: torch.Tensor, frame: InputFrame) -> tuple[np.ndarray, np.ndarray, Where]:
+        """:meth:`where` for one preprocessed input (C, H, W) and its frame: one pass gives the probabilities and
+        every heatmap."""
+        logits, expl_logits, class_maps, expl_maps = self.pair.forward_maps(self._network_input(tensor[None]))
         probs, expls = self._probabilities(logits, expl_logits)
         where = Where(frame, class_maps[0].float().cpu().numpy(), expl_maps[0].float().cpu().numpy())
         return probs[0], expls[0], where
+
+    @torch.inference_mode()
+    def read_scope(self, tensor: torch.Tensor, scope_input: torch.Tensor | None = None) -> ScopeReading | None:
+        """The scope network's reading of one preprocessed input (C, H, W), for callers that ran the pair without it
+        (:meth:`where_tensor`); None without a gate. ``scope_input``: :meth:`scope_input`, for a gate with its own
+        trunk. A gate on the main network's trunk reads pooled features that the maps' pass does not return, so it
+        costs one more pass."""
+        gate = self.scope
+        if gate is None:
+            return None
+        if gate.uses_main_trunk:
+            readings = self.infer_tensors_with_scope(tensor[None])[2]
+        elif scope_input is None:
+            raise ValueError("this scope network needs its own input: pass scope_input (see scope_input)")
+        else:
+            readings = gate.read_tensors(scope_input[None].contiguous(memory_format=self.memory_format))
+        return readings[0] if readings else None
 
     # -- explanation (no network) ------------------------------------------------------------------------------------
 

@@ -37,6 +37,14 @@ class InputFrame:
     def to_input(self, x: float, y: float) -> tuple[float, float]:
         return (x - self.x0) / self.sx, (y - self.y0) / self.sy
 
+    def resized(self, width: int, height: int) -> InputFrame:
+        """The same frame over the image resized to ``width`` x ``height`` (a thumbnail): a heatmap then lands on the
+        thumbnail's pixels as it does on the image's."""
+        fx, fy = width / self.image_width, height / self.image_height
+        return InputFrame(
+            self.x0 * fx, self.y0 * fy, self.sx * fx, self.sy * fy, self.input_width, self.input_height, width, height
+        )
+
 
 def resize_crop_frame(image_size: tuple[int, int], resize: int, crop: int) -> InputFrame:
     """The frame of torchvision's ``Resize(resize)`` (the shorter side) then ``CenterCrop(crop)`` (no crop: 0)."""
@@ -137,24 +145,32 @@ def _colormap(values: np.ndarray) -> np.ndarray:
     return np.stack(channels, axis=-1).astype(np.uint8)
 
 
+_RAMP = _colormap(np.linspace(0.0, 1.0, 256))  # (256, 3): the ramp looked up per level, not interpolated per pixel
+
+
+def _grey_levels(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8), mode="L")
+
+
 def overlay(image: Image.Image, heatmap: Heatmap, max_side: int = 512, alpha: float = 0.7) -> Image.Image:
     """The image (scaled so its longer side is at most ``max_side``) under the heatmap's colours, with the peak
-    marked by a ring; pixels outside the network's input stay as they are, greyed."""
-    from PIL import ImageDraw
+    marked by a ring; pixels outside the network's input stay as they are, greyed.
+
+    The blends run in Pillow on 8-bit layers (about half the time of float arrays: the app draws two per image)."""
+    from PIL import ImageChops, ImageDraw
 
     rgb = image.convert("RGB")
     scale = min(1.0, max_side / max(rgb.size))
     size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-    base = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    base = rgb.resize(size, Image.Resampling.BILINEAR) if size != rgb.size else rgb
     values, mask = heatmap.on_image(max(size))
     values, mask = values[: size[1], : size[0]], mask[: size[1], : size[0]]
-    colours = _colormap(values).astype(np.float32)
-    weight = (alpha * values)[..., None] * mask[..., None]
-    dimmed = base * (0.45 + 0.55 * values[..., None])  # what the map does not point at recedes
-    grey = base.mean(axis=-1, keepdims=True) * 0.6 + 255 * 0.4
-    outside = np.where(mask[..., None], dimmed, grey)
-    blended = outside * (1 - weight) + colours * weight
-    picture = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
+    colours = Image.fromarray(_RAMP[np.rint(values * 255).astype(np.uint8)], mode="RGB")
+    dim = _grey_levels(255 * (0.45 + 0.55 * values))  # what the map does not point at recedes
+    dimmed = ImageChops.multiply(base, Image.merge("RGB", (dim, dim, dim)))
+    inside = Image.composite(colours, dimmed, _grey_levels(255 * alpha * values * mask))
+    grey = base.convert("L", matrix=(1 / 3, 1 / 3, 1 / 3, 0)).point(lambda level: level * 0.6 + 255 * 0.4)
+    picture = Image.composite(inside, Image.merge("RGB", (grey, grey, grey)), _grey_levels(255 * mask))
     x, y = heatmap.peak()
     cx, cy, r = x * scale, y * scale, max(4.0, 0.03 * max(size))
     draw = ImageDraw.Draw(picture)

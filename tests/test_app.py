@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -307,10 +308,10 @@ def test_animated_gif_uses_the_first_frame(shapes: webapp.TaskApp, images: Path)
 def test_unexpected_errors_are_logged_not_shown(
     shapes: webapp.TaskApp, images: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def explode(batch: torch.Tensor) -> None:
+    def explode(*args: object) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(shapes._explainer, "infer_tensors", explode)
+    monkeypatch.setattr(shapes._explainer, "where_tensor", explode)  # the networks' one pass
     out = shapes.classify_image(str(app_images.triangle_png(images)))
     assert "Something went wrong" in out.status and "secret" not in out.status
     assert "secret internal detail" in caplog.text
@@ -361,12 +362,14 @@ def test_sketch_payloads_go_through_the_same_check(shapes: webapp.TaskApp, image
 
 def test_previews_are_written_once_and_never_rewritten(shapes: webapp.TaskApp, images: Path, tmp_path: Path) -> None:
     app = webapp.TaskApp(shapes.model, preview_folder=tmp_path / "previews")
-    first = app.classify_image(str(app_images.triangle_png(images))).network_input
+    out = app.classify_image(str(app_images.triangle_png(images)))
+    first, written = out.network_input, sorted((tmp_path / "previews").iterdir())
     inode = Path(first).stat().st_ino
     second = app.classify_image(str(app_images.triangle_png(images))).network_input
     assert first == second and Path(second).stat().st_ino == inode  # same content, same file, not rewritten
     assert Image.open(first).size == (webapp.PREVIEW_SIZE, webapp.PREVIEW_SIZE)
-    assert [p.name for p in (tmp_path / "previews").iterdir()] == [Path(first).name]  # no staging file left
+    assert sorted((tmp_path / "previews").iterdir()) == written  # nothing new: no staging file left either
+    assert written == sorted(Path(p) for p in (first, out.where_class))  # the preview and the class heatmap
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -495,6 +498,149 @@ def test_birds_size_metadata_renders(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Where the networks look
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def pixels(picture: object) -> np.ndarray:
+    """A "Where" picture (an image, or a file when the app writes files) as an array."""
+    assert picture is not None and not isinstance(picture, dict), picture
+    return np.asarray(Image.open(picture) if isinstance(picture, (str, Path)) else picture, dtype=np.int16)
+
+
+def cached_bytes(value: object) -> int:
+    """The memory a cached value holds (arrays, bytes, and the containers around them)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(cached_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(cached_bytes(v) for v in value)
+    return 8
+
+
+@pytest.fixture(scope="module")
+def bird_photo(birds: webapp.TaskApp, images: Path) -> webapp.ClassifyOutputs:
+    """The tiny birds pair on a photo, threshold 0.3: both groups keep an explanation."""
+    out = birds.classify_image(str(app_images.bird_like_jpeg(images)), 0.3)
+    assert len(out.where_choice["choices"]) >= 2, out.where_choice
+    return out
+
+
+def test_where_panel_for_a_birds_photo(birds: webapp.TaskApp, bird_photo: webapp.ClassifyOutputs) -> None:
+    out = bird_photo
+    kept = out.result["kept_explanations"]
+    assert out.where_choice == {"__type__": "update", "choices": kept, "value": kept[0], "visible": True}
+    assert out.where_panel["open"] is True and out.where_panel["label"] == "Where the networks look"
+    left, right = pixels(out.where_explanation), pixels(out.where_class)
+    assert left.shape == right.shape == (288, 384, 3)  # the 320 x 240 photo at the panel's 384 px, both sides
+    assert np.abs(left - right).mean() > 1  # two different maps
+    assert f"**Where '{kept[0]}' looks**" in out.where_explanation_caption
+    assert "ring marks the peak" in out.where_explanation_caption and "7 × 7 grid" in out.where_explanation_caption
+    assert f"**Where '{out.result['predicted_class']}' is seen**" in out.where_class_caption
+
+
+def test_where_panel_for_a_shapes_drawing(shapes: webapp.TaskApp, images: Path) -> None:
+    """The tiny shapes pair reads each explanation on a 1 x 1 grid: its map cannot say where, and the panel says so
+    instead of ringing a corner; the class map (5 x 5) is drawn over the drawing."""
+    out = shapes.classify_sketch(str(app_images.outline_square_png(images)), 0.0)
+    first = out.result["kept_explanations"][0]
+    assert out.where_choice["value"] == first and out.where_choice["choices"] == out.result["kept_explanations"]
+    assert out.where_explanation is None and "same everywhere (read on a 1 × 1 grid)" in out.where_explanation_caption
+    assert f"Where '{first}' looks" in out.where_explanation_caption
+    drawing = pixels(out.where_class)
+    assert drawing.shape == (384, 384, 3)  # the 512 px drawing, scaled to the panel's size
+    assert "5 × 5 grid" in out.where_class_caption and out.result["predicted_class"] in out.where_class_caption
+
+
+def test_choosing_another_explanation_changes_the_picture(
+    birds: webapp.TaskApp, bird_photo: webapp.ClassifyOutputs
+) -> None:
+    cache, kept = bird_photo.cache, bird_photo.result["kept_explanations"]
+    second = birds.show_where(cache, kept[1], 0.3)
+    assert second.where_choice["value"] == kept[1] and second.where_choice["choices"] == kept
+    assert np.abs(pixels(second.where_explanation) - pixels(bird_photo.where_explanation)).mean() > 1
+    assert f"Where '{kept[1]}' looks" in second.where_explanation_caption
+    again = birds.show_where(cache, kept[0], 0.3)
+    assert np.array_equal(pixels(again.where_explanation), pixels(bird_photo.where_explanation))
+    assert birds.show_where(cache, None, 0.3).where_choice["value"] == kept[0]  # no choice: the first kept
+    dropped = next(name for name in birds.explanation_choices if name not in kept)
+    below = birds.show_where(cache, dropped, 0.3)  # a bar below the threshold was clicked: shown, and said so
+    assert below.where_choice["choices"] == [*kept, dropped] and "(not kept" in below.where_explanation_caption
+    unknown = birds.show_where(cache, "z" * 500, 0.3)
+    assert "is not one of this model's 12 explanations" in unknown.where_explanation_caption
+    assert unknown.where_explanation is None and len(unknown.where_explanation_caption) < 200
+    assert birds.show_where(None, kept[0]).where_explanation_caption == birds.prompt
+
+
+def test_nothing_kept_says_so_instead_of_an_empty_map(
+    birds: webapp.TaskApp, bird_photo: webapp.ClassifyOutputs
+) -> None:
+    out = birds.rerender(bird_photo.cache, 1.0, None, None, False, None, None, bird_photo.where_choice["value"])
+    assert out.result["kept_explanations"] == [] and out.where_explanation is None
+    assert out.where_choice == {"__type__": "update", "choices": [], "value": None, "visible": False}
+    assert out.where_explanation_caption.startswith("**No explanation is kept** at threshold 1.00")
+    assert birds.show_where(bird_photo.cache, None, 1.0).where_explanation is None
+
+
+def test_slider_moves_and_choices_never_run_a_network(
+    birds: webapp.TaskApp, bird_photo: webapp.ClassifyOutputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a network ran")
+
+    explainer = birds._explainer
+    for name in ("where_tensor", "infer_tensors", "preprocess", "framed_preprocess", "read_scope"):
+        monkeypatch.setattr(explainer, name, forbidden)
+    for name in ("forward", "forward_maps"):
+        monkeypatch.setattr(explainer.pair, name, forbidden)
+    cache, kept = bird_photo.cache, bird_photo.result["kept_explanations"]
+    for threshold in (0.2, 0.3, 0.45, 0.6):
+        out = birds.rerender(cache, threshold, 3, 5, False, None, None, kept[0])
+        assert "error" not in out.result, out.status
+    # the chosen explanation stays kept: its picture is left as it is; the list still follows the kept ones
+    same = birds.rerender(cache, 0.3, 3, 5, False, None, None, kept[1])
+    assert same.where_explanation == same.where_explanation_caption == {"__type__": "update"}
+    assert same.where_choice["value"] == kept[1] and same.where_choice["choices"] == kept
+    # switched off, it is no longer kept: the first kept one is drawn
+    off = birds.rerender(cache, 0.3, 3, 5, False, None, [kept[1]], kept[1])
+    assert off.where_choice["value"] == kept[0] and pixels(off.where_explanation).shape == (288, 384, 3)
+    assert "error" not in birds.clear_interventions(cache, 0.3, 3, 5, False, kept[0])[0]
+    typed = birds.rerender(cache, 0.3, 3, 5, False, None, None, "whatever a visitor typed into the list")
+    assert "error" not in typed.result and typed.where_choice["value"] == kept[0]
+    assert pixels(birds.show_where(cache, kept[1], 0.3).where_explanation).shape == (288, 384, 3)
+
+
+def test_the_cache_keeps_small_maps_and_a_thumbnail_not_the_image(birds: webapp.TaskApp, images: Path) -> None:
+    """A 12-megapixel photo: the session keeps a JPEG thumbnail and float16 maps, a few KB, not the photo's 36 MB."""
+    rng = np.random.default_rng(5)
+    path = images / "large.jpg"
+    Image.fromarray(rng.integers(0, 255, (3000, 4000, 3), dtype=np.uint8)).resize((4000, 3000)).save(path)
+    out = birds.classify_image(str(path), 0.3)
+    where = out.cache["where"]
+    assert where["explanation_maps"].dtype == np.float16 and where["class_map"].shape == (7, 7)
+    assert Image.open(io.BytesIO(where["picture"])).size == (384, 288)
+    assert cached_bytes(out.cache) < 300_000, cached_bytes(out.cache)
+
+
+def test_where_pictures_are_written_like_the_preview(shapes: webapp.TaskApp, images: Path, tmp_path: Path) -> None:
+    """Served, the pictures are files in the previews' folder under keyed names (the guard hands them to the session
+    and the cleanup removes them); choosing the same explanation again gives the same file, not a new one."""
+    birds = webapp.TaskApp(
+        webapp.load_task_model("birds", str(make_birds_bundle(tmp_path / "b.safetensors")), tmp_path),
+        preview_folder=tmp_path / "previews",
+    )
+    out = birds.classify_image(str(app_images.bird_like_jpeg(images)), 0.3)
+    for picture in (out.where_explanation, out.where_class):
+        assert Path(picture).parent == tmp_path / "previews" and Path(picture).name.startswith("preview-")
+        assert Path(picture).suffix == ".jpg" and len(Path(picture).stem.split("-")[1]) == 32
+    first = out.result["kept_explanations"][0]
+    assert birds.show_where(out.cache, first, 0.3).where_explanation == out.where_explanation
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Charts
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -537,6 +683,7 @@ def test_explanation_chart_keeps_forced_rows_and_unique_labels() -> None:
     )
     labels = bar_labels(figure)
     assert labels == ["x", "z (forced off)"]
+    assert [t.get("customdata") for t in figure["data"] if t["type"] == "bar"] == [["x"], ["z"]]  # names for clicks
     raw = charts.explanation_chart(
         ["x", "x", "y", "z"], np.array([0.9, 0.8, 0.1, 0.0]), np.array([0.9, 0.8, 0.0, 0.0]), 0.5, 4, None, raw=True
     )

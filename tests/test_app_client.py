@@ -28,9 +28,11 @@ ENDPOINTS = {
     "/shapes_image",
     "/shapes_explain",
     "/shapes_clear_interventions",
+    "/shapes_where",
     "/birds_image",
     "/birds_explain",
     "/birds_clear_interventions",
+    "/birds_where",
 }
 
 
@@ -96,6 +98,30 @@ def test_birds_photo(client: Client, images: Path) -> None:
     assert client.predict(0.5, 1, 5, False, ["bill shape: hooked"], [], api_name="/birds_explain")[0]["overrides"] == {
         "bill shape: hooked": True
     }
+
+
+def test_where_panel_through_the_api(client: Client, images: Path) -> None:
+    """An upload answers with both pictures and their captions; /birds_where draws another explanation from the
+    session's cache; a slider move that keeps nothing says so."""
+    import httpx
+
+    answer = client.predict(handle_file(str(app_images.bird_like_jpeg(images))), 0.3, api_name="/birds_image")
+    result, (choice, left, left_caption, right, right_caption) = answer[0], answer[-5:]
+    kept = result["kept_explanations"]
+    assert len(kept) >= 2 and choice["value"] == kept[0] and [c[0] for c in choice["choices"]] == kept
+    assert (
+        f"Where '{kept[0]}' looks" in left_caption and f"Where '{result['predicted_class']}' is seen" in right_caption
+    )
+    for picture in (left, right):
+        assert picture["path"].endswith(".jpg")
+        assert Image.open(io.BytesIO(httpx.get(picture["url"], timeout=60).content)).size == (384, 288)
+    chosen, picture, caption = client.predict(kept[1], 0.3, api_name="/birds_where")
+    assert chosen["value"] == kept[1] and picture["path"] not in (left["path"], right["path"])
+    assert f"Where '{kept[1]}' looks" in caption
+    moved = client.predict(1.0, 1, 5, False, [], [], kept[1], api_name="/birds_explain")
+    assert moved[-2] is None and moved[-1].startswith("**No explanation is kept**")
+    unknown = client.predict("not a bird part", 0.3, api_name="/birds_where")[-1]
+    assert "is not one of this model's" in unknown and len(unknown) < 200
 
 
 @pytest.mark.parametrize("case", sorted(app_images.BAD_INPUTS))

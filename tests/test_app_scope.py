@@ -56,6 +56,13 @@ def test_a_photo_that_is_no_bird_is_questioned_in_plain_words(folder: Path) -> N
     assert "does not look like a bird" in moved.status
     forced = app.rerender(out.cache, 0.3, 2, 5, False, [0], [])  # an intervention cannot make a horse a bird
     assert forced.result["in_scope"] is False and forced.result["questioned"] is True
+    # the "Where" panel is folded: a bird model's heatmaps over a horse are not shown unasked
+    assert out.where_panel == {
+        "__type__": "update",
+        "open": False,
+        "label": "Where the networks look (folded: this is not a bird)",
+    }
+    assert out.where_class is not None  # there, one click away
 
 
 def test_a_bird_keeps_the_pairs_verdict_and_says_what_imagenet_sees(folder: Path) -> None:
@@ -67,6 +74,8 @@ def test_a_bird_keeps_the_pairs_verdict_and_says_what_imagenet_sees(folder: Path
     assert "**Is it a bird?** Yes: the ImageNet model sees a goldfinch" in out.status
     assert plain.result["in_scope"] is True and plain.result["scope_score"] == 1.0
     assert "Not checked: this weights file has no scope network" in plain.status
+    assert out.where_panel["open"] is True and plain.where_panel["open"] is True
+    assert np.array_equal(np.asarray(out.where_class), np.asarray(plain.where_class))  # the gate adds no map
 
 
 def test_shapes_say_whether_the_drawing_is_one_of_the_four(folder: Path) -> None:

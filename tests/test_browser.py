@@ -1,5 +1,6 @@
 """End to end in headless Chromium: draw a shape with the mouse, classify it, see the charts and the verdict, move a
-slider, click an example, at desktop (1280x900) and phone (390x844) sizes: `python -m pytest -q tests/test_browser.py`.
+slider, click an example, see where the networks look and choose another explanation, at desktop (1280x900) and phone
+(390x844) sizes: `python -m pytest -q tests/test_browser.py`.
 
 The layout checks: before the first result there is a short hint and no empty chart box; after Classify on a phone
 the verdict and the first chart are in view; the sketchpad is shown at 100% or more, fits the width, and its tools
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import app_images
 from bundles import running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -248,6 +250,70 @@ def test_draw_and_classify_on_a_phone(browser: Any, url: str, tmp_path: Path) ->
     assert in_view(page, "#shapes-status .badge", PHONE["height"]), "the verdict is below the fold after Classify"
     assert in_view(page, "#shapes-classes .js-plotly-plot", PHONE["height"]), "the first chart is out of view"
     page.screenshot(path=str(screenshot_folder(tmp_path) / "phone-after-drawing.png"))
+    page.close()
+
+
+def src(page: Any, selector: str) -> str:
+    return page.locator(f"{selector} img").get_attribute("src") or ""
+
+
+def wait_for_new_picture(page: Any, selector: str, old: str) -> str:
+    page.wait_for_function(
+        "([selector, old]) => (document.querySelector(`${selector} img`) || {}).src !== old",
+        arg=[selector, old],
+        timeout=TIMEOUT_MS,
+    )
+    return src(page, selector)
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_where_the_networks_look_and_choosing_another_explanation(
+    browser: Any, url: str, tmp_path: Path, size: str
+) -> None:
+    """A photo on the tiny birds pair at threshold 0 (each group keeps one explanation): the chosen explanation's
+    picture and the predicted class's appear with their captions, side by side on a desktop, one above the other on a
+    phone; choosing another explanation in the list, then clicking a bar of the explanations chart (a tap on a
+    phone), changes the left picture and leaves the class's as it was."""
+    phone = size == "phone"
+    page = phone_page(browser) if phone else browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    page.get_by_role("tab", name="Birds").click()
+    page.locator("#birds-chart-hint").wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert not page.locator("#birds-where").is_visible(), "the Where panel shows before any result"
+    page.locator("#birds-upload input[type=file]").set_input_files(str(app_images.bird_like_jpeg(tmp_path)))
+    page.locator("#birds-status .badge").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#birds-threshold input[type=range]").fill("0")
+    page.locator("#birds-where-explanation img").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#birds-where-class img").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+    left = page.locator("#birds-where-explanation img").bounding_box()
+    right = page.locator("#birds-where-class img").bounding_box()
+    assert left["width"] > 120 and right["width"] > 120
+    if phone:
+        assert right["y"] >= left["y"] + left["height"], "the pictures are not stacked on a phone"
+        assert left["x"] >= 0 and right["x"] + right["width"] <= PHONE["width"]
+    else:
+        assert abs(left["y"] - right["y"]) < 2 and left["x"] + left["width"] <= right["x"], "not side by side"
+    first = page.locator("#birds-where-choice input").input_value()
+    assert f"Where '{first}' looks" in page.inner_text("#birds-where-explanation-caption")
+    assert "is seen" in page.inner_text("#birds-where-class-caption")
+    assert "ring marks the peak" in page.inner_text("#birds-where-explanation-caption")
+    shown, seen = src(page, "#birds-where-explanation"), src(page, "#birds-where-class")
+    page.screenshot(path=str(screenshot_folder(tmp_path) / f"where-{size}.png"), full_page=True)
+
+    page.locator("#birds-where-choice input").click()  # the list
+    options = page.locator("#birds-where-choice [role=option]")
+    options.nth(1).click()
+    second_shown = wait_for_new_picture(page, "#birds-where-explanation", shown)
+    second = page.locator("#birds-where-choice input").input_value()
+    assert second != first and f"Where '{second}' looks" in page.inner_text("#birds-where-explanation-caption")
+
+    bar = page.locator("#birds-explanations .bars path").first.bounding_box()  # the first bar: the first kept one
+    centre = (bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] / 2)
+    page.touchscreen.tap(*centre) if phone else page.mouse.click(*centre)
+    assert wait_for_new_picture(page, "#birds-where-explanation", second_shown) == shown  # the same picture again
+    assert page.locator("#birds-where-choice input").input_value() == first
+    assert src(page, "#birds-where-class") == seen  # the class's picture stays
     page.close()
 
 

@@ -171,6 +171,11 @@ def test_examples_and_previews_are_sendable_only_by_the_session_they_were_given_
     preview = {"path": outputs[2]["path"], "meta": META}
     assert call(url, "shapes_image", [preview], session="clicker")[0] == "complete"
     assert call(url, "shapes_image", [preview], session="someone-else") == ("error", server.NOT_UPLOADED)
+    heatmaps = [o["path"] for o in outputs if isinstance(o, dict) and str(o.get("path")).endswith(".jpg")]
+    assert heatmaps and all(Path(h).parent == Path(outputs[2]["path"]).parent for h in heatmaps)  # previews' folder
+    heatmap = {"path": heatmaps[0], "meta": META}  # a "Where" picture, handed out like the preview
+    assert call(url, "shapes_image", [heatmap], session="clicker")[0] == "complete"
+    assert call(url, "shapes_image", [heatmap], session="someone-else") == ("error", server.NOT_UPLOADED)
 
 
 @pytest.mark.slow

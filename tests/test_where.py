@@ -119,6 +119,18 @@ def test_heatmap_peak_lands_on_the_image_pixel() -> None:
     assert overlay(Image.new("RGB", (120, 60)), Heatmap(grid, frame)).size == (120, 60)
 
 
+def test_a_frame_resized_to_a_thumbnail_puts_the_peak_on_the_same_spot() -> None:
+    frame = resize_crop_frame((1600, 1200), 256, 224)
+    grid = np.zeros((7, 7), dtype=np.float32)
+    grid[2, 5] = 1.0
+    x, y = Heatmap(grid, frame).peak()
+    small = frame.resized(400, 300)
+    assert (small.image_width, small.image_height, small.input_width) == (400, 300, 224)
+    sx, sy = Heatmap(grid, small).peak()
+    assert abs(sx - x / 4) <= 1 and abs(sy - y / 4) <= 1  # the same place, a quarter of the pixels
+    assert small.to_image(10.0, 20.0) == pytest.approx(tuple(v / 4 for v in frame.to_image(10.0, 20.0)))
+
+
 @pytest.fixture(scope="module")
 def shapes_path(tmp_path_factory):
     return make_shapes_bundle(tmp_path_factory.mktemp("shapes") / "shapes.safetensors")
@@ -219,6 +231,27 @@ def test_command_line_where_adds_peaks_and_writes_overlays(tmp_path, shapes_path
     written = sorted(p.name for p in out.iterdir())
     assert "0000-my-triangle-class.png" in written and len(written) == len(row["where"])
     assert Image.open(out / written[0]).size == (200, 160)
+
+
+def test_where_tensor_and_read_scope_are_where_in_two_steps(tmp_path) -> None:
+    """The app's path: the framed input once, then one pass for the probabilities and every map, then the gate."""
+    from scope_fixtures import HORSE, add_scope
+
+    path = add_scope(make_birds_bundle(tmp_path / "birds.safetensors"), HORSE, threshold=0.1, share_preprocessing=False)
+    explainer = Explainer.load(path)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    tensor, frame = explainer.framed_preprocess(image)
+    assert torch.equal(tensor, explainer.preprocess(image)) and frame == explainer.where(image)[2].frame
+    probs, expls, where = explainer.where_tensor(tensor, frame)
+    whole_probs, whole_expls, whole = explainer.where(image)
+    np.testing.assert_allclose(probs, whole_probs, atol=1e-6)
+    np.testing.assert_allclose(where.explanation_maps, whole.explanation_maps, atol=1e-5)
+    reading = explainer.read_scope(tensor, explainer.scope_input(image, tensor))
+    served = explainer.infer_with_scope([image])[2][0]
+    assert reading is not None and reading.score == pytest.approx(served.score, abs=1e-6)
+    with pytest.raises(ValueError, match="needs its own input"):
+        explainer.read_scope(tensor)
+    assert Explainer.load(make_birds_bundle(tmp_path / "plain.safetensors")).read_scope(tensor) is None
 
 
 def test_whole_photo_view_keeps_the_shape_and_batches_by_size(tmp_path) -> None:

@@ -1,14 +1,24 @@
 """The web app's code, outside the library: weights loading, handlers, text panels and charts (with their CSS).
 
-``app.py`` (the Spaces entry point) lays out the page and wires it to :class:`webapp.handlers.TaskApp`. This package
-imports :mod:`explainer`; the library never imports it. Gradio is imported only where a value must be a Gradio one;
-:mod:`webapp.server` (what a visitor may send, checked before the handlers) is the one module built on Gradio, so
-``app.py`` imports it on its own, after Gradio's settings are made (:mod:`webapp.files`, :mod:`webapp.memory`).
+``app.py`` (the Spaces entry point) lays out the page and wires it to :class:`webapp.handlers.TaskApp` (the "Where"
+panel's pictures: :mod:`webapp.heatmaps`). This package imports :mod:`explainer`; the library never imports it.
+Gradio is imported only where a value must be a Gradio one; :mod:`webapp.server` (what a visitor may send, checked
+before the handlers) is the one module built on Gradio, so ``app.py`` imports it on its own, after Gradio's settings
+are made (:mod:`webapp.files`, :mod:`webapp.memory`).
 """
 
 from __future__ import annotations
 
-from .handlers import PREVIEW_SIZE, TOP_K_MAX, ClassifyOutputs, RenderOutputs, TaskApp, UserInputError, plot_value
+from .handlers import (
+    PREVIEW_SIZE,
+    TOP_K_MAX,
+    ClassifyOutputs,
+    RenderOutputs,
+    TaskApp,
+    UserInputError,
+    WhereOutputs,
+    plot_value,
+)
 from .panels import (
     CSS,
     about_markdown,
@@ -29,6 +39,7 @@ __all__ = [
     "TaskModel",
     "UserInputError",
     "WeightsUnavailable",
+    "WhereOutputs",
     "about_markdown",
     "class_list_markdown",
     "describe_architecture",

@@ -232,23 +232,26 @@ def _grouped_bars(
     values: np.ndarray,
     text: list[str],
     hover: list[str],
+    keys: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One bar trace per category (so that the legend explains the colours), rows keep their order."""
+    """One bar trace per category (so that the legend explains the colours), rows keep their order. ``keys``: each
+    row's name as the page reads it back when a bar is clicked (the trace's ``customdata``)."""
     data = []
     for cat, colour in colours.items():
         members = [k for k in range(len(rows)) if categories[k] == cat]
         if members:
-            data.append(
-                _bar(
-                    cat,
-                    [round(float(values[rows[k]]), 6) for k in members],
-                    [labels[k] for k in members],
-                    [hover[k] for k in members],
-                    colour,
-                    [text[k] for k in members],
-                    True,
-                )
+            bar = _bar(
+                cat,
+                [round(float(values[rows[k]]), 6) for k in members],
+                [labels[k] for k in members],
+                [hover[k] for k in members],
+                colour,
+                [text[k] for k in members],
+                True,
             )
+            if keys is not None:
+                bar["customdata"] = [keys[k] for k in members]
+            data.append(bar)
     return data
 
 
@@ -286,7 +289,8 @@ def explanation_chart(
     Cleaned view (default, like the reference): within each group only the most probable explanation is listed;
     bars at or above the threshold are kept (accent), those below are greyed. Raw view (``raw=True``): every
     explanation, with the ones group cleaning removes in amber. Explanations the user forced on or off are always
-    listed, in violet, marked "(forced on)" / "(forced off)".
+    listed, in violet, marked "(forced on)" / "(forced off)". Each bar carries its explanation's full name
+    (``customdata``), which the page sends when the bar is clicked.
     """
     probs = np.asarray(explanation_probs, dtype=np.float64)
     kept = np.asarray(kept_scores, dtype=np.float64)
@@ -328,7 +332,8 @@ def explanation_chart(
     categories = [category(i) for i in rows]
     hover = [f"{explanation_names[i]}: {_percent(float(probs[i]))} ({categories[k]})" for k, i in enumerate(rows)]
     text = [_percent(float(probs[i])) for i in rows]
-    data = _grouped_bars(rows, labels, categories, colours, probs, text, hover)
+    keys = [explanation_names[i] for i in rows]  # a click on a bar chooses its explanation for the "Where" panel
+    data = _grouped_bars(rows, labels, categories, colours, probs, text, hover, keys)
     data.append(_legend_line(f"threshold {threshold:.2f}"))
     title = "Explanations: raw list" if raw else "Explanations (one per group)"
     layout = _layout(title, labels, [0, 1], len(data), True)

@@ -15,6 +15,10 @@ tested by calling the methods directly. Rules the handlers keep:
 - The preview is written to a file of its own, named by its content keyed with a secret of this process (a name
   cannot be worked out from an image) and put in place by an atomic rename, so that a crowd receiving the same
   preview never reads a file while another request rewrites it.
+- The "Where" panel (:mod:`webapp.heatmaps`): the heatmaps come from the same pass as the probabilities and are
+  cached with them, small, so choosing an explanation (:meth:`TaskApp.show_where`) or moving a slider redraws a
+  picture without a network; a slider move that keeps the chosen explanation redraws nothing. Its pictures are
+  written like the preview. A photo that is not what the model is for gets the panel folded.
 - Controls are strict: a boolean is not a number, the raw switch is a boolean; echoed values are cut short
   (:data:`ECHO_CHARS`).
 - The handlers trust the paths they are given; what a visitor may send is decided before them
@@ -47,7 +51,7 @@ from explainer.predictor import Explainer, Explanation
 from explainer.scope import ScopeReading, article
 from explainer.tasks import ImageCheckError
 
-from . import charts
+from . import charts, heatmaps
 from .memory import release_memory
 from .weights import TaskModel
 
@@ -71,6 +75,12 @@ class ClassifyOutputs(NamedTuple):
     cache: dict[str, Any] | None  # the cached network outputs (gr.State)
     force_present: list[int]  # interventions are reset for a new image
     force_absent: list[int]
+    where_panel: Any  # the "Where" panel: open, or folded for an image the model is not for (an update)
+    where_choice: Any  # the kept explanations to choose from and the chosen one (an update of the list)
+    where_explanation: Image.Image | str | None  # the image under the chosen explanation's heatmap
+    where_explanation_caption: str  # its title and what it shows, or why there is no picture
+    where_class: Image.Image | str | None  # the image under the predicted class's heatmap
+    where_class_caption: str
 
 
 class RenderOutputs(NamedTuple):
@@ -81,6 +91,17 @@ class RenderOutputs(NamedTuple):
     class_plot: Any
     explanation_plot: Any
     ranking_plot: Any
+    where_choice: Any
+    where_explanation: Image.Image | str | None  # gr.skip() while the chosen explanation stays kept
+    where_explanation_caption: str
+
+
+class WhereOutputs(NamedTuple):
+    """What choosing an explanation for the "Where" panel updates."""
+
+    where_choice: Any
+    where_explanation: Image.Image | str | None
+    where_explanation_caption: str
 
 
 class UserInputError(ValueError):
@@ -92,6 +113,22 @@ def plot_value(figure: charts.Figure) -> Any:
     from gradio.components.plot import PlotData
 
     return PlotData(type="plotly", plot=json.dumps(figure))
+
+
+def _skip() -> dict[str, Any]:
+    """Gradio's "leave this output as it is" (``gr.skip()``), without importing Gradio."""
+    return {"__type__": "update"}
+
+
+_NO_WHERE = WhereOutputs({"__type__": "update", "choices": [], "value": None, "visible": False}, None, "")
+
+
+def _not_the_subject(explanation: Explanation) -> str | None:
+    """What the image is not ("a bird") when the scope network says it is not what the model is for, else None."""
+    scope = explanation.scope
+    if scope.method == "imagenet-birds" and not scope.in_scope:
+        return article(scope.subject or "bird")
+    return None
 
 
 def _warn(message: str) -> None:
@@ -145,15 +182,19 @@ def _upload_source(image: Any) -> str | bytes | None:
     raise UserInputError(f"The image must be a file (a path or an uploaded file), not {echo(image)}.")
 
 
-def write_preview(image: Image.Image, folder: Path) -> str:
-    """Save ``image`` as PNG under a name made from its content and this process's key, and return the path. A new
-    file is written under a temporary name and renamed into place, so a reader of an existing preview never sees it
-    rewritten."""
+def write_preview(image: Image.Image, folder: Path, jpeg: bool = False) -> str:
+    """Save ``image`` as PNG (or, for a photo-like picture, JPEG: a tenth of the bytes and of the time) under a name
+    made from its content and this process's key, and return the path. A new file is written under a temporary name
+    and renamed into place, so a reader of an existing preview never sees it rewritten."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    if jpeg:
+        image.save(buffer, format="JPEG", quality=heatmaps.JPEG_QUALITY)
+    else:
+        image.save(buffer, format="PNG")
     data = buffer.getvalue()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"preview-{hmac.new(PREVIEW_KEY, data, hashlib.sha256).hexdigest()[:32]}.png"
+    suffix = ".jpg" if jpeg else ".png"
+    path = folder / f"preview-{hmac.new(PREVIEW_KEY, data, hashlib.sha256).hexdigest()[:32]}{suffix}"
     if not path.exists():
         fd, staging = tempfile.mkstemp(dir=folder, prefix=".preview-", suffix=".tmp")
         try:
@@ -243,21 +284,7 @@ class TaskApp:
     def _overrides(self, present: Sequence[Any] | None, absent: Sequence[Any] | None) -> tuple[dict[int, bool], str]:
         """Intervention lists (indices or display names) -> {index: on}; an explanation in both is forced absent."""
         names = self._explainer.display_names
-
-        def as_index(item: Any) -> int:
-            if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-                index = int(item)
-            elif isinstance(item, str) and item in names:
-                index = names.index(item)
-            else:
-                raise UserInputError(
-                    f"Explanation {echo(item)} is not one of this model's {len(names)} explanations; "
-                    "pick names from the list."
-                )
-            if not 0 <= index < len(names):
-                raise UserInputError(f"Explanation index {echo(index)} is out of range (0 to {len(names) - 1}).")
-            return index
-
+        as_index = self._explanation_index
         for label, chosen in (("Force present", present), ("Force absent", absent)):
             if chosen is not None and not isinstance(chosen, (list, tuple)):
                 raise UserInputError(f"{label} must be a list of explanation names, not {echo(chosen)}.")
@@ -269,13 +296,29 @@ class TaskApp:
             note = "Forced both present and absent, so treated as absent: " + ", ".join(names[i] for i in both) + "."
         return overrides, note
 
+    def _explanation_index(self, item: Any) -> int:
+        """An explanation named by its display name or index -> its index (raises UserInputError)."""
+        names = self._explainer.display_names
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            index = int(item)
+        elif isinstance(item, str) and item in names:
+            index = names.index(item)
+        else:
+            raise UserInputError(
+                f"Explanation {echo(item)} is not one of this model's {len(names)} explanations; "
+                "pick names from the list."
+            )
+        if not 0 <= index < len(names):
+            raise UserInputError(f"Explanation index {echo(index)} is out of range (0 to {len(names) - 1}).")
+        return index
+
     # -- rendering ---------------------------------------------------------------------------------------------------
 
     def _scope_line(self, explanation: Explanation) -> str:
         """Whether the image is something this model was made for, in plain words ("" when the verdict's sentence
         already says that it is not)."""
         scope = explanation.scope
-        if scope.method == "imagenet-birds" and not scope.in_scope:
+        if _not_the_subject(explanation):
             return ""  # the badge and the sentence say it: "this does not look like a bird: the ImageNet model sees..."
         if scope.method == "imagenet-birds":
             subject = scope.subject or "bird"
@@ -304,9 +347,9 @@ class TaskApp:
         verdict = explanation.verdict
         pred = explanation.predicted_class
         prob = float(explanation.class_probs[verdict.predicted_class])
-        if not explanation.scope.in_scope and explanation.scope.method == "imagenet-birds":
-            subject = explanation.scope.subject or "bird"
-            head = f'<span class="badge badge-questioned">⚠ Questioned · not {article(subject)}</span>'
+        not_the_subject = _not_the_subject(explanation)
+        if not_the_subject:
+            head = f'<span class="badge badge-questioned">⚠ Questioned · not {not_the_subject}</span>'
         elif verdict.questioned:
             head = f'<span class="badge badge-questioned">⚠ Questioned · case {verdict.case}</span>'
         elif verdict.case == 2:
@@ -348,8 +391,39 @@ class TaskApp:
         force_present: Sequence[Any] | None = None,
         force_absent: Sequence[Any] | None = None,
         scope: ScopeReading | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_choice: Any = None,
     ) -> RenderOutputs:
-        """Post-process cached probabilities and draw the three charts (no network). Raises UserInputError."""
+        """Post-process cached probabilities, draw the three charts and, given the cached maps (``where``, see
+        :mod:`webapp.heatmaps`), the chosen explanation's picture (no network). Raises UserInputError."""
+        return self._render(
+            class_probs,
+            explanation_probs,
+            threshold,
+            top_n,
+            top_k,
+            show_raw,
+            force_present,
+            force_absent,
+            scope,
+            where,
+            where_choice,
+        )[0]
+
+    def _render(
+        self,
+        class_probs: np.ndarray,
+        explanation_probs: np.ndarray,
+        threshold: Any,
+        top_n: Any,
+        top_k: Any,
+        show_raw: Any,
+        force_present: Sequence[Any] | None,
+        force_absent: Sequence[Any] | None,
+        scope: ScopeReading | None,
+        where: Mapping[str, Any] | None,
+        where_choice: Any,
+    ) -> tuple[RenderOutputs, Explanation]:
         threshold_value, top_n_value, top_k_value, raw = self._controls(threshold, top_n, top_k, show_raw)
         overrides, note = self._overrides(force_present, force_absent)
         exp = self._explainer
@@ -376,13 +450,54 @@ class TaskApp:
             min(top_k_value, self.n_classes),
             normalized=exp.ranking == "normalized",
         )
-        return RenderOutputs(
+        rendered = RenderOutputs(
             result,
             self._status(explanation, note),
             plot_value(class_fig),
             plot_value(expl_fig),
             plot_value(rank_fig),
+            *self._where_view(where, explanation, where_choice, chosen=False),
         )
+        return rendered, explanation
+
+    def _where_view(
+        self, where: Mapping[str, Any] | None, explanation: Explanation, choice: Any, chosen: bool
+    ) -> WhereOutputs:
+        """The list of kept explanations and the picture of the chosen one.
+
+        ``chosen``: the user picked ``choice`` (a display name or an index): it is shown, kept or not. Otherwise
+        (a new image, a slider moved) ``choice`` is what the list showed: it stays while it is kept, and its picture
+        is left as it is (``gr.skip()``); else the first kept explanation is shown. Only a user's choice must be a
+        known name: the list's value may be anything a visitor typed into it before."""
+        if not where:  # outputs cached without maps: no panel
+            return _NO_WHERE
+        names = self._explainer.display_names
+        kept = explanation.kept_indices
+        if chosen:
+            index = self._explanation_index(choice)
+        else:
+            index = names.index(choice) if isinstance(choice, str) and choice in names else None
+        unchanged = not chosen and index is not None and index in kept
+        if not chosen and not unchanged:
+            index = kept[0] if kept else None
+        listed = [names[i] for i in kept] + ([names[index]] if index is not None and index not in kept else [])
+        value = None if index is None else names[index]
+        update = {"__type__": "update", "choices": listed, "value": value, "visible": bool(listed)}
+        if index is None:
+            return WhereOutputs(update, None, heatmaps.nothing_kept(explanation.threshold))
+        if unchanged:
+            return WhereOutputs(update, _skip(), _skip())
+        grid = where["explanation_maps"][index]
+        caption = heatmaps.explanation_caption(names[index], grid, kept=index in kept)
+        return WhereOutputs(update, self._picture(where, grid), caption)
+
+    def _picture(self, where: Mapping[str, Any], grid: np.ndarray) -> Image.Image | str | None:
+        """One heatmap picture: a file like the preview's when the app serves files, else the image; None for a flat
+        map (its caption says why)."""
+        if heatmaps.is_flat(grid):
+            return None
+        picture = heatmaps.picture(where, grid)
+        return picture if self.preview_folder is None else write_preview(picture, self.preview_folder, jpeg=True)
 
     def _classify(self, image: Image.Image, threshold: Any, top_n: Any, top_k: Any, show_raw: Any) -> ClassifyOutputs:
         controls = self._controls(threshold, top_n, top_k, show_raw)  # fail on bad controls before running a network
@@ -390,28 +505,30 @@ class TaskApp:
             image = self._explainer.check_image(image)
         except ImageCheckError as err:
             raise UserInputError(str(err)) from err
+        exp = self._explainer
         try:
-            tensor = self._explainer.preprocess(image)
+            tensor, frame = exp.framed_preprocess(image)
         except (ImageError, UserInputError):
             raise
         except ValueError as err:  # NothingToClassify (blank drawing) and other bad-input errors say why
             raise UserInputError(_sentence(err)) from err
-        scope_input = self._explainer.scope_input(image, tensor)
-        class_probs, explanation_probs, readings = self._explainer.infer_tensors_with_scope(
-            tensor[None], None if scope_input is None else scope_input[None]
-        )
+        class_probs, explanation_probs, where = exp.where_tensor(tensor, frame)  # one pass: probabilities and maps
+        reading = exp.read_scope(tensor, exp.scope_input(image, tensor))
+        predicted = int(np.argmax(class_probs))
         cache = {
             "task": self.model.task,
-            "class_probs": class_probs[0].astype(np.float32),
-            "explanation_probs": explanation_probs[0].astype(np.float32),
-            "scope": None if readings is None else asdict(readings[0]),
+            "class_probs": class_probs.astype(np.float32),
+            "explanation_probs": explanation_probs.astype(np.float32),
+            "scope": None if reading is None else asdict(reading),
+            "where": heatmaps.pack(where, predicted, image),
         }
-        rendered = self.render(
-            cache["class_probs"], cache["explanation_probs"], *controls, scope=readings[0] if readings else None
+        rendered, explanation = self._render(
+            cache["class_probs"], cache["explanation_probs"], *controls, None, None, reading, cache["where"], None
         )
+        class_map = cache["where"]["class_map"]
         preview: Image.Image | str = self._explainer.preview(tensor, self.preview_size)
         if self.preview_folder is not None:
-            preview = write_preview(preview, self.preview_folder)
+            preview = write_preview(preview, self.preview_folder, jpeg=preview.mode == "RGB")  # a photo: JPEG
         return ClassifyOutputs(
             rendered.result,
             rendered.status,
@@ -422,6 +539,12 @@ class TaskApp:
             cache,
             [],
             [],
+            heatmaps.panel_update(_not_the_subject(explanation)),
+            rendered.where_choice,
+            rendered.where_explanation,
+            rendered.where_explanation_caption,
+            self._picture(cache["where"], class_map),
+            heatmaps.class_caption(exp.class_names[predicted], class_map),
         )
 
     def _problem(self, message: str) -> ClassifyOutputs:
@@ -429,8 +552,13 @@ class TaskApp:
         if self.keep_previous_on_problem:
             from gradio import skip
 
-            return ClassifyOutputs({"error": message}, f"**{message}**", *(skip() for _ in range(7)))
-        return ClassifyOutputs({"error": message}, f"**{message}**", None, None, None, None, None, [], [])
+            return ClassifyOutputs({"error": message}, f"**{message}**", *(skip() for _ in range(13)))
+        return self._cleared({"error": message}, f"**{message}**")
+
+    def _cleared(self, result: dict[str, Any] | None, status: str) -> ClassifyOutputs:
+        """No result: every chart, picture and list empty, the cache dropped."""
+        panel = heatmaps.panel_update(None)
+        return ClassifyOutputs(result, status, None, None, None, None, None, [], [], panel, *_NO_WHERE, None, "")
 
     def _guarded(self, work: Callable[[], ClassifyOutputs], what: str) -> ClassifyOutputs:
         try:
@@ -466,7 +594,7 @@ class TaskApp:
         def work() -> ClassifyOutputs:
             source = _upload_source(image)
             if source is None:
-                return ClassifyOutputs(None, self.prompt, None, None, None, None, None, [], [])
+                return self._cleared(None, self.prompt)
             return self._classify(self._open(source), threshold, top_n, top_k, show_raw)
 
         return self._guarded(work, "classifying the image")
@@ -514,10 +642,13 @@ class TaskApp:
         show_raw: bool = False,
         force_present: Sequence[Any] | None = None,
         force_absent: Sequence[Any] | None = None,
+        where_choice: str | None = None,
     ) -> RenderOutputs:
-        """Redraw everything from the cached network outputs after a control moved (no network runs)."""
-        if not cache or cache.get("task") != self.model.task:
-            return RenderOutputs(None, self.prompt, None, None, None)
+        """Redraw everything from the cached network outputs after a control moved (no network runs).
+        ``where_choice``: the explanation the "Where" panel shows; it stays while it is kept."""
+        if not self._usable(cache):
+            return RenderOutputs(None, self.prompt, None, None, None, *_NO_WHERE)
+        assert cache is not None
         try:
             reading = ScopeReading(**cache["scope"]) if cache.get("scope") else None
             return self.render(
@@ -530,15 +661,52 @@ class TaskApp:
                 force_present,
                 force_absent,
                 reading,
+                cache.get("where"),
+                where_choice,
             )
         except UserInputError as err:
             _warn(str(err))
-            return RenderOutputs({"error": str(err)}, f"**{err}**", None, None, None)
+            return RenderOutputs({"error": str(err)}, f"**{err}**", None, None, None, *_NO_WHERE)
         except Exception:
             LOG.exception("re-rendering failed")
             message = "Something went wrong while updating the charts; the server log has the details."
             _warn(message)
-            return RenderOutputs({"error": message}, f"**{message}**", None, None, None)
+            return RenderOutputs({"error": message}, f"**{message}**", None, None, None, *_NO_WHERE)
+
+    def _usable(self, cache: Mapping[str, Any] | None) -> bool:
+        """Whether ``cache`` holds this tab's network outputs (another tab's are never used)."""
+        return bool(cache) and cache.get("task") == self.model.task  # type: ignore[union-attr]
+
+    def show_where(
+        self,
+        cache: Mapping[str, Any] | None,
+        choice: str | None = None,
+        threshold: float | None = None,
+        top_n: int | None = None,
+        force_present: Sequence[Any] | None = None,
+        force_absent: Sequence[Any] | None = None,
+    ) -> WhereOutputs:
+        """The "Where" panel for the explanation the user chose (its display name; None: the first kept one), from
+        the cache (no network runs). Threshold, top N and the interventions say which explanations are kept."""
+        if not self._usable(cache) or not cache.get("where"):  # type: ignore[union-attr]
+            return WhereOutputs(*_NO_WHERE[:2], self.prompt)
+        assert cache is not None
+        try:
+            threshold_value, top_n_value, _, _ = self._controls(threshold, top_n, None, False)
+            overrides, _ = self._overrides(force_present, force_absent)
+            reading = ScopeReading(**cache["scope"]) if cache.get("scope") else None
+            explanation = self._explainer.explain(
+                cache["class_probs"], cache["explanation_probs"], threshold_value, top_n_value, overrides, reading
+            )
+            return self._where_view(cache["where"], explanation, choice, chosen=choice is not None and choice != "")
+        except UserInputError as err:
+            _warn(str(err))
+            return WhereOutputs(_skip(), None, f"**{err}**")
+        except Exception:
+            LOG.exception("drawing a heatmap failed")
+            message = "Something went wrong while drawing the heatmap; the server log has the details."
+            _warn(message)
+            return WhereOutputs(_skip(), None, f"**{message}**")
 
     def clear_interventions(
         self,
@@ -547,9 +715,10 @@ class TaskApp:
         top_n: int | None = None,
         top_k: int | None = None,
         show_raw: bool = False,
+        where_choice: str | None = None,
     ) -> tuple[Any, ...]:
         """Drop every forced explanation: the re-rendered outputs, then two empty intervention lists."""
-        return (*self.rerender(cache, threshold, top_n, top_k, show_raw), [], [])
+        return (*self.rerender(cache, threshold, top_n, top_k, show_raw, None, None, where_choice), [], [])
 
     @property
     def prompt(self) -> str:

@@ -18,7 +18,8 @@ from .weights import TaskModel
 
 LOG = logging.getLogger("webapp")
 
-# The page's CSS: the badges are written by webapp.handlers.TaskApp's status, the pixelated previews by app.py.
+# The page's CSS: the badges are written by webapp.handlers.TaskApp's status, the pixelated previews and the "Where"
+# panel by app.py.
 CSS = """
 .gradio-container {max-width: 1180px !important; margin: 0 auto !important;}
 #intro p {margin: 0.2em 0;}
@@ -40,6 +41,11 @@ CSS = """
 .sketchpad .toolbar-wrap {display: flex !important; gap: 6px !important; width: auto !important;}
 .sketchpad .toolbar-wrap .half-container {flex-direction: row !important; position: static !important;
   transform: none !important; margin: 0 !important; display: flex !important; gap: 4px !important;}
+/* The "Where" panel shows with the charts, a picture only once there is one; the explanations' bars are clickable. */
+.results:not(:has(.js-plotly-plot)) .where-panel {display: none !important;}
+.where-picture:not(:has(img)) {display: none !important;}
+.where-caption p {margin: 0.15em 0; font-size: 0.9em;}
+.explanations-chart .nsewdrag {cursor: pointer !important;}
 /* The preview of what the network saw shows once there is one. */
 .preview:not(:has(.network-input img)) {display: none !important;}
 @media (max-width: 640px) {
