@@ -158,9 +158,9 @@ def render_paper_photo(strokes: Strokes, rng: np.random.Generator, background: s
 
     Paper: off-white to grey or cream, with grain and blotches; printed lines (``lines``: 'plain', 'ruled',
     'squared') in light blue or grey. Ink: pencil (grey, grainy), ballpoint (dark blue or black) or felt pen (thick,
-    black), the drawing 25-65% of the page. Light: a gradient across the page (down to 55-90%), a soft-edged shadow
-    over a part of it (60-85%) half the time. Camera: a mild perspective (corners moved up to 6% of the side), blur,
-    sensor noise, JPEG quality 35-85.
+    black), the drawing 25-65% of the photo's side and whole inside it. Light: a gradient across the page (down to
+    55-90%), a soft-edged shadow over a part of it (60-85%) half the time. Camera: a mild perspective (corners moved
+    up to 6% of the side), blur, sensor noise, JPEG quality 35-85.
     """
     big = PHOTO_SIDE + PHOTO_SIDE // 4  # drawn larger, warped, then the centre kept: the page fills the frame
     tint = np.array([rng.uniform(-4, 8), rng.uniform(-3, 5), rng.uniform(-14, 2)], dtype=np.float32)
@@ -171,12 +171,14 @@ def render_paper_photo(strokes: Strokes, rng: np.random.Generator, background: s
     line_colour = np.array([110, 160, 220] if rng.random() < 0.7 else [140, 140, 140], dtype=np.float32)
     page = page * (1 - line_coverage) + line_colour * line_coverage
     ink_kind = rng.choice(["pencil", "ballpoint", "felt"], p=[0.3, 0.45, 0.25])
-    size_fraction = rng.uniform(0.25, 0.65) * PHOTO_SIDE / big
-    drawing_px = size_fraction * big
+    inner = round(PHOTO_SIDE * 0.8)  # the drawing stays whole inside the photo whatever the perspective does
+    size_fraction = rng.uniform(0.25, 0.65) * PHOTO_SIDE / inner
+    drawing_px = size_fraction * inner
     pen_fraction = {"pencil": (0.006, 0.015), "ballpoint": (0.006, 0.02), "felt": (0.02, 0.05)}[str(ink_kind)]
     pen_px = max(1.2, _log_uniform(rng, *pen_fraction) * drawing_px)
-    position = (rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9))
-    placed = place_strokes(strokes, big, size_fraction, pen_px, position)
+    position = (rng.uniform(), rng.uniform())
+    shift_in = (big - inner) / 2.0
+    placed = [s + shift_in for s in place_strokes(strokes, inner, size_fraction, pen_px, position)]
     coverage = stroke_coverage(placed, pen_px, big)
     if ink_kind == "pencil":
         ink = np.full(3, rng.uniform(70, 120), dtype=np.float32)
