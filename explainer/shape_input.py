@@ -297,11 +297,17 @@ def to_grey_ink_on_white(image: Image.Image | np.ndarray) -> np.ndarray:
     Transparent areas count as white; the polarity comes from the border (light-on-dark input is inverted); coloured
     ink counts by its distance from the background colour. Inputs larger than MAX_WORKING_SIDE are area-reduced. An
     uneven background (:func:`has_uneven_background`: a photo of paper) is measured locally instead of from the
-    border, so light gradients, shadows, grain and faint printed lines do not count as ink.
+    border, so light gradients, shadows, grain and faint printed lines do not count as ink; where nothing stands out
+    from the paper that way (noise, a busy photo), the plain path reads it.
     """
     converted = _as_8bit_pil_or_float(image)
     if has_uneven_background(converted):
-        return _grey_from_uneven(converted)
+        grey = _grey_from_uneven(converted)
+        ink = _connected_ink(grey)
+        if int(ink.sum()) >= max(MIN_INK_PIXELS, math.ceil(MIN_INK_FRACTION * ink.size)):
+            return grey
+        # nothing stands out from the paper's own noise (noise images, busy photos): read it the plain way, so the
+        # networks see it and the explanations can question it, as before
     if isinstance(converted, Image.Image):
         return _grey_from_8bit(converted)
     return _grey_from_float(converted)

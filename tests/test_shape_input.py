@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from explainer.shape_input import (
     NothingToClassify,
     _as_8bit_pil_or_float,
+    _grey_from_8bit,
     has_uneven_background,
     normalize_shape_image,
     to_grey_ink_on_white,
@@ -259,9 +260,9 @@ def test_even_backgrounds_keep_the_plain_path():
         assert not has_uneven_background(_as_8bit_pil_or_float(image))
 
 
-def test_a_blank_photo_of_paper_is_nothing_to_classify():
-    """Grain and a light gradient alone are not ink. (A shadow's sharp edge across a blank page is: the background is
-    estimated per tile, coarser than such an edge.)"""
-    photo = _photo_of(Image.new("L", (300, 240), 255), seed=3, shadow=False)
-    with pytest.raises(NothingToClassify):
-        normalize_shape_image(photo)
+def test_noise_too_big_for_a_bitmap_is_read_the_plain_way():
+    """Nothing stands out of uniform noise against a local paper level: it is read as before (not refused as blank),
+    so that the explanations can question it."""
+    noise = np.random.default_rng(5).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    assert has_uneven_background(_as_8bit_pil_or_float(noise))
+    assert np.array_equal(to_grey_ink_on_white(noise), _grey_from_8bit(Image.fromarray(noise)))
