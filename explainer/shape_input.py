@@ -25,6 +25,14 @@ INK_LEVEL = 128  # after stretching, pixels darker than this are ink (i.e. >= 0.
 MIN_INK_PIXELS = 4  # fewer connected ink pixels than this (or MIN_INK_FRACTION of the image) is nothing to classify
 MIN_INK_FRACTION = 2e-5
 MAX_WORKING_SIDE = 1024  # larger inputs are reduced first (area average) so that normalising stays fast
+UNEVEN_BORDER_LEVELS = 6.0  # border pixels this far (of 255) from the border's one or two colours are uneven ...
+UNEVEN_BORDER_SHARE = 0.1  # ... and a border with more than this share of such pixels is uneven (a photo)
+UNEVEN_MIN_SIDE = 128  # smaller images are stored drawings (anti-aliased ink may touch their border), not photos
+BACKGROUND_TILES = 16  # an uneven background is estimated per tile of 1/16 of the longer side
+PAPER_PERCENTILE = 75.0  # a tile's paper level: this percentile of its pixels (strokes darken a minority of them)
+PAPER_NOISE_FLOOR = 0.3  # on an uneven background, strengths below this share of the strongest ink are paper
+PAPER_MIN_CONTRAST = 4.0  # ... and ink must stand this many times the paper's noise above it to be stretched to black
+PAPER_MIN_LEVEL = 24.0  # ... and this many levels (of 255)
 
 _MIN_CONTRAST_LEVEL = round(MIN_CONTRAST * 255)
 _SMALL_IMAGE_PIXELS = 256 * 256
@@ -189,13 +197,117 @@ def _grey_from_float(channels: np.ndarray) -> np.ndarray:
     return np.clip(255.0 - strength * (255.0 / contrast) + 0.5, 0, 255).astype(np.uint8)
 
 
+def _border_levels(converted: Image.Image | np.ndarray) -> np.ndarray:
+    """The border pixels, (n, C) float32 in 0..255 levels."""
+    if isinstance(converted, np.ndarray):
+        values = converted * np.float32(255.0)
+        return np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]]).reshape(-1, values.shape[2])
+    width, height = converted.size
+    boxes = ((0, 0, width, 1), (0, height - 1, width, height), (0, 0, 1, height), (width - 1, 0, width, height))
+    strips = [np.asarray(converted.crop(box)).reshape(-1, len(converted.getbands())) for box in boxes]
+    return np.concatenate(strips).astype(np.float32)
+
+
+def has_uneven_background(converted: Image.Image | np.ndarray) -> bool:
+    """Whether the border is neither one colour nor two: over UNEVEN_BORDER_SHARE of its pixels are more than
+    UNEVEN_BORDER_LEVELS (of 255) from both its median colour and the median of the pixels off that colour. Paper
+    grain, a light gradient or a shadow across a photo make it uneven; a drawing made on a screen, a generated image
+    or a clean scan is even, even where a shape touches the border (a second colour), and keeps the plain path.
+    Images under UNEVEN_MIN_SIDE a side are never photos here: a small bitmap keeps the plain path whatever its
+    border."""
+    height, width = converted.shape[:2] if isinstance(converted, np.ndarray) else converted.size[::-1]
+    if min(height, width) < UNEVEN_MIN_SIDE:
+        return False
+    border = _border_levels(converted)
+    off = np.abs(border - np.median(border, axis=0)).max(axis=1) > UNEVEN_BORDER_LEVELS
+    if off.any():
+        rest = border[off]
+        off[off] = np.abs(rest - np.median(rest, axis=0)).max(axis=1) > UNEVEN_BORDER_LEVELS
+    return bool(off.mean() > UNEVEN_BORDER_SHARE)
+
+
+def _blocks_percentile(channel: np.ndarray, block: int, percent: float) -> np.ndarray:
+    """The ``percent`` percentile of each block x block tile (edge tiles padded by repetition)."""
+    height, width = channel.shape
+    rows, columns = -(-height // block), -(-width // block)
+    padded = np.pad(channel, ((0, rows * block - height), (0, columns * block - width)), mode="edge")
+    tiles = padded.reshape(rows, block, columns, block).transpose(0, 2, 1, 3).reshape(rows, columns, -1)
+    return np.percentile(tiles, percent, axis=-1).astype(np.float32)
+
+
+def _grid_filter(grid: np.ndarray, pick: "np.ufunc") -> np.ndarray:
+    """3 x 3 maximum or minimum of a small grid (edges repeated)."""
+    padded = np.pad(grid, 1, mode="edge")
+    height, width = grid.shape
+    result = padded[1 : height + 1, 1 : width + 1].copy()
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            pick(result, padded[dy : dy + height, dx : dx + width], out=result)
+    return result
+
+
+def _paper_background(channel: np.ndarray, dark_ink: bool) -> np.ndarray:
+    """The background of one channel under uneven light: per tile of about 1 / BACKGROUND_TILES of the longer side,
+    the paper's level (a high percentile for dark ink, a low one for light ink: strokes cover a minority of a tile);
+    tiles mostly covered by ink are filled from their neighbours (a 3 x 3 closing of the grid); then smoothly
+    enlarged back to the image."""
+    height, width = channel.shape
+    block = max(4, round(max(height, width) / BACKGROUND_TILES))
+    grid = _blocks_percentile(channel, block, PAPER_PERCENTILE if dark_ink else 100 - PAPER_PERCENTILE)
+    first, second = (np.maximum, np.minimum) if dark_ink else (np.minimum, np.maximum)
+    grid = _grid_filter(_grid_filter(grid, first), second)
+    rows, columns = grid.shape
+    smooth = Image.fromarray(grid, mode="F").resize(
+        (columns * block, rows * block), Image.Resampling.BILINEAR, box=(0, 0, columns, rows)
+    )
+    return np.asarray(smooth, dtype=np.float32)[:height, :width]
+
+
+def _grey_from_uneven(converted: Image.Image | np.ndarray) -> np.ndarray:
+    """Ink on paper under uneven light (a photo): the ink's strength is its distance from the local paper level
+    (:func:`_paper_background`, per channel, the largest channel counts); strengths below PAPER_NOISE_FLOOR of the
+    strongest (paper grain, JPEG, printed ruled lines, what is left of a shadow's edge) become white; the rest is
+    stretched so that the strongest ink is black."""
+    if isinstance(converted, Image.Image):
+        width, height = converted.size
+        values = np.asarray(converted, dtype=np.float32).reshape(height, width, -1)
+    else:
+        values = converted * np.float32(255.0)
+    luminance = values.mean(axis=2)
+    # the ink reaches past the range of the border's levels (paper, in shadow or not): darker, or lighter
+    border = _border_levels(converted).mean(axis=1)
+    darkest, lightest = np.percentile(luminance, (0.1, 99.9))
+    dark_ink = float(np.percentile(border, 5) - darkest) >= float(lightest - np.percentile(border, 95))
+    strength = np.zeros(luminance.shape, dtype=np.float32)
+    for channel in range(values.shape[2]):
+        background = _paper_background(values[:, :, channel], dark_ink)
+        difference = background - values[:, :, channel] if dark_ink else values[:, :, channel] - background
+        np.maximum(strength, difference, out=strength)
+    np.maximum(strength, 0.0, out=strength)
+    noise = float(np.median(strength)) * 1.5 + 1.0  # most pixels are paper: their typical strength is its noise
+    strongest = max(float(strength.max()), PAPER_MIN_CONTRAST * noise, PAPER_MIN_LEVEL)
+    floor = max(PAPER_NOISE_FLOOR * strongest, 3.0 * noise)
+    scaled = np.clip((strength - floor) * (255.0 / (strongest - floor)), 0.0, 255.0)
+    return (255.0 - scaled + 0.5).astype(np.uint8)
+
+
 def to_grey_ink_on_white(image: Image.Image | np.ndarray) -> np.ndarray:
     """uint8 (H, W) grey image with dark ink on a white background, from any PIL image or numpy image array.
 
     Transparent areas count as white; the polarity comes from the border (light-on-dark input is inverted); coloured
-    ink counts by its distance from the background colour. Inputs larger than MAX_WORKING_SIDE are area-reduced.
+    ink counts by its distance from the background colour. Inputs larger than MAX_WORKING_SIDE are area-reduced. An
+    uneven background (:func:`has_uneven_background`: a photo of paper) is measured locally instead of from the
+    border, so light gradients, shadows, grain and faint printed lines do not count as ink; where nothing stands out
+    from the paper that way (noise, a busy photo), the plain path reads it.
     """
     converted = _as_8bit_pil_or_float(image)
+    if has_uneven_background(converted):
+        grey = _grey_from_uneven(converted)
+        ink = _connected_ink(grey)
+        if int(ink.sum()) >= max(MIN_INK_PIXELS, math.ceil(MIN_INK_FRACTION * ink.size)):
+            return grey
+        # nothing stands out from the paper's own noise (noise images, busy photos): read it the plain way, so the
+        # networks see it and the explanations can question it, as before
     if isinstance(converted, Image.Image):
         return _grey_from_8bit(converted)
     return _grey_from_float(converted)

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from explainer.shape_input import NothingToClassify, normalize_shape_image, to_grey_ink_on_white
+from explainer.shape_input import (
+    NothingToClassify,
+    _as_8bit_pil_or_float,
+    _grey_from_8bit,
+    has_uneven_background,
+    normalize_shape_image,
+    to_grey_ink_on_white,
+)
 from explainer.shapes import generate_shapes
 
 TRIANGLE = [(30, 20), (90, 35), (45, 80)]
@@ -209,3 +216,53 @@ def test_bad_arguments_name_the_problem():
         normalize_shape_image(_triangle("L"), size=4)
     with pytest.raises(ValueError, match="margin"):
         normalize_shape_image(_triangle("L"), margin=-0.1)
+
+
+def _photo_of(image: Image.Image, seed: int = 0, lines: bool = False, shadow: bool = True) -> np.ndarray:
+    """The image as if photographed on grey paper: a light gradient, a soft shadow over one side (optional), grain,
+    printed rules (optional) and JPEG."""
+    rng = np.random.default_rng(seed)
+    height, width = image.height, image.width
+    ink = 1.0 - np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    paper = 215.0 + 2.5 * rng.standard_normal((height, width))
+    if lines:
+        paper = np.where(ys % 12 < 1.5, paper - 45.0, paper)  # faint printed rules
+    light = 1.0 - 0.3 * xs / width
+    if shadow:
+        light = light * (1.0 - 0.3 / (1.0 + np.exp(-(ys - 0.7 * height) / 3.0)))
+    photo = (paper * (1.0 - ink) + 30.0 * ink) * light
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).convert("RGB").save(buffer, "JPEG", quality=60)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["plain-paper", "ruled-paper"])
+def test_a_photo_of_paper_frames_like_the_clean_drawing(lines):
+    """Uneven light, a shadow's edge, grain and printed rules are paper, not ink: the outline triangle photographed
+    on paper comes out framed as the clean one, on white."""
+    clean = Image.new("L", (300, 240), 255)
+    ImageDraw.Draw(clean).polygon([(80, 50), (230, 90), (120, 200)], outline=0, width=4)
+    photo = _photo_of(clean, lines=lines)
+    assert has_uneven_background(_as_8bit_pil_or_float(photo))
+    result, expected = normalize_shape_image(photo), normalize_shape_image(clean)
+    assert max(abs(a - b) for a, b in zip(_ink_box(result), _ink_box(expected), strict=False)) <= 2
+    inside_not_ink = (expected > 200) & (np.abs(np.arange(64)[:, None] - 32) < 28)
+    assert np.median(result[inside_not_ink]) >= 250 and np.percentile(result[inside_not_ink], 5) > 200
+
+
+def test_even_backgrounds_keep_the_plain_path():
+    """Screen drawings, generated images, small bitmaps and filled shapes touching the border are not photos."""
+    filled = Image.new("L", (200, 100), 255)
+    ImageDraw.Draw(filled).rectangle((0, 0, 49, 99), fill=0)
+    noisy_small = np.random.default_rng(2).integers(0, 256, (64, 64), dtype=np.uint8)
+    for image in (_triangle("RGB"), filled, generate_shapes(1, seed=4).images[0], noisy_small):
+        assert not has_uneven_background(_as_8bit_pil_or_float(image))
+
+
+def test_noise_too_big_for_a_bitmap_is_read_the_plain_way():
+    """Nothing stands out of uniform noise against a local paper level: it is read as before (not refused as blank),
+    so that the explanations can question it."""
+    noise = np.random.default_rng(5).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    assert has_uneven_background(_as_8bit_pil_or_float(noise))
+    assert np.array_equal(to_grey_ink_on_white(noise), _grey_from_8bit(Image.fromarray(noise)))

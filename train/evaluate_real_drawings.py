@@ -17,6 +17,15 @@ Totals over all collections exclude the ambiguous labels. With --holdout-trainin
 model trained on them is measured only on the other half. Writes ``report.json``, ``report.md`` and one PNG contact
 sheet per kind of failure (``failures-*.png``, the 64 px network input with what was predicted) into --out.
 Rendered images of the drawings stay in --out (runs/ is git-ignored): the drawings are third-party data.
+
+The same drawings as people upload them (small bitmaps with and without anti-aliasing, hairline to marker pens, a
+dark app, any angle, photos of paper; ``explainer.uploads.CONDITIONS``), one report folder per condition and a table
+of them all in ``conditions.md``; --split validation keeps the part settings are chosen on
+(``explainer.uploads.is_validation_drawing``, 30% of each collection), --split test the rest:
+
+    .venv/bin/python train/evaluate_real_drawings.py --weights weights/shapes.safetensors \
+        --data ../shared/data/drawn-shapes --out runs/uploads-test --holdout-training-drawings \
+        --conditions all --split test
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import argparse
 import json
 import sys
 import time
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -42,6 +52,7 @@ from explainer.drawn import (
 from explainer.evaluation import verdict_arrays
 from explainer.predictor import Explainer
 from explainer.shape_input import NothingToClassify
+from explainer.uploads import CONDITIONS, UploadCondition, condition_names, is_validation_drawing
 
 SHAPES = ("circle", "triangle", "square", "rectangle")
 AMBIGUOUS = ("oval", "ellipse", "diamond")
@@ -58,11 +69,19 @@ def accepted(drawing: StrokeDrawing) -> set[str]:
     return right
 
 
-def _render_all(drawings: list[StrokeDrawing], seed: int, canvas: int) -> tuple[list[np.ndarray], list[tuple]]:
+def _render_all(
+    drawings: list[StrokeDrawing], seed: int, canvas: int, condition: UploadCondition | None = None
+) -> tuple[list[np.ndarray], list[tuple]]:
+    """Every drawing once per background: as the sketchpad paints it, or as the upload condition renders it."""
     images, items = [], []
+    salt = [] if condition is None else [zlib.crc32(condition.name.encode("utf-8"))]
     for index, drawing in enumerate(drawings):
-        for b, background in enumerate(BACKGROUNDS):
-            rng = np.random.default_rng([seed, index, b])
+        for b, background in enumerate(BACKGROUNDS if condition is None else condition.backgrounds):
+            rng = np.random.default_rng([seed, index, b, *salt])
+            if condition is not None:
+                images.append(condition.render(drawing.strokes, rng, background))
+                items.append((index, background, None))
+                continue
             pen = float(np.exp(rng.uniform(np.log(0.0075), np.log(0.035))))
             images.append(render_strokes(drawing.strokes, rng, canvas=canvas, pen_fraction=pen, background=background))
             items.append((index, background, pen))
@@ -101,9 +120,11 @@ def evaluate(
     canvas: int,
     threshold: float | None = None,
     top_n: int | None = None,
+    condition: UploadCondition | None = None,
 ) -> dict[str, Any]:
-    """Render, run and score every drawing; returns per-row records and the network inputs for contact sheets."""
-    images, items = _render_all(drawings, seed, canvas)
+    """Render (as the sketchpad, or as an upload condition), run and score every drawing; returns per-row records and
+    the network inputs for contact sheets."""
+    images, items = _render_all(drawings, seed, canvas, condition)
     probs, expls, kept, inputs = _infer(explainer, images)
     threshold = explainer.default_threshold if threshold is None else threshold
     top_n = explainer.default_top_n if top_n is None else top_n
@@ -186,12 +207,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "shapes": shape_stats([r for r in rows if r["group"] == "shape"]),
         "none_of_the_four": none_stats([r for r in rows if r["group"] == "none"]),
     }
-    for background in BACKGROUNDS:
+    for background in sorted({r["background"] for r in rows}, key=lambda b: (b not in BACKGROUNDS, b)):
         mine = [r for r in rows if r["background"] == background]
         totals[f"shapes_{background}"] = shape_stats([r for r in mine if r["group"] == "shape"])
         totals[f"none_{background}"] = none_stats([r for r in mine if r["group"] == "none"])
     for name, low, high in (("thin", 0.0, 0.015), ("medium", 0.015, 0.025), ("thick", 0.025, 1.0)):
-        mine = [r for r in rows if low <= r["pen"] < high]
+        mine = [r for r in rows if r["pen"] is not None and low <= r["pen"] < high]
+        if not mine:
+            continue
         totals[f"shapes_pen_{name}"] = shape_stats([r for r in mine if r["group"] == "shape"])
         totals[f"none_pen_{name}"] = none_stats([r for r in mine if r["group"] == "none"])
     return {"totals": totals, "per_collection": per_collection, "per_label": per_label}
@@ -296,6 +319,56 @@ def markdown(summary: dict[str, Any], title: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write_reports(
+    out: Path, result: dict[str, Any], seed: int, title: str, command: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """report.json, rows.jsonl, report.md and the failure contact sheets of one run into ``out``; returns the
+    summary."""
+    rows = result["rows"]
+    summary = summarise(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = failures(rows)
+    sheets = {
+        kind: contact_sheet(result["inputs"], rows, indices, out / f"failures-{kind}.png", seed)
+        for kind, indices in kinds.items()
+    }
+    report = {
+        **extra,
+        "n_images": len(rows),
+        "failures": {k: len(v) for k, v in kinds.items()},
+        "contact_sheets": sheets,
+        **summary,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (out / "report.md").write_text(markdown(summary, title, command))
+    return {**summary, "failures": report["failures"]}
+
+
+def conditions_markdown(results: dict[str, dict[str, Any]], descriptions: dict[str, str], command: str) -> str:
+    """One line per upload condition: the totals of its report."""
+
+    def fmt(value: Any) -> str:
+        return "-" if value is None else f"{value:.1f}%"
+
+    lines = [
+        "# Real drawings as uploads, per condition",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| condition | what it imitates | images | right | right but questioned | vertex explanation kept | "
+        "none of the four questioned |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, summary in results.items():
+        s, o = summary["totals"]["shapes"], summary["totals"]["none_of_the_four"]
+        lines.append(
+            f"| {name} | {descriptions[name]} | {s['n']} + {o['n']} | {fmt(s['right'])} | "
+            f"{fmt(s['right_questioned'])} | {fmt(s['vertex_kept'])} | {fmt(o['questioned'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", required=True)
@@ -308,12 +381,29 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out the drawings explainer.drawn.is_training_drawing assigns to training",
     )
+    p.add_argument(
+        "--conditions",
+        default=None,
+        help="render as uploads instead of as the sketchpad: 'all' or comma-separated names or prefixes of "
+        f"explainer.uploads.CONDITIONS ({', '.join(CONDITIONS)}); one report folder each under --out",
+    )
+    p.add_argument(
+        "--split",
+        choices=("all", "validation", "test"),
+        default="all",
+        help="keep only the drawings explainer.uploads.is_validation_drawing puts in the validation part, or only "
+        "the others",
+    )
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--top-n", type=int, default=None)
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(2)
+    try:
+        names = condition_names(args.conditions) if args.conditions is not None else []
+    except ValueError as err:
+        p.error(str(err))
     data = Path(args.data)
     paths = sorted(data.glob("*.ndjson.gz")) if data.is_dir() else [data]
     if not paths or not all(path.is_file() for path in paths):
@@ -324,48 +414,48 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(err))
     if args.holdout_training_drawings:
         drawings = [d for d in drawings if not is_training_drawing(d)]
+    if args.split != "all":
+        validation = args.split == "validation"
+        drawings = [d for d in drawings if is_validation_drawing(d.collection, d.id) == validation]
     explainer = Explainer.load(args.weights)
     if explainer.task != "shapes":
         p.error(f"{args.weights} is a {explainer.task!r} model, not a shapes model")
-    started = time.perf_counter()
-    result = evaluate(explainer, drawings, args.seed, args.canvas, args.threshold, args.top_n)
-    rows = result["rows"]
-    summary = summarise(rows)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    kinds = failures(rows)
-    sheets = {
-        kind: contact_sheet(result["inputs"], rows, indices, out / f"failures-{kind}.png", args.seed)
-        for kind, indices in kinds.items()
-    }
     command = "python train/evaluate_real_drawings.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = {
+    extra = {
         "weights": str(args.weights),
         "seed": args.seed,
-        "canvas": args.canvas,
         "holdout_training_drawings": args.holdout_training_drawings,
+        "split": args.split,
         "n_drawings": len(drawings),
-        "n_images": len(rows),
-        "failures": {k: len(v) for k, v in kinds.items()},
-        "contact_sheets": sheets,
-        "seconds": round(time.perf_counter() - started, 1),
-        **summary,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (out / "report.md").write_text(markdown(summary, f"Real drawings: {Path(args.weights).name}", command))
-    print(
-        json.dumps(
-            {
-                "totals": summary["totals"],
-                "per_collection": summary["per_collection"],
-                "failures": report["failures"],
-                "seconds": report["seconds"],
-                "report": str(out / "report.md"),
-            },
-            indent=1,
+    if not names:
+        started = time.perf_counter()
+        result = evaluate(explainer, drawings, args.seed, args.canvas, args.threshold, args.top_n)
+        extra = {**extra, "canvas": args.canvas, "seconds": round(time.perf_counter() - started, 1)}
+        title = f"Real drawings: {Path(args.weights).name}"
+        summary = _write_reports(out, result, args.seed, title, command, extra)
+        printed = {k: summary[k] for k in ("totals", "per_collection", "failures")}
+        print(json.dumps({**printed, "seconds": extra["seconds"], "report": str(out / "report.md")}, indent=1))
+        return 0
+    results = {}
+    for name in names:
+        started = time.perf_counter()
+        condition = CONDITIONS[name]
+        result = evaluate(explainer, drawings, args.seed, args.canvas, args.threshold, args.top_n, condition)
+        title = f"Real drawings uploaded as {name} ({condition.description}): {Path(args.weights).name}"
+        seconds = round(time.perf_counter() - started, 1)
+        condition_extra = {**extra, "condition": name, "description": condition.description, "seconds": seconds}
+        results[name] = _write_reports(out / name, result, args.seed, title, command, condition_extra)
+        totals = results[name]["totals"]
+        print(
+            json.dumps(
+                {"condition": name, "shapes": totals["shapes"], "none": totals["none_of_the_four"], "seconds": seconds}
+            )
         )
-    )
+    descriptions = {name: CONDITIONS[name].description for name in names}
+    (out / "conditions.md").write_text(conditions_markdown(results, descriptions, command))
+    print(f"report: {out / 'conditions.md'}")
     return 0
 
 
