@@ -17,6 +17,7 @@ import torch
 
 from explainer.models import build_pair
 from explainer.predictor import Explainer
+from explainer.shapes.training import augment_batch
 from train import train_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,11 +102,11 @@ def test_warm_start_copies_main_blocks_into_mirror() -> None:
 
 def test_augmentation_keeps_a_blank_frame_blank_and_moves_ink() -> None:
     blank = torch.ones(4, 1, 64, 64)
-    out = train_shapes.augment_batch(blank, torch.Generator().manual_seed(0))
+    out = augment_batch(blank, torch.Generator().manual_seed(0))
     assert out.shape == blank.shape and float(out.mean()) > 0.97  # white background stays white (plus faint noise)
     square = torch.ones(8, 1, 64, 64)
     square[:, :, 20:44, 20:44] = 0.0
-    moved = train_shapes.augment_batch(square, torch.Generator().manual_seed(1))
+    moved = augment_batch(square, torch.Generator().manual_seed(1))
     assert float((moved < 0.5).float().sum(dim=(1, 2, 3)).min()) > 200  # the shape is still there
     assert not torch.allclose(moved, square, atol=0.2)
 
