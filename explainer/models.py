@@ -110,11 +110,13 @@ class ShapesMirror(nn.Module):
     ) -> None:
         super().__init__()
         _check_choice("join", join, JOINS)
+        self.spec = {"widths": [int(w) for w in widths], "kernel": kernel, "padding": padding, "join": join}
         if len(widths) != len(main_info):
             raise MirrorError(f"the mirror needs one block per main block ({len(main_info)}); got {len(widths)} widths")
         self.join = join
         self.blocks = nn.ModuleList()
-        chs, size = main_info[0]["num_chs"], main_info[0]["size"]
+        self.feature_info: list[dict[str, Any]] = []  # each block's output after its join, as a part mirror reads it
+        chs, size, reduction = main_info[0]["num_chs"], main_info[0]["size"], main_info[0]["reduction"]
         for i, width in enumerate(widths):
             self.blocks.append(_shapes_block(chs, width, kernel, padding))
             size = (size + 2 * padding - kernel + 1) // 2
@@ -134,16 +136,24 @@ class ShapesMirror(nn.Module):
                         f"{tap['num_chs']}"
                     )
                 chs = width + tap["num_chs"] if join == "concat" else width
+            reduction *= 2
+            self.feature_info.append({"num_chs": chs, "reduction": reduction, "module": f"blocks.{i}", "size": size})
         self.head = nn.Linear(chs * size * size, n_explanations)
 
-    def features(self, taps: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The last block's output, before the head (the reference mirror starts from the main block-0 output)."""
-        x = taps[0]
+    def intermediates(self, taps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each block's output after its join with the main network (the reference mirror starts from the main
+        block-0 output)."""
+        x, outputs = taps[0], []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i + 1 < len(self.blocks):
                 x = torch.cat([x, taps[i + 1]], dim=1) if self.join == "concat" else x + taps[i + 1]
-        return x
+            outputs.append(x)
+        return outputs
+
+    def features(self, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The last block's output, before the head."""
+        return self.intermediates(taps)[-1]
 
     def forward(self, image: torch.Tensor, taps: Sequence[torch.Tensor]) -> torch.Tensor:
         del image
@@ -317,10 +327,11 @@ class TimmMirror(nn.Module):
 class PartMirror(nn.Module):
     """A mirror that reads each explanation from the body region it names, and so shows where it read it.
 
-    Fed by the main network's last two stage activations (``fine``: the stride-16 stage, ``coarse``: the last one),
-    it builds a feature map of its own at the finer resolution and predicts where each region is: one spatial
-    softmax per region (``regions``, e.g. beak, eye, wing) plus one for the whole bird. Explanation ``a`` reads
-    its regions (``routes[a]``: indices into ``regions``; empty means the whole bird) and its logit is
+    Fed by main network stage activations (``taps``: stage indices, by default the last two; the first sets the map's
+    resolution: ``fine``, the last is ``coarse``, any between ``middle``), it builds a feature map of its own and
+    predicts where each region is: one spatial softmax per region (``regions``, e.g. beak, eye, wing, or a shape's
+    corners) plus one for the whole object. Explanation ``a`` reads its regions (``routes[a]``: indices into
+    ``regions``; empty means the whole object) and its logit is
 
         sum over positions p of attention_a(p) * (w_a . features(p)) + b_a,
 
@@ -335,22 +346,55 @@ class PartMirror(nn.Module):
         regions: Sequence[str],
         routes: Sequence[Sequence[int]],
         width: int = 256,
+        taps: Sequence[int] = (-2, -1),
+        depth: int = 1,
+        context: bool = False,
+        stem: int | None = None,
+        body: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        # body: convolution blocks of the mirror's own between the main network and this read-out (a shapes mirror's
+        # blocks, :meth:`ShapesMirror.intermediates`); then ``feature_info`` and ``taps`` describe the body's stages
+        self.body = body
         if len(routes) != n_explanations:
             raise MirrorError(f"{len(routes)} routes for {n_explanations} explanations; give one per explanation")
         bad = [r for route in routes for r in route if not 0 <= int(r) < len(regions)]
         if bad:
             raise MirrorError(f"route region {bad[0]} is out of range (0 to {len(regions) - 1})")
-        if len(feature_info) < 2:
-            raise MirrorError("a part mirror reads two stage activations; the main network has fewer stages")
-        fine_chs, coarse_chs = feature_info[-2]["num_chs"], feature_info[-1]["num_chs"]
+        stages = len(feature_info)
+        chosen = [int(t) % stages if -stages <= int(t) < stages else None for t in taps]
+        if len(chosen) < 2 or None in chosen or chosen != sorted(set(chosen)):  # type: ignore[type-var]
+            raise MirrorError(
+                f"a part mirror reads two or more distinct stages in order, of the main network's {stages}; got {taps}"
+            )
+        if depth < 1:
+            raise MirrorError(f"depth must be at least 1, got {depth}")
+        self.taps = chosen
         self.regions = list(regions)
-        self.fine = nn.Sequential(nn.Conv2d(fine_chs, width, 1, bias=False), nn.BatchNorm2d(width))
-        self.coarse = nn.Sequential(nn.Conv2d(coarse_chs, width, 1, bias=False), nn.BatchNorm2d(width))
-        self.mix = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        )
+
+        def project(stage: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(feature_info[stage]["num_chs"], width, 1, bias=False), nn.BatchNorm2d(width))
+
+        self.fine, self.coarse = project(chosen[0]), project(chosen[-1])
+        # stem: a finer stage (twice the map's resolution) read through a strided 3x3 convolution of the mirror's own
+        self.stem_tap = None if stem is None else int(stem) % stages
+        self.stem = None
+        if stem is not None:
+            if not self.stem_tap < chosen[0]:
+                raise MirrorError(f"the stem stage {stem} must come before the first stage read ({chosen[0]})")
+            self.stem = nn.Sequential(
+                nn.Conv2d(feature_info[self.stem_tap]["num_chs"], width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+            )
+        self.middle = nn.ModuleList(project(stage) for stage in chosen[1:-1])
+        layers: list[nn.Module] = [nn.ReLU()]
+        for _ in range(depth):
+            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        self.mix = nn.Sequential(*layers)
+        # context: what the whole input holds (mean and max of every stage read), added at every position, so that
+        # what is read at a corner can depend on the whole drawing (three corners or four?)
+        chs = sum(feature_info[stage]["num_chs"] for stage in chosen)
+        self.context = nn.Linear(2 * chs, width) if context else None
         self.where = nn.Conv2d(width, len(regions) + 1, 1)  # the regions, then the whole bird
         route = torch.zeros(n_explanations, len(regions) + 1)
         for a, chosen in enumerate(routes):
@@ -362,9 +406,22 @@ class PartMirror(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_explanations))
 
     def features(self, taps: Sequence[torch.Tensor]) -> torch.Tensor:
-        fine, coarse = taps[-2], taps[-1]
-        up = nn.functional.interpolate(self.coarse(coarse), size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        return self.mix(self.fine(fine) + up)
+        if self.body is not None:
+            taps = self.body.intermediates(taps)
+        fine = taps[self.taps[0]]
+        x = self.fine(fine)
+        if self.stem is not None:
+            x = x + self.stem(taps[self.stem_tap])
+        for stage, project in zip([*self.taps[1:-1], self.taps[-1]], [*self.middle, self.coarse], strict=True):
+            x = x + nn.functional.interpolate(
+                project(taps[stage]), size=fine.shape[-2:], mode="bilinear", align_corners=False
+            )
+        x = self.mix(x)
+        if self.context is not None:
+            read = [taps[stage] for stage in self.taps]
+            pooled = torch.cat([t.mean((2, 3)) for t in read] + [t.amax((2, 3)) for t in read], dim=1)
+            x = x + self.context(pooled)[:, :, None, None]
+        return x
 
     def forward_maps(
         self, image: torch.Tensor, taps: Sequence[torch.Tensor]
@@ -618,21 +675,19 @@ def build_pair(architecture: dict[str, Any], coupling: str = "frozen", verify: b
     family = architecture.get("family")
     if family == "shapes":
         main = ShapesCNN(**architecture["main"])
-        mirror = ShapesMirror(main.feature_info, **architecture["mirror"])
+        spec = architecture["mirror"]
+        if spec.get("kind") == "parts":
+            return MirrorPair(main, part_mirror(main.feature_info, spec["n_explanations"], spec), coupling)
+        mirror = ShapesMirror(main.feature_info, **spec)
     elif family == "timm":
         name = architecture["model_name"]
         kwargs = dict(architecture.get("model_kwargs", {}))
         main = create_timm_main(name, architecture["n_classes"], **kwargs)
         spec = architecture.get("mirror")
         if isinstance(spec, dict) and spec.get("kind") == "parts":
-            mirror = PartMirror(
-                timm_feature_info(main),
-                architecture["n_explanations"],
-                regions=spec["regions"],
-                routes=spec["routes"],
-                width=int(spec.get("width", 256)),
+            return MirrorPair(
+                main, part_mirror(timm_feature_info(main), architecture["n_explanations"], spec), coupling
             )
-            return MirrorPair(main, mirror, coupling)
         if spec is not None:
             raise MirrorError(f"mirror kind {str(spec)[:40]!r} is not known; leave it out or use {{'kind': 'parts'}}")
         mirror = TimmMirror(
@@ -647,6 +702,44 @@ def build_pair(architecture: dict[str, Any], coupling: str = "frozen", verify: b
     else:
         raise ValueError(f"architecture family {family!r} is not one of ('shapes', 'timm')")
     return MirrorPair(main, mirror, coupling)
+
+
+def part_mirror(feature_info: Sequence[dict[str, Any]], n_explanations: int, spec: dict[str, Any]) -> PartMirror:
+    """A :class:`PartMirror` from its description in a weights file: ``{"kind": "parts", "regions", "routes",
+    "width", "taps", "depth", "context", "stem", "body"}`` (the last six optional; ``body``: the keyword arguments
+    of a :class:`ShapesMirror` whose blocks feed the read-out)."""
+    body = None
+    if spec.get("body") is not None:
+        body = ShapesMirror(feature_info, n_explanations, **spec["body"])
+        body.head = None  # the read-out replaces its head
+        feature_info = body.feature_info
+    return PartMirror(
+        feature_info,
+        n_explanations,
+        regions=spec["regions"],
+        routes=spec["routes"],
+        width=int(spec.get("width", 256)),
+        taps=tuple(int(t) for t in spec.get("taps", (-2, -1))),
+        depth=int(spec.get("depth", 1)),
+        context=bool(spec.get("context", False)),
+        stem=None if spec.get("stem") is None else int(spec["stem"]),
+        body=body,
+    )
+
+
+def part_mirror_spec(mirror: PartMirror) -> dict[str, Any]:
+    """The description :func:`part_mirror` builds ``mirror`` from (for a weights file's architecture)."""
+    return {
+        "kind": "parts",
+        "regions": list(mirror.regions),
+        "routes": [list(r) for r in mirror.routes],
+        "width": mirror.weight.shape[1],
+        "taps": list(mirror.taps),
+        "depth": (len(mirror.mix) - 1) // 3,
+        "context": mirror.context is not None,
+        "stem": mirror.stem_tap,
+        "body": None if mirror.body is None else dict(mirror.body.spec),
+    }
 
 
 def reference_shapes_architecture() -> dict[str, Any]:

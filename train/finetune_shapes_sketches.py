@@ -45,8 +45,9 @@ from torch import nn
 from explainer import evaluation
 from explainer.bundle import load_bundle, save_bundle
 from explainer.drawn import is_training_drawing, read_drawings
+from explainer.models import ShapesMirror, part_mirror_spec
 from explainer.predictor import Explainer
-from explainer.shapes import generate_outliers, generate_shapes
+from explainer.shapes import generate_outliers, generate_shapes, grounding
 from explainer.shapes.sketches import (
     DRAWN_SAME_SIZE_MAX,
     SQUARE_MAX_RATIO,
@@ -54,8 +55,8 @@ from explainer.shapes.sketches import (
     generate_sketches,
     paint_sketch,
 )
-from explainer.training import run_phase, seed_everything
-from train.train_shapes import (
+from explainer.shapes.training import (
+    augment_batch,
     batches,
     explanation_scores,
     nadam,
@@ -67,6 +68,7 @@ from train.train_shapes import (
     training_noise_images,
     uniform_noise_images,
 )
+from explainer.training import run_phase, seed_everything
 
 SHAPE_LABELS = ("circle", "triangle", "square", "rectangle")
 VAL_SHARE = 0.15
@@ -101,6 +103,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mirror-epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--mirror-lr", type=float, default=5e-4)
+    p.add_argument(
+        "--mirror-kind",
+        choices=("keep", "parts"),
+        default="keep",
+        help="keep: train the mirror of --init; parts: a new part mirror that reads the vertex counts at the "
+        "drawing's corners and the rest along its ink (explainer.shapes.grounding), so its heatmaps show where",
+    )
+    p.add_argument("--mirror-width", type=int, default=48, help="part mirror: channels of its feature map")
+    p.add_argument("--mirror-depth", type=int, default=2, help="part mirror: 3x3 convolutions at its map's resolution")
+    p.add_argument(
+        "--mirror-body",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="part mirror: keep the --init mirror's blocks (warm) under the read-out (default), or read the main "
+        "network's stages directly",
+    )
+    p.add_argument("--region-weight", type=float, default=1.0, help="part mirror: weight of the where-loss")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--bn-momentum", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=2)
@@ -306,26 +325,63 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         main_phase = {"best_epoch": main_result.best_epoch, "best_score": main_result.best_score}
 
     pair.set_coupling("frozen")
+    if args.mirror_kind == "parts":
+        old = pair.mirror
+        body = old if isinstance(old, ShapesMirror) and args.mirror_body else None
+        pair.mirror = grounding.shapes_part_mirror(
+            pair.main.feature_info, len(grounding.ROUTES), args.mirror_width, args.mirror_depth, body
+        )
+        meta = {**meta, "architecture": {**meta["architecture"], "mirror": {
+            "n_explanations": len(grounding.ROUTES), **part_mirror_spec(pair.mirror)}}}  # fmt: skip
+        data["c_mirror"] = grounding.find_corners(data["x_mirror"], data["e_mirror"])
+        data["c_val_mirror"] = grounding.find_corners(data["x_val_mirror"], data["e_val_mirror"])
     mirror_opt = nadam(list(pair.mirror.parameters()), args.mirror_lr)
     mirror_per_epoch = steps_per_epoch(len(data["e_mirror"]), args.batch_size)
 
     def mirror_step(batch: tuple[int, list[torch.Tensor]]) -> tuple[torch.Tensor, int, dict[str, float]]:
-        iteration, (x, e) = batch
+        iteration, (x, e, *corners) = batch
         set_lr(mirror_opt, scheduled_lr("cosine", args.mirror_lr, args.mirror_epochs, mirror_per_epoch, iteration))
-        _, expl_logits = pair(x)
-        return F.binary_cross_entropy_with_logits(expl_logits, e), x.shape[0], {}
+        if not corners:
+            _, expl_logits = pair(x)
+            return F.binary_cross_entropy_with_logits(expl_logits, e), x.shape[0], {}
+        pixels = torch.Generator().manual_seed(args.seed * 100_003 + iteration + 50_000)
+        x, theta = augment_batch(x, pixels, return_theta=True)  # the corners move with the pixels
+        expl_logits, region_logits, _ = pair.mirror.forward_maps(x, pair.forward_main(x)[1])
+        targets, known = grounding.region_targets(
+            x, grounding.move_points(corners[0], theta, x.shape[-2:]), region_logits.shape[-2:]
+        )
+        where = -(targets * torch.log_softmax(region_logits.flatten(2), dim=-1)).sum(-1)
+        where_loss = (where * known).sum() / known.sum().clamp(min=1)
+        expl_loss = F.binary_cross_entropy_with_logits(expl_logits, e)
+        return (
+            expl_loss + args.region_weight * where_loss,
+            x.shape[0],
+            {"where_loss": float(where_loss.detach()) * len(x)},
+        )
 
     def mirror_eval() -> dict[str, float]:
-        _, expl_logits = predict_logits(pair, data["x_val_mirror"], device)
-        return explanation_scores(expl_logits, data["e_val_mirror"])
+        if args.mirror_kind != "parts":
+            _, expl_logits = predict_logits(pair, data["x_val_mirror"], device)
+            return explanation_scores(expl_logits, data["e_val_mirror"])
+        logits, maps = [], []
+        pair.eval()
+        with torch.no_grad():
+            for x in data["x_val_mirror"].split(256):
+                _, expl, _, expl_maps = pair.forward_maps(x)
+                logits.append(expl)
+                maps.append(expl_maps)
+        hits, counted = grounding.corner_hits(torch.cat(maps), data["c_val_mirror"])
+        scores = explanation_scores(torch.cat(logits), data["e_val_mirror"])
+        return {**scores, "val_corner_pointing": hits / max(counted, 1)}
 
+    tensors = [data["x_mirror"], data["e_mirror"]] + ([data["c_mirror"]] if args.mirror_kind == "parts" else [])
     mirror_result = run_phase(
         "mirror",
         args.out,
         pair,
         mirror_opt,
         None,
-        batches([data["x_mirror"], data["e_mirror"]], args.batch_size, args.seed + 1, True),
+        batches(tensors, args.batch_size, args.seed + 1, args.mirror_kind != "parts"),
         mirror_step,
         mirror_eval,
         args.mirror_epochs,
