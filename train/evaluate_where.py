@@ -12,7 +12,14 @@ Shapes: outlined triangles, squares and rectangles drawn here with known corners
 canvases of 200 to 500 px), and circles: a vertex explanation counts a hit when its peak lies within 12% of the
 shape's size of a corner; "no vertices" when it lies within 12% of the size of the circle's outline:
 
-    python train/evaluate_where.py --weights weights/shapes.safetensors --out runs/where-shapes
+    python train/evaluate_where.py --weights weights/shapes.safetensors --out runs/where-shapes \
+        --drawings ../shared/data/drawn-shapes
+
+With ``--drawings``, the same count on real drawings by people (every collection, the Quick, Draw! half that
+training used left out), rendered as the sketchpad paints them; their corners are not annotated, so the reference
+is the drawing's own: the triangle or quadrilateral of largest area on the extreme points of its ink
+(``explainer.shapes.grounding.drawn_corners``, what a person drew as corners of a convex shape), and for circles the
+ink's mean radius around its centre.
 
 Both write ``pointing.json``, ``report.md`` and contact sheets of hits and misses (explanation heatmap beside the
 class heatmap) into ``--out``; the sheets of CUB photos stay there (never commit them).
@@ -48,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, help="explanations kept at this threshold (default: the file's)")
     p.add_argument("--shapes-per-kind", type=int, default=100)
+    p.add_argument("--drawings", type=Path, help="shapes: a folder of *.ndjson.gz stroke collections (real drawings)")
+    p.add_argument("--drawings-per-label", type=int, default=200, help="at most this many of each label per collection")
     p.add_argument("--sheet", type=int, default=12, help="examples on each contact sheet")
     p.add_argument("--workers", type=int, default=2)
     return p.parse_args(argv)
@@ -162,33 +171,95 @@ def shapes(args: argparse.Namespace, explainer: Explainer, out: Path) -> dict:
     rng = np.random.default_rng(args.seed)
     counts: dict[str, list[int]] = {}
     good, bad = [], []
-    for kind in [k for k in SHAPE_VERTEX_EXPLANATION for _ in range(args.shapes_per_kind)]:
+    kinds = [k for k in SHAPE_VERTEX_EXPLANATION for _ in range(args.shapes_per_kind)]
+    for kind in [kinds[i] for i in rng.permutation(len(kinds))]:  # mixed, so that the sheets show every kind
         image, corners, circle, size = draw_shape(kind, rng)
-        probs, expls, where = explainer.where(image)
-        index = SHAPE_VERTEX_EXPLANATION[kind]
-        x, y = Heatmap(where.explanation_maps[index], where.frame).peak()
-        if corners is not None:
-            hit = bool(np.hypot(corners[:, 0] - x, corners[:, 1] - y).min() <= 0.12 * size)
-        else:
-            cx, cy, r = circle
-            hit = abs(math.hypot(x - cx, y - cy) - r) <= 0.12 * size
+        hit, entry = _point(explainer, args, image, kind, corners, circle, size)
         counts.setdefault(kind, [0, 0])
         counts[kind][0] += hit
         counts[kind][1] += 1
-        result = explainer.explain(probs, expls, threshold=args.threshold)
-        entry = (overlay(image, where.for_explanation(index), 384),
-                 overlay(image, where.for_class(result.verdict.predicted_class), 384),
-                 f"{kind}: {explainer.display_names[index]} | class: {result.predicted_class}")  # fmt: skip
         (good if hit else bad).append(entry)
     save_png(sheet(good[: args.sheet]), out / "hits.png")
     save_png(sheet(bad[: args.sheet]), out / "misses.png")
-    vertex = [counts[k] for k in ("triangle", "square", "rectangle")]
+    report = _shape_rates(counts)
+    report["radius"] = "12% of the shape's size"
+    if args.drawings:
+        report["real_drawings"] = real_drawings(args, explainer, out)
+    return report
+
+
+def _shape_rates(counts: dict[str, list[int]]) -> dict:
+    vertex = [counts.get(k, [0, 0]) for k in ("triangle", "square", "rectangle")]
+    circle = counts.get("circle", [0, 0])
     return {
         "vertex_explanations": sum(h for h, _ in vertex) / max(sum(n for _, n in vertex), 1),
-        "no_vertices_on_the_curve": counts["circle"][0] / max(counts["circle"][1], 1),
+        "no_vertices_on_the_curve": circle[0] / max(circle[1], 1),
         "by_kind": {k: {"hits": h, "shapes": n} for k, (h, n) in counts.items()},
-        "radius": "12% of the shape's size",
     }
+
+
+def _point(explainer, args, image, kind, corners, circle, size) -> tuple[bool, tuple]:
+    """Does the shape's vertex explanation peak on a corner (or, for a circle, on the curve)? And its sheet row."""
+    probs, expls, where = explainer.where(image)
+    index = SHAPE_VERTEX_EXPLANATION[kind]
+    x, y = Heatmap(where.explanation_maps[index], where.frame).peak()
+    if corners is not None:
+        hit = bool(np.hypot(corners[:, 0] - x, corners[:, 1] - y).min() <= 0.12 * size)
+    else:
+        cx, cy, r = circle
+        hit = abs(math.hypot(x - cx, y - cy) - r) <= 0.12 * size
+    result = explainer.explain(probs, expls, threshold=args.threshold)
+    entry = (overlay(image, where.for_explanation(index), 384),
+             overlay(image, where.for_class(result.verdict.predicted_class), 384),
+             f"{kind}: {explainer.display_names[index]} | class: {result.predicted_class}")  # fmt: skip
+    return hit, entry
+
+
+def real_drawings(args: argparse.Namespace, explainer: Explainer, out: Path) -> dict:
+    """The pointing count on drawings by people, per collection; sheets ``real-hits.png``, ``real-misses.png``."""
+    from explainer.drawn import is_training_drawing, read_drawings, render_strokes
+    from explainer.shapes.grounding import drawn_corners
+
+    rows: dict[str, dict[str, list[int]]] = {}
+    good, bad = [], []
+    for path in sorted(Path(args.drawings).glob("*.ndjson.gz")):
+        taken: dict[str, int] = {}
+        for index, drawing in enumerate(read_drawings(path)):
+            kind = drawing.label
+            if kind not in SHAPE_VERTEX_EXPLANATION or is_training_drawing(drawing):
+                continue
+            if taken.get(kind, 0) >= args.drawings_per_label:
+                continue
+            taken[kind] = taken.get(kind, 0) + 1
+            rng = np.random.default_rng([args.seed, index, len(path.name)])
+            image = render_strokes(drawing.strokes, rng, canvas=512, background="white")
+            ink = image < 128
+            if kind == "circle":
+                ys, xs = np.nonzero(ink)
+                cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
+                r = float(np.hypot(xs + 0.5 - cx, ys + 0.5 - cy).mean())
+                corners, circle = None, (cx, cy, r)
+                size = float(max(np.ptp(xs), np.ptp(ys)))
+            else:
+                corners = drawn_corners(ink, 3 if kind == "triangle" else 4)
+                circle, size = None, float(np.ptp(corners, axis=0).max())
+            hit, entry = _point(explainer, args, Image.fromarray(image), kind, corners, circle, size)
+            counts = rows.setdefault(path.name.split(".")[0], {})
+            counts.setdefault(kind, [0, 0])
+            counts[kind][0] += hit
+            counts[kind][1] += 1
+            (good if hit else bad).append(entry)
+    rng = np.random.default_rng(args.seed)
+    for name, entries in (("real-hits.png", good), ("real-misses.png", bad)):
+        picked = [entries[i] for i in sorted(rng.permutation(len(entries))[: args.sheet])]
+        save_png(sheet(picked), out / name)
+    total: dict[str, list[int]] = {}
+    for counts in rows.values():
+        for kind, (h, n) in counts.items():
+            total.setdefault(kind, [0, 0])
+            total[kind][0] += h
+            total[kind][1] += n
+    return {"all": _shape_rates(total), **{name: _shape_rates(counts) for name, counts in rows.items()}}
 
 
 def write_report(report: dict, task: str, out: Path) -> None:
@@ -205,6 +276,15 @@ def write_report(report: dict, task: str, out: Path) -> None:
     else:
         lines += ["| shapes | hits |", "| --- | --- |"]
         lines += [f"| {k} | {v['hits']} of {v['shapes']} |" for k, v in report["by_kind"].items()]
+        if "real_drawings" in report:
+            lines += ["", "Real drawings (corners: the drawing's own, see the script's docstring):", ""]
+            lines += [
+                "| collection | vertex explanations on a corner | no vertices on the curve |",
+                "| --- | --- | --- |",
+            ]
+            for name, row in report["real_drawings"].items():
+                lines.append(f"| {name} | {100 * row['vertex_explanations']:.1f}% | "
+                             f"{100 * row['no_vertices_on_the_curve']:.1f}% |")  # fmt: skip
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
