@@ -9,7 +9,9 @@ Error detection asks "is this main prediction wrong?" with three scores, higher 
 - ``combined``: ``(1 - max softmax) - margin``, a per-sample sum that needs nothing but the sample itself (a
   rank average would depend on the evaluation set, so it could not be computed for one image in the app).
 
-Plots are drawn with Pillow alone (matplotlib is not a dependency): a confusion matrix and risk-coverage curves.
+The measures are scikit-learn's (through :mod:`explainer.metrics`; the optional evaluation extra, ``pip install -e
+.[eval]``, imported where they are used, so :func:`verdict_arrays` and :func:`questioned_share` do not need it).
+Plots are drawn with Pillow alone: a confusion matrix and risk-coverage curves.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ def evaluate_predictions(
     :class:`~explainer.predictor.Explainer`; only those attributes are read). ``threshold``/``top_n`` default to the
     model's. The confusion matrix has true classes as rows and predicted classes as columns.
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_score
+
     n_classes, n_expl = len(explainer.class_names), len(explainer.explanation_names)
     class_probs, expl_probs = _as_probs(class_probs, expl_probs, n_classes, n_expl)
     labels = np.asarray(labels).astype(np.int64).ravel()
@@ -127,8 +131,11 @@ def evaluate_predictions(
     predicted = found["predicted"]
     correct = predicted == labels
     wrong = ~correct
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
+    confusion = (
+        confusion_matrix(labels, predicted, labels=np.arange(n_classes))
+        if n
+        else np.zeros((n_classes, n_classes), dtype=np.int64)  # scikit-learn refuses an empty set
+    )
     per_class = {
         name: _share(int(confusion[i, i]), int(confusion[i].sum())) for i, name in enumerate(explainer.class_names)
     }
@@ -145,19 +152,18 @@ def evaluate_predictions(
         "n_misclassified": int(wrong.sum()),
     }
     if n_classes > 5:
-        top5 = np.argsort(-class_probs, axis=1, kind="stable")[:, :5]
-        result["top5_accuracy"] = _share(int(np.sum(np.any(top5 == labels[:, None], axis=1))), n)
+        hits = top_k_accuracy_score(labels, class_probs, k=5, labels=np.arange(n_classes), normalize=False) if n else 0
+        result["top5_accuracy"] = _share(int(hits), n)
     if expl_targets is not None:
         expl_targets = np.asarray(expl_targets)
         if expl_targets.shape != expl_probs.shape:
             raise ValueError(f"expl_targets has shape {expl_targets.shape}; expected {expl_probs.shape}")
         result["explanations"] = metrics.multilabel_report(expl_targets, expl_probs, threshold, expl_mask)
         preds = expl_probs >= threshold
+        truth = expl_targets.astype(bool)
         known = np.ones_like(preds) if expl_mask is None else np.asarray(expl_mask).astype(bool)
         result["explanations"]["per_explanation"] = {
-            name: _share(
-                int(np.sum((preds[:, k] == expl_targets[:, k].astype(bool)) & known[:, k])), int(known[:, k].sum())
-            )
+            name: float(accuracy_score(truth[known[:, k], k], preds[known[:, k], k])) if known[:, k].any() else math.nan
             for k, name in enumerate(explainer.explanation_names)
         }
     questioned = found["questioned"]

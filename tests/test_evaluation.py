@@ -105,6 +105,27 @@ def test_questioned_share_of_unlabelled_set() -> None:
     assert result["predicted_counts"]["circle"] == 10
 
 
+def test_top5_and_per_class_accuracy_by_hand() -> None:
+    """Seven classes: the true class ranked 1st, 5th and 6th (the last is a top-5 miss)."""
+    explainer = SimpleNamespace(
+        class_names=[f"c{i}" for i in range(7)],
+        explanation_names=["e"],
+        groups=[],
+        class_explanations=np.ones((7, 1)),
+        ranking="normalized",
+        default_threshold=0.5,
+        default_top_n=1,
+    )
+    scores = np.array([[7, 6, 5, 4, 3, 2, 1], [7, 6, 5, 4, 3, 2, 1], [7, 6, 5, 4, 3, 2, 1]], dtype=np.float64)
+    probs = scores / scores.sum(axis=1, keepdims=True)
+    result = evaluation.evaluate_predictions(explainer, probs, np.zeros((3, 1)), np.array([0, 4, 5]))
+    assert result["accuracy"] == pytest.approx(1 / 3)
+    assert result["top5_accuracy"] == pytest.approx(2 / 3)
+    assert result["per_class_accuracy"]["c0"] == 1.0 and result["per_class_accuracy"]["c4"] == 0.0
+    assert np.isnan(result["per_class_accuracy"]["c1"])  # no sample of that class
+    assert result["confusion_matrix"][4] == [1, 0, 0, 0, 0, 0, 0]
+
+
 def test_bad_shapes_are_refused() -> None:
     explainer = fake_explainer()
     with pytest.raises(ValueError, match="class_probs"):
