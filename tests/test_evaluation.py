@@ -12,7 +12,7 @@ from PIL import Image
 
 from explainer import evaluation
 from explainer.bundle import save_bundle
-from explainer.calibration import reliability, threshold_sensitivity
+from explainer.calibration import plot_reliability, reliability, threshold_sensitivity
 from explainer.models import build_pair, reference_shapes_architecture
 from train import evaluate_shapes
 
@@ -217,3 +217,13 @@ def test_reliability_and_threshold_sensitivity_by_hand() -> None:
     assert moved["n_changed"] == 1 and moved["share_changed"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
         reliability(np.array([0.5]), np.array([1.0, 0.0]))
+
+
+def test_plot_reliability(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.random(2000)
+    curves = {"0/1": reliability(probs, rng.random(2000) < probs), "soft": reliability(probs, probs**2)}
+    path = plot_reliability(curves, "test", tmp_path / "figures" / "reliability.png")
+    with Image.open(path) as image:
+        assert image.width > 100 and image.height > 100
+        assert len(image.getcolors(1 << 16) or []) > 3  # something was drawn, not a blank canvas
