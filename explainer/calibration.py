@@ -6,7 +6,9 @@ targets, the matrix / 100). A reliability diagram and the expected calibration e
 `threshold_sensitivity` says whether moving the app's threshold slider changes the kept explanations at all (with
 probabilities pressed against 0 and 1 it does not).
 
-Pure NumPy and Pillow, no plotting library.
+The bins and the ECE are NumPy: scikit-learn's ``calibration_curve`` takes 0/1 targets only and returns neither the
+bin sizes nor an ECE (tests/test_metrics.py checks that its bins agree on 0/1 targets). The diagram is matplotlib's
+(the optional evaluation extra, ``pip install -e .[eval]``, imported when a diagram is drawn).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from explainer import postprocess
 
@@ -75,56 +76,35 @@ def threshold_sensitivity(
     }
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one fixed bitmap font
-        return ImageFont.load_default()
-
-
-_LINE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
-
-
 def plot_reliability(curves: Mapping[str, Mapping[str, Any]], title: str, path: str | Path) -> Path:
     """One reliability line per entry (mean target against mean prediction per bin) and the diagonal; ECE in the
     legend. Bins holding fewer than 0.1% of the pairs are drawn as hollow dots (too few to trust)."""
-    width, height = 560, 560
-    left, right, top, bottom = 70, 20, 60, 60
-    plot_w, plot_h = width - left - right, height - top - bottom
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    font, small = _font(14), _font(12)
+    from matplotlib.figure import Figure
 
-    def to_xy(x: float, y: float) -> tuple[float, float]:
-        return left + x * plot_w, top + plot_h - y * plot_h
-
-    draw.text((10, 10), title, fill="black", font=font)
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    for tick in np.linspace(0, 1, 6):
-        x, y = to_xy(float(tick), float(tick))
-        draw.line([x, top, x, top + plot_h], fill=(235, 235, 235))
-        draw.line([left, y, left + plot_w, y], fill=(235, 235, 235))
-        draw.text((x - 10, top + plot_h + 8), f"{tick:.1f}", fill="black", font=small)
-        draw.text((left - 30, y - 7), f"{tick:.1f}", fill="black", font=small)
-    draw.line([to_xy(0, 0), to_xy(1, 1)], fill=(150, 150, 150), width=1)
-    draw.text((left + plot_w / 2 - 70, height - 28), "mean predicted probability", fill="black", font=small)
-    draw.text((5, top - 20), "mean target (share present)", fill="black", font=small)
-    for idx, (name, curve) in enumerate(curves.items()):
-        colour = _LINE_COLOURS[idx % len(_LINE_COLOURS)]
+    figure = Figure(figsize=(5.6, 5.6), dpi=100, layout="constrained")  # drawn by Agg: no display, no pyplot
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="grey", linewidth=1, label="perfectly calibrated")
+    for name, curve in curves.items():
         total = max(sum(curve["count"]), 1)
         points = [
-            (to_xy(p, t), c / total >= 1e-3)
-            for p, t, c in zip(curve["mean_prediction"], curve["mean_target"], curve["count"], strict=False)
+            (p, t, c / total >= 1e-3)
+            for p, t, c in zip(curve["mean_prediction"], curve["mean_target"], curve["count"], strict=True)
             if p is not None and t is not None
         ]
-        if len(points) > 1:
-            draw.line([xy for xy, _ in points], fill=colour, width=2)
-        for (x, y), trusted in points:
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], outline=colour, fill=colour if trusted else "white", width=2)
-        ly = top + 10 + 18 * idx
-        draw.line([left + 15, ly + 7, left + 40, ly + 7], fill=colour, width=3)
-        draw.text((left + 46, ly), f"{name} (ECE {curve['ece']:.4f})", fill="black", font=small)
+        predicted, observed, trusted = (np.array(column) for column in zip(*points, strict=True))
+        (line,) = axes.plot(predicted, observed, linewidth=2, label=f"{name} (ECE {curve['ece']:.4f})")
+        colour = line.get_color()
+        axes.scatter(predicted[trusted], observed[trusted], color=colour, zorder=3)
+        axes.scatter(predicted[~trusted], observed[~trusted], facecolors="white", edgecolors=colour, zorder=3)
+    axes.set_xlim(0.0, 1.0)
+    axes.set_ylim(0.0, 1.0)
+    axes.set_aspect("equal")
+    axes.set_xlabel("mean predicted probability")
+    axes.set_ylabel("mean target (share present)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    figure.savefig(path)
     return path

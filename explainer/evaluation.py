@@ -9,7 +9,9 @@ Error detection asks "is this main prediction wrong?" with three scores, higher 
 - ``combined``: ``(1 - max softmax) - margin``, a per-sample sum that needs nothing but the sample itself (a
   rank average would depend on the evaluation set, so it could not be computed for one image in the app).
 
-Plots are drawn with Pillow alone (matplotlib is not a dependency): a confusion matrix and risk-coverage curves.
+The measures are scikit-learn's (through :mod:`explainer.metrics`) and the plots matplotlib's (a confusion matrix and
+risk-coverage curves): both the optional evaluation extra, ``pip install -e .[eval]``, imported where they are used,
+so :func:`verdict_arrays` and :func:`questioned_share` need neither.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from . import metrics, postprocess
 
@@ -114,6 +115,8 @@ def evaluate_predictions(
     :class:`~explainer.predictor.Explainer`; only those attributes are read). ``threshold``/``top_n`` default to the
     model's. The confusion matrix has true classes as rows and predicted classes as columns.
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_score
+
     n_classes, n_expl = len(explainer.class_names), len(explainer.explanation_names)
     class_probs, expl_probs = _as_probs(class_probs, expl_probs, n_classes, n_expl)
     labels = np.asarray(labels).astype(np.int64).ravel()
@@ -127,8 +130,11 @@ def evaluate_predictions(
     predicted = found["predicted"]
     correct = predicted == labels
     wrong = ~correct
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
+    confusion = (
+        confusion_matrix(labels, predicted, labels=np.arange(n_classes))
+        if n
+        else np.zeros((n_classes, n_classes), dtype=np.int64)  # scikit-learn refuses an empty set
+    )
     per_class = {
         name: _share(int(confusion[i, i]), int(confusion[i].sum())) for i, name in enumerate(explainer.class_names)
     }
@@ -145,19 +151,18 @@ def evaluate_predictions(
         "n_misclassified": int(wrong.sum()),
     }
     if n_classes > 5:
-        top5 = np.argsort(-class_probs, axis=1, kind="stable")[:, :5]
-        result["top5_accuracy"] = _share(int(np.sum(np.any(top5 == labels[:, None], axis=1))), n)
+        hits = top_k_accuracy_score(labels, class_probs, k=5, labels=np.arange(n_classes), normalize=False) if n else 0
+        result["top5_accuracy"] = _share(int(hits), n)
     if expl_targets is not None:
         expl_targets = np.asarray(expl_targets)
         if expl_targets.shape != expl_probs.shape:
             raise ValueError(f"expl_targets has shape {expl_targets.shape}; expected {expl_probs.shape}")
         result["explanations"] = metrics.multilabel_report(expl_targets, expl_probs, threshold, expl_mask)
         preds = expl_probs >= threshold
+        truth = expl_targets.astype(bool)
         known = np.ones_like(preds) if expl_mask is None else np.asarray(expl_mask).astype(bool)
         result["explanations"]["per_explanation"] = {
-            name: _share(
-                int(np.sum((preds[:, k] == expl_targets[:, k].astype(bool)) & known[:, k])), int(known[:, k].sum())
-            )
+            name: float(accuracy_score(truth[known[:, k], k], preds[known[:, k], k])) if known[:, k].any() else math.nan
             for k, name in enumerate(explainer.explanation_names)
         }
     questioned = found["questioned"]
@@ -218,108 +223,64 @@ def questioned_share(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Plots (Pillow only)
+# Plots (matplotlib, the [eval] extra)
 # ----------------------------------------------------------------------------------------------------------------------
 
-_COLOURS = {"explanations": (31, 119, 180), "msp": (255, 127, 14), "combined": (44, 160, 44), "oracle": (150, 150, 150)}
+_COLOURS = {"explanations": "tab:blue", "msp": "tab:orange", "combined": "tab:green"}
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Any) -> tuple[int, int]:
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    return right - left, bottom - top
+def _save(figure: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], title: str, path: Path) -> Path:
-    """A confusion-matrix heat map (rows true, columns predicted) with the count in each cell."""
+    """A confusion-matrix heat map (rows true, columns predicted; scikit-learn's ``ConfusionMatrixDisplay``) with the
+    count in each cell; above 20 classes, neither counts nor names (they would not be legible). The colour follows
+    the square root of the count, so that a few errors show beside thousands of right answers."""
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     matrix = np.asarray(confusion, dtype=np.int64)
     k = matrix.shape[0]
-    cell = max(28, min(90, 720 // max(k, 1)))
-    show_numbers = k <= 20
-    font, small = _font(14), _font(max(9, min(14, cell // 4)))
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = max(_text_size(probe, n, font)[0] for n in class_names) + 16 if k <= 20 else 40
-    left, top = label_w + 30, 60
-    width, height = left + k * cell + 20, top + k * cell + label_w + 30
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((10, 10), title, fill="black", font=font)
-    draw.text((left, top - 22), "predicted ->", fill="black", font=small)
-    row_totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    shares = matrix / row_totals
-    for i in range(k):
-        for j in range(k):
-            x0, y0 = left + j * cell, top + i * cell
-            value = float(shares[i, j])
-            if i == j:
-                colour = (int(255 - 180 * value), int(255 - 60 * value), int(255 - 180 * value))
-            else:
-                strength = min(1.0, math.sqrt(value) * 2) if matrix[i, j] else 0.0
-                colour = (255, int(255 - 200 * strength), int(255 - 200 * strength))
-            draw.rectangle([x0, y0, x0 + cell, y0 + cell], fill=colour, outline=(200, 200, 200))
-            if show_numbers:
-                text = str(int(matrix[i, j]))
-                tw, th = _text_size(draw, text, small)
-                draw.text((x0 + (cell - tw) / 2, y0 + (cell - th) / 2), text, fill="black", font=small)
-    if k <= 20:
-        for i, name in enumerate(class_names):
-            tw, th = _text_size(draw, name, font)
-            draw.text((left - tw - 8, top + i * cell + (cell - th) / 2), name, fill="black", font=font)
-            label = Image.new("RGBA", (tw + 4, th + 6), (255, 255, 255, 0))
-            ImageDraw.Draw(label).text((0, 0), name, fill="black", font=font)
-            rotated = label.rotate(90, expand=True)
-            img.paste(rotated, (int(left + i * cell + (cell - rotated.width) / 2), top + k * cell + 6), rotated)
-    draw.text((10, top + k * cell // 2), "true", fill="black", font=small)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    legible = k <= 20
+    side = min(12.0, 3.0 + 0.6 * k) if legible else 10.0
+    figure = Figure(figsize=(side, side), dpi=100, layout="constrained")  # drawn by Agg: no display, no pyplot
+    axes = figure.subplots()
+    display = ConfusionMatrixDisplay(matrix, display_labels=list(class_names) if legible else None)
+    display.plot(
+        ax=axes,
+        include_values=legible,
+        cmap="Blues",
+        colorbar=not legible,
+        xticks_rotation="vertical",
+        im_kw={"norm": PowerNorm(gamma=0.5)},
+    )
+    if not legible:
+        axes.set_xticks([])
+        axes.set_yticks([])
+    axes.set_title(title)
+    return _save(figure, path)
 
 
 def plot_risk_coverage(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str, path: Path) -> Path:
     """Risk (error rate among kept samples) against coverage, one line per error score."""
-    width, height = 720, 480
-    left, right, top, bottom = 70, 20, 50, 60
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    font, small = _font(14), _font(12)
-    max_risk = max([max(c["risk"]) for c in curves.values() if c["risk"]] + [1e-3])
-    max_risk = float(10 ** math.ceil(math.log10(max_risk)))
-    if max_risk / 2 >= max([max(c["risk"]) for c in curves.values() if c["risk"]] + [1e-3]):
-        max_risk /= 2
-    plot_w, plot_h = width - left - right, height - top - bottom
+    from matplotlib.figure import Figure
 
-    def to_xy(cov: float, risk: float) -> tuple[float, float]:
-        return left + cov * plot_w, top + plot_h - min(risk / max_risk, 1.0) * plot_h
-
-    draw.text((10, 10), title, fill="black", font=font)
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    for tick in np.linspace(0, 1, 6):
-        x, _ = to_xy(float(tick), 0)
-        draw.line([x, top + plot_h, x, top + plot_h + 5], fill="black")
-        draw.text((x - 10, top + plot_h + 8), f"{tick:.1f}", fill="black", font=small)
-        _, y = to_xy(0, float(tick) * max_risk)
-        draw.line([left - 5, y, left, y], fill="black")
-        draw.line([left, y, left + plot_w, y], fill=(230, 230, 230))
-        draw.text((5, y - 7), f"{tick * max_risk:.3g}", fill="black", font=small)
-    draw.text((left + plot_w / 2 - 30, height - 25), "coverage", fill="black", font=font)
-    draw.text((5, top - 20), "risk (error rate kept)", fill="black", font=small)
-    for idx, (name, curve) in enumerate(curves.items()):
-        points = [to_xy(c, r) for c, r in zip(curve["coverage"], curve["risk"], strict=False)]
-        colour = _COLOURS.get(name, (0, 0, 0))
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        ly = top + 10 + 18 * idx
-        draw.line([left + 15, ly + 7, left + 40, ly + 7], fill=colour, width=3)
-        draw.text((left + 46, ly), name, fill="black", font=small)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    figure = Figure(figsize=(7.2, 4.8), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    for name, curve in curves.items():
+        axes.plot(curve["coverage"], curve["risk"], color=_COLOURS.get(name), linewidth=2, label=name)
+    axes.set_xlim(0.0, 1.0)
+    axes.set_ylim(bottom=0.0)
+    axes.set_xlabel("coverage")
+    axes.set_ylabel("risk (error rate kept)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
+    return _save(figure, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,12 @@
-"""Evaluation metrics in plain NumPy: imbalance-aware explanation metrics and error detection.
+"""Evaluation metrics: imbalance-aware explanation metrics and error detection, on scikit-learn's implementations.
 
 Error detection treats "is this prediction wrong?" as the positive class and a score where higher means "more
 likely wrong" (e.g. ``-margin`` of the explanation verdict, or ``1 - max softmax``).
+
+scikit-learn is the optional evaluation extra (``pip install -e .[eval]``) and is imported inside the functions that
+use it: the app never imports this module, and importing it costs nothing for a script that only needs verdicts.
+Each function keeps the conventions the reports rely on: NaN where a measure is undefined (one class only) rather
+than scikit-learn's warning, and a mask of known labels per (sample, explanation).
 """
 
 from __future__ import annotations
@@ -9,36 +14,36 @@ from __future__ import annotations
 import numpy as np
 
 
+def _both_classes(labels: np.ndarray) -> bool:
+    return bool(labels.any()) and not bool(labels.all())
+
+
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); NaN when only one class is present."""
+    """Area under the ROC curve (``roc_auc_score``: ties count half); NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
     labels = np.asarray(labels).astype(bool).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    if not _both_classes(labels):
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    # average ranks for ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(labels, scores))
 
 
 def fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> float:
-    """False-positive rate at the smallest threshold that flags at least ``tpr`` of the positives."""
+    """False-positive rate at the highest threshold that flags at least ``tpr`` of the positives (on ``roc_curve``
+    with every threshold kept); NaN when only one class is present."""
+    from sklearn.metrics import roc_curve
+
     labels = np.asarray(labels).astype(bool).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    if labels.sum() == 0 or (~labels).sum() == 0:
+    if not _both_classes(labels):
         return float("nan")
-    pos = np.sort(scores[labels])[::-1]
-    cut = pos[int(np.ceil(tpr * len(pos))) - 1]
-    return float(np.mean(scores[~labels] >= cut))
+    false_positive_rate, true_positive_rate, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return float(false_positive_rate[np.searchsorted(true_positive_rate, tpr, side="left")])
 
 
 def risk_coverage(errors: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Selective prediction: keep the samples least likely wrong first.
+    """Selective prediction: keep the samples least likely wrong first (scikit-learn has no risk-coverage curve).
 
     Returns (coverage, risk, area under the risk-coverage curve). ``errors``: 1 where the prediction is wrong;
     ``scores``: higher = more likely wrong.
@@ -51,45 +56,47 @@ def risk_coverage(errors: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return coverage, risk, float(np.mean(risk)) if len(risk) else float("nan")
 
 
-def binary_counts(
-    targets: np.ndarray, predictions: np.ndarray, mask: np.ndarray | None = None
-) -> tuple[np.ndarray, ...]:
-    """Per-column TP, FP, FN, TN of 0/1 arrays (N, K), with an optional mask of known labels."""
-    t = np.asarray(targets).astype(bool)
-    p = np.asarray(predictions).astype(bool)
-    m = np.ones_like(t, dtype=bool) if mask is None else np.asarray(mask).astype(bool)
-    return (
-        (t & p & m).sum(0),
-        (~t & p & m).sum(0),
-        (t & ~p & m).sum(0),
-        (~t & ~p & m).sum(0),
-    )
+def _nanmean(values: np.ndarray) -> float:
+    """Mean over the defined values; NaN (without NumPy's warning) when none is."""
+    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
 
 
 def multilabel_report(
     targets: np.ndarray, probs: np.ndarray, threshold: float = 0.5, mask: np.ndarray | None = None
 ) -> dict[str, float]:
     """Per-explanation accuracy (Keras's binary accuracy), exact match, macro-F1, balanced accuracy, mean AUROC,
-    and the all-zeros baseline accuracy, so that accuracy dominated by negatives is never reported alone."""
+    and the all-zeros baseline accuracy, so that accuracy dominated by negatives is never reported alone.
+
+    ``mask`` (N, K): True where a label is known; unknown entries count nowhere. Per explanation, F1 is NaN when it is
+    never present nor predicted, balanced accuracy and AUROC when its known labels hold one class only; the macro
+    means skip NaN.
+    """
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
     targets = np.asarray(targets).astype(bool)
     probs = np.asarray(probs, dtype=np.float64)
     preds = probs >= threshold
-    m = np.ones_like(targets) if mask is None else np.asarray(mask).astype(bool)
-    tp, fp, fn, tn = binary_counts(targets, preds, m)
-    known = m.sum()
-    f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
-    tpr = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), np.nan)
-    tnr = np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), np.nan)
-    aurocs = np.array(
-        [auroc(targets[m[:, k], k], probs[m[:, k], k]) for k in range(targets.shape[1])], dtype=np.float64
-    )
+    known = np.ones_like(targets) if mask is None else np.asarray(mask).astype(bool)
+    n_expl = targets.shape[1]
+    f1, balanced, aurocs = np.full(n_expl, np.nan), np.full(n_expl, np.nan), np.full(n_expl, np.nan)
+    for k in range(n_expl):
+        truth, predicted, scores = targets[known[:, k], k], preds[known[:, k], k], probs[known[:, k], k]
+        if truth.size:
+            f1[k] = f1_score(truth, predicted, zero_division=np.nan)
+        if _both_classes(truth):
+            balanced[k] = balanced_accuracy_score(truth, predicted)
+            aurocs[k] = auroc(truth, scores)
+    known_truth, known_preds = targets[known], preds[known]
+    any_known = bool(known_truth.size)
+    # subset accuracy, with the unknown entries counted right
+    exact = float(accuracy_score(targets, np.where(known, preds, targets))) if len(targets) else float("nan")
     return {
-        "per_explanation_accuracy": float((tp.sum() + tn.sum()) / max(known, 1)),
-        "all_zeros_accuracy": float(((~targets) & m).sum() / max(known, 1)),
-        "exact_match": float(np.mean(np.all((preds == targets) | ~m, axis=1))) if len(targets) else float("nan"),
-        "macro_f1": float(np.nanmean(f1)) if np.any(~np.isnan(f1)) else float("nan"),
-        "balanced_accuracy": float(np.nanmean((tpr + tnr) / 2)) if np.any(~np.isnan(tpr + tnr)) else float("nan"),
-        "mean_auroc": float(np.nanmean(aurocs)) if np.any(~np.isnan(aurocs)) else float("nan"),
+        "per_explanation_accuracy": float(accuracy_score(known_truth, known_preds)) if any_known else 0.0,
+        "all_zeros_accuracy": float(accuracy_score(known_truth, np.zeros_like(known_truth))) if any_known else 0.0,
+        "exact_match": exact,
+        "macro_f1": _nanmean(f1),
+        "balanced_accuracy": _nanmean(balanced),
+        "mean_auroc": _nanmean(aurocs),
         "auroc_defined_for": int(np.sum(~np.isnan(aurocs))),
     }
 

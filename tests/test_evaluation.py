@@ -12,7 +12,7 @@ from PIL import Image
 
 from explainer import evaluation
 from explainer.bundle import save_bundle
-from explainer.calibration import reliability, threshold_sensitivity
+from explainer.calibration import plot_reliability, reliability, threshold_sensitivity
 from explainer.models import build_pair, reference_shapes_architecture
 from train import evaluate_shapes
 
@@ -103,6 +103,27 @@ def test_questioned_share_of_unlabelled_set() -> None:
     assert result["questioned"] == 7 and result["share"] == pytest.approx(0.7)
     assert result["cases"]["case_1"] == 7
     assert result["predicted_counts"]["circle"] == 10
+
+
+def test_top5_and_per_class_accuracy_by_hand() -> None:
+    """Seven classes: the true class ranked 1st, 5th and 6th (the last is a top-5 miss)."""
+    explainer = SimpleNamespace(
+        class_names=[f"c{i}" for i in range(7)],
+        explanation_names=["e"],
+        groups=[],
+        class_explanations=np.ones((7, 1)),
+        ranking="normalized",
+        default_threshold=0.5,
+        default_top_n=1,
+    )
+    scores = np.array([[7, 6, 5, 4, 3, 2, 1], [7, 6, 5, 4, 3, 2, 1], [7, 6, 5, 4, 3, 2, 1]], dtype=np.float64)
+    probs = scores / scores.sum(axis=1, keepdims=True)
+    result = evaluation.evaluate_predictions(explainer, probs, np.zeros((3, 1)), np.array([0, 4, 5]))
+    assert result["accuracy"] == pytest.approx(1 / 3)
+    assert result["top5_accuracy"] == pytest.approx(2 / 3)
+    assert result["per_class_accuracy"]["c0"] == 1.0 and result["per_class_accuracy"]["c4"] == 0.0
+    assert np.isnan(result["per_class_accuracy"]["c1"])  # no sample of that class
+    assert result["confusion_matrix"][4] == [1, 0, 0, 0, 0, 0, 0]
 
 
 def test_bad_shapes_are_refused() -> None:
@@ -196,3 +217,13 @@ def test_reliability_and_threshold_sensitivity_by_hand() -> None:
     assert moved["n_changed"] == 1 and moved["share_changed"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
         reliability(np.array([0.5]), np.array([1.0, 0.0]))
+
+
+def test_plot_reliability(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.random(2000)
+    curves = {"0/1": reliability(probs, rng.random(2000) < probs), "soft": reliability(probs, probs**2)}
+    path = plot_reliability(curves, "test", tmp_path / "figures" / "reliability.png")
+    with Image.open(path) as image:
+        assert image.width > 100 and image.height > 100
+        assert len(image.getcolors(1 << 16) or []) > 3  # something was drawn, not a blank canvas
