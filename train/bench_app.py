@@ -97,15 +97,16 @@ def birds_size_metadata(architecture: dict[str, Any], n_classes: int = 200, n_ex
     class_names = [f"Species {i + 1:03d}" for i in range(n_classes)]
     meta = BIRDS.bundle_metadata(
         architecture,
-        class_names,
-        class_names,
-        [n.replace(" ", "_") for n in names],
-        names,
-        groups,
-        rng.random((n_classes, n_explanations)) ** 3,
-        dict(IMAGENET),
-        threshold=0.8,
-        top_n=10,
+        class_explanations=rng.random((n_classes, n_explanations)) ** 3,
+        preprocessing=dict(IMAGENET),
+        defaults={"threshold": 0.8, "top_n": 10},
+        vocabulary={
+            "class_names": class_names,
+            "class_raw_names": class_names,
+            "explanation_names": [n.replace(" ", "_") for n in names],
+            "explanation_display_names": names,
+            "explanation_groups": groups,
+        },
     )
     return {**meta, "description": "Untrained benchmark stand-in."}
 

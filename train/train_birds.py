@@ -449,15 +449,16 @@ def write_weights(
     architecture = part_architecture(args.model, meta, args.mirror_width)
     file_meta = BIRDS.bundle_metadata(
         architecture,
-        class_names=meta.class_names,
-        class_raw_names=meta.class_raw_names,
-        explanation_names=meta.attribute_raw_names,
-        display_names=meta.attribute_display_names,
-        groups=meta.groups,
         class_explanations=meta.class_attributes_unit,
         preprocessing=preprocessing,
-        threshold=choices["threshold"],
-        top_n=args.top_n,
+        defaults={"threshold": choices["threshold"], "top_n": args.top_n},
+        vocabulary={
+            "class_names": meta.class_names,
+            "class_raw_names": meta.class_raw_names,
+            "explanation_names": meta.attribute_raw_names,
+            "explanation_display_names": meta.attribute_display_names,
+            "explanation_groups": meta.groups,
+        },
     )
     test = limit(meta.test_indices, meta.class_indices, args.limit_per_class)
     probs, expls = run_pair(pair, meta, test, preprocessing, args)

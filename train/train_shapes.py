@@ -513,7 +513,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["mirror"] = train_mirror(args, pair, data, device)
     pair = pair.eval()
 
-    meta: dict[str, Any] = SHAPES.bundle_metadata(arch, data["prior"], bool(args.crop_to_content), CROP_MARGIN)
+    meta: dict[str, Any] = SHAPES.bundle_metadata(
+        arch, data["prior"], preprocessing={"crop_to_content": bool(args.crop_to_content), "margin": CROP_MARGIN}
+    )
     explainer = Explainer(pair, {**meta, "format_version": FORMAT_VERSION}, device)
     class_probs, expl_probs = infer_batched(explainer, data["x_val"])
     validation = evaluation.evaluate_predictions(

@@ -8,7 +8,8 @@ subclass (registered in :mod:`explainer.tasks`) and its training script.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +33,8 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:].rstrip(".") + "."
 
 
-class Task:
-    """The base class: shared checks here, what differs in the subclasses."""
+class Task(ABC):
+    """The base class: shared checks here; what differs is abstract, and each subclass must answer it."""
 
     name: ClassVar[str]  # the weights' ``task`` field and the app tab's id
     title: ClassVar[str]  # the app tab's title
@@ -46,10 +47,12 @@ class Task:
     input_sources: ClassVar[tuple[str, ...]] = ("upload", "clipboard")
     drawable: ClassVar[bool] = False  # the app offers a canvas to draw on
 
+    @abstractmethod
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
         """The function that turns one image into the network's input, for a weights file's ``preprocessing``."""
         raise NotImplementedError
 
+    @abstractmethod
     def framed_preprocessor(self, preprocessing: Mapping[str, Any]) -> FramedPreprocessor:
         """Like :meth:`preprocessor`, also saying where the input lies in the image (for heatmaps)."""
         raise NotImplementedError
@@ -66,6 +69,7 @@ class Task:
             raise ImageCheckError(_sentence(str(err))) from err
         return image
 
+    @abstractmethod
     def preview(self, tensor: torch.Tensor, preprocessing: Mapping[str, Any], size: int) -> Image.Image:
         """The network's input as a picture ``size`` pixels square ("what the network sees")."""
         raise NotImplementedError
@@ -78,6 +82,21 @@ class Task:
         default."""
         return ""
 
+    @abstractmethod
+    def bundle_metadata(
+        self,
+        architecture: dict,
+        class_explanations: np.ndarray | Sequence | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        vocabulary: Mapping[str, Sequence] | None = None,
+    ) -> dict:
+        """The metadata every weights file of this task carries (explainer.bundle's required keys): the pair's
+        ``architecture``, names and groups (``vocabulary``: ``class_names``, ``explanation_names`` and, where the
+        task's names are not fixed, ``class_raw_names``, ``explanation_display_names``, ``explanation_groups``), the
+        class x explanation prior, the ranking, ``preprocessing`` (what the task does not fix) and ``defaults``
+        (``threshold``, ``top_n``). Callers add training details, metrics and a description."""
+
     def display_names(self, meta: Mapping[str, Any]) -> list[str]:
         """The explanation names people read: the weights' display names, else the explanation names."""
         return list(meta.get("explanation_display_names") or meta["explanation_names"])
@@ -89,6 +108,7 @@ class Task:
 
         return unmeasured_result()
 
+    @abstractmethod
     def sample_image(self) -> np.ndarray:
         """A synthetic input for benchmarks (no data needed)."""
         raise NotImplementedError

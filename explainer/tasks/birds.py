@@ -115,31 +115,33 @@ class BirdsTask(Task):
     def bundle_metadata(
         self,
         architecture: dict,
-        class_names: Sequence[str],
-        class_raw_names: Sequence[str],
-        explanation_names: Sequence[str],
-        display_names: Sequence[str],
-        groups: Sequence[Sequence[int]],
-        class_explanations: np.ndarray,
-        preprocessing: dict,
-        threshold: float,
-        top_n: int,
+        class_explanations: np.ndarray | Sequence | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        vocabulary: Mapping[str, Sequence] | None = None,
     ) -> dict:
-        """The metadata every birds weights file carries: CUB's names and attribute groups, the class x attribute
-        prior in [0, 1], the weighted ranking, preprocessing and defaults. Callers add training details, metrics
-        and a description."""
+        """Birds: CUB's names and attribute groups (``vocabulary``: ``class_names``, ``class_raw_names``,
+        ``explanation_names``, ``explanation_display_names``, ``explanation_groups``), the class x attribute prior
+        in [0, 1], the weighted ranking, ``preprocessing`` as given and ``defaults`` (``threshold``, ``top_n``; top N
+        at most the number of classes). All required."""
+        if vocabulary is None or class_explanations is None or preprocessing is None or defaults is None:
+            raise ValueError("birds weights need the vocabulary, the prior, the preprocessing and the defaults")
+        class_names = list(vocabulary["class_names"])
         return {
             "task": self.name,
             "architecture": architecture,
-            "class_names": list(class_names),
-            "class_raw_names": list(class_raw_names),
-            "explanation_names": list(explanation_names),
-            "explanation_display_names": list(display_names),
-            "explanation_groups": [list(g) for g in groups],
+            "class_names": class_names,
+            "class_raw_names": list(vocabulary["class_raw_names"]),
+            "explanation_names": list(vocabulary["explanation_names"]),
+            "explanation_display_names": list(vocabulary["explanation_display_names"]),
+            "explanation_groups": [list(g) for g in vocabulary["explanation_groups"]],
             "class_explanations": np.round(np.asarray(class_explanations), 4).tolist(),
             "ranking": self.ranking,
-            "preprocessing": preprocessing,
-            "defaults": {"threshold": threshold, "top_n": min(top_n, len(class_names))},
+            "preprocessing": dict(preprocessing),
+            "defaults": {
+                "threshold": float(defaults["threshold"]),
+                "top_n": min(int(defaults["top_n"]), len(class_names)),
+            },
         }
 
     def sample_image(self) -> np.ndarray:

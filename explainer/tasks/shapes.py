@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -67,16 +67,20 @@ class ShapesTask(Task):
     def bundle_metadata(
         self,
         architecture: dict,
-        class_explanations: np.ndarray | list | None = None,
-        crop_to_content: bool = True,
-        margin: float = 0.1,
+        class_explanations: np.ndarray | Sequence | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        vocabulary: Mapping[str, Sequence] | None = None,
     ) -> dict:
-        """The metadata every shapes weights file carries (explainer.bundle's required keys): names, the vertex-count
-        group, the class x explanation prior (default: the reference's table), the normalized ranking, preprocessing
-        and the defaults threshold 0.5, top N 1. Callers add training details, metrics and a description."""
+        """Shapes: the fixed names and vertex-count group (``vocabulary`` must be None), the prior (default: the
+        reference's table), the normalized ranking, 64 px input (``preprocessing``: ``crop_to_content``, default
+        True, and ``margin``, default 0.1), defaults threshold 0.5 and top N 1 unless ``defaults`` says otherwise."""
         from ..shapes import CLASS_NAMES, EXPLANATION_GROUPS, EXPLANATION_NAMES, reference_class_explanations
 
+        if vocabulary is not None:
+            raise ValueError("the shapes task's names are fixed; leave vocabulary out")
         prior = reference_class_explanations() if class_explanations is None else np.asarray(class_explanations)
+        options = dict(preprocessing or {})
         return {
             "task": self.name,
             "architecture": architecture,
@@ -88,10 +92,10 @@ class ShapesTask(Task):
             "preprocessing": {
                 "kind": self.preprocessing_kind,
                 "size": 64,
-                "crop_to_content": bool(crop_to_content),
-                "margin": margin,
+                "crop_to_content": bool(options.get("crop_to_content", True)),
+                "margin": float(options.get("margin", 0.1)),
             },
-            "defaults": {"threshold": 0.5, "top_n": 1},
+            "defaults": {"threshold": 0.5, "top_n": 1, **dict(defaults or {})},
         }
 
     def own_scope(self, explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float) -> Any:

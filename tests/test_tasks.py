@@ -1,0 +1,46 @@
+"""The task contract: every task answers the same abstract methods, with one signature for its weights' metadata."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+from explainer.bundle import FORMAT_VERSION, validate_metadata
+from explainer.models import reference_shapes_architecture
+from explainer.tasks import BIRDS, SHAPES, TASKS, Task
+
+
+def test_a_task_that_leaves_out_a_method_cannot_be_made() -> None:
+    class Half(Task):
+        name = "half"
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()
+    assert {"preprocessor", "framed_preprocessor", "preview", "sample_image", "bundle_metadata"} <= set(
+        Task.__abstractmethods__
+    )
+
+
+def test_every_task_builds_its_metadata_with_one_signature() -> None:
+    signatures = {name: inspect.signature(type(task).bundle_metadata) for name, task in TASKS.items()}
+    assert len(set(map(str, signatures.values()))) == 1, signatures
+
+
+def test_shapes_and_birds_metadata_through_the_one_signature() -> None:
+    shapes = SHAPES.bundle_metadata(
+        reference_shapes_architecture(), preprocessing={"margin": 0.2}, defaults={"top_n": 2}
+    )
+    assert shapes["preprocessing"]["margin"] == 0.2 and shapes["preprocessing"]["crop_to_content"] is True
+    assert shapes["defaults"] == {"threshold": 0.5, "top_n": 2}
+    with pytest.raises(ValueError, match="fixed"):
+        SHAPES.bundle_metadata(reference_shapes_architecture(), vocabulary={"class_names": ["a"]})
+    vocabulary = {"class_names": ["A", "B"], "class_raw_names": ["001.A", "002.B"], "explanation_names": ["x::y"],
+                  "explanation_display_names": ["x: y"], "explanation_groups": [[0]]}  # fmt: skip
+    birds = BIRDS.bundle_metadata({"family": "timm"}, np.ones((2, 1)) * 0.5, {"kind": "imagenet"},
+                                  {"threshold": 0.3, "top_n": 10}, vocabulary)  # fmt: skip
+    assert birds["defaults"] == {"threshold": 0.3, "top_n": 2} and birds["class_raw_names"] == ["001.A", "002.B"]
+    with pytest.raises(ValueError, match="need the vocabulary"):
+        BIRDS.bundle_metadata({"family": "timm"})
+    validate_metadata({**shapes, "description": "d", "format_version": FORMAT_VERSION})
