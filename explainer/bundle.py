@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .models import MirrorPair, build_pair, state_dict_problem, unwrap
+from .models import FAMILIES, MirrorPair, build_pair, state_dict_problem, unwrap
 from .scope import SCOPE_PREFIX, ScopeError, ScopeGate, split_scope_tensors
 
 FORMAT_VERSION = 1
@@ -141,13 +141,8 @@ def validate_metadata(meta: dict[str, Any], where: str = "metadata") -> None:
 
 def _declared_outputs(architecture: dict[str, Any]) -> tuple[int, int] | None:
     """(classes, explanations) the architecture builds; None for a family that does not say (checked on load)."""
-    if architecture.get("family") == "shapes":
-        main, mirror = architecture.get("main"), architecture.get("mirror")
-        if isinstance(main, dict) and isinstance(mirror, dict):
-            return main.get("n_classes"), mirror.get("n_explanations")
-    if architecture.get("family") == "timm":
-        return architecture.get("n_classes"), architecture.get("n_explanations")
-    return None
+    family = FAMILIES.get(architecture.get("family"))  # type: ignore[arg-type]
+    return family.outputs(architecture) if family else None
 
 
 def _state_dict(pair: MirrorPair) -> dict[str, torch.Tensor]:

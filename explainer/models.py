@@ -17,7 +17,9 @@ reference's two-step training: the main network is fixed, runs in eval mode, and
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -670,38 +672,95 @@ def state_dict_problem(expected: Mapping[str, torch.Tensor], tensors: Mapping[st
     return None
 
 
+def _build_shapes(architecture: dict[str, Any], coupling: str, verify: bool) -> MirrorPair:
+    del verify
+    main = ShapesCNN(**architecture["main"])
+    spec = architecture["mirror"]
+    if spec.get("kind") == "parts":
+        return MirrorPair(main, part_mirror(main.feature_info, spec["n_explanations"], spec), coupling)
+    return MirrorPair(main, ShapesMirror(main.feature_info, **spec), coupling)
+
+
+def _build_timm(architecture: dict[str, Any], coupling: str, verify: bool) -> MirrorPair:
+    name = architecture["model_name"]
+    kwargs = dict(architecture.get("model_kwargs", {}))
+    main = create_timm_main(name, architecture["n_classes"], **kwargs)
+    spec = architecture.get("mirror")
+    if isinstance(spec, dict) and spec.get("kind") == "parts":
+        return MirrorPair(main, part_mirror(timm_feature_info(main), architecture["n_explanations"], spec), coupling)
+    if spec is not None:
+        raise MirrorError(f"mirror kind {str(spec)[:40]!r} is not known; leave it out or use {{'kind': 'parts'}}")
+    mirror = TimmMirror(
+        name,
+        timm_feature_info(main),
+        architecture["n_explanations"],
+        join=architecture.get("join", "add"),
+        start=architecture.get("start", "stem"),
+        verify=verify,
+        **kwargs,
+    )
+    return MirrorPair(main, mirror, coupling)
+
+
+def _shapes_outputs(architecture: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    main, mirror = architecture.get("main"), architecture.get("mirror")
+    if isinstance(main, dict) and isinstance(mirror, dict):
+        return main.get("n_classes"), mirror.get("n_explanations")
+    return None
+
+
+def _describe_mirror(spec: Any, plain: str) -> str:
+    if isinstance(spec, dict) and spec.get("kind") == "parts":
+        regions = ", ".join(spec.get("regions", []))
+        return f"a part mirror that reads each explanation where its region is ({regions}; or the whole)"
+    return plain
+
+
+def _describe_shapes(architecture: Mapping[str, Any]) -> str:
+    main, mirror = architecture.get("main", {}), architecture.get("mirror", {})
+    plain = f"explanation network reading its block outputs (widths {mirror.get('widths')}, {mirror.get('join')} join)"
+    if isinstance(mirror, dict) and isinstance(mirror.get("body"), dict):
+        body = mirror["body"]
+        plain = f"explanation network reading its block outputs (widths {body.get('widths')}, {body.get('join')} join)"
+        return f"a shapes CNN (conv widths {main.get('widths')}) + {plain}, then {_describe_mirror(mirror, '')}"
+    return f"a shapes CNN (conv widths {main.get('widths')}) + {_describe_mirror(mirror, plain)}"
+
+
+def _describe_timm(architecture: Mapping[str, Any]) -> str:
+    plain = f"a mirror of the same architecture reading its stage activations ({architecture.get('join', 'add')} join)"
+    return (
+        f"timm `{architecture.get('model_name')}` main network + {_describe_mirror(architecture.get('mirror'), plain)}"
+    )
+
+
+@dataclass(frozen=True)
+class Family:
+    """An architecture family a weights file can name: how to build its pair, how many classes and explanations its
+    description declares (checked against the names on load), and one line a person can read."""
+
+    build: Callable[[dict[str, Any], str, bool], MirrorPair]
+    outputs: Callable[[Mapping[str, Any]], tuple[Any, Any] | None]
+    describe: Callable[[Mapping[str, Any]], str]
+
+
+FAMILIES: dict[str, Family] = {
+    "shapes": Family(_build_shapes, _shapes_outputs, _describe_shapes),
+    "timm": Family(_build_timm, lambda a: (a.get("n_classes"), a.get("n_explanations")), _describe_timm),
+}
+
+
 def build_pair(architecture: dict[str, Any], coupling: str = "frozen", verify: bool = True) -> MirrorPair:
     """Build an untrained pair from the JSON-able architecture description stored in a weights file."""
-    family = architecture.get("family")
-    if family == "shapes":
-        main = ShapesCNN(**architecture["main"])
-        spec = architecture["mirror"]
-        if spec.get("kind") == "parts":
-            return MirrorPair(main, part_mirror(main.feature_info, spec["n_explanations"], spec), coupling)
-        mirror = ShapesMirror(main.feature_info, **spec)
-    elif family == "timm":
-        name = architecture["model_name"]
-        kwargs = dict(architecture.get("model_kwargs", {}))
-        main = create_timm_main(name, architecture["n_classes"], **kwargs)
-        spec = architecture.get("mirror")
-        if isinstance(spec, dict) and spec.get("kind") == "parts":
-            return MirrorPair(
-                main, part_mirror(timm_feature_info(main), architecture["n_explanations"], spec), coupling
-            )
-        if spec is not None:
-            raise MirrorError(f"mirror kind {str(spec)[:40]!r} is not known; leave it out or use {{'kind': 'parts'}}")
-        mirror = TimmMirror(
-            name,
-            timm_feature_info(main),
-            architecture["n_explanations"],
-            join=architecture.get("join", "add"),
-            start=architecture.get("start", "stem"),
-            verify=verify,
-            **kwargs,
-        )
-    else:
-        raise ValueError(f"architecture family {family!r} is not one of ('shapes', 'timm')")
-    return MirrorPair(main, mirror, coupling)
+    family = FAMILIES.get(architecture.get("family"))  # type: ignore[arg-type]
+    if family is None:
+        raise ValueError(f"architecture family {architecture.get('family')!r} is not one of {tuple(FAMILIES)}")
+    return family.build(architecture, coupling, verify)
+
+
+def describe_architecture(architecture: Mapping[str, Any]) -> str:
+    """One line a person can read, e.g. "timm `resnet50` main network + a mirror of the same architecture ..."."""
+    family = FAMILIES.get(architecture.get("family"))  # type: ignore[arg-type]
+    return family.describe(architecture) if family else json.dumps(dict(architecture))[:200]
 
 
 def part_mirror(feature_info: Sequence[dict[str, Any]], n_explanations: int, spec: dict[str, Any]) -> PartMirror:

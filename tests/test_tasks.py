@@ -44,3 +44,16 @@ def test_shapes_and_birds_metadata_through_the_one_signature() -> None:
     with pytest.raises(ValueError, match="need the vocabulary"):
         BIRDS.bundle_metadata({"family": "timm"})
     validate_metadata({**shapes, "description": "d", "format_version": FORMAT_VERSION})
+
+
+def test_one_registry_of_architecture_families_builds_counts_and_describes() -> None:
+    from explainer.models import FAMILIES, build_pair, describe_architecture
+
+    assert set(FAMILIES) == {"shapes", "timm"}
+    architecture = reference_shapes_architecture()
+    assert FAMILIES["shapes"].outputs(architecture) == (4, 5)
+    assert "conv widths [5, 5, 5]" in describe_architecture(architecture)
+    parts = {"family": "timm", "model_name": "m", "mirror": {"kind": "parts", "regions": ["beak", "tail"]}}
+    assert "part mirror" in describe_architecture(parts) and "beak, tail" in describe_architecture(parts)
+    with pytest.raises(ValueError, match="not one of \\('shapes', 'timm'\\)"):
+        build_pair({"family": "keras"})

@@ -4,7 +4,6 @@ example images written at startup."""
 from __future__ import annotations
 
 import html
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Mapping
 
 from PIL import Image
 
+from explainer.models import describe_architecture
 from explainer.tasks import Task
 
 from .weights import TaskModel
@@ -123,23 +123,6 @@ def _scalar_lines(mapping: Mapping[str, Any], prefix: str = "", depth: int = 0) 
 def _details(summary: str, lines: list[str]) -> str:
     """A collapsed HTML section, so that long settings do not push the verdict help out of sight."""
     return f"<details><summary><b>{summary}</b></summary>\n\n" + "\n".join(lines) + "\n\n</details>"
-
-
-def describe_architecture(architecture: Mapping[str, Any]) -> str:
-    """One line a person can read, e.g. "timm resnet50 main network + mirror (add join)"."""
-    family = architecture.get("family")
-    if family == "timm":
-        return (
-            f"timm `{architecture.get('model_name')}` main network + a mirror of the same architecture that reads its "
-            f"stage activations ({architecture.get('join', 'add')} join)"
-        )
-    if family == "shapes":
-        main, mirror = architecture.get("main", {}), architecture.get("mirror", {})
-        return (
-            f"the reference shapes CNN (conv widths {main.get('widths')}) + explanation network reading its block "
-            f"outputs (widths {mirror.get('widths')}, {mirror.get('join', 'concat')} join)"
-        )
-    return json.dumps(architecture)
 
 
 def about_markdown(model: TaskModel) -> str:
