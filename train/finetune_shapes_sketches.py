@@ -71,6 +71,11 @@ from explainer.shapes.training import (
 from explainer.training import run_phase, seed_everything
 
 SHAPE_LABELS = ("circle", "triangle", "square", "rectangle")
+PARTS_NOTE = (
+    "Then the mirror's head was replaced by a read-out that shows where it reads: 'three vertices' and 'four "
+    "vertices' are read at the drawing's corners, the other explanations along its ink (16 x 16 maps; corners found "
+    "in the ink of each training image), so each explanation's heatmap is exactly where its score comes from."
+)
 VAL_SHARE = 0.15
 
 
@@ -438,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     if addition not in meta["description"]:
         meta["description"] = meta["description"] + " " + addition
+    if args.mirror_kind == "parts" and PARTS_NOTE not in meta["description"]:
+        meta["description"] = meta["description"] + " " + PARTS_NOTE
     save_bundle(args.output, pair, meta)
     report = {
         "validation_main_accuracy": validation["accuracy"],
