@@ -70,8 +70,8 @@ def save_png(image: Image.Image, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def sheet(pairs: list[tuple[Image.Image, Image.Image, str]], width: int = 256) -> Image.Image:
-    """Rows of (explanation overlay, class overlay) with a caption above each row."""
+def sheet(pairs: list[tuple[Image.Image, Image.Image, str]], width: int = 256, columns: int = 2) -> Image.Image:
+    """(explanation overlay, class overlay) side by side with a caption above, in ``columns`` columns."""
     from PIL import ImageFont
 
     font = ImageFont.load_default()
@@ -84,11 +84,18 @@ def sheet(pairs: list[tuple[Image.Image, Image.Image, str]], width: int = 256) -
         row.paste(right.resize(size), (width + 8, 16))
         ImageDraw.Draw(row).text((2, 2), caption[:90], fill="black", font=font)
         rows.append(row)
-    canvas = Image.new("RGB", (2 * width + 8, sum(r.height for r in rows) or 1), "white")
+    lines = [rows[i : i + columns] for i in range(0, len(rows), columns)]
+    step = 2 * width + 24
+    canvas = Image.new(
+        "RGB",
+        (step * min(columns, max(len(rows), 1)), sum(max(r.height for r in line) for line in lines) or 1),
+        "white",
+    )
     y = 0
-    for row in rows:
-        canvas.paste(row, (0, y))
-        y += row.height
+    for line in lines:
+        for column, row in enumerate(line):
+            canvas.paste(row, (column * step, y))
+        y += max(r.height for r in line)
     return canvas
 
 
