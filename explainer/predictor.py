@@ -18,7 +18,7 @@ from . import postprocess
 from .bundle import load_bundle_with_scope
 from .scope import ScopeGate, ScopeReading, ScopeResult, article, gate_result, unmeasured_result
 from .tasks import TASKS, Task, task_for_preprocessing
-from .tasks.base import FramedPreprocessor, ImageLike, Preprocessor
+from .tasks.base import FramedPreprocessor, ImageLike, Preprocessor, display_names
 from .where import InputFrame, Where
 
 
@@ -155,13 +155,14 @@ class Explainer:
         self.preprocessing: dict[str, Any] = meta["preprocessing"]
         self.task_spec: Task | None = task_for_preprocessing(self.preprocessing.get("kind"))
         self.display_names: list[str] = (
-            self.task_spec.display_names(meta) if self.task_spec is not None else Task().display_names(meta)
+            self.task_spec.display_names(meta) if self.task_spec is not None else display_names(meta)
         )
         self.groups: list[list[int]] = [list(map(int, g)) for g in meta["explanation_groups"]]
         self.class_explanations = np.asarray(meta["class_explanations"], dtype=np.float64)
         self.ranking: str = meta["ranking"]
         self.default_threshold = float(meta["defaults"]["threshold"])
-        self.default_top_n = int(meta["defaults"]["top_n"])
+        # a file's top N above its class count means all of them (the bundle allows it): settled here, once
+        self.default_top_n = min(int(meta["defaults"]["top_n"]), len(self.class_names))
         self._preprocess: Preprocessor | None = None
         self._framed_preprocess: FramedPreprocessor | None = None
         self.scope: ScopeGate | None = scope
@@ -416,4 +417,8 @@ class Explainer:
         """In or out of scope for one sample (see :meth:`explain`)."""
         if self.scope is not None and reading is not None:
             return gate_result(self.scope, reading)
-        return (self.task_spec or Task()).own_scope(explanation_probs, self.class_explanations, threshold)
+        if self.task_spec is None:  # no task to judge: nothing is measured, every image is in scope
+            from .scope import unmeasured_result
+
+            return unmeasured_result()
+        return self.task_spec.own_scope(explanation_probs, self.class_explanations, threshold)

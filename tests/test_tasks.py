@@ -57,3 +57,28 @@ def test_one_registry_of_architecture_families_builds_counts_and_describes() -> 
     assert "part mirror" in describe_architecture(parts) and "beak, tail" in describe_architecture(parts)
     with pytest.raises(ValueError, match="not one of \\('shapes', 'timm'\\)"):
         build_pair({"family": "keras"})
+
+
+def test_a_file_whose_top_n_exceeds_its_classes_means_all_of_them_everywhere(tmp_path) -> None:
+    from bundles import make_shapes_bundle
+    from explainer.bundle import load_bundle
+    from explainer.predictor import Explainer
+
+    pair, meta = load_bundle(make_shapes_bundle(tmp_path / "s.safetensors"))
+    meta["defaults"]["top_n"] = 99  # the bundle allows it: "above the class count: used as all"
+    explainer = Explainer(pair, meta)
+    assert explainer.default_top_n == 4 and explainer.resolve_controls() == (0.5, 4)
+    result = explainer.explain(np.array([0.7, 0.1, 0.1, 0.1]), np.array([0.9, 0.0, 0.0, 0.0, 0.0]))
+    assert result.predicted_class == "circle"
+
+
+def test_a_pair_of_no_known_task_reads_names_and_judges_nothing(tmp_path) -> None:
+    from bundles import make_shapes_bundle
+    from explainer.bundle import load_bundle
+    from explainer.predictor import Explainer
+
+    pair, meta = load_bundle(make_shapes_bundle(tmp_path / "s.safetensors"))
+    meta["preprocessing"] = {**meta["preprocessing"], "kind": "someone-elses"}
+    explainer = Explainer(pair, meta)
+    assert explainer.task_spec is None and explainer.display_names == meta["explanation_names"]
+    assert explainer.scope_result(np.zeros(5), 0.5, None).method == "none"

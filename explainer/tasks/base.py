@@ -33,6 +33,11 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:].rstrip(".") + "."
 
 
+def display_names(meta: Mapping[str, Any]) -> list[str]:
+    """The explanation names people read: the weights' display names, else the explanation names."""
+    return list(meta.get("explanation_display_names") or meta["explanation_names"])
+
+
 class Task(ABC):
     """The base class: shared checks here; what differs is abstract, and each subclass must answer it."""
 
@@ -99,7 +104,7 @@ class Task(ABC):
 
     def display_names(self, meta: Mapping[str, Any]) -> list[str]:
         """The explanation names people read: the weights' display names, else the explanation names."""
-        return list(meta.get("explanation_display_names") or meta["explanation_names"])
+        return display_names(meta)
 
     def own_scope(self, explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float) -> Any:
         """In or out of scope judged by the pair itself, for files without a scope network: by default nothing is
