@@ -45,7 +45,7 @@ from torch import nn
 from explainer import evaluation
 from explainer.bundle import load_bundle, save_bundle
 from explainer.drawn import is_training_drawing, read_drawings
-from explainer.models import ShapesMirror, part_mirror_spec
+from explainer.models import PartMirror, ShapesMirror, part_mirror_spec
 from explainer.predictor import Explainer
 from explainer.shapes import generate_outliers, generate_shapes, grounding
 from explainer.shapes.sketches import (
@@ -69,6 +69,7 @@ from explainer.shapes.training import (
     uniform_noise_images,
 )
 from explainer.training import run_phase, seed_everything
+from explainer.uploads import render_paper_photo
 
 SHAPE_LABELS = ("circle", "triangle", "square", "rectangle")
 PARTS_NOTE = (
@@ -104,6 +105,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outliers", type=int, default=2000, help="generate_outliers images (mixed)")
     p.add_argument("--noise", type=int, default=800)
     p.add_argument("--quickdraw-renders", type=int, default=6, help="renderings of each trainable drawing")
+    p.add_argument(
+        "--photo-renders",
+        type=int,
+        default=0,
+        help="also, phone photos on paper of each trainable drawing (explainer.uploads.render_paper_photo)",
+    )
     p.add_argument("--epochs", type=int, default=6, help="main network epochs (0: keep the main network of --init)")
     p.add_argument("--mirror-epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -208,8 +215,13 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
     if args.quickdraw is not None:
         for d_index, drawing in enumerate(d for d in read_drawings(args.quickdraw) if is_training_drawing(d)):
             cls, explanation = quickdraw_labels(drawing.label, drawing.strokes)
-            for r in range(args.quickdraw_renders):
-                image = paint_sketch(list(drawing.strokes), np.random.default_rng([args.seed, 7, d_index, r]))
+            for r in range(args.quickdraw_renders + args.photo_renders):
+                rng = np.random.default_rng([args.seed, 7, d_index, r])
+                if r < args.quickdraw_renders:
+                    image = paint_sketch(list(drawing.strokes), rng)
+                else:  # a phone photo of it on paper (plain, ruled or squared), as people upload drawings
+                    paper = ("plain", "ruled", "squared")[int(rng.integers(3))]
+                    image = render_paper_photo(list(drawing.strokes), rng, "paper", paper)
                 if drawing.label in SHAPE_LABELS:
                     if cls is not None and explanation is not None:
                         qd_main_x.append(image)
@@ -330,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         main_phase = {"best_epoch": main_result.best_epoch, "best_score": main_result.best_score}
 
     pair.set_coupling("frozen")
+    grounded = args.mirror_kind == "parts" or isinstance(pair.mirror, PartMirror)  # trained with its where-loss
     if args.mirror_kind == "parts":
         old = pair.mirror
         body = old if isinstance(old, ShapesMirror) and args.mirror_body else None
@@ -338,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         meta = {**meta, "architecture": {**meta["architecture"], "mirror": {
             "n_explanations": len(grounding.ROUTES), **part_mirror_spec(pair.mirror)}}}  # fmt: skip
+    if grounded:
         data["c_mirror"] = grounding.find_corners(data["x_mirror"], data["e_mirror"])
         data["c_val_mirror"] = grounding.find_corners(data["x_val_mirror"], data["e_val_mirror"])
     mirror_opt = nadam(list(pair.mirror.parameters()), args.mirror_lr)
@@ -365,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
 
     def mirror_eval() -> dict[str, float]:
-        if args.mirror_kind != "parts":
+        if not grounded:
             _, expl_logits = predict_logits(pair, data["x_val_mirror"], device)
             return explanation_scores(expl_logits, data["e_val_mirror"])
         logits, maps = [], []
@@ -379,14 +393,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         scores = explanation_scores(torch.cat(logits), data["e_val_mirror"])
         return {**scores, "val_corner_pointing": hits / max(counted, 1)}
 
-    tensors = [data["x_mirror"], data["e_mirror"]] + ([data["c_mirror"]] if args.mirror_kind == "parts" else [])
+    tensors = [data["x_mirror"], data["e_mirror"]] + ([data["c_mirror"]] if grounded else [])
     mirror_result = run_phase(
         "mirror",
         args.out,
         pair,
         mirror_opt,
         None,
-        batches(tensors, args.batch_size, args.seed + 1, args.mirror_kind != "parts"),
+        batches(tensors, args.batch_size, args.seed + 1, not grounded),
         mirror_step,
         mirror_eval,
         args.mirror_epochs,
@@ -443,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     if addition not in meta["description"]:
         meta["description"] = meta["description"] + " " + addition
-    if args.mirror_kind == "parts" and PARTS_NOTE not in meta["description"]:
+    if grounded and PARTS_NOTE not in meta["description"]:
         meta["description"] = meta["description"] + " " + PARTS_NOTE
     save_bundle(args.output, pair, meta)
     report = {
