@@ -47,6 +47,7 @@ from explainer.bundle import load_bundle, save_bundle
 from explainer.drawn import is_training_drawing, read_drawings
 from explainer.models import PartMirror, ShapesMirror, part_mirror_spec
 from explainer.predictor import Explainer
+from explainer.shape_input import NothingToClassify
 from explainer.shapes import generate_outliers, generate_shapes, grounding
 from explainer.shapes.sketches import (
     DRAWN_SAME_SIZE_MAX,
@@ -222,6 +223,10 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
                 else:  # a phone photo of it on paper (plain, ruled or squared), as people upload drawings
                     paper = ("plain", "ruled", "squared")[int(rng.integers(3))]
                     image = render_paper_photo(list(drawing.strokes), rng, "paper", paper)
+                    try:
+                        to_tensor([image], True)
+                    except NothingToClassify:  # a pencil too faint to tell from the paper: the app refuses it too
+                        continue
                 if drawing.label in SHAPE_LABELS:
                     if cls is not None and explanation is not None:
                         qd_main_x.append(image)
