@@ -77,6 +77,26 @@ def kept_explanations(probs: np.ndarray, threshold: float, groups: Sequence[Sequ
     return clean_groups(apply_threshold(probs, threshold), groups)
 
 
+def kept_threshold_range(
+    probs: np.ndarray, threshold: float, groups: Sequence[Sequence[int]]
+) -> tuple[float | None, float | None]:
+    """The thresholds that keep exactly what ``threshold`` keeps, for one sample: ``(low, high)``, and every ``t``
+    with ``low < t <= high`` keeps the same explanations. ``low`` is None when nothing that could be kept lies below
+    (down to 0), ``high`` None when nothing is kept (up to 1).
+
+    Why: on a confident image the probabilities sit near 0 and 1, so a threshold slider moved between them changes
+    nothing; saying over which range nothing changes makes that visible instead of looking broken. Thresholding keeps
+    each group's best only if it clears the threshold (the others are never higher), so the candidates are the group
+    winners and the ungrouped explanations; a score of 0 is never kept.
+    """
+    check_threshold(threshold)
+    candidates = clean_groups(np.asarray(probs, dtype=np.float64), groups)
+    candidates = candidates[candidates > 0]
+    kept = candidates[candidates >= threshold]
+    below = candidates[candidates < threshold]
+    return (float(below.max()) if below.size else None, float(kept.min()) if kept.size else None)
+
+
 def rank_scores(kept: np.ndarray, class_explanations: np.ndarray, ranking: str) -> np.ndarray:
     """Score every class by how well its known explanations match the kept ones.
 

@@ -86,3 +86,17 @@ def test_batch_verdicts_match_single_ones():
     predicted = rng.integers(0, 6, 20)
     batch = pp.verdicts(scores, predicted, 3)
     assert batch == [pp.verdict(s, int(p), 3) for s, p in zip(scores, predicted, strict=False)]
+
+
+def test_the_thresholds_that_keep_the_same_explanations():
+    """A confident image keeps the same explanations over almost the whole slider; the range is (the strongest
+    candidate below, the weakest kept], group losers never count (they are never kept) and a 0 is never kept."""
+    probs = np.array([0.0003, 0.9991, 0.2, 0.004, 0.97])  # "three vertices" wins its group over 0.2 and 0.0003
+    assert pp.kept_threshold_range(probs, 0.5, GROUPS) == pytest.approx((0.004, 0.97))
+    assert pp.kept_threshold_range(probs, 0.98, GROUPS) == pytest.approx((0.97, 0.9991))
+    assert pp.kept_threshold_range(probs, 0.001, GROUPS) == (None, pytest.approx(0.004))
+    low, high = pp.kept_threshold_range(np.array([0.0, 0.1, 0.0, 0.0, 0.2]), 0.5, GROUPS)
+    assert (low, high) == (pytest.approx(0.2), None)  # nothing kept: the same up to 1
+    assert pp.kept_threshold_range(np.zeros(5), 0.5, GROUPS) == (None, None)
+    with pytest.raises(ValueError, match="threshold 2"):
+        pp.kept_threshold_range(probs, 2.0, GROUPS)
