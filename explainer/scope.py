@@ -42,6 +42,7 @@ IMAGENET_BIRD_RANGES: tuple[tuple[int, int], ...] = ((7, 24), (80, 100), (127, 1
 IMAGENET_BIRD_CLASSES: tuple[int, ...] = tuple(i for lo, hi in IMAGENET_BIRD_RANGES for i in range(lo, hi + 1))
 SCOPE_METHODS = ("imagenet-birds", "explanations", "none")
 TRUNKS = ("own", "main")
+TOP_CLASSES = 5  # a reading keeps this many of the ImageNet model's most probable classes (what it sees)
 _REQUIRED = ("format", "architecture", "preprocessing", "in_scope_classes", "threshold", "class_names", "score")
 
 
@@ -175,6 +176,7 @@ class ScopeReading:
     top_class: int  # the most probable ImageNet class
     top_other: int  # the most probable ImageNet class that is not in scope (what the image looks like instead)
     top_other_probability: float
+    top_classes: tuple[tuple[int, float], ...] = ()  # the most probable ImageNet classes and their probabilities
 
 
 class ScopeGate:
@@ -251,10 +253,23 @@ class ScopeGate:
         others = probs.masked_fill(self._in_mask[None], -1.0)
         top_other_p, top_other = others.max(dim=1)
         top = probs.argmax(dim=1)
+        best_p, best = probs.topk(min(TOP_CLASSES, probs.shape[1]), dim=1)
         return [
-            ScopeReading(float(min(max(s, 0.0), 1.0)), int(t), int(o), float(op))
-            for s, t, o, op in zip(
-                inside.tolist(), top.tolist(), top_other.tolist(), top_other_p.tolist(), strict=False
+            ScopeReading(
+                float(min(max(s, 0.0), 1.0)),
+                int(t),
+                int(o),
+                float(op),
+                tuple((int(i), float(p)) for i, p in zip(indices, values, strict=True)),
+            )
+            for s, t, o, op, indices, values in zip(
+                inside.tolist(),
+                top.tolist(),
+                top_other.tolist(),
+                top_other_p.tolist(),
+                best.tolist(),
+                best_p.tolist(),
+                strict=False,
             )
         ]
 
