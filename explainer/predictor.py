@@ -106,10 +106,13 @@ class Explanation:
         }
 
     def sentence(self) -> str:
-        """The verdict in words a non-expert understands."""
-        pred, pref = self.predicted_class, self.preferred_class
-        n = self.top_n
-        top = "top class" if n == 1 else f"top {n} classes"
+        """The verdict in words a non-expert understands, one claim at a time: where the explanations rank the
+        predicted class, inside or outside the N they allow, and, only when they question it, which class they rank
+        first. A consistent verdict never names another class as preferred (the class may be 4th of the 10 allowed:
+        the sentence says so), and a tie is called a tie."""
+        pred = self.predicted_class
+        n_classes = len(self.class_names)
+        scores = np.asarray(self.ranking_scores, dtype=np.float64)
         case = self.verdict.case
         if not self.scope.in_scope and self.scope.method == "imagenet-birds":
             subject = self.scope.subject or "bird"
@@ -119,21 +122,62 @@ class Explanation:
                 f"{100 * self.scope.score:.1f}%, below the {100 * (self.scope.threshold or 0):g}% needed), so "
                 f"'{pred}' is a guess about something this model was not made for."
             )
-        if case == 1 and not np.any(self.ranking_scores > 0):
+        if case == 1 and not np.any(scores > 0):
             return (
                 f"Questioned: no kept explanation supports any class, so nothing backs '{pred}' (case 1); "
                 "the input may be none of the classes this model knows."
             )
+        place = f"{ordinal(self.verdict.rank)} of {n_classes}"
+        allowed = "the first place they allow" if self.top_n == 1 else f"the top {self.top_n} they allow"
         if case == 1:
-            return f"Questioned: none of the predicted explanations supports '{pred}' (case 1); they prefer '{pref}'."
+            return (
+                f"Questioned: no kept explanation supports '{pred}' (case 1); the explanations rank "
+                f"{self._first_by_explanations()}."
+            )
         if case == 3:
             return (
-                f"Questioned: '{pred}' is not among the {top} by explanations, which prefer '{pref}' "
-                f"(case 3: some support, but other classes fit better)."
+                f"Questioned: the explanations rank '{pred}' {place}, outside {allowed}; they rank "
+                f"{self._first_by_explanations()} (case 3)."
             )
         if case == 2:
-            return f"Consistent: the explanations support '{pred}', tied with another class (case 2)."
-        return f"Consistent: the explanations support '{pred}'."
+            predicted = self.verdict.predicted_class
+            tied = [self.class_names[c] for c in np.flatnonzero(scores == scores[predicted]) if c != predicted]
+            together = _names(tied)
+            if self.top_n == 1:
+                return (
+                    f"Consistent, with a tie: the explanations rank '{pred}' first of {n_classes}, together with "
+                    f"{together} (case 2)."
+                )
+            return (
+                f"Consistent, with a tie: the explanations rank '{pred}' {place} together with {together}, inside "
+                f"{allowed} (case 2)."
+            )
+        if self.top_n == 1:
+            return f"Consistent: the explanations rank '{pred}' first of {n_classes}."
+        return f"Consistent: the explanations rank '{pred}' {place}, inside {allowed}."
+
+    def _first_by_explanations(self) -> str:
+        """ "'square' first", or with a tie at the top "'square' first, tied with 'rectangle'"."""
+        scores = np.asarray(self.ranking_scores, dtype=np.float64)
+        first = [self.class_names[c] for c in np.flatnonzero(scores == scores.max())]
+        if len(first) == 1:
+            return f"'{first[0]}' first"
+        return f"'{first[0]}' first, tied with {_names(first[1:])}"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, 112th."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _names(names: Sequence[str], listed: int = 3) -> str:
+    """ "'a'", "'a' and 'b'", "'a', 'b', 'c' and 4 others": a tie among many classes stays one short phrase."""
+    quoted = [f"'{name}'" for name in names[:listed]]
+    rest = len(names) - len(quoted)
+    if rest:
+        return ", ".join(quoted) + f" and {rest} other{'s' if rest > 1 else ''}"
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
 
 
 class Explainer:
