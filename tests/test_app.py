@@ -657,7 +657,7 @@ def test_class_chart_orders_and_highlights() -> None:
 def test_ranking_chart_cut_tie_and_appended_prediction() -> None:
     names = ["a", "b", "c", "d", "e"]
     tie = charts.ranking_chart(names, np.array([1.0, 1.0, 0.5, 0.2, 0.0]), 1, 1, 3)
-    assert bar_labels(tie)[:2] == ["1. b ◀", "1. a"]  # a tie at the cut is inside, prediction first
+    assert bar_labels(tie)[:2] == ["=1. b ◀", "=1. a"]  # a tie at the cut is inside, prediction first
     assert tie["layout"]["shapes"][0]["y0"] == 1.5
     far = charts.ranking_chart(names, np.array([0.9, 0.8, 0.7, 0.6, 0.1]), 4, 2, 2)
     assert bar_labels(far) == ["1. a", "2. b", "5. e ◀"]

@@ -4,10 +4,11 @@ Why dicts and not ``plotly.graph_objects``: building and validating three ``go.F
 app's 50 ms budget for re-rendering on a slider move; a dict of Python lists costs well under a millisecond and
 ``json.dumps`` serialises it. :func:`to_figure` turns a dict into a validated ``go.Figure`` when one is wanted.
 
-Every chart has its title inside the figure, lists its rows best first, writes each bar's value in a column to the
-right of the plot (so that no dashed threshold or cut line ever runs through a value), shows long names in full,
-wrapped over lines, explains its colours and dashed lines in a legend below, sizes its height to its rows and lines,
-and disables zoom and the mode bar, so that it stays readable on a phone.
+Every chart has its title inside the figure, clear of its box's border, lists its rows best first, writes each
+bar's value in a column to the right of the plot (so that no dashed threshold or cut line ever runs through a value),
+shows long names in full, wrapped over lines (a mark such as the prediction's ◀ stays with the last word), explains
+its colours and dashed lines in a legend below, sizes its height to its rows and lines, and disables zoom and the
+mode bar, so that it stays readable on a phone.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ MUTED = "#d1d5db"  # below the threshold / outside the top N
 GROUP_DROPPED = "#f59e0b"  # above the threshold but removed by group cleaning
 FORCED = "#7c3aed"  # switched on or off by the user
 CUT = "#dc2626"  # threshold and top-N lines
+SCOPE_SUBJECT = "#16a34a"  # the ImageNet model's classes of the model's subject (birds)
 MAX_LABEL_CHARS = 30  # kept for callers that want one short line (short_label)
 WRAP_CHARS = 22  # names are wrapped at word boundaries to lines of at most this many characters
 _ROW_PX = 30
 _LINE_PX = 15  # each extra line of a wrapped name
 _VALUES_PX = 58  # the value column right of the plot
-_TITLE_PX = 40
+_TITLE_PX = 48
+_TITLE_PAD_PX = 12  # between the box's top border and the title
 _AXIS_PX = 34
 _LEGEND_LINE_PX = 24
 _LEGEND_ITEMS_PER_LINE = 2  # what a phone-wide legend fits on one line
@@ -62,11 +65,15 @@ def wrap_label(name: str, width: int = WRAP_CHARS) -> str:
 
 
 def _with_mark(wrapped: str, mark: str, width: int = WRAP_CHARS) -> str:
-    """Append a mark such as "(forced on)" to a wrapped name, on its last line if it fits there, never split."""
+    """Append a mark such as "(forced on)" or "◀" to a wrapped name, on its last line if it fits there, never split.
+    A symbol (one or two characters) always goes on the last line, a little past the width if need be: alone on a line
+    of its own it would point at nothing. A longer mark that does not fit gets a line of its own."""
     if not mark:
         return wrapped
     last = wrapped.rsplit("<br>", 1)[-1]
-    return f"{wrapped} {mark}" if len(last) + 1 + len(mark) <= width else f"{wrapped}<br>{mark}"
+    if len(last) + 1 + len(mark) <= width or len(mark) <= 2:
+        return f"{wrapped} {mark}"
+    return f"{wrapped}<br>{mark}"
 
 
 def _lines(label: str) -> int:
@@ -121,7 +128,7 @@ def _layout(
             "x": 0,
             "xref": "container",
             "xanchor": "left",
-            "pad": {"l": 8},
+            "pad": {"l": 8, "t": _TITLE_PAD_PX},
             "y": 1,
             "yref": "container",
             "yanchor": "top",
@@ -284,13 +291,15 @@ def explanation_chart(
     raw: bool = False,
     overrides: Mapping[int, bool] | None = None,
 ) -> Figure:
-    """The most probable explanations with the threshold marked.
+    """The most probable explanations with the threshold marked, and how many are kept in the title.
 
     Cleaned view (default, like the reference): within each group only the most probable explanation is listed;
     bars at or above the threshold are kept (accent), those below are greyed. Raw view (``raw=True``): every
-    explanation, with the ones group cleaning removes in amber. Explanations the user forced on or off are always
-    listed, in violet, marked "(forced on)" / "(forced off)". Each bar carries its explanation's full name
-    (``customdata``), which the page sends when the bar is clicked.
+    explanation, with the ones group cleaning removes in amber. A third of the ``top_k`` rows (rounded down) go to the
+    strongest explanations below the threshold when there are any, so that the chart always shows what the threshold
+    leaves out and a slider move shows what it would keep next; the title then says how many kept ones are shown.
+    Explanations the user forced on or off are always listed, in violet, marked "(forced on)" / "(forced off)". Each
+    bar carries its explanation's full name (``customdata``), which the page sends when the bar is clicked.
     """
     probs = np.asarray(explanation_probs, dtype=np.float64)
     kept = np.asarray(kept_scores, dtype=np.float64)
@@ -304,9 +313,14 @@ def explanation_chart(
     if cleaned.shape != (n,):
         raise ValueError(f"cleaned explanation scores have shape {cleaned.shape}; expected ({n},)")
     listed = probs if raw else cleaned
-    candidates = [int(i) for i in np.argsort(-listed, kind="stable") if raw or listed[i] > 0 or int(i) in overrides]
-    rows = candidates[:top_k]
-    rows += [i for i in overrides if i not in rows]  # forced explanations stay visible whatever their rank
+    candidates = [
+        int(i) for i in np.argsort(-listed, kind="stable") if int(i) not in overrides and (raw or listed[i] > 0)
+    ]
+    above = [i for i in candidates if listed[i] >= threshold]
+    below = [i for i in candidates if listed[i] < threshold]
+    n_below = min(len(below), max(top_k // 3, top_k - len(above)))
+    rows = above[: top_k - n_below] + below[:n_below]
+    rows += list(overrides)  # forced explanations stay visible whatever their rank
     rows.sort(key=lambda i: (-probs[i], i))
 
     def category(i: int) -> str:
@@ -335,8 +349,13 @@ def explanation_chart(
     keys = [explanation_names[i] for i in rows]  # a click on a bar chooses its explanation for the "Where" panel
     data = _grouped_bars(rows, labels, categories, colours, probs, text, hover, keys)
     data.append(_legend_line(f"threshold {threshold:.2f}"))
-    title = "Explanations: raw list" if raw else "Explanations (one per group)"
-    layout = _layout(title, labels, [0, 1], len(data), True)
+    n_kept = int(np.count_nonzero(kept > 0))
+    shown_kept = sum(1 for i in rows if kept[i] > 0)
+    title = f"Explanations{', raw list' if raw else ''}: {n_kept} of {n} kept"
+    if shown_kept < n_kept:
+        title += f", {shown_kept} shown"
+    unit = "probability, every explanation" if raw else "probability, one explanation per group"
+    layout = _layout(title, labels, [0, 1], len(data), True, unit)
     layout["annotations"] += _value_column(labels, text)
     layout["shapes"].append(
         {
@@ -367,9 +386,14 @@ def ranking_chart(
 ) -> Figure:
     """Classes ranked by how well their known explanations match the kept ones.
 
-    Shows the best ``top_k`` classes, or all classes inside the top-N cut if more (ties at the cut are inside, and
+    Shows the best ``top_k`` classes, or all classes ranked inside the top N if more (ties at the cut are inside, and
     the predicted class comes first among its ties); the predicted class is appended with its rank when it falls
     outside. Highlights the main prediction in the accent colour and draws the top-N cut as a dashed line.
+
+    Honest about ties and about no support, as the verdict counts them: tied classes share a rank written "=2.", and
+    a class no kept explanation supports (score 0) has no rank ("–"), is never inside the cut, and when no class is
+    supported the title says so and no cut is drawn.
+
     ``normalized`` scores are shares in [0, 1] (of the class's explanations) and shown in percent. Weighted scores
     (the birds ranking: kept probabilities x the class's attribute frequencies, summed) have no unit a person knows,
     so they are shown as a share of the best class's score (100% = the best class); the hover keeps the raw score.
@@ -385,32 +409,47 @@ def ranking_chart(
     # class comes first among its ties, so that a tie at the cut shows inside it, as the verdict treats it.
     order = sorted(range(scores.size), key=lambda c: (-scores[c], c != predicted_class, c))
     position = {c: 1 + int(np.sum(scores > scores[c])) for c in order}
-    inside_cut = {c for c in order if position[c] <= top_n}
-    shown = order[: max(top_k, len(inside_cut))]
+    supported = {c for c in order if scores[c] > 0}
+    tied = {c for c in supported if int(np.sum(scores == scores[c])) > 1}
+    inside_cut = {c for c in supported if position[c] <= top_n}
+    shown = order[: max(top_k, sum(1 for c in order if position[c] <= top_n))]  # unsupported ones there: below the cut
     if predicted_class not in shown:
         shown.append(predicted_class)
     best_score = float(scores.max()) if scores.size else 0.0
     shown_values = scores if normalized else (scores / best_score if best_score > 0 else np.zeros_like(scores))
+    inside = "first place" if top_n == 1 else f"inside the top {top_n}"
     names, categories, text, hover = [], [], [], []
     for c in shown:
-        mark = " ◀" if c == predicted_class else ""  # the colour and the legend say "main prediction"
-        names.append(wrap_label(f"{position[c]}. {class_names[c]}{mark}"))
+        mark = "◀" if c == predicted_class else ""  # the colour and the legend say "main prediction"
+        rank = "–" if c not in supported else f"={position[c]}." if c in tied else f"{position[c]}."
+        names.append(_with_mark(wrap_label(f"{rank} {class_names[c]}"), mark))
         categories.append(
-            "main prediction" if c == predicted_class else f"inside the top {top_n}" if c in inside_cut else "outside"
+            "main prediction"
+            if c == predicted_class
+            else inside
+            if c in inside_cut
+            else "outside"
+            if c in supported
+            else "no support"
         )
         value = float(shown_values[c])
         text.append(_percent(value))
         detail = "" if normalized else f" of the best (score {float(scores[c]):.3g})"
-        hover.append(f"#{position[c]} {class_names[c]}: {text[-1]}{detail}" + (" (main prediction)" if mark else ""))
+        place = "no kept explanation supports it" if c not in supported else f"#{position[c]}"
+        place += " (tie)" if c in tied else ""
+        hover.append(f"{place} {class_names[c]}: {text[-1]}{detail}" + (" (main prediction)" if mark else ""))
     labels = _unique(names)
-    colours = {"main prediction": ACCENT, f"inside the top {top_n}": SUPPORT, "outside": MUTED}
+    colours = {"main prediction": ACCENT, inside: SUPPORT, "outside": MUTED, "no support": MUTED}
     data = _grouped_bars(shown, labels, categories, colours, shown_values, text, hover)
     cut_after = sum(1 for c in shown if c in inside_cut)  # rows inside the cut come first
-    draw_cut = cut_after < len(shown)
+    draw_cut = bool(supported) and cut_after < len(shown)
     if draw_cut:
         data.append(_legend_line(f"top-{top_n} cut"))
-    unit = "" if normalized else "score as % of the best class"
-    layout = _layout("Classes ranked by the explanations", labels, [0, 1], len(data), True, unit)
+    notes = [] if normalized else ["score as % of the best class"]
+    if tied & set(shown):
+        notes.append("= tied")
+    title = "Classes ranked by the explanations" + ("" if supported else ": none is supported")
+    layout = _layout(title, labels, [0, 1], len(data), True, "; ".join(notes))
     layout["annotations"] += _value_column(labels, text)
     if draw_cut:  # between the last row inside the cut and the next (category positions are 0-based)
         layout["shapes"].append(
@@ -425,6 +464,50 @@ def ranking_chart(
                 "line": {"color": CUT, "width": 2, "dash": "dash"},
             }
         )
+    return _figure(data, layout)
+
+
+def scope_chart(
+    top_classes: Sequence[tuple[str, float, bool]],
+    subject_count: int,
+    subject_score: float,
+    threshold: float,
+    subject: str = "bird",
+) -> Figure:
+    """What the scope network (an ImageNet classifier) sees in an image the model was not made for: its most
+    probable classes, then one row for all its ``subject`` classes together, with the share needed to count as one
+    drawn as a dashed line on that row only: why the model stopped. ``top_classes``: (plain name, probability, whether
+    it is one of the subject's classes), best first; ``subject_count``: how many of its classes are the subject's."""
+    check_threshold(threshold)
+    if not top_classes:
+        raise ValueError("the scope reading lists no classes")
+    plural = f"{subject} classes"
+    rows = [(str(name), float(p), bool(is_subject)) for name, p, is_subject in top_classes]
+    rows.append((f"all {subject_count} {plural} together", float(subject_score), True))
+    labels = _unique([wrap_label(name) for name, _, _ in rows])
+    categories = [f"{subject} class" if is_subject else "other class" for _, _, is_subject in rows]
+    categories[-1] = f"all {plural}"
+    colours = {"other class": SUPPORT, f"{subject} class": SCOPE_SUBJECT, f"all {plural}": SCOPE_SUBJECT}
+    values = np.asarray([p for _, p, _ in rows])
+    text = [_percent(p) for _, p, _ in rows]
+    hover = [f"{name}: {t}" for (name, _, _), t in zip(rows, text, strict=True)]
+    data = _grouped_bars(list(range(len(rows))), labels, categories, colours, values, text, hover)
+    data.append(_legend_line(f"needed: {100 * threshold:g}%"))
+    layout = _layout("What the ImageNet model sees", labels, [0, 1], len(data), True)
+    layout["annotations"] += _value_column(labels, text)
+    last = len(rows) - 1
+    layout["shapes"].append(
+        {
+            "type": "line",
+            "xref": "x",
+            "yref": "y",
+            "x0": threshold,
+            "x1": threshold,
+            "y0": last - 0.45,
+            "y1": last + 0.45,
+            "line": {"color": CUT, "width": 2, "dash": "dash"},
+        }
+    )
     return _figure(data, layout)
 
 
