@@ -72,24 +72,71 @@ SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica N
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 THEME = gr.themes.Default(primary_hue="blue", font=SYSTEM_FONTS, font_mono=MONO_FONTS)  # no web font is fetched
 # The upload limit, the request guard and the closed monitoring page come with ServedBlocks (webapp/server.py).
-LAUNCH_OPTIONS = {"theme": THEME, "css": webapp.CSS, "footer_links": ["api", "settings"]}
-# Gradio's image editor starts with no tool selected; pick the brush once so that the first stroke draws.
-SELECT_BRUSH_JS = """
+LAUNCH_OPTIONS = {"theme": THEME, "css": webapp.CSS, "head": webapp.HEAD, "footer_links": ["api", "settings"]}
+# Gradio's image editor starts with no tool selected, and its "Clear canvas" drops the tool again ("select the draw
+# tool to start"): pick the brush when the page loads and after every clear, so that the next stroke draws. Gradio
+# marks the chosen tool's button "highlight"; the brush is clicked only while it is not chosen (a second click would
+# open its size menu).
+KEEP_BRUSH_JS = """
 () => {
-  let tries = 0;
-  const timer = setInterval(() => {
-    const brush = document.querySelector('#shapes-sketch button[aria-label="Brush"]');
-    if (brush) { brush.click(); }
-    if (brush || ++tries > 100) { clearInterval(timer); }
-  }, 100);
+  const pickBrush = (always, limit) => {
+    let tries = 0;
+    const timer = setInterval(() => {
+      const brush = document.querySelector('#shapes-sketch button[aria-label="Brush"]');
+      if (brush && (always || !brush.classList.contains('highlight'))) { brush.click(); }
+      if ((brush && always) || ++tries > limit) { clearInterval(timer); }
+    }, 100);
+  };
+  pickBrush(true, 100);
+  document.addEventListener('click', (event) => {
+    if (event.target.closest && event.target.closest('#shapes-sketch button[aria-label="Clear canvas"]')) {
+      pickBrush(false, 20);  // watched for 2 s: the clear lands after this click
+    }
+  }, true);
 }
 """
-# On a narrow screen the results are under the inputs: bring the verdict (and the first chart under it) into view
-# once a classification has finished.
-SCROLL_TO_RESULT_JS = """
+# The upload box's "Upload file" icon only selects the source (with a photo shown it takes the photo out first) and
+# opens no file chooser; make it open one, as a person expects. The click is the user's, so the browser allows it.
+UPLOAD_ICON_JS = """
 () => {
-  if (window.innerWidth > 768) { return; }
+  document.addEventListener('click', (event) => {
+    const icon = event.target.closest && event.target.closest('[id$="-upload"] button[aria-label="Upload file"]');
+    if (!icon) { return; }
+    const box = icon.closest('[id$="-upload"]');
+    let tries = 0;
+    const timer = setInterval(() => {
+      const input = box.querySelector('input[type=file]');
+      if (input) { input.click(); }
+      if (input || ++tries > 20) { clearInterval(timer); }
+    }, 50);
+  }, true);
+}
+"""
+# The fold over the model's charts for a photo that is not a bird: a button opens and closes it in the page (no
+# server call). Folded, the charts keep their width and only lose their height, so that Plotly lays them out right.
+GUESS_TOGGLE_JS = """
+() => {
+  const panel = document.getElementById('%s-guess');
+  const button = document.getElementById('%s-guess-toggle');
+  if (!panel || !button) { return; }
+  const folded = panel.classList.toggle('guess-folded');
+  const words = button.textContent.trim();
+  button.textContent = folded
+    ? words.replace(/^Hide (.*)$/, 'Show $1 anyway')
+    : words.replace(/^Show (.*) anyway$/, 'Hide $1');
+  button.setAttribute('aria-expanded', String(!folded));
+}
+"""
+# After a classification: a verdict closes every warning toast still showing (a toast must never cover a verdict),
+# and on a narrow screen, where the results are under the inputs, the verdict (the controls and the first chart under
+# it) is brought into view.
+AFTER_RESULT_JS = """
+() => {
   const status = document.getElementById('%s-status');
+  if (status && status.querySelector('.badge')) {
+    document.querySelectorAll('.toast-body .toast-close').forEach((close) => close.click());
+  }
+  if (window.innerWidth > 768) { return; }
   if (status) { window.scrollTo({top: status.getBoundingClientRect().top + window.scrollY - 12}); }  // badge whole
 }
 """
@@ -130,7 +177,44 @@ RENDER_CONCURRENCY = 4  # re-rendering from the cache is cheap numpy + JSON
 
 
 def _controls(app: webapp.TaskApp) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Checkbox]:
-    """Threshold, top N and top k sliders, defaulting to the weights' metadata, and the raw-list switch."""
+    """Threshold, top N and top k sliders, defaulting to the weights' metadata, and the raw-list switch: right under
+    the verdict (and, for a photo the model is not for, under what the ImageNet model sees), the two that change the
+    verdict side by side on a desktop (one above the other on a phone), so that the verdict stays in view while a
+    slider moves."""
+    task = app.model.task
+    row = {"equal_height": False}
+    slider_width = 260  # two side by side in a desktop's results column, one per line on a phone
+    with gr.Group(elem_id=f"{task}-controls", elem_classes="controls"):
+        with gr.Row(**row):
+            threshold, top_n = _verdict_sliders(app, slider_width)
+        top_k, show_raw = _chart_controls(app, slider_width)  # one under the other (a checkbox does not wrap in a row)
+    return threshold, top_n, top_k, show_raw
+
+
+def _chart_controls(app: webapp.TaskApp, width: int) -> tuple[gr.Slider, gr.Checkbox]:
+    """Bars per chart and the raw-list switch: they change the charts, not the verdict."""
+    task = app.model.task
+    top_k = gr.Slider(
+        1,
+        app.top_k_max,
+        value=app.default_top_k,
+        step=1,
+        precision=0,
+        label="Bars per chart (top k)",
+        min_width=width,
+        elem_id=f"{task}-top-k",
+    )
+    show_raw = gr.Checkbox(
+        False,
+        label="Show the raw explanation list (before group cleaning)",
+        min_width=width,
+        elem_id=f"{task}-raw",
+    )
+    return top_k, show_raw
+
+
+def _verdict_sliders(app: webapp.TaskApp, width: int) -> tuple[gr.Slider, gr.Slider]:
+    """The two sliders that change the verdict."""
     task = app.model.task
     threshold = gr.Slider(
         0,
@@ -139,6 +223,7 @@ def _controls(app: webapp.TaskApp) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.
         step=0.01,
         label="Explanation threshold",
         info="Explanations at or above it are kept.",
+        min_width=width,
         elem_id=f"{task}-threshold",
     )
     top_n = gr.Slider(
@@ -149,19 +234,10 @@ def _controls(app: webapp.TaskApp) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.
         precision=0,
         label="Top N",
         info="The prediction is consistent if its class is among the N best by explanations.",
+        min_width=width,
         elem_id=f"{task}-top-n",
     )
-    top_k = gr.Slider(
-        1,
-        app.top_k_max,
-        value=app.default_top_k,
-        step=1,
-        precision=0,
-        label="Bars per chart (top k)",
-        elem_id=f"{task}-top-k",
-    )
-    show_raw = gr.Checkbox(False, label="Show the raw explanation list (before group cleaning)", elem_id=f"{task}-raw")
-    return threshold, top_n, top_k, show_raw
+    return threshold, top_n
 
 
 def _interventions(app: webapp.TaskApp) -> tuple[gr.components.Component, gr.components.Component]:
@@ -306,19 +382,29 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
                 reset = gr.Button("Clear interventions", size="sm")
         with gr.Column(scale=7, min_width=320, elem_classes="results"):
             status = gr.Markdown(app.prompt, elem_classes="verdict", elem_id=f"{task}-status")
-            gr.Markdown(CHART_HINT, elem_classes="chart-hint", elem_id=f"{task}-chart-hint")
             plots = {"show_label": False, "elem_classes": "result-chart"}
-            class_plot = gr.Plot(label="Main network: top classes", elem_id=f"{task}-classes", **plots)
-            explanation_plot = gr.Plot(
-                label="Explanations",
-                show_label=False,
-                elem_id=f"{task}-explanations",
-                elem_classes=["result-chart", "explanations-chart"],
+            # For a photo the model is not for (a cat on the birds tab): what the ImageNet model sees, and the model's
+            # own charts folded away below; otherwise no such chart, and the fold shows no header.
+            scope_plot = gr.Plot(label="What the ImageNet model sees", elem_id=f"{task}-scope", **plots)
+            threshold, top_n, top_k, show_raw = _controls(app)
+            gr.Markdown(CHART_HINT, elem_classes="chart-hint", elem_id=f"{task}-chart-hint")
+            guess_toggle = gr.Button(
+                webapp.guess_label(),
+                visible=False,
+                size="md",
+                elem_id=f"{task}-guess-toggle",
+                elem_classes="guess-toggle",
             )
-            where_panel, where = _where_panel(task)
-            ranking_plot = gr.Plot(label="Classes ranked by the explanations", elem_id=f"{task}-ranking", **plots)
-            with gr.Accordion("Controls", open=True):
-                threshold, top_n, top_k, show_raw = _controls(app)
+            with gr.Column(elem_id=f"{task}-guess", elem_classes=["guess-panel"]) as guess_panel:
+                class_plot = gr.Plot(label="Main network: top classes", elem_id=f"{task}-classes", **plots)
+                explanation_plot = gr.Plot(
+                    label="Explanations",
+                    show_label=False,
+                    elem_id=f"{task}-explanations",
+                    elem_classes=["result-chart", "explanations-chart"],
+                )
+                where_panel, where = _where_panel(task)
+                ranking_plot = gr.Plot(label="Classes ranked by the explanations", elem_id=f"{task}-ranking", **plots)
     with gr.Accordion("Result as JSON", open=False):
         result = gr.JSON(label="Result", elem_id=f"{task}-json")
     with gr.Accordion("About this model", open=False):
@@ -338,6 +424,10 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
         "force_present": force_present,
         "force_absent": force_absent,
         "where_panel": where_panel,
+        "scope_plot": scope_plot,
+        "guess_toggle": guess_toggle,
+        "guess_panel": guess_panel,
+        "upload": upload,
         **where,
     }
     classify_outputs = [components[name] for name in webapp.ClassifyOutputs._fields]
@@ -353,15 +443,24 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
             api_name=f"{task}_sketch",
             preprocess=False,
             **network,
-        ).then(None, js=SCROLL_TO_RESULT_JS % task)
+        ).then(None, js=AFTER_RESULT_JS % task)
     # preprocess=False everywhere: images reach the handlers as files, never decoded by Gradio (the library's check
     # reads the header first), and the handlers check the controls themselves, in plain words; which files a visitor
     # may send is decided before (ServedBlocks)
     upload.change(
         app.classify_image, [upload, *controls], classify_outputs, api_name=f"{task}_image", preprocess=False, **network
-    ).then(None, js=SCROLL_TO_RESULT_JS % task)
+    ).then(None, js=AFTER_RESULT_JS % task)
+    # A slider's ↺ (reset to its default) sends "change" and "release", never "input": listen to "release" too, or the
+    # slider snaps back while the verdict keeps the old value.
+    sliders = [threshold, top_n, top_k]
     gr.on(
-        [threshold.input, top_n.input, top_k.input, show_raw.input, force_present.input, force_absent.input],
+        [
+            *(slider.input for slider in sliders),
+            *(slider.release for slider in sliders),
+            show_raw.input,
+            force_present.input,
+            force_absent.input,
+        ],
         app.rerender,
         [cache, *controls, force_present, force_absent, where_choice],
         render_outputs,
@@ -379,6 +478,11 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
         show_progress="hidden",
         concurrency_limit=RENDER_CONCURRENCY,
         preprocess=False,
+    )
+    guess_toggle.click(
+        None,
+        js=GUESS_TOGGLE_JS % (task, task),
+        api_visibility="private",
     )
     # Choosing an explanation redraws its picture from the cache: from the list, or by clicking its bar
     where_inputs = [cache, where_choice, threshold, top_n, force_present, force_absent]
@@ -403,7 +507,8 @@ with ServedBlocks(title="Explainer: does the explanation back the prediction?", 
         for task in TASKS.values():
             with gr.Tab(task.title, id=task.name):
                 _task_tab(MODELS[task.name], EXAMPLES[task.name])
-    demo.load(None, js=SELECT_BRUSH_JS, api_visibility="private")
+    demo.load(None, js=KEEP_BRUSH_JS, api_visibility="private")
+    demo.load(None, js=UPLOAD_ICON_JS, api_visibility="private")
     demo.load(None, js=BAR_CLICK_JS, api_visibility="private")
 demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=256)
 

@@ -412,8 +412,8 @@ def test_threshold_moves_what_is_kept(shapes: webapp.TaskApp, triangle_cache: di
     high = shapes.rerender(triangle_cache, 0.95, 1, 5, False)
     assert low.result["kept_explanations"] == ["three vertices", "all edges have the same size"]
     assert high.result["kept_explanations"] == [] and high.result["case"] == 1 and "Questioned" in high.status
-    assert "prefer:** no class (none is supported)" in high.status and "rank of" not in high.status
-    assert "prefer:** triangle" in low.status and "rank of triangle by explanations:** 1 of 4" in low.status
+    assert "no kept explanation supports any class" in high.status and "rank 'triangle'" not in high.status
+    assert "Consistent: the explanations rank 'triangle' first of 4" in low.status
     line = plot_json(high.explanation_plot)["layout"]["shapes"][0]
     assert line["x0"] == line["x1"] == 0.95
 
@@ -711,3 +711,109 @@ def test_values_sit_right_of_the_plot_clear_of_the_dashed_lines() -> None:
     assert any("parallel" in label for label in bar_labels(figure))  # the full name, wrapped
     one_line = charts.explanation_chart(["a"], np.array([0.9]), np.array([0.9]), 0.5, 1)
     assert figure["layout"]["height"] > one_line["layout"]["height"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The app as a person meets it (issue 21): wording, the kept count, honest ties, marks, the ImageNet view, bad files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_verdict_never_calls_another_class_preferred_beside_consistent(shapes: webapp.TaskApp) -> None:
+    """Each case in one sentence: where the explanations rank the class and, only when questioned, which class they
+    rank first; ties are called ties."""
+    explain = shapes._explainer.explain
+    triangle = np.array([0.05, 0.8, 0.1, 0.05])
+    # three vertices + same size kept: triangle 1.0, square 1/3 -> consistent, first
+    assert explain(triangle, np.array([0.1, 0.9, 0.3, 0.2, 0.7]), 0.5, 1).sentence() == (
+        "Consistent: the explanations rank 'triangle' first of 4."
+    )
+    # four vertices + parallel + same size kept: square 1.0, rectangle 1.0, triangle 0.5 -> 3rd, inside the top 3
+    third = explain(triangle, np.array([0.1, 0.2, 0.9, 0.8, 0.7]), 0.5, 3).sentence()
+    assert third == "Consistent: the explanations rank 'triangle' 3rd of 4, inside the top 3 they allow."
+    questioned = explain(triangle, np.array([0.1, 0.2, 0.9, 0.8, 0.7]), 0.5, 1).sentence()
+    assert questioned == (
+        "Questioned: the explanations rank 'triangle' 3rd of 4, outside the first place they allow; they rank "
+        "'square' first, tied with 'rectangle' (case 3)."
+    )
+    square = np.array([0.05, 0.05, 0.8, 0.1])  # square (3 of 3) and rectangle (2 of 2) tie at 1.0
+    tie = explain(square, np.array([0.1, 0.2, 0.9, 0.8, 0.7]), 0.5, 1).sentence()
+    assert (
+        tie == "Consistent, with a tie: the explanations rank 'square' first of 4, together with 'rectangle' (case 2)."
+    )
+    circle = np.array([0.8, 0.1, 0.05, 0.05])
+    assert explain(circle, np.array([0.1, 0.9, 0.3, 0.2, 0.7]), 0.5, 1).sentence() == (
+        "Questioned: no kept explanation supports 'circle' (case 1); the explanations rank 'triangle' first."
+    )
+
+
+def test_the_status_says_how_many_explanations_are_kept_and_over_which_thresholds(
+    shapes: webapp.TaskApp, triangle_cache: dict
+) -> None:
+    out = shapes.rerender(triangle_cache, 0.5, 1, 5, False)
+    assert "**Explanations kept:** 2 of 5 at threshold 0.50" in out.status
+    # 0.3 loses its group, so the strongest below is 0.2; the weakest kept is 0.7 in float32, just under 0.70
+    assert "any threshold from 0.21 to 0.69 keeps the same 2." in out.status
+    assert "explanations prefer" not in out.status and "**Main network:** triangle (80.0%)" in out.status
+    none = shapes.rerender(triangle_cache, 0.95, 1, 5, False)
+    assert "0 of 5 at threshold 0.95" in none.status and "any threshold from 0.90 to 1.00 keeps none." in none.status
+    title = plot_json(out.explanation_plot)["layout"]["title"]["text"]
+    assert title == "<b>Explanations: 2 of 5 kept</b>"
+
+
+def test_the_explanation_chart_keeps_a_third_of_its_rows_for_the_strongest_below_the_threshold() -> None:
+    probs = np.linspace(0.95, 0.05, 10)
+    kept = np.where(probs >= 0.3, probs, 0.0)  # 7 kept
+    figure = charts.explanation_chart([f"e{i}" for i in range(10)], probs, kept, 0.3, 6)
+    greyed = [t for t in figure["data"] if t.get("name") == "below threshold"]
+    assert bar_labels(figure) == ["e0", "e1", "e2", "e3", "e7", "e8"] and greyed[0]["y"] == ["e7", "e8"]
+    assert figure["layout"]["title"]["text"] == "<b>Explanations: 7 of 10 kept, 4 shown</b>"
+    everything = charts.explanation_chart([f"e{i}" for i in range(10)], probs, kept, 0.3, 10)
+    assert len(bar_labels(everything)) == 10 and "shown" not in everything["layout"]["title"]["text"]
+
+
+def test_the_ranking_chart_marks_ties_and_gives_no_rank_without_support() -> None:
+    names = ["circle", "triangle", "square", "rectangle"]
+    nothing = charts.ranking_chart(names, np.zeros(4), 1, 1, 4)
+    assert bar_labels(nothing) == ["– triangle ◀", "– circle", "– square", "– rectangle"]
+    assert nothing["layout"]["shapes"] == [] and "none is supported" in nothing["layout"]["title"]["text"]
+    assert {t["name"] for t in nothing["data"]} == {"main prediction", "no support"}
+    tie = charts.ranking_chart(names, np.array([0.0, 0.5, 1.0, 1.0]), 2, 1, 4)
+    assert bar_labels(tie) == ["=1. square ◀", "=1. rectangle", "3. triangle", "– circle"]
+    assert "first place" in {t["name"] for t in tie["data"]} and "= tied" in tie["layout"]["xaxis"]["title"]["text"]
+    assert tie["layout"]["shapes"][0]["y0"] == 1.5  # the cut under the two tied first
+
+
+def test_the_predictions_mark_stays_on_its_names_line() -> None:
+    figure = charts.ranking_chart(["Anna's Hummingbird", "x"], np.array([0.5, 0.9]), 0, 1, 2)
+    assert bar_labels(figure)[1] == "2. Anna's Hummingbird ◀"  # 23 characters: a little past the width, one line
+    assert charts._with_mark("three vertices", "(forced off)") == "three vertices<br>(forced off)"
+    assert charts._with_mark("x" * 22, "◀") == "x" * 22 + " ◀"
+
+
+def test_the_imagenet_chart_shows_the_bird_share_against_the_share_needed() -> None:
+    figure = charts.scope_chart([("Egyptian cat", 0.6, False), ("goldfinch", 0.002, True)], 59, 0.003, 0.08)
+    assert bar_labels(figure) == ["Egyptian cat", "goldfinch", "all 59 bird classes<br>together"]
+    line = figure["layout"]["shapes"][0]
+    assert line["x0"] == line["x1"] == 0.08 and line["y0"] == pytest.approx(1.55) and line["y1"] == pytest.approx(2.45)
+    assert "needed: 8%" in [t["name"] for t in figure["data"]]
+    charts.to_figure(figure)
+    with pytest.raises(ValueError, match="no classes"):
+        charts.scope_chart([], 59, 0.0, 0.08)
+
+
+def test_a_bad_upload_empties_the_box_and_the_emptied_box_keeps_the_result(
+    models: dict[str, webapp.TaskModel], images: Path
+) -> None:
+    """Served: the message replaces the verdict, the upload box is emptied (None), everything else stays; the empty
+    box's own event (None) changes nothing. Tests and scripts (not served) clear everything as before."""
+    served = webapp.TaskApp(models["birds"], keep_previous_on_problem=True)
+    bad = served.classify_image(str(app_images.truncated_png(images)))
+    assert bad.upload is None and "Cannot use this file" in bad.status
+    assert bad.cache == {"__type__": "update"} and bad.class_plot == {"__type__": "update"}
+    emptied = served.classify_image(None)
+    assert all(value == {"__type__": "update"} for value in emptied)
+    sketch = webapp.TaskApp(models["shapes"], keep_previous_on_problem=True).classify_sketch(None)
+    assert sketch.upload == {"__type__": "update"}  # a drawing never touches the upload box
+    good = served.classify_image(str(app_images.bird_like_jpeg(images)))
+    assert good.upload == {"__type__": "update"} and good.scope_plot is None
+    assert good.guess_toggle["visible"] is False and good.guess_panel["elem_classes"] == ["guess-panel"]

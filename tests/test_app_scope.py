@@ -65,13 +65,29 @@ def test_a_photo_that_is_no_bird_is_questioned_in_plain_words(folder: Path) -> N
     assert out.where_class is not None  # there, one click away
 
 
+def test_a_photo_that_is_no_bird_shows_what_imagenet_sees_and_folds_the_bird_charts(folder: Path) -> None:
+    """What the ImageNet model sees is the answer (a chart of its classes and the bird share against the share
+    needed); the bird model's guess is folded away behind a button and kept out of the status."""
+    out = tab(folder, "horse").classify_image(str(folder / "photo.png"))
+    figure = json.loads(out.scope_plot.plot)
+    labels = figure["layout"]["yaxis"]["categoryarray"]
+    assert labels[0] == "sorrel" and labels[-1].replace("<br>", " ") == "all 59 bird classes together"
+    assert figure["layout"]["shapes"][0]["x0"] == 0.1  # the share needed
+    assert out.guess_toggle == {"__type__": "update", "visible": True, "value": "Show the bird model's guess anyway"}
+    assert out.guess_panel["elem_classes"] == ["guess-panel", "guess-folded"]
+    assert "**Main network:**" not in out.status and "Explanations kept" not in out.status
+    assert "Show the bird model's guess anyway" in out.status and out.class_plot is not None  # one click away
+    gated = tab(folder, "goldfinch").classify_image(str(folder / "photo.png"))
+    assert gated.scope_plot is None and gated.guess_toggle["visible"] is False and "goldfinch" not in gated.status
+
+
 def test_a_bird_keeps_the_pairs_verdict_and_says_what_imagenet_sees(folder: Path) -> None:
     gated, old = tab(folder, "goldfinch"), tab(folder, "old")
     out = gated.classify_image(str(folder / "photo.png"))
     plain = old.classify_image(str(folder / "photo.png"))
     assert out.result["in_scope"] is True and out.result["scope_score"] > 0.99
     assert out.result["questioned"] == plain.result["questioned"]  # same pair, same verdict
-    assert "**Is it a bird?** Yes: the ImageNet model sees a goldfinch" in out.status
+    assert "**Is it a bird?** Yes: the ImageNet model puts 100.0% on its bird classes" in out.status
     assert plain.result["in_scope"] is True and plain.result["scope_score"] == 1.0
     assert "Not checked: this weights file has no scope network" in plain.status
     assert out.where_panel["open"] is True and plain.where_panel["open"] is True

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
+from scope_fixtures import GOLDFINCH, add_scope
 
 import app_images
-from bundles import running_app
+from bundles import free_port, import_app, make_birds_bundle, make_shapes_bundle, running_app
+from explainer.bundle import read_bundle, write_bundle
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -374,3 +377,317 @@ def test_the_shipped_birds_model_says_a_cat_is_not_a_bird_on_a_phone(browser: An
     assert in_view(page, "#birds-status .badge", PHONE["height"]), "the verdict is below the fold after the upload"
     page.close()
     assert "not a bird" in status.lower() and "cat" in status.lower(), status
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The app as a person meets it (issue 21): each test below failed on the app before its fix
+# ----------------------------------------------------------------------------------------------------------------------
+
+DESKTOP = {"width": 1366, "height": 900}
+# Real-looking species names of 18 or 19 characters: "3. Anna's Hummingbird" fills a wrapped line, so the
+# prediction's mark "◀" used to fall onto a line of its own.
+CUB_LIKE_NAMES = [
+    "Anna's Hummingbird",
+    "Rufous Hummingbird",
+    "Swainson's Warbler",
+    "Chuck-will's-widow",
+    "Blue-winged Warbler",
+]
+
+
+@pytest.fixture(scope="module")
+def gated_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app on a tiny birds pair with CUB-like species names and a bird gate that always answers "goldfinch" (so
+    every photo is a bird), and the tiny shapes pair."""
+    folder = tmp_path_factory.mktemp("gated-app")
+    plain = make_birds_bundle(folder / "plain.safetensors")
+    tensors, meta = read_bundle(plain)
+    write_bundle(plain, tensors, {**meta, "class_names": list(CUB_LIKE_NAMES)})
+    env = {
+        "EXPLAINER_SHAPES_WEIGHTS": str(make_shapes_bundle(folder / "shapes.safetensors")),
+        "EXPLAINER_BIRDS_WEIGHTS": str(add_scope(plain, GOLDFINCH, 0.1, folder / "birds.safetensors")),
+    }
+    module = import_app(env, "app_gated")
+    port = free_port()
+    module.demo.launch(
+        **module.LAUNCH_OPTIONS, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+    )
+    yield f"http://127.0.0.1:{port}/"
+    module.demo.close()
+
+
+def page_at(browser: Any, size: str) -> Any:
+    return phone_page(browser) if size == "phone" else browser.new_page(viewport=DESKTOP)
+
+
+def legend(page: Any, chart: str) -> str:
+    return " ".join(page.locator(f"{chart} .legendtext").all_text_contents())
+
+
+def wait_for_text(page: Any, selector: str, text: str, timeout: int = TIMEOUT_MS) -> None:
+    page.wait_for_function(
+        "([selector, text]) => (document.querySelector(selector)?.innerText || '').includes(text)",
+        arg=[selector, text],
+        timeout=timeout,
+    )
+
+
+def upload_photo(page: Any, photo: Path) -> None:
+    page.get_by_role("tab", name="Birds").click()
+    page.locator("#birds-upload input[type=file]").set_input_files(str(photo))
+    page.locator("#birds-status .badge").wait_for(timeout=TIMEOUT_MS)
+
+
+def cat_photo(folder: Path) -> Path:
+    from skimage import data as skimage_data  # a test requirement (requirements-dev.txt)
+
+    photo = folder / "cat.png"
+    Image.fromarray(skimage_data.chelsea()).save(photo)
+    return photo
+
+
+def fully_in_view(page: Any, selector: str, height: int) -> bool:
+    box = page.locator(selector).first.bounding_box()
+    return box is not None and 0 <= box["y"] and box["y"] + box["height"] <= height
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_a_sliders_reset_button_re_renders_the_result(browser: Any, url: str, size: str) -> None:
+    """Item 1: the ↺ beside a slider puts it back to its default and the result follows (Gradio's reset sends
+    "change" and "release", not "input")."""
+    page = page_at(browser, size)
+    page.goto(url)
+    examples = page.locator("#shapes-examples button")
+    examples.first.wait_for(timeout=TIMEOUT_MS)
+    examples.nth(1).click()
+    page.locator("#shapes-explanations .js-plotly-plot").wait_for(timeout=TIMEOUT_MS)
+    threshold = page.locator("#shapes-threshold input[type=range]")
+    threshold.fill("0.86")
+    wait_for_text(page, "#shapes-explanations", "threshold 0.86")
+    page.locator("#shapes-threshold .reset-button").click()
+    assert threshold.input_value() == "0.5"
+    wait_for_text(page, "#shapes-explanations", "threshold 0.50", timeout=15_000)
+    assert "at threshold 0.50" in page.inner_text("#shapes-status")
+    page.locator("#shapes-top-k input[type=range]").fill("2")
+    page.wait_for_function("() => document.querySelectorAll('#shapes-classes .bars path').length === 2")
+    page.locator("#shapes-top-k .reset-button").click()
+    page.wait_for_function("() => document.querySelectorAll('#shapes-classes .bars path').length === 4", timeout=15_000)
+    page.close()
+
+
+def test_clear_canvas_keeps_the_brush_and_the_next_drawing_classifies(browser: Any, url: str) -> None:
+    """Item 2: after "Clear canvas" the brush is still chosen, the canvas is not shrunk, and a new drawing is
+    classified (not "the canvas is empty")."""
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(url)
+    draw(page)
+    page.click("#shapes-classify")
+    page.locator("#shapes-status .badge").wait_for(timeout=TIMEOUT_MS)
+    first = src(page, "#shapes-network-input")
+    page.locator('#shapes-sketch button[aria-label="Clear canvas"]').click()
+    page.wait_for_timeout(1000)
+    assert not page.get_by_text("select the draw tool to start").is_visible(), "the brush was dropped"
+    assert float(page.inner_text("#shapes-sketch .zoom-number").strip().rstrip("%")) >= 100
+    draw(page, SQUARE, 3)
+    page.click("#shapes-classify")
+    wait_for_new_picture(page, "#shapes-network-input", first)  # the new drawing reached the network
+    status = page.inner_text("#shapes-status")
+    assert "canvas is empty" not in status and ("Consistent" in status or "Questioned" in status), status
+    page.close()
+
+
+def test_a_warning_never_covers_the_next_verdict_on_a_phone(browser: Any, url: str, tmp_path: Path) -> None:
+    """Item 3: a file that cannot be used says so (in the status, and a toast); the next verdict, scrolled to the top
+    of a phone, is never covered by that toast."""
+    page = phone_page(browser)
+    page.goto(url)
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("#shapes-upload input[type=file]").set_input_files(str(app_images.non_image(tmp_path)))
+    wait_for_text(page, "#shapes-status", "Cannot use this file")
+    page.locator(".toast-body").first.wait_for(timeout=TIMEOUT_MS)  # the warning is shown
+    page.locator("#shapes-examples button").nth(1).click()
+    page.locator("#shapes-status .badge").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(600)  # the page's after-result script has run
+    verdict = [
+        page.locator("#shapes-status .badge").bounding_box(),
+        page.locator("#shapes-status p").nth(1).bounding_box(),
+    ]
+    assert in_view(page, "#shapes-status .badge", PHONE["height"])
+    for toast in page.locator(".toast-body").all():
+        if toast.is_visible():
+            assert not any(boxes_overlap(toast.bounding_box(), line) for line in verdict), "a toast covers the verdict"
+    page.close()
+
+
+def test_a_photo_that_is_not_a_bird_shows_what_imagenet_sees_and_folds_the_bird_charts(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Item 4: a cat on the shipped birds model, on a phone: the verdict says what the ImageNet model sees, a chart
+    shows its classes and the bird classes' share against the share needed; the bird charts (species, "eye color:
+    black", the ranking) are folded behind "Show the bird model's guess anyway" and open, at the page's width."""
+    page = phone_page(browser)
+    page.goto(running_app(shipped=True)[1])
+    upload_photo(page, cat_photo(tmp_path))
+    status = page.inner_text("#birds-status")
+    assert "not a bird" in status.lower() and "explanations prefer" not in status and "Main network" not in status
+    page.locator("#birds-scope .js-plotly-plot").wait_for(timeout=TIMEOUT_MS)
+    seen = page.inner_text("#birds-scope")
+    assert "What the ImageNet model sees" in seen and "Egyptian cat" in seen and "all 59 bird classes" in seen, seen
+    assert "needed: 8%" in legend(page, "#birds-scope")
+    for chart in ("#birds-classes", "#birds-explanations", "#birds-ranking", "#birds-threshold"):
+        assert not page.locator(chart).is_visible(), f"{chart} shows for a cat"
+    toggle = page.locator("#birds-guess-toggle")
+    assert toggle.inner_text().strip() == "Show the bird model's guess anyway"
+    page.screenshot(path=str(screenshot_folder(tmp_path) / "phone-not-a-bird.png"))
+    toggle.click()
+    page.locator("#birds-explanations .js-plotly-plot").wait_for(state="visible", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+    assert page.locator("#birds-classes").is_visible() and page.locator("#birds-threshold").is_visible()
+    assert "eye color" in page.inner_text("#birds-explanations")  # the bird model's guess, there when asked for
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the opened charts overflow"
+    assert toggle.inner_text().strip() == "Hide the bird model's guess"
+    page.close()
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_the_sliders_are_in_view_with_the_verdict(browser: Any, url: str, size: str) -> None:
+    """Item 5: after Classify, the verdict and the threshold and top N sliders are all on the screen at once (1366x900
+    and 390x844), and stay so while the threshold moves."""
+    page = page_at(browser, size)
+    height = PHONE["height"] if size == "phone" else DESKTOP["height"]
+    page.goto(url)
+    draw(page)
+    page.click("#shapes-classify")
+    page.locator("#shapes-status .badge").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(600)
+    controls = ("#shapes-threshold input[type=range]", "#shapes-top-n input[type=range]")
+    for selector in ("#shapes-status .badge", *controls):
+        assert fully_in_view(page, selector, height), f"{selector} is out of view at {size} size"
+    page.locator(controls[0]).fill("0.2")
+    wait_for_text(page, "#shapes-explanations", "threshold 0.20")
+    assert fully_in_view(page, "#shapes-status .badge", height) and fully_in_view(page, controls[0], height)
+    page.close()
+
+
+def test_the_threshold_slider_shows_what_it_keeps(browser: Any, tmp_path: Path) -> None:
+    """Item 6: on a confident drawing the page says how many explanations are kept and over which thresholds that
+    stays so; on a photo with many kept explanations the chart shows the strongest ones below the threshold, greyed,
+    and says how many kept ones it shows."""
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(running_app(shipped=True)[1])
+    draw(page, TRIANGLE, 4)
+    page.click("#shapes-classify")
+    page.locator("#shapes-explanations .js-plotly-plot").wait_for(timeout=TIMEOUT_MS)
+    status = page.inner_text("#shapes-status")
+    assert "Explanations kept: 2 of 5 at threshold 0.50" in status, status
+    assert re.search(r"any threshold from 0\.\d\d to 0\.9\d keeps the same 2", status), status
+    assert "Explanations: 2 of 5 kept" in page.inner_text("#shapes-explanations")
+    page.locator("#shapes-threshold input[type=range]").fill("0.91")
+    wait_for_text(page, "#shapes-status", "2 of 5 at threshold 0.91")
+    page.locator("#shapes-threshold input[type=range]").fill("1")
+    wait_for_text(page, "#shapes-status", "0 of 5 at threshold 1.00")
+    assert "Explanations: 0 of 5 kept" in page.inner_text("#shapes-explanations")
+
+    upload_photo(page, cat_photo(tmp_path))  # 14 explanations kept at 0.30 for this photo: more than 10 bars
+    page.locator("#birds-guess-toggle").click()
+    page.locator("#birds-explanations .js-plotly-plot").wait_for(state="visible", timeout=TIMEOUT_MS)
+    title = page.locator("#birds-explanations .gtitle").text_content() or ""
+    assert re.search(r"Explanations: \d+ of 312 kept, \d+ shown", title), title
+    greyed = page.locator("#birds-explanations .bars path[style*='rgb(209, 213, 219)']")  # charts.MUTED
+    assert greyed.count() >= 1 and "below threshold" in legend(page, "#birds-explanations")
+    page.close()
+
+
+def ordinal(n: int) -> str:
+    """As a person writes a place: 1st, 2nd, 3rd, 4th (spelled out here, not taken from the library)."""
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+TICK_LINES_JS = """(chart) => [...document.querySelectorAll(`${chart} .ytick text`)].map((label) => {
+  const lines = [...label.querySelectorAll('tspan.line')].map((line) => line.textContent);
+  return lines.length ? lines : [label.textContent];
+})"""
+
+
+def tick_lines(page: Any, chart: str) -> list[list[str]]:
+    """Each row label of a chart as the lines it is drawn on."""
+    return page.evaluate(TICK_LINES_JS, chart)
+
+
+def rank_of_prediction(page: Any, chart: str) -> str:
+    """The rank written before the predicted class ("◀") in a ranking chart: "3.", "=2." or "–"."""
+    for lines in tick_lines(page, chart):
+        if any("◀" in line for line in lines):
+            return lines[0].split(" ", 1)[0]
+    raise AssertionError("no predicted class in the ranking chart")
+
+
+def test_the_verdict_states_one_thing_at_a_time(browser: Any, url: str, gated_url: str, tmp_path: Path) -> None:
+    """Item 7: a consistent bird is placed where the explanations rank it ("3rd of 5, inside the top 5 they allow"),
+    with no other class called preferred beside it; the bird check says it is a bird without naming an ImageNet
+    class; and when no class is supported the ranking shows no rank, no "inside the top 1" and no cut."""
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(gated_url)
+    upload_photo(page, app_images.bird_like_jpeg(tmp_path))
+    page.locator("#birds-threshold input[type=range]").fill("0")  # everything kept: every species has support
+    wait_for_text(page, "#birds-explanations", "threshold 0.00")
+    status = page.inner_text("#birds-status")
+    assert "Consistent" in status and "prefer" not in status, status
+    rank = int(rank_of_prediction(page, "#birds-ranking").strip("=."))
+    assert f"{ordinal(rank)} of 5" in status or (rank == 1 and "first of 5" in status), status
+    assert "Is it a bird? Yes" in status and "goldfinch" not in status, status
+    page.close()
+
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(url)
+    page.locator("#shapes-examples button").nth(1).click()
+    page.locator("#shapes-ranking .js-plotly-plot").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#shapes-threshold input[type=range]").fill("1")  # nothing kept: no class is supported
+    wait_for_text(page, "#shapes-ranking", "none is supported")
+    labels = [label[0].strip() for label in tick_lines(page, "#shapes-ranking")]
+    assert labels and all(label.startswith("–") for label in labels), labels
+    assert "inside the top" not in legend(page, "#shapes-ranking") and "cut" not in legend(page, "#shapes-ranking")
+    assert "no kept explanation supports any class" in page.inner_text("#shapes-status")
+    page.close()
+
+
+def test_a_broken_file_leaves_the_upload_box_ready_for_the_next(browser: Any, url: str, tmp_path: Path) -> None:
+    """Item 8: with a photo shown, the box's upload icon opens a file chooser; a file that cannot be used is said so
+    and leaves the box empty at its normal size (no broken-image strip), and the next photo goes straight in."""
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(url)
+    page.get_by_role("tab", name="Birds").click()
+    box = page.locator("#birds-upload")
+    box.wait_for(timeout=TIMEOUT_MS)
+    empty_height = box.bounding_box()["height"]
+    upload_photo(page, app_images.bird_like_jpeg(tmp_path))
+    with page.expect_file_chooser(timeout=10_000) as chooser:
+        page.locator('#birds-upload button[aria-label="Upload file"]').click()
+    chooser.value.set_files(str(app_images.truncated_png(tmp_path)))
+    wait_for_text(page, "#birds-status", "Cannot use this file")
+    page.wait_for_function("() => !document.querySelector('#birds-upload img')", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+    assert box.bounding_box()["height"] >= empty_height - 2, "the emptied box shrank"
+    assert "Cannot use this file" in page.inner_text("#birds-status")  # emptying the box kept the message
+    with page.expect_file_chooser(timeout=10_000) as chooser:
+        box.locator("button[aria-label='Drop an image file here to upload']").click()
+    chooser.value.set_files(str(app_images.bird_like_jpeg(tmp_path)))
+    page.locator("#birds-status .badge").wait_for(timeout=TIMEOUT_MS)
+    page.close()
+
+
+def test_chart_titles_marks_and_the_phone_footer_are_tidy(browser: Any, gated_url: str, tmp_path: Path) -> None:
+    """Item 10: on a phone, each chart's title sits clear of its box's top border, the prediction's "◀" stays beside
+    its name (never alone on a line), and the footer has no stray "·" before Settings."""
+    page = phone_page(browser)
+    page.goto(gated_url)
+    page.locator("footer").wait_for(timeout=TIMEOUT_MS)
+    assert not page.inner_text("footer").strip().startswith("·"), page.inner_text("footer")
+    upload_photo(page, app_images.bird_like_jpeg(tmp_path))
+    for chart in ("#birds-classes", "#birds-explanations", "#birds-ranking"):
+        page.locator(f"{chart} .gtitle").wait_for(timeout=TIMEOUT_MS)
+        gap = page.locator(f"{chart} .gtitle").bounding_box()["y"] - page.locator(chart).bounding_box()["y"]
+        assert gap >= 6, f"{chart}'s title is {gap:.1f} px from its border"
+    lines = [line.strip() for label in tick_lines(page, "#birds-ranking") for line in label]
+    assert any("◀" in line for line in lines) and "◀" not in lines, lines
+    page.close()

@@ -21,9 +21,12 @@ from .handlers import (
 )
 from .panels import (
     CSS,
+    HEAD,
     about_markdown,
     class_list_markdown,
     describe_architecture,
+    guess_label,
+    guess_updates,
     unavailable_markdown,
     write_examples,
 )
@@ -31,6 +34,7 @@ from .weights import TaskModel, WeightsUnavailable, load_models, load_task_model
 
 __all__ = [
     "CSS",
+    "HEAD",
     "PREVIEW_SIZE",
     "TOP_K_MAX",
     "ClassifyOutputs",
@@ -43,6 +47,8 @@ __all__ = [
     "about_markdown",
     "class_list_markdown",
     "describe_architecture",
+    "guess_label",
+    "guess_updates",
     "load_models",
     "load_task_model",
     "parse_hub_id",

@@ -6,8 +6,15 @@ tested by calling the methods directly. Rules the handlers keep:
 - The networks run once per image (:meth:`TaskApp.classify_image`, :meth:`TaskApp.classify_sketch`); their
   probabilities go into a cache (the app keeps it in a ``gr.State``). Moving a slider or switching an explanation on
   or off only re-runs the post-processing and the charts (:meth:`TaskApp.rerender`), never a network.
-- Bad input never raises: the user gets a plain-words status (and a ``gr.Warning`` toast); anything unexpected is
-  logged with its traceback on the server and reported as an internal error, and the server keeps serving.
+- Bad input never raises: the user gets a plain-words status (and a short-lived ``gr.Warning`` toast, which the page
+  closes as soon as a verdict arrives, see ``app.py``); anything unexpected is logged with its traceback on the server
+  and reported as an internal error, and the server keeps serving.
+- The status says one thing at a time: the badge, the main network's class, the verdict sentence
+  (:meth:`Explanation.sentence`: where the explanations rank the class, never "consistent" beside another class
+  called preferred), how many explanations the threshold keeps and over which range of thresholds that stays so, and
+  whether the image is in scope. A photo that is not what the model is for (a cat on the birds tab) gets what the
+  ImageNet model sees and why the model stopped; the model's own charts are folded away ("Show the bird model's
+  guess anyway").
 - Every image, uploads, examples and sketchpad drawings alike, reaches the handlers un-decoded and goes through the
   library's one check, :func:`explainer.imagecheck.check_image` (header read first: bombs, tiny, strip-like and
   blank images are refused in plain words, and memory is bounded before any resize); what differs between tasks
@@ -24,7 +31,8 @@ tested by calling the methods directly. Rules the handlers keep:
 - The handlers trust the paths they are given; what a visitor may send is decided before them
   (:mod:`webapp.server`). Served, a rejected image leaves the previous result in place
   (``keep_previous_on_problem``): the message replaces the verdict, and the cached outputs, charts and preview stay,
-  so a slider moved next still redraws the last good image.
+  so a slider moved next still redraws the last good image; the upload box is emptied, so that it is ready for the
+  next file, and emptying it (or the user's ×) leaves everything else as it is.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import hmac
 import io
 import json
 import logging
+import math
 import os
 import secrets
 import tempfile
@@ -47,11 +56,12 @@ import numpy as np
 from PIL import Image
 
 from explainer.imagecheck import ImageError, check_image
+from explainer.postprocess import kept_threshold_range
 from explainer.predictor import Explainer, Explanation
-from explainer.scope import ScopeReading, article
+from explainer.scope import ScopeReading, article, plain_name
 from explainer.tasks import ImageCheckError
 
-from . import charts, heatmaps
+from . import charts, heatmaps, panels
 from .memory import release_memory
 from .weights import TaskModel
 
@@ -61,6 +71,7 @@ TOP_K_MAX = 30  # most bars one chart shows
 PREVIEW_SIZE = 192  # the "what the network sees" thumbnail, in pixels
 ECHO_CHARS = 60  # a value echoed back in a message is cut to this many characters
 PREVIEW_KEY = secrets.token_bytes(32)  # keys preview names: known content does not give a preview's name
+WARNING_SECONDS = 5  # a warning toast repeats the status's words; it goes soon (and when a verdict arrives)
 
 
 class ClassifyOutputs(NamedTuple):
@@ -81,6 +92,10 @@ class ClassifyOutputs(NamedTuple):
     where_explanation_caption: str  # its title and what it shows, or why there is no picture
     where_class: Image.Image | str | None  # the image under the predicted class's heatmap
     where_class_caption: str
+    scope_plot: Any  # what the ImageNet model sees, for a photo that is not what the model is for; else None
+    guess_toggle: Any  # the button that opens the model's folded charts: shown only for such a photo
+    guess_panel: Any  # the model's own charts: in view, or folded for such a photo (an update of its classes)
+    upload: Any  # the upload box: emptied (None) after a file that cannot be used, else left as it is
 
 
 class RenderOutputs(NamedTuple):
@@ -136,7 +151,7 @@ def _warn(message: str) -> None:
     try:
         import gradio as gr
 
-        gr.Warning(message)
+        gr.Warning(message, duration=WARNING_SECONDS)
     except Exception:  # the message is in the status anyway
         LOG.debug("could not show a warning toast", exc_info=True)
 
@@ -320,13 +335,12 @@ class TaskApp:
         scope = explanation.scope
         if _not_the_subject(explanation):
             return ""  # the badge and the sentence say it: "this does not look like a bird: the ImageNet model sees..."
-        if scope.method == "imagenet-birds":
+        if scope.method == "imagenet-birds":  # no ImageNet class named: "a house finch" beside a cardinal misleads
             subject = scope.subject or "bird"
             needed = f"{100 * (scope.threshold or 0):g}%"
-            score = f"{subject} classes {100 * scope.score:.1f}%, at least {needed} needed"
             return (
-                f"**Is it {article(subject)}?** Yes: the ImageNet model sees "
-                f"{article(scope.looks_like or subject)} ({score})."
+                f"**Is it {article(subject)}?** Yes: the ImageNet model puts {100 * scope.score:.1f}% on its "
+                f"{subject} classes (at least {needed} needed)."
             )
         if scope.method == "explanations":
             strongest = (
@@ -356,17 +370,15 @@ class TaskApp:
             head = '<span class="badge badge-consistent">✔ Consistent · case 2 (tie)</span>'
         else:
             head = '<span class="badge badge-consistent">✔ Consistent</span>'
-        if np.any(np.asarray(explanation.ranking_scores) > 0):
-            preference = (
-                f"**explanations prefer:** {explanation.preferred_class} · "
-                f"**rank of {pred} by explanations:** {verdict.rank} of {len(explanation.class_names)}"
-            )
-        else:  # every class scores 0: a "rank 1" of a four-way tie at zero would read as support
-            preference = "**explanations prefer:** no class (none is supported)"
-        lines = [head, f"**Main network:** {pred} ({100 * prob:.1f}%) · {preference}", explanation.sentence()]
-        scope_line = self._scope_line(explanation)
-        if scope_line:
-            lines.append(scope_line)
+        if not_the_subject:  # what the ImageNet model sees is the answer; the model's guess waits behind a fold
+            fold = panels.guess_label(explanation.scope.subject or "bird")
+            lines = [head, explanation.sentence(), f"*Its charts are folded below: **{fold}**.*"]
+        else:
+            lines = [head, f"**Main network:** {pred} ({100 * prob:.1f}%)", explanation.sentence()]
+            lines.append(self._kept_line(explanation))
+            scope_line = self._scope_line(explanation)
+            if scope_line:
+                lines.append(scope_line)
         forced_on = [self._explainer.display_names[i] for i, on in explanation.overrides.items() if on]
         forced_off = [self._explainer.display_names[i] for i, on in explanation.overrides.items() if not on]
         if forced_on or forced_off:
@@ -379,6 +391,34 @@ class TaskApp:
         if note:
             lines.append(f"*{note}*")
         return "\n\n".join(lines)
+
+    def _kept_line(self, explanation: Explanation) -> str:
+        """How many explanations the threshold keeps, and over which slider settings that stays so: on a confident
+        image nothing changes between, say, 0.01 and 0.99, and the page should say so rather than look broken."""
+        threshold = explanation.threshold
+        kept = len(explanation.kept_indices)
+        line = (
+            f"**Explanations kept:** {kept} of {len(explanation.explanation_names)} at threshold {threshold:.2f} "
+            "(the greyed bars are below it)"
+        )
+        low, high = kept_threshold_range(explanation.explanation_probs, threshold, self._explainer.groups)
+        start = 0.0 if low is None else math.floor(low * 100) / 100 + 0.01  # the first slider step above ``low``
+        end = 1.0 if high is None else math.floor(high * 100) / 100
+        same = f"the same {kept}" if kept else "none"
+        if round(start, 2) < round(end, 2):
+            line += f"; any threshold from {start:.2f} to {end:.2f} keeps {same}"
+        elif round(start, 2) == round(end, 2) == round(threshold, 2):
+            line += f"; no other threshold keeps {'exactly these' if kept else 'none'}"
+        return line + "."
+
+    def _scope_view(self, explanation: Explanation, reading: ScopeReading | None) -> Any:
+        """What the ImageNet model sees, as a chart, for a photo that is not what the model is for; else None."""
+        gate = self._explainer.scope
+        if not _not_the_subject(explanation) or gate is None or reading is None or not reading.top_classes:
+            return None
+        subjects = {int(i) for i in gate.in_scope_classes}
+        top = [(plain_name(gate.class_names[i]), p, i in subjects) for i, p in reading.top_classes]
+        return plot_value(charts.scope_chart(top, len(subjects), reading.score, gate.threshold, gate.subject))
 
     def render(
         self,
@@ -545,34 +585,56 @@ class TaskApp:
             rendered.where_explanation_caption,
             self._picture(cache["where"], class_map),
             heatmaps.class_caption(exp.class_names[predicted], class_map),
+            self._scope_view(explanation, reading),
+            *panels.guess_updates((explanation.scope.subject or "bird") if _not_the_subject(explanation) else None),
+            _skip(),
         )
 
-    def _problem(self, message: str) -> ClassifyOutputs:
+    def _problem(self, message: str, from_upload: bool) -> ClassifyOutputs:
+        """The message as the status; served, the last result stays. A file from the upload box that cannot be used
+        is taken out of the box (else the browser shows a thin broken-image strip where the box was)."""
         _warn(message)
+        upload = None if from_upload else _skip()
         if self.keep_previous_on_problem:
-            from gradio import skip
-
-            return ClassifyOutputs({"error": message}, f"**{message}**", *(skip() for _ in range(13)))
-        return self._cleared({"error": message}, f"**{message}**")
+            kept = ClassifyOutputs(*(_skip() for _ in ClassifyOutputs._fields))
+            return kept._replace(result={"error": message}, status=f"**{message}**", upload=upload)
+        return self._cleared({"error": message}, f"**{message}**")._replace(upload=upload)
 
     def _cleared(self, result: dict[str, Any] | None, status: str) -> ClassifyOutputs:
         """No result: every chart, picture and list empty, the cache dropped."""
         panel = heatmaps.panel_update(None)
-        return ClassifyOutputs(result, status, None, None, None, None, None, [], [], panel, *_NO_WHERE, None, "")
+        return ClassifyOutputs(
+            result,
+            status,
+            None,
+            None,
+            None,
+            None,
+            None,
+            [],
+            [],
+            panel,
+            *_NO_WHERE,
+            None,
+            "",
+            None,
+            *panels.guess_updates(None),
+            _skip(),
+        )
 
-    def _guarded(self, work: Callable[[], ClassifyOutputs], what: str) -> ClassifyOutputs:
+    def _guarded(self, work: Callable[[], ClassifyOutputs], what: str, from_upload: bool = False) -> ClassifyOutputs:
         try:
             return work()
         except (ImageError, UserInputError) as err:
-            return self._problem(str(err))
+            return self._problem(str(err), from_upload)
         except MemoryError:
             LOG.exception("%s ran out of memory", what)
-            return self._problem("This image needs more memory than the server has free; try a smaller one.")
+            message = "This image needs more memory than the server has free; try a smaller one."
+            return self._problem(message, from_upload)
         except Exception:  # never show a stack trace; the server log has it
             LOG.exception("%s failed", what)
-            return self._problem(
-                f"Something went wrong while {what}; the server log has the details. Try another image."
-            )
+            message = f"Something went wrong while {what}; the server log has the details. Try another image."
+            return self._problem(message, from_upload)
         finally:
             release_memory()  # give the decode buffers back to the system, so idle memory returns to where it was
 
@@ -585,7 +647,8 @@ class TaskApp:
         show_raw: bool = False,
     ) -> ClassifyOutputs:
         """Classify and explain an uploaded image: a file path, or Gradio's un-preprocessed file payload (a dict with
-        "path", or a "data:" URL). ``None`` clears the results.
+        "path", or a "data:" URL). ``None`` clears the results, or, served, leaves them as they are: the box is
+        emptied after a file that cannot be used, and its × only takes the file out of the box.
 
         The app passes the payload un-preprocessed so that Gradio never decodes the file itself: a decompression bomb
         or a non-image reaches :func:`check_image` and gets a plain-words answer instead of a generic error.
@@ -594,10 +657,12 @@ class TaskApp:
         def work() -> ClassifyOutputs:
             source = _upload_source(image)
             if source is None:
+                if self.keep_previous_on_problem:  # served: the box was emptied (a bad file, the ×): keep the rest
+                    return ClassifyOutputs(*(_skip() for _ in ClassifyOutputs._fields))
                 return self._cleared(None, self.prompt)
             return self._classify(self._open(source), threshold, top_n, top_k, show_raw)
 
-        return self._guarded(work, "classifying the image")
+        return self._guarded(work, "classifying the image", from_upload=True)
 
     @staticmethod
     def _open(source: str | bytes) -> Image.Image:

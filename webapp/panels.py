@@ -1,5 +1,5 @@
-"""The app's text panels and their CSS: the verdict badge, "About this model", a tab without weights, and the
-example images written at startup."""
+"""The app's text panels and their CSS: the verdict badge, "About this model", a tab without weights, the fold that
+holds the model's charts, and the example images written at startup."""
 
 from __future__ import annotations
 
@@ -48,10 +48,42 @@ CSS = """
 .explanations-chart .nsewdrag {cursor: pointer !important;}
 /* The preview of what the network saw shows once there is one. */
 .preview:not(:has(.network-input img)) {display: none !important;}
+/* The controls sit right under the verdict, so that both are in view while a slider moves. */
+.controls {margin-top: 2px;}
+/* A photo that is not a bird: the model's charts are folded away behind a button. Folded, they keep their width and
+   lose only their height, so that Plotly lays them out at the right width (display: none would give it none); the
+   controls, which only change those charts, fold with them. */
+.guess-folded {height: 0 !important; min-height: 0 !important; overflow: hidden !important;
+  visibility: hidden !important; margin: 0 !important; padding: 0 !important; flex: none !important;}
+.results:has(.guess-folded) .controls {display: none !important;}
 @media (max-width: 640px) {
   .gradio-container {padding-left: 6px !important; padding-right: 6px !important;}
 }
 """
+# Rules for parts of the page outside Gradio's container (the footer, the toasts), which the ``css`` above cannot
+# reach (Gradio scopes it to the container): given to ``launch(head=...)``.
+HEAD = """<style>
+@media (max-width: 640px) {
+  /* Gradio hides "Use via API" on a phone but leaves its dot: "· Settings". */
+  footer .divider {display: none !important;}
+  /* A warning toast on a phone goes to the bottom: the page scrolls the verdict (or the message) to the top. */
+  .toast-wrap {top: auto !important; bottom: 12px !important;}
+}
+</style>"""
+
+
+def guess_label(subject: str = "bird") -> str:
+    """The button that opens the fold over the model's charts, for an image that is not ``subject``."""
+    return f"Show the {subject} model's guess anyway"
+
+
+def guess_updates(not_the_subject: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fold's button and panel: for an image that is not ``not_the_subject`` (e.g. "bird") the button shows and
+    the panel is folded (the classes ``guess-panel guess-folded``); otherwise no button and the charts in view."""
+    if not_the_subject:
+        button = {"__type__": "update", "visible": True, "value": guess_label(not_the_subject)}
+        return button, {"__type__": "update", "elem_classes": ["guess-panel", "guess-folded"]}
+    return {"__type__": "update", "visible": False}, {"__type__": "update", "elem_classes": ["guess-panel"]}
 
 
 def write_examples(task: Task, folder: str | Path | None = None) -> list[Path]:
