@@ -434,7 +434,12 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
     render_outputs = [components[name] for name in webapp.RenderOutputs._fields]
     where_outputs = [components[name] for name in webapp.WhereOutputs._fields]
     where_choice = where["where_choice"]
-    network = {"concurrency_id": "network", "concurrency_limit": NETWORK_CONCURRENCY}
+    # The upload box is an output too (emptied after a bad file); the progress shows on the results, not over the box
+    network = {
+        "concurrency_id": "network",
+        "concurrency_limit": NETWORK_CONCURRENCY,
+        "show_progress_on": [status, network_input, scope_plot, class_plot, explanation_plot, ranking_plot],
+    }
     if sketch is not None:
         sketch_button.click(
             app.classify_sketch,
