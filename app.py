@@ -127,12 +127,19 @@ GUESS_TOGGLE_JS = """
   button.setAttribute('aria-expanded', String(!folded));
 }
 """
+# After an upload that gave no verdict (a file that cannot be used; the status says why), take the file out of the
+# box with the box's own ×: else the browser shows a thin broken-image strip where the box was. The emptied box's
+# own event changes nothing else (the handler leaves everything as it is for an empty box), so the message stays.
+EMPTY_REJECTED_UPLOAD_JS = """
+  const remove = document.querySelector('#%(task)s-upload button[aria-label="Remove Image"]');
+  if (status && !status.querySelector('.badge') && remove) { remove.click(); }
+"""
 # After a classification: a verdict closes every warning toast still showing (a toast must never cover a verdict),
 # and on a narrow screen, where the results are under the inputs, the verdict (the controls and the first chart under
 # it) is brought into view.
 AFTER_RESULT_JS = """
 () => {
-  const status = document.getElementById('%s-status');
+  const status = document.getElementById('%(task)s-status');%(upload)s
   if (status && status.querySelector('.badge')) {
     document.querySelectorAll('.toast-body .toast-close').forEach((close) => close.click());
   }
@@ -427,19 +434,13 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
         "scope_plot": scope_plot,
         "guess_toggle": guess_toggle,
         "guess_panel": guess_panel,
-        "upload": upload,
         **where,
     }
     classify_outputs = [components[name] for name in webapp.ClassifyOutputs._fields]
     render_outputs = [components[name] for name in webapp.RenderOutputs._fields]
     where_outputs = [components[name] for name in webapp.WhereOutputs._fields]
     where_choice = where["where_choice"]
-    # The upload box is an output too (emptied after a bad file); the progress shows on the results, not over the box
-    network = {
-        "concurrency_id": "network",
-        "concurrency_limit": NETWORK_CONCURRENCY,
-        "show_progress_on": [status, network_input, scope_plot, class_plot, explanation_plot, ranking_plot],
-    }
+    network = {"concurrency_id": "network", "concurrency_limit": NETWORK_CONCURRENCY}
     if sketch is not None:
         sketch_button.click(
             app.classify_sketch,
@@ -448,13 +449,13 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
             api_name=f"{task}_sketch",
             preprocess=False,
             **network,
-        ).then(None, js=AFTER_RESULT_JS % task)
+        ).then(None, js=AFTER_RESULT_JS % {"task": task, "upload": ""})
     # preprocess=False everywhere: images reach the handlers as files, never decoded by Gradio (the library's check
     # reads the header first), and the handlers check the controls themselves, in plain words; which files a visitor
     # may send is decided before (ServedBlocks)
     upload.change(
         app.classify_image, [upload, *controls], classify_outputs, api_name=f"{task}_image", preprocess=False, **network
-    ).then(None, js=AFTER_RESULT_JS % task)
+    ).then(None, js=AFTER_RESULT_JS % {"task": task, "upload": EMPTY_REJECTED_UPLOAD_JS % {"task": task}})
     # A slider's ↺ (reset to its default) sends "change" and "release", never "input": listen to "release" too, or the
     # slider snaps back while the verdict keeps the old value.
     sliders = [threshold, top_n, top_k]

@@ -801,19 +801,16 @@ def test_the_imagenet_chart_shows_the_bird_share_against_the_share_needed() -> N
         charts.scope_chart([], 59, 0.0, 0.08)
 
 
-def test_a_bad_upload_empties_the_box_and_the_emptied_box_keeps_the_result(
+def test_served_an_emptied_upload_box_leaves_the_message_and_the_result(
     models: dict[str, webapp.TaskModel], images: Path
 ) -> None:
-    """Served: the message replaces the verdict, the upload box is emptied (None), everything else stays; the empty
-    box's own event (None) changes nothing. Tests and scripts (not served) clear everything as before."""
+    """Served: after a file that cannot be used the page empties the upload box; the box's empty value (like its ×)
+    changes nothing, so the message and the last result stay. Tests and scripts (not served) clear as before."""
     served = webapp.TaskApp(models["birds"], keep_previous_on_problem=True)
     bad = served.classify_image(str(app_images.truncated_png(images)))
-    assert bad.upload is None and "Cannot use this file" in bad.status
-    assert bad.cache == {"__type__": "update"} and bad.class_plot == {"__type__": "update"}
-    emptied = served.classify_image(None)
-    assert all(value == {"__type__": "update"} for value in emptied)
-    sketch = webapp.TaskApp(models["shapes"], keep_previous_on_problem=True).classify_sketch(None)
-    assert sketch.upload == {"__type__": "update"}  # a drawing never touches the upload box
+    assert "Cannot use this file" in bad.status and bad.cache == {"__type__": "update"}
+    assert all(value == {"__type__": "update"} for value in served.classify_image(None))
+    assert webapp.TaskApp(models["birds"]).classify_image(None).status == served.prompt
     good = served.classify_image(str(app_images.bird_like_jpeg(images)))
-    assert good.upload == {"__type__": "update"} and good.scope_plot is None
-    assert good.guess_toggle["visible"] is False and good.guess_panel["elem_classes"] == ["guess-panel"]
+    assert good.scope_plot is None and good.guess_toggle["visible"] is False
+    assert good.guess_panel["elem_classes"] == ["guess-panel"]

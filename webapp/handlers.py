@@ -31,8 +31,8 @@ tested by calling the methods directly. Rules the handlers keep:
 - The handlers trust the paths they are given; what a visitor may send is decided before them
   (:mod:`webapp.server`). Served, a rejected image leaves the previous result in place
   (``keep_previous_on_problem``): the message replaces the verdict, and the cached outputs, charts and preview stay,
-  so a slider moved next still redraws the last good image; the upload box is emptied, so that it is ready for the
-  next file, and emptying it (or the user's ×) leaves everything else as it is.
+  so a slider moved next still redraws the last good image. The page then empties the upload box (``app.py``), so that
+  it is ready for the next file; an emptied box (or the user's ×) leaves everything else as it is.
 """
 
 from __future__ import annotations
@@ -86,16 +86,15 @@ class ClassifyOutputs(NamedTuple):
     cache: dict[str, Any] | None  # the cached network outputs (gr.State)
     force_present: list[int]  # interventions are reset for a new image
     force_absent: list[int]
+    scope_plot: Any  # what the ImageNet model sees, for a photo that is not what the model is for; else None
+    guess_toggle: Any  # the button that opens the model's folded charts: shown only for such a photo
+    guess_panel: Any  # the model's own charts: in view, or folded for such a photo (an update of its classes)
     where_panel: Any  # the "Where" panel: open, or folded for an image the model is not for (an update)
     where_choice: Any  # the kept explanations to choose from and the chosen one (an update of the list)
     where_explanation: Image.Image | str | None  # the image under the chosen explanation's heatmap
     where_explanation_caption: str  # its title and what it shows, or why there is no picture
     where_class: Image.Image | str | None  # the image under the predicted class's heatmap
     where_class_caption: str
-    scope_plot: Any  # what the ImageNet model sees, for a photo that is not what the model is for; else None
-    guess_toggle: Any  # the button that opens the model's folded charts: shown only for such a photo
-    guess_panel: Any  # the model's own charts: in view, or folded for such a photo (an update of its classes)
-    upload: Any  # the upload box: emptied (None) after a file that cannot be used, else left as it is
 
 
 class RenderOutputs(NamedTuple):
@@ -579,26 +578,24 @@ class TaskApp:
             cache,
             [],
             [],
+            self._scope_view(explanation, reading),
+            *panels.guess_updates((explanation.scope.subject or "bird") if _not_the_subject(explanation) else None),
             heatmaps.panel_update(_not_the_subject(explanation)),
             rendered.where_choice,
             rendered.where_explanation,
             rendered.where_explanation_caption,
             self._picture(cache["where"], class_map),
             heatmaps.class_caption(exp.class_names[predicted], class_map),
-            self._scope_view(explanation, reading),
-            *panels.guess_updates((explanation.scope.subject or "bird") if _not_the_subject(explanation) else None),
-            _skip(),
         )
 
-    def _problem(self, message: str, from_upload: bool) -> ClassifyOutputs:
-        """The message as the status; served, the last result stays. A file from the upload box that cannot be used
-        is taken out of the box (else the browser shows a thin broken-image strip where the box was)."""
+    def _problem(self, message: str) -> ClassifyOutputs:
+        """The message as the status; served, everything else stays (the page then takes a file that cannot be used
+        out of the upload box, see ``app.py``)."""
         _warn(message)
-        upload = None if from_upload else _skip()
         if self.keep_previous_on_problem:
             kept = ClassifyOutputs(*(_skip() for _ in ClassifyOutputs._fields))
-            return kept._replace(result={"error": message}, status=f"**{message}**", upload=upload)
-        return self._cleared({"error": message}, f"**{message}**")._replace(upload=upload)
+            return kept._replace(result={"error": message}, status=f"**{message}**")
+        return self._cleared({"error": message}, f"**{message}**")
 
     def _cleared(self, result: dict[str, Any] | None, status: str) -> ClassifyOutputs:
         """No result: every chart, picture and list empty, the cache dropped."""
@@ -613,28 +610,27 @@ class TaskApp:
             None,
             [],
             [],
+            None,
+            *panels.guess_updates(None),
             panel,
             *_NO_WHERE,
             None,
             "",
-            None,
-            *panels.guess_updates(None),
-            _skip(),
         )
 
-    def _guarded(self, work: Callable[[], ClassifyOutputs], what: str, from_upload: bool = False) -> ClassifyOutputs:
+    def _guarded(self, work: Callable[[], ClassifyOutputs], what: str) -> ClassifyOutputs:
         try:
             return work()
         except (ImageError, UserInputError) as err:
-            return self._problem(str(err), from_upload)
+            return self._problem(str(err))
         except MemoryError:
             LOG.exception("%s ran out of memory", what)
             message = "This image needs more memory than the server has free; try a smaller one."
-            return self._problem(message, from_upload)
+            return self._problem(message)
         except Exception:  # never show a stack trace; the server log has it
             LOG.exception("%s failed", what)
             message = f"Something went wrong while {what}; the server log has the details. Try another image."
-            return self._problem(message, from_upload)
+            return self._problem(message)
         finally:
             release_memory()  # give the decode buffers back to the system, so idle memory returns to where it was
 
@@ -662,7 +658,7 @@ class TaskApp:
                 return self._cleared(None, self.prompt)
             return self._classify(self._open(source), threshold, top_n, top_k, show_raw)
 
-        return self._guarded(work, "classifying the image", from_upload=True)
+        return self._guarded(work, "classifying the image")
 
     @staticmethod
     def _open(source: str | bytes) -> Image.Image:
