@@ -168,7 +168,7 @@ def test_about_panel_describes_the_model(models: dict[str, webapp.TaskModel]) ->
         "Untrained development pair",
     ):
         assert phrase in text
-    assert "reference shapes CNN" in webapp.about_markdown(models["shapes"])
+    assert "shapes CNN (conv widths" in webapp.about_markdown(models["shapes"])  # the family registry's line
 
 
 def test_controls_default_from_the_metadata(shapes: webapp.TaskApp, birds: webapp.TaskApp) -> None:
