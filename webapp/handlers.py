@@ -248,11 +248,11 @@ class TaskApp:
 
     @property
     def default_threshold(self) -> float:
-        return min(max(self._explainer.default_threshold, 0.0), 1.0)
+        return self._explainer.default_threshold  # checked (0 to 1) when the file was loaded
 
     @property
     def default_top_n(self) -> int:
-        return min(max(self._explainer.default_top_n, 1), self.n_classes)
+        return self._explainer.default_top_n  # settled by the library: at most the class count
 
     @property
     def top_k_max(self) -> int:
