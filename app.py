@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import webapp  # noqa: E402
 from explainer.tasks import TASKS, Task  # noqa: E402
 from webapp.server import ServedBlocks  # noqa: E402
+from webapp.words import words  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 
@@ -264,10 +265,10 @@ def _upload(spec: Task) -> gr.Image:
     return gr.Image(
         type="filepath",
         image_mode=None,
-        sources=list(spec.input_sources),
-        label=spec.input_label,
+        sources=list(words(spec).input_sources),
+        label=words(spec).input_label,
         show_label=False,
-        placeholder=f"{spec.input_label}\nDrop an image here or click to upload",
+        placeholder=f"{words(spec).input_label}\nDrop an image here or click to upload",
         elem_id=f"{spec.name}-upload",
     )
 
@@ -331,15 +332,15 @@ def _task_tab(model: webapp.TaskModel, examples: list[Path]) -> None:
         return
     app = webapp.TaskApp(model, preview_folder=PREVIEW_FOLDER, keep_previous_on_problem=True)
     description = (model.explainer.meta.get("description") or "") if model.explainer is not None else ""
-    note = spec.model_note(description, model.explainer.meta if model.explainer is not None else None)
+    note = words(spec).model_note(description, model.explainer.meta if model.explainer is not None else None)
     if note:
         gr.Markdown(note, elem_id=f"{task}-model")
-    with gr.Accordion(f"The {app.n_classes} {spec.class_word} this model knows", open=False):
+    with gr.Accordion(f"The {app.n_classes} {words(spec).class_word} this model knows", open=False):
         gr.Markdown(webapp.class_list_markdown(app.class_names), elem_id=f"{task}-class-list")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=300):
             sketch = None
-            if spec.drawable:
+            if words(spec).drawable:
                 with gr.Tabs():
                     with gr.Tab("Draw", id=f"{task}-draw"):
                         # 256 px: shown at 100% on a 390 px wide phone, and the network crops to the drawing anyway
@@ -511,7 +512,7 @@ with ServedBlocks(title="Explainer: does the explanation back the prediction?", 
     )
     with gr.Tabs():
         for task in TASKS.values():
-            with gr.Tab(task.title, id=task.name):
+            with gr.Tab(words(task).title, id=task.name):
                 _task_tab(MODELS[task.name], EXAMPLES[task.name])
     demo.load(None, js=KEEP_BRUSH_JS, api_visibility="private")
     demo.load(None, js=UPLOAD_ICON_JS, api_visibility="private")

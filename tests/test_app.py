@@ -18,8 +18,9 @@ import app_images
 import webapp
 from bundles import birds_like_metadata, make_birds_bundle, make_shapes_bundle
 from explainer.predictor import Explainer
-from explainer.tasks import SHAPES, TASKS
+from explainer.tasks import SHAPES
 from webapp import charts
+from webapp.words import WORDS
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),  # gr.Warning outside a request is a Python warning
@@ -82,9 +83,9 @@ def test_missing_weights_give_a_message_not_a_crash(tmp_path: Path) -> None:
     models = webapp.load_models({}, tmp_path)
     for task, model in models.items():
         assert not model.available
-        assert TASKS[task].env_var in model.problem and str(tmp_path) not in model.problem  # no server path
+        assert WORDS[task].env_var in model.problem and str(tmp_path) not in model.problem  # no server path
         text = webapp.unavailable_markdown(model)
-        assert TASKS[task].env_var in text and f"train/train_{task}.py" in text
+        assert WORDS[task].env_var in text and f"train/train_{task}.py" in text
         with pytest.raises(ValueError, match="not available"):
             webapp.TaskApp(model)
 

@@ -15,6 +15,7 @@ from scope_fixtures import GOLDFINCH, HORSE, add_scope
 import webapp
 from bundles import free_port, import_app, make_birds_bundle, make_shapes_bundle
 from explainer.tasks import BIRDS
+from webapp.words import words
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),  # gr.Warning outside a request is a Python warning
@@ -119,12 +120,12 @@ def test_the_model_is_named_from_its_metadata() -> None:
         "metrics": {"accuracy": 0.81234, "top5_accuracy": 0.951, "test_images": 5794},
         "scope": {},
     }
-    note = BIRDS.model_note("ignored", meta)
+    note = words(BIRDS).model_note("ignored", meta)
     assert "**200 bird species**" in note and "EfficientNet-Lite0" in note and "`tf_efficientnet_lite0`" in note
     assert "top-1 **81.2%** (top-5 95.1%) on 5,794 held-out CUB photos" in note
     assert "checks that the photo shows a bird" in note
     # the gate is named from its own description: a Lite2 pair may carry a Lite0 gate
-    lite2 = BIRDS.model_note(
+    lite2 = words(BIRDS).model_note(
         "",
         {
             **meta,
@@ -133,7 +134,7 @@ def test_the_model_is_named_from_its_metadata() -> None:
         },
     )
     assert "backbone EfficientNet-Lite2" in lite2 and "an ImageNet classifier (EfficientNet-Lite0), checks" in lite2
-    bare = BIRDS.model_note("", {**meta, "metrics": {}, "scope": None})
+    bare = words(BIRDS).model_note("", {**meta, "metrics": {}, "scope": None})
     assert "no measured accuracy recorded" in bare and "no bird check" in bare
 
 

@@ -64,6 +64,7 @@ from explainer.tasks import ImageCheckError
 from . import charts, heatmaps, panels
 from .memory import release_memory
 from .weights import TaskModel
+from .words import words
 
 LOG = logging.getLogger("webapp")
 
@@ -783,4 +784,4 @@ class TaskApp:
 
     @property
     def prompt(self) -> str:
-        return self.model.spec.prompt
+        return words(self.model.spec).prompt

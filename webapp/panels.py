@@ -15,6 +15,7 @@ from explainer.models import describe_architecture
 from explainer.tasks import Task
 
 from .weights import TaskModel
+from .words import words
 
 LOG = logging.getLogger("webapp")
 
@@ -203,8 +204,9 @@ def unavailable_markdown(model: TaskModel) -> str:
         f"### No {task} model is installed\n\n"
         f"This tab needs a weights file, and none could be loaded: {model.problem}.\n\n"
         f"To get one, either\n"
-        f"- train it: `{model.spec.train_command}` (the script's docstring gives the recipe of the shipped model), "
+        f"- train it: `{words(model.spec).train_command}` (the script's docstring gives the recipe of the shipped "
+        f"model), "
         f"then restart the app; or\n"
-        f"- set `{model.spec.env_var}` to a local `.safetensors` file or to a Hugging Face Hub file "
+        f"- set `{words(model.spec).env_var}` to a local `.safetensors` file or to a Hugging Face Hub file "
         f"`user/repo/{task}.safetensors`, then restart the app."
     )

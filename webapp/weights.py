@@ -15,6 +15,8 @@ from explainer.bundle import BundleError
 from explainer.predictor import Explainer
 from explainer.tasks import TASKS, Task
 
+from .words import words
+
 LOG = logging.getLogger("webapp")
 
 Downloader = Callable[[str, str], str]  # (repo_id, filename) -> local path, e.g. huggingface_hub.hf_hub_download
@@ -108,7 +110,7 @@ def load_task_model(
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {tuple(TASKS)}")
     spec_task = TASKS[task]
-    env_name = spec_task.env_var
+    env_name = words(spec_task).env_var
     try:
         path = resolve_weights(spec, Path(weights_dir) / f"{task}.safetensors", env_name, download)
     except WeightsUnavailable as err:
@@ -147,6 +149,6 @@ def load_models(
 ) -> dict[str, TaskModel]:
     """Every task's model, from ``env`` (the app passes ``os.environ``) or ``weights_dir``. Call once at startup."""
     return {
-        task.name: load_task_model(task.name, env.get(task.env_var), weights_dir, download, device)
+        task.name: load_task_model(task.name, env.get(words(task).env_var), weights_dir, download, device)
         for task in TASKS.values()
     }

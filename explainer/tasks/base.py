@@ -1,9 +1,9 @@
 """What a task is: the one place where shapes and birds (and any later task) differ.
 
 A :class:`Task` owns everything that depends on the kind of image: how an image becomes the network's input, which
-images are refused before any network runs, how the input is shown back, how a weights file's metadata is built,
-and the words the app shows. The rest of the code asks the task and never compares task names, so a new task is one
-subclass (registered in :mod:`explainer.tasks`) and its training script.
+images are refused before any network runs, how the input is shown back and how a weights file's metadata is built;
+nothing of the app (its words live in :mod:`webapp.words`). The rest of the code asks the task and never compares
+task names, so a new task is one subclass (registered in :mod:`explainer.tasks`), its training script and its words.
 """
 
 from __future__ import annotations
@@ -42,15 +42,8 @@ class Task(ABC):
     """The base class: shared checks here; what differs is abstract, and each subclass must answer it."""
 
     name: ClassVar[str]  # the weights' ``task`` field and the app tab's id
-    title: ClassVar[str]  # the app tab's title
     preprocessing_kind: ClassVar[str]  # the ``preprocessing.kind`` a weights file for this task carries
     ranking: ClassVar[str]  # the class ranking formula (see explainer.postprocess.rank_scores)
-    env_var: ClassVar[str]  # the variable the app reads the weights' location from
-    train_command: ClassVar[str]  # how to train weights for this task, shown when there are none
-    prompt: ClassVar[str]  # the app's status before any input
-    input_label: ClassVar[str]  # the upload box's label
-    input_sources: ClassVar[tuple[str, ...]] = ("upload", "clipboard")
-    drawable: ClassVar[bool] = False  # the app offers a canvas to draw on
 
     @abstractmethod
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
@@ -79,13 +72,7 @@ class Task(ABC):
         """The network's input as a picture ``size`` pixels square ("what the network sees")."""
         raise NotImplementedError
 
-    class_word: ClassVar[str] = "classes"  # what the app calls the classes ("species")
     channels_last: ClassVar[bool] = False  # run the networks channels-last (faster for some CPU convolutions)
-
-    def model_note(self, description: str, meta: Mapping[str, Any] | None = None) -> str:
-        """Markdown the app shows above the inputs, from the weights' description and metadata; nothing by
-        default."""
-        return ""
 
     @abstractmethod
     def bundle_metadata(

@@ -12,59 +12,11 @@ from ..where import InputFrame
 from .base import FramedPreprocessor, ImageLike, Preprocessor, Task
 
 
-def backbone_name(model_name: str) -> str:
-    """ "EfficientNet-Lite0 (timm `tf_efficientnet_lite0`)" from a timm name; other names as they are."""
-    readable = {"tf_efficientnet_lite": "EfficientNet-Lite", "resnet": "ResNet", "efficientnet_b": "EfficientNet-B"}
-    for prefix, words in readable.items():
-        if model_name.startswith(prefix) and model_name[len(prefix) :].isdigit():
-            return f"{words}{model_name[len(prefix) :]} (timm `{model_name}`)"
-    return f"timm `{model_name}`"
-
-
 class BirdsTask(Task):
     name: ClassVar[str] = "birds"
-    title: ClassVar[str] = "Birds"
     preprocessing_kind: ClassVar[str] = "imagenet"
     ranking: ClassVar[str] = "weighted"
-    env_var: ClassVar[str] = "EXPLAINER_BIRDS_WEIGHTS"
-    train_command: ClassVar[str] = (
-        "python train/train_birds.py --data PATH/TO/CUB_200_2011 --out runs/birds --output weights/birds.safetensors"
-    )
-    prompt: ClassVar[str] = "*Upload a photo of a bird (or use the webcam or paste from the clipboard).*"
-    input_label: ClassVar[str] = "Photo of a bird"
-    input_sources: ClassVar[tuple[str, ...]] = ("upload", "webcam", "clipboard")
-    class_word: ClassVar[str] = "species"
     channels_last: ClassVar[bool] = True  # EfficientNet's depthwise convolutions: ~20% faster at batch 1 on the CPU
-
-    def model_note(self, description: str, meta: Mapping[str, Any] | None = None) -> str:
-        """The model named honestly from its weights file: how many species, which backbone, the measured top-1, and
-        whether photos that are not birds are caught."""
-        if meta is None:
-            return f"**Model:** {description}." if description else ""
-        n_species = len(meta.get("class_names", []))
-        model_name = str(meta.get("architecture", {}).get("model_name", "unknown"))
-        metrics = meta.get("metrics") if isinstance(meta.get("metrics"), Mapping) else {}
-        top1, top5 = metrics.get("accuracy"), metrics.get("top5_accuracy")
-        n_test = metrics.get("test_images") or metrics.get("n")
-        if isinstance(top1, (int, float)):
-            measured = f"measured top-1 **{100 * top1:.1f}%**"
-            measured += f" (top-5 {100 * top5:.1f}%)" if isinstance(top5, (int, float)) else ""
-            measured += f" on {int(n_test):,} held-out CUB photos" if isinstance(n_test, (int, float)) else ""
-        else:
-            measured = "no measured accuracy recorded in this weights file"
-        scope = meta.get("scope")
-        if isinstance(scope, Mapping):
-            architecture = scope.get("architecture")
-            gate = architecture.get("model_name") if isinstance(architecture, Mapping) else None
-            named = f" ({backbone_name(str(gate)).split(' (')[0]})" if gate else ""
-            check = f"A third network, an ImageNet classifier{named}, checks that the photo shows a bird at all."
-        else:
-            check = "This weights file has no bird check: any photo gets a species name."
-        return (
-            f"**Model:** knows **{n_species} bird species** of CUB-200-2011's 200 · backbone "
-            f"{backbone_name(model_name)} (ImageNet-pretrained), with a mirror network that reads its activations · "
-            f"{measured}. {check}"
-        )
 
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
         """Resize, centre crop and normalise as the weights say; alpha onto white, 16-bit scaled, CMYK/palette

@@ -17,15 +17,8 @@ LOG = logging.getLogger("explainer.tasks")
 
 class ShapesTask(Task):
     name: ClassVar[str] = "shapes"
-    title: ClassVar[str] = "Shapes"
     preprocessing_kind: ClassVar[str] = "shapes"
     ranking: ClassVar[str] = "normalized"
-    env_var: ClassVar[str] = "EXPLAINER_SHAPES_WEIGHTS"
-    train_command: ClassVar[str] = "python train/train_shapes.py --out runs/shapes --output weights/shapes.safetensors"
-    prompt: ClassVar[str] = "*Draw a shape and press **Classify drawing**, upload an image, or click an example.*"
-    input_label: ClassVar[str] = "Image of a shape"
-    drawable: ClassVar[bool] = True
-    class_word: ClassVar[str] = "shapes"
 
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
         """Grey, cropped to the ink, 64 px in [0, 1]; raises :class:`explainer.shape_input.NothingToClassify` for a
