@@ -763,10 +763,21 @@ def describe_architecture(architecture: Mapping[str, Any]) -> str:
     return family.describe(architecture) if family else json.dumps(dict(architecture))[:200]
 
 
+MAX_PART_WIDTH, MAX_PART_DEPTH = 2048, 8
+
+
 def part_mirror(feature_info: Sequence[dict[str, Any]], n_explanations: int, spec: dict[str, Any]) -> PartMirror:
     """A :class:`PartMirror` from its description in a weights file: ``{"kind": "parts", "regions", "routes",
     "width", "taps", "depth", "context", "stem", "body"}`` (the last six optional; ``body``: the keyword arguments
     of a :class:`ShapesMirror` whose blocks feed the read-out)."""
+    width, depth = int(spec.get("width", 256)), int(spec.get("depth", 1))
+    if not (
+        1 <= width <= MAX_PART_WIDTH and 1 <= depth <= MAX_PART_DEPTH
+    ):  # a file cannot make us allocate without end
+        raise MirrorError(
+            f"a part mirror of width {width} and depth {depth} is out of range (1 to {MAX_PART_WIDTH}, 1 to "
+            f"{MAX_PART_DEPTH})"
+        )
     body = None
     if spec.get("body") is not None:
         body = ShapesMirror(feature_info, n_explanations, **spec["body"])
@@ -777,9 +788,9 @@ def part_mirror(feature_info: Sequence[dict[str, Any]], n_explanations: int, spe
         n_explanations,
         regions=spec["regions"],
         routes=spec["routes"],
-        width=int(spec.get("width", 256)),
+        width=width,
         taps=tuple(int(t) for t in spec.get("taps", (-2, -1))),
-        depth=int(spec.get("depth", 1)),
+        depth=depth,
         context=bool(spec.get("context", False)),
         stem=None if spec.get("stem") is None else int(spec["stem"]),
         body=body,

@@ -164,3 +164,15 @@ def test_a_part_mirror_keeps_the_trained_mirror_blocks_warm_under_its_read_out()
         logits, regions, maps = mirror.eval().forward_maps(x, taps)
     assert regions.shape == (1, 2, 16, 16) and maps.shape == (1, 5, 16, 16)
     torch.testing.assert_close(maps.sum((2, 3)) + mirror.bias, logits)
+
+
+def test_a_weights_file_cannot_ask_for_a_part_mirror_without_end() -> None:
+    from explainer.models import part_mirror
+
+    info = build_pair({"family": "shapes", "main": WIDE, "mirror": {"widths": [4, 4, 4, 4], "kernel": 3,
+                                                                    "padding": 1}}).main.feature_info  # fmt: skip
+    spec = {"kind": "parts", "regions": ["corners"], "routes": [[0]], "width": 10**9}
+    with pytest.raises(MirrorError, match="out of range"):
+        part_mirror(info, 1, spec)
+    with pytest.raises(MirrorError, match="out of range"):
+        part_mirror(info, 1, {**spec, "width": 8, "depth": 10**6})
