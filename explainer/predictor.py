@@ -72,11 +72,19 @@ class Explanation:
             "explanation_probabilities": {
                 n: float(p) for n, p in zip(self.explanation_names, self.explanation_probs, strict=False)
             },
+            **self._verdict_json(len(self.class_names)),
+        }
+
+    def _verdict_json(self, ranked: int, sentence: str | None = None) -> dict[str, Any]:
+        """The keys every result JSON shares (built here only): kept explanations, the ranking's first ``ranked``
+        classes, the verdict (and its ``sentence`` when given), the controls and the scope."""
+        return {
             "kept_explanations": self.kept_explanations,
-            "explanation_ranking": [[name, score] for name, score in self.ranking],
+            "explanation_ranking": [[name, score] for name, score in self.ranking[:ranked]],
             "questioned": self.verdict.questioned,
             "case": self.verdict.case,
             "preferred_class": self.preferred_class,
+            **({} if sentence is None else {"verdict": sentence}),
             "threshold": self.threshold,
             "top_n": self.top_n,
             **self.scope.to_json(),
@@ -94,15 +102,7 @@ class Explanation:
             "predicted_class": self.predicted_class,
             "predicted_probability": float(self.class_probs[predicted]),
             "top_classes": [[self.class_names[i], float(self.class_probs[i])] for i in order],
-            "kept_explanations": self.kept_explanations,
-            "explanation_ranking": [[name, score] for name, score in self.ranking[: self.top_n]],
-            "questioned": self.verdict.questioned,
-            "case": self.verdict.case,
-            "preferred_class": self.preferred_class,
-            "verdict": self.sentence(),
-            "threshold": self.threshold,
-            "top_n": self.top_n,
-            **self.scope.to_json(),
+            **self._verdict_json(self.top_n, sentence=self.sentence()),
         }
 
     def sentence(self) -> str:
