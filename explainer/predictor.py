@@ -16,7 +16,7 @@ from PIL import Image
 
 from . import postprocess
 from .bundle import load_bundle_with_scope
-from .scope import ScopeGate, ScopeReading, ScopeResult, article, gate_result, unmeasured_result
+from .scope import ScopeGate, ScopeReading, ScopeResult, gate_result, unmeasured_result
 from .tasks import TASKS, Task, task_for_preprocessing
 from .tasks.base import FramedPreprocessor, ImageLike, Preprocessor, display_names
 from .where import InputFrame, Where
@@ -114,14 +114,9 @@ class Explanation:
         n_classes = len(self.class_names)
         scores = np.asarray(self.ranking_scores, dtype=np.float64)
         case = self.verdict.case
-        if not self.scope.in_scope and self.scope.method == "imagenet-birds":
-            subject = self.scope.subject or "bird"
-            return (
-                f"Questioned: this does not look like {article(subject)}: the ImageNet model sees "
-                f"{article(self.scope.looks_like or 'something else')} ({subject} classes "
-                f"{100 * self.scope.score:.1f}%, below the {100 * (self.scope.threshold or 0):g}% needed), so "
-                f"'{pred}' is a guess about something this model was not made for."
-            )
+        refusal = self.scope.refusal(pred)
+        if refusal is not None:
+            return refusal
         if case == 1 and not np.any(scores > 0):
             return (
                 f"Questioned: no kept explanation supports any class, so nothing backs '{pred}' (case 1); "

@@ -301,6 +301,50 @@ class ScopeResult:
             "looks_like": self.looks_like,
         }
 
+    def not_the_subject(self) -> str | None:
+        """What the image is not ("a bird") when a scope network says it is not what the model is for, else None."""
+        if self.method == "imagenet-birds" and not self.in_scope:
+            return article(self.subject or "bird")
+        return None
+
+    def refusal(self, predicted: str) -> str | None:
+        """The verdict's sentence when a scope network says the image is not what the model is for, else None."""
+        if self.not_the_subject() is None:
+            return None
+        subject = self.subject or "bird"
+        return (
+            f"Questioned: this does not look like {article(subject)}: the ImageNet model sees "
+            f"{article(self.looks_like or 'something else')} ({subject} classes {100 * self.score:.1f}%, below the "
+            f"{100 * (self.threshold or 0):g}% needed), so '{predicted}' is a guess about something this model was "
+            "not made for."
+        )
+
+    def status(self, threshold: float) -> tuple[str, str]:
+        """(the question, its answer in plain words) of whether the image is in scope; ``threshold``: the
+        explanations' threshold (a pair that judges by its explanations says what it compared)."""
+        if self.method == "imagenet-birds":  # no ImageNet class named: "a house finch" beside a cardinal misleads
+            subject = self.subject or "bird"
+            share, needed = f"{100 * self.score:.1f}%", f"{100 * (self.threshold or 0):g}%"
+            if self.in_scope:
+                return f"Is it {article(subject)}?", (
+                    f"Yes: the ImageNet model puts {share} on its {subject} classes (at least {needed} needed)."
+                )
+            return (
+                f"Is it {article(subject)}?",
+                f"No: the ImageNet model sees {article(self.looks_like or 'something else')}.",
+            )
+        if self.method == "explanations":
+            strongest = f"the strongest explanation is {100 * self.score:.0f}% (threshold {100 * threshold:g}%)"
+            if self.in_scope:
+                return "One of the classes this model knows?", f"Yes: {strongest}."
+            return "One of the classes this model knows?", (
+                f"No: {strongest}, so no explanation supports any class; the image may be none of them."
+            )
+        return "In scope?", (
+            "Not checked: this weights file has no scope network (`train/attach_scope.py` adds one), so every image "
+            "is taken as in scope."
+        )
+
 
 def gate_result(gate: ScopeGate, reading: ScopeReading) -> ScopeResult:
     """A scope network's reading as a result: out of scope names the best non-bird class; in scope the top class."""

@@ -82,3 +82,22 @@ def test_a_pair_of_no_known_task_reads_names_and_judges_nothing(tmp_path) -> Non
     explainer = Explainer(pair, meta)
     assert explainer.task_spec is None and explainer.display_names == meta["explanation_names"]
     assert explainer.scope_result(np.zeros(5), 0.5, None).method == "none"
+
+
+def test_a_scope_result_says_its_own_question_answer_and_refusal() -> None:
+    from explainer.scope import ScopeResult, unmeasured_result
+
+    gate_out = ScopeResult(False, 0.02, "imagenet-birds", "tabby cat", 0.08, "bird")
+    assert gate_out.not_the_subject() == "a bird"
+    assert "the ImageNet model sees a tabby cat" in gate_out.refusal("Cardinal") and "'Cardinal'" in gate_out.refusal(
+        "X"
+    )
+    gate_in = ScopeResult(True, 0.97, "imagenet-birds", "house finch", 0.08, "bird")
+    assert gate_in.refusal("Cardinal") is None and gate_in.not_the_subject() is None
+    question, answer = gate_in.status(0.3)
+    assert question == "Is it a bird?" and "97.0%" in answer and "finch" not in answer  # no ImageNet class named
+    own = ScopeResult(False, 0.2, "explanations")
+    assert own.status(0.5) == ("One of the classes this model knows?",
+                               "No: the strongest explanation is 20% (threshold 50%), so no explanation supports any "
+                               "class; the image may be none of them.")  # fmt: skip
+    assert unmeasured_result().status(0.5)[0] == "In scope?" and unmeasured_result().refusal("x") is None

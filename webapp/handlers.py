@@ -58,7 +58,7 @@ from PIL import Image
 from explainer.imagecheck import ImageError, check_image
 from explainer.postprocess import kept_threshold_range
 from explainer.predictor import Explainer, Explanation
-from explainer.scope import ScopeReading, article, plain_name
+from explainer.scope import ScopeReading, plain_name
 from explainer.tasks import ImageCheckError
 
 from . import charts, heatmaps, panels
@@ -140,10 +140,7 @@ _NO_WHERE = WhereOutputs({"__type__": "update", "choices": [], "value": None, "v
 
 def _not_the_subject(explanation: Explanation) -> str | None:
     """What the image is not ("a bird") when the scope network says it is not what the model is for, else None."""
-    scope = explanation.scope
-    if scope.method == "imagenet-birds" and not scope.in_scope:
-        return article(scope.subject or "bird")
-    return None
+    return explanation.scope.not_the_subject()
 
 
 def _warn(message: str) -> None:
@@ -332,30 +329,10 @@ class TaskApp:
     def _scope_line(self, explanation: Explanation) -> str:
         """Whether the image is something this model was made for, in plain words ("" when the verdict's sentence
         already says that it is not)."""
-        scope = explanation.scope
         if _not_the_subject(explanation):
             return ""  # the badge and the sentence say it: "this does not look like a bird: the ImageNet model sees..."
-        if scope.method == "imagenet-birds":  # no ImageNet class named: "a house finch" beside a cardinal misleads
-            subject = scope.subject or "bird"
-            needed = f"{100 * (scope.threshold or 0):g}%"
-            return (
-                f"**Is it {article(subject)}?** Yes: the ImageNet model puts {100 * scope.score:.1f}% on its "
-                f"{subject} classes (at least {needed} needed)."
-            )
-        if scope.method == "explanations":
-            strongest = (
-                f"the strongest explanation is {100 * scope.score:.0f}% (threshold {100 * explanation.threshold:g}%)"
-            )
-            if scope.in_scope:
-                return f"**One of the classes this model knows?** Yes: {strongest}."
-            return (
-                f"**One of the classes this model knows?** No: {strongest}, so no explanation supports any "
-                "class; the image may be none of them."
-            )
-        return (
-            "**In scope?** Not checked: this weights file has no scope network (`train/attach_scope.py` adds "
-            "one), so every image is taken as in scope."
-        )
+        question, answer = explanation.scope.status(explanation.threshold)
+        return f"**{question}** {answer}"
 
     def _status(self, explanation: Explanation, note: str) -> str:
         verdict = explanation.verdict
