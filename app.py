@@ -27,6 +27,9 @@ if __name__ == "__main__":
     CACHE_FOLDER = private_cache_folder(os.environ.get("GRADIO_TEMP_DIR"))
     os.environ["GRADIO_TEMP_DIR"] = str(CACHE_FOLDER)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # and Ctrl+C / SIGINT always stops it: a process started with SIGINT ignored (a background job of a script, a
+    # test runner's child) inherits that, and Python then leaves it ignored, so the app could never be interrupted
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402

@@ -401,6 +401,8 @@ def test_stopping_removes_every_file_the_app_wrote(tmp_path: Path, images: Path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        # started as a background job of a script is: SIGINT ignored, which a child inherits; the app must still stop
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     url = f"http://127.0.0.1:{port}/"
     try:
