@@ -193,9 +193,7 @@ class Explainer:
         self.explanation_names: list[str] = list(meta["explanation_names"])
         self.preprocessing: dict[str, Any] = meta["preprocessing"]
         self.task_spec: Task | None = task_for_preprocessing(self.preprocessing.get("kind"))
-        self.display_names: list[str] = (
-            self.task_spec.display_names(meta) if self.task_spec is not None else display_names(meta)
-        )
+        self.display_names: list[str] = display_names(meta)
         self.groups: list[list[int]] = [list(map(int, g)) for g in meta["explanation_groups"]]
         self.class_explanations = np.asarray(meta["class_explanations"], dtype=np.float64)
         self.ranking: str = meta["ranking"]

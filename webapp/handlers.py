@@ -138,11 +138,6 @@ def _skip() -> dict[str, Any]:
 _NO_WHERE = WhereOutputs({"__type__": "update", "choices": [], "value": None, "visible": False}, None, "")
 
 
-def _not_the_subject(explanation: Explanation) -> str | None:
-    """What the image is not ("a bird") when the scope network says it is not what the model is for, else None."""
-    return explanation.scope.not_the_subject()
-
-
 def _warn(message: str) -> None:
     """A toast in the browser; outside a Gradio request (tests, scripts) Gradio turns it into a Python warning."""
     try:
@@ -329,7 +324,7 @@ class TaskApp:
     def _scope_line(self, explanation: Explanation) -> str:
         """Whether the image is something this model was made for, in plain words ("" when the verdict's sentence
         already says that it is not)."""
-        if _not_the_subject(explanation):
+        if explanation.scope.not_the_subject():
             return ""  # the badge and the sentence say it: "this does not look like a bird: the ImageNet model sees..."
         question, answer = explanation.scope.status(explanation.threshold)
         return f"**{question}** {answer}"
@@ -338,7 +333,7 @@ class TaskApp:
         verdict = explanation.verdict
         pred = explanation.predicted_class
         prob = float(explanation.class_probs[verdict.predicted_class])
-        not_the_subject = _not_the_subject(explanation)
+        not_the_subject = explanation.scope.not_the_subject()
         if not_the_subject:
             head = f'<span class="badge badge-questioned">⚠ Questioned · not {not_the_subject}</span>'
         elif verdict.questioned:
@@ -391,7 +386,7 @@ class TaskApp:
     def _scope_view(self, explanation: Explanation, reading: ScopeReading | None) -> Any:
         """What the ImageNet model sees, as a chart, for a photo that is not what the model is for; else None."""
         gate = self._explainer.scope
-        if not _not_the_subject(explanation) or gate is None or reading is None or not reading.top_classes:
+        if not explanation.scope.not_the_subject() or gate is None or reading is None or not reading.top_classes:
             return None
         subjects = {int(i) for i in gate.in_scope_classes}
         top = [(plain_name(gate.class_names[i]), p, i in subjects) for i, p in reading.top_classes]
@@ -557,8 +552,10 @@ class TaskApp:
             [],
             [],
             self._scope_view(explanation, reading),
-            *panels.guess_updates((explanation.scope.subject or "bird") if _not_the_subject(explanation) else None),
-            heatmaps.panel_update(_not_the_subject(explanation)),
+            *panels.guess_updates(
+                (explanation.scope.subject or "bird") if explanation.scope.not_the_subject() else None
+            ),
+            heatmaps.panel_update(explanation.scope.not_the_subject()),
             rendered.where_choice,
             rendered.where_explanation,
             rendered.where_explanation_caption,

@@ -89,10 +89,6 @@ class Task(ABC):
         class x explanation prior, the ranking, ``preprocessing`` (what the task does not fix) and ``defaults``
         (``threshold``, ``top_n``). Callers add training details, metrics and a description."""
 
-    def display_names(self, meta: Mapping[str, Any]) -> list[str]:
-        """The explanation names people read: the weights' display names, else the explanation names."""
-        return display_names(meta)
-
     def own_scope(self, explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float) -> Any:
         """In or out of scope judged by the pair itself, for files without a scope network: by default nothing is
         measured and every image is in scope (``scope_score`` 1.0, ``scope_method`` "none")."""
