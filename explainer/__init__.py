@@ -1,8 +1,8 @@
 """explainer: a main CNN, a mirror CNN that explains it from its hidden activations, and a verdict on the pair."""
 
-from .bundle import BundleError, load_bundle, save_bundle
-from .models import MirrorPair, build_pair
-from .predictor import Explainer, Explanation
+from explainer.pair.bundle import BundleError, load_bundle, save_bundle
+from explainer.pair.models import MirrorPair, build_pair
+from explainer.verdict.predictor import Explainer, Explanation
 
 __all__ = ["BundleError", "Explainer", "Explanation", "MirrorPair", "build_pair", "load_bundle", "save_bundle"]
 __version__ = "0.1.0"

@@ -7,8 +7,8 @@ IMAGE...``
 Prints one JSON object per line per image, in the order given: the predicted class and its probability, the five most
 probable classes, the kept explanations, the top N of the explanation ranking, whether the prediction is questioned
 and the verdict in words; ``--all-probabilities`` adds every class's and every explanation's probability and the whole
-ranking (:meth:`explainer.predictor.Explanation.to_json`). Every image goes through the app's image check
-(:func:`explainer.imagecheck.check_image`: readable, not a bomb, at least 8 px a side, at most 20:1, not blank);
+ranking (:meth:`explainer.verdict.predictor.Explanation.to_json`). Every image goes through the app's image check
+(:func:`explainer.inputs.imagecheck.check_image`: readable, not a bomb, at least 8 px a side, at most 20:1, not blank);
 a file that fails it, or that runs out of memory, prints ``{"image": ..., "error": "..."}`` and the others go on;
 the exit status is 1 if any image failed. Output is always valid JSON (never a bare NaN).
 """
@@ -21,9 +21,9 @@ import json
 import sys
 from typing import Sequence
 
-from .bundle import BundleError
-from .imagecheck import check_image
-from .predictor import Explainer
+from explainer.inputs.imagecheck import check_image
+from explainer.pair.bundle import BundleError
+from explainer.verdict.predictor import Explainer
 
 TOP_CLASSES = 5  # the most probable classes each line lists with their probabilities
 DESCRIPTION = """\
@@ -136,8 +136,8 @@ def _where(explainer: Explainer, image, path: str, explanation, folder: str | No
     ``<number>-<image name>-<explanation>.png`` (written whole or not at all)."""
     from pathlib import Path
 
-    from .bundle import atomic_write_bytes
-    from .where import overlay
+    from explainer.pair.bundle import atomic_write_bytes
+    from explainer.verdict.where import overlay
 
     _, _, maps = explainer.where(image)
     kept, predicted = explanation.kept_indices, explanation.verdict.predicted_class

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from explainer.bundle import save_bundle
-from explainer.models import build_pair, reference_shapes_architecture
+from explainer.pair.bundle import save_bundle
+from explainer.pair.models import build_pair, reference_shapes_architecture
 
 SHAPES_CLASSES = ["circle", "triangle", "square", "rectangle"]
 SHAPES_EXPLANATIONS = [

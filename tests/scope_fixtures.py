@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from explainer.bundle import read_bundle, write_bundle
-from explainer.scope import IMAGENET_BIRD_CLASSES, ScopeGate, build_scope_network, scope_description, scope_tensors
+from explainer.pair.bundle import read_bundle, write_bundle
+from explainer.pair.scope import IMAGENET_BIRD_CLASSES, ScopeGate, build_scope_network, scope_description, scope_tensors
 
 SCOPE_MODEL = "test_efficientnet"
 HORSE = 339  # ImageNet "sorrel"
@@ -28,13 +28,13 @@ def fixed_answer_network(winner: int, n_classes: int = 1000, seed: int = 0) -> t
 
 
 def class_names(n_classes: int = 1000) -> list[str]:
-    from explainer.scope import imagenet_class_names
+    from explainer.pair.scope import imagenet_class_names
 
     return imagenet_class_names()[:n_classes]
 
 
 def fixed_gate(winner: int, threshold: float = 0.2, preprocessing: dict | None = None) -> ScopeGate:
-    from explainer.scope import default_scope_preprocessing
+    from explainer.pair.scope import default_scope_preprocessing
 
     description = scope_description(
         SCOPE_MODEL,
@@ -75,8 +75,8 @@ def make_frozen_birds_bundle(path: str | Path, imagenet: torch.nn.Module, half: 
     """A birds bundle whose main network is ``imagenet``'s backbone untouched (a frozen-backbone pair) with its own
     5-class classifier, in the bundle's storage type."""
     from bundles import birds_like_metadata
-    from explainer.bundle import save_bundle
-    from explainer.models import build_pair
+    from explainer.pair.bundle import save_bundle
+    from explainer.pair.models import build_pair
 
     architecture = {"family": "timm", "model_name": SCOPE_MODEL, "n_classes": 5, "n_explanations": 12, "join": "add"}
     torch.manual_seed(1)

@@ -17,8 +17,8 @@ from PIL import Image
 import app_images
 import webapp
 from bundles import birds_like_metadata, make_birds_bundle, make_shapes_bundle
-from explainer.predictor import Explainer
 from explainer.tasks import SHAPES
+from explainer.verdict.predictor import Explainer
 from webapp import charts
 from webapp.words import WORDS
 

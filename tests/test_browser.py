@@ -26,7 +26,7 @@ from scope_fixtures import GOLDFINCH, add_scope
 
 import app_images
 from bundles import free_port, import_app, make_birds_bundle, make_shapes_bundle, running_app
-from explainer.bundle import read_bundle, write_bundle
+from explainer.pair.bundle import read_bundle, write_bundle
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -1,5 +1,5 @@
-"""Tests for the birds data side: explainer.cub (reader, targets, splits, Dataset), train.cub_download,
-explainer.transforms."""
+"""Tests for the birds data side: explainer.birds.cub (reader, targets, splits, Dataset), train.cub_download,
+explainer.inputs.transforms."""
 
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from cub_fixture import FIXTURE_IMAGE_SIZE, make_cub_fixture
-from explainer.cub import (
+from explainer.birds.cub import (
     CubDataError,
     CubImages,
     explanation_targets,
     read_cub,
     validation_split,
 )
-from explainer.imageio import ImageError
-from explainer.transforms import (
+from explainer.inputs.imagecheck import ImageError
+from explainer.inputs.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TransformConfigError,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from explainer.bundle import read_bundle
-from explainer.cub import _class_display_name
-from explainer.cub_names import SPECIES_NAMES
+from explainer.birds.cub import _class_display_name
+from explainer.birds.names import SPECIES_NAMES
+from explainer.pair.bundle import read_bundle
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 

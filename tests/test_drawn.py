@@ -1,4 +1,4 @@
-"""Stroke data (explainer/drawn.py): reading drawings, rendering them like the sketchpad; the drawn training
+"""Stroke data (explainer/shapes/drawn.py): reading drawings, rendering them like the sketchpad; the drawn training
 sketches (explainer/shapes/sketches.py); and the real-drawing evaluation (train/evaluate_real_drawings.py) on a
 fixture built here."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explainer.drawn import (
+from explainer.shapes.drawn import (
     DrawingFormatError,
     StrokeDrawing,
     is_training_drawing,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explainer import evaluation
-from explainer.bundle import save_bundle
-from explainer.calibration import plot_reliability, reliability, threshold_sensitivity
-from explainer.models import build_pair, reference_shapes_architecture
+from explainer.evaluation import reports
+from explainer.evaluation.calibration import plot_reliability, reliability, threshold_sensitivity
+from explainer.pair.bundle import save_bundle
+from explainer.pair.models import build_pair, reference_shapes_architecture
 from train import evaluate_shapes
 
 CLASSES = ["circle", "triangle", "square", "rectangle"]
@@ -61,7 +61,7 @@ TARGETS = np.array([PRIOR[label] for label in LABELS], dtype=np.float32)
 
 
 def test_evaluate_predictions_known_answers() -> None:
-    result = evaluation.evaluate_predictions(
+    result = reports.evaluate_predictions(
         fake_explainer(), one_hot_probs(PREDICTED, CONFIDENCE), EXPL, np.array(LABELS), TARGETS
     )
     assert result["accuracy"] == pytest.approx(3 / 6)
@@ -86,9 +86,7 @@ def test_evaluate_predictions_known_answers() -> None:
 def test_explanation_score_detects_errors() -> None:
     """-margin ranks the errors high: by hand, scores are -1, -2/3 (correct), 0, 1/3, 1 (errors) and 1e-9 (correct,
     questioned), so 8 of the 9 error/correct pairs are ordered right."""
-    result = evaluation.evaluate_predictions(
-        fake_explainer(), one_hot_probs(PREDICTED, [0.9] * 6), EXPL, np.array(LABELS)
-    )
+    result = reports.evaluate_predictions(fake_explainer(), one_hot_probs(PREDICTED, [0.9] * 6), EXPL, np.array(LABELS))
     assert result["error_detection"]["msp"]["auroc"] == pytest.approx(0.5)  # constant score: no information
     assert result["error_detection"]["explanations"]["auroc"] == pytest.approx(8 / 9)
     assert "explanations" not in result  # no targets given
@@ -98,7 +96,7 @@ def test_questioned_share_of_unlabelled_set() -> None:
     probs = np.full((10, 4), 0.25)
     expl = np.zeros((10, 5))
     expl[:3, 0] = 0.9  # three say "no vertices": circle 1.0, and the predicted class (argmax of a tie: circle) agrees
-    result = evaluation.questioned_share(fake_explainer(), probs, expl)
+    result = reports.questioned_share(fake_explainer(), probs, expl)
     assert result["n"] == 10
     assert result["questioned"] == 7 and result["share"] == pytest.approx(0.7)
     assert result["cases"]["case_1"] == 7
@@ -118,7 +116,7 @@ def test_top5_and_per_class_accuracy_by_hand() -> None:
     )
     scores = np.array([[7, 6, 5, 4, 3, 2, 1], [7, 6, 5, 4, 3, 2, 1], [7, 6, 5, 4, 3, 2, 1]], dtype=np.float64)
     probs = scores / scores.sum(axis=1, keepdims=True)
-    result = evaluation.evaluate_predictions(explainer, probs, np.zeros((3, 1)), np.array([0, 4, 5]))
+    result = reports.evaluate_predictions(explainer, probs, np.zeros((3, 1)), np.array([0, 4, 5]))
     assert result["accuracy"] == pytest.approx(1 / 3)
     assert result["top5_accuracy"] == pytest.approx(2 / 3)
     assert result["per_class_accuracy"]["c0"] == 1.0 and result["per_class_accuracy"]["c4"] == 0.0
@@ -129,20 +127,20 @@ def test_top5_and_per_class_accuracy_by_hand() -> None:
 def test_bad_shapes_are_refused() -> None:
     explainer = fake_explainer()
     with pytest.raises(ValueError, match="class_probs"):
-        evaluation.evaluate_predictions(explainer, np.zeros((3, 5)), np.zeros((3, 5)), np.zeros(3))
+        reports.evaluate_predictions(explainer, np.zeros((3, 5)), np.zeros((3, 5)), np.zeros(3))
     with pytest.raises(ValueError, match="labels"):
-        evaluation.evaluate_predictions(explainer, np.zeros((3, 4)), np.zeros((3, 5)), np.array([0, 1, 7]))
+        reports.evaluate_predictions(explainer, np.zeros((3, 4)), np.zeros((3, 5)), np.array([0, 1, 7]))
     with pytest.raises(ValueError, match="threshold"):
-        evaluation.questioned_share(explainer, np.zeros((3, 4)), np.zeros((3, 5)), threshold=1.5)
+        reports.questioned_share(explainer, np.zeros((3, 4)), np.zeros((3, 5)), threshold=1.5)
 
 
 def test_write_report(tmp_path: Path) -> None:
     explainer = fake_explainer()
-    result = evaluation.evaluate_predictions(
+    result = reports.evaluate_predictions(
         explainer, one_hot_probs(PREDICTED, CONFIDENCE), EXPL, np.array(LABELS), TARGETS
     )
-    ood = evaluation.questioned_share(explainer, np.full((4, 4), 0.25), np.zeros((4, 5)))
-    path = evaluation.write_report(
+    ood = reports.questioned_share(explainer, np.full((4, 4), 0.25), np.zeros((4, 5)))
+    path = reports.write_report(
         {"title": "Test", "evaluations": {"hand made": result}, "ood": {"noise": ood}, "notes": ["a note"]}, tmp_path
     )
     text = path.read_text()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from bundles import make_shapes_bundle
-from explainer.bundle import load_bundle
+from explainer.pair.bundle import load_bundle
 from train.finetune_shapes_sketches import main
 
 TINY = [

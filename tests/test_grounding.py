@@ -12,11 +12,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from bundles import make_shapes_bundle
-from explainer.bundle import load_bundle, save_bundle
-from explainer.models import MirrorError, PartMirror, build_pair, part_mirror_spec
-from explainer.predictor import Explainer
+from explainer.pair.bundle import load_bundle, save_bundle
+from explainer.pair.models import MirrorError, PartMirror, build_pair, part_mirror_spec
 from explainer.shapes import grounding
 from explainer.shapes.training import augment_batch, to_tensor
+from explainer.verdict.predictor import Explainer
 
 WIDE = {"n_classes": 4, "widths": [8, 16, 32, 64], "kernel": 3, "padding": 1, "in_chans": 1, "image_size": 64}
 
@@ -167,7 +167,7 @@ def test_a_part_mirror_keeps_the_trained_mirror_blocks_warm_under_its_read_out()
 
 
 def test_a_weights_file_cannot_ask_for_a_part_mirror_without_end() -> None:
-    from explainer.models import part_mirror
+    from explainer.pair.models import part_mirror
 
     info = build_pair({"family": "shapes", "main": WIDE, "mirror": {"widths": [4, 4, 4, 4], "kernel": 3,
                                                                     "padding": 1}}).main.feature_info  # fmt: skip

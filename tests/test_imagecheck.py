@@ -1,4 +1,5 @@
-"""The one image check (explainer.imagecheck), the CLI's use of it, and weights files refused in one plain line."""
+"""The one image check (explainer.inputs.imagecheck), the CLI's use of it, and weights files refused in one plain
+line."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from PIL import Image
 from safetensors.torch import save
 
 from bundles import required_shapes_metadata as shapes_meta
-from explainer.bundle import BundleError, load_bundle, save_bundle
-from explainer.imagecheck import MAX_PIXELS, WORKING_SIDE, ImageError, check_image, reduce_in_bands
-from explainer.models import build_pair, reference_shapes_architecture
+from explainer.inputs.imagecheck import MAX_PIXELS, WORKING_SIDE, ImageError, check_image, reduce_in_bands
+from explainer.pair.bundle import BundleError, load_bundle, save_bundle
+from explainer.pair.models import build_pair, reference_shapes_architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY_WORDS = ("PIL", "Pillow", "Error", "Traceback", "/tmp", "\\")

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from explainer import metrics
-from explainer.calibration import reliability
+from explainer.evaluation import metrics
+from explainer.evaluation.calibration import reliability
 
 pytestmark = pytest.mark.filterwarnings("error")  # a NaN case must be decided here, not warned about by a library
 

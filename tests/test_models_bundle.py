@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from bundles import required_shapes_metadata as shapes_meta
-from explainer.bundle import BundleError, load_bundle, read_bundle, save_bundle
-from explainer.models import (
+from explainer.pair.bundle import BundleError, load_bundle, read_bundle, save_bundle
+from explainer.pair.models import (
     MirrorError,
     MirrorPair,
     ShapesCNN,
@@ -22,7 +22,7 @@ from explainer.models import (
     keras_parameter_count,
     reference_shapes_architecture,
 )
-from explainer.predictor import Explainer
+from explainer.verdict.predictor import Explainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

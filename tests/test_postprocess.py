@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from explainer import postprocess as pp
+from explainer.verdict import postprocess as pp
 
 # circle, triangle, square, rectangle x (no vertices, three, four, parallel, same size): the reference's matrix
 PRIOR = np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 1], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0]], dtype=float)

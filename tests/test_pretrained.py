@@ -1,4 +1,4 @@
-"""Tests for explainer.pretrained: reading weight files and mapping differently-named state dicts by order."""
+"""Tests for explainer.pair.pretrained: reading weight files and mapping differently-named state dicts by order."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from explainer.pretrained import (
+from explainer.pair.pretrained import (
     PretrainedWeightsError,
     classifier_prefixes,
     load_pretrained_backbone,

@@ -10,9 +10,8 @@ from PIL import Image
 from scope_fixtures import GOLDFINCH, HORSE, add_scope, fixed_gate, save_imagenet_pth
 
 from bundles import make_birds_bundle, make_shapes_bundle
-from explainer.bundle import BundleError, load_bundle, read_bundle, write_bundle
-from explainer.predictor import Explainer
-from explainer.scope import (
+from explainer.pair.bundle import BundleError, load_bundle, read_bundle, write_bundle
+from explainer.pair.scope import (
     IMAGENET_BIRD_CLASSES,
     SCOPE_PREFIX,
     ScopeError,
@@ -22,6 +21,7 @@ from explainer.scope import (
     scope_tensors,
     validate_scope_metadata,
 )
+from explainer.verdict.predictor import Explainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def test_in_scope_photo_keeps_the_pairs_own_verdict(tmp_path, birds_file):
 def test_scope_threshold_decides(tmp_path, birds_file):
     """A score just below the threshold is out, at the threshold in (the gate's rule, not the fixture's)."""
     explainer = Explainer.load(add_scope(birds_file, GOLDFINCH, threshold=0.2, output=tmp_path / "g.safetensors"))
-    from explainer.scope import ScopeReading
+    from explainer.pair.scope import ScopeReading
 
     probs, expls = explainer.infer([photo(2)])
     below = explainer.explain(probs[0], expls[0], scope=ScopeReading(0.199, GOLDFINCH, HORSE, 0.5))

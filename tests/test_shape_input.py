@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from explainer.shape_input import (
+from explainer.shapes import generate_shapes
+from explainer.shapes.normalize import (
     NothingToClassify,
     _as_8bit_pil_or_float,
     _grey_from_8bit,
@@ -16,7 +17,6 @@ from explainer.shape_input import (
     normalize_shape_image,
     to_grey_ink_on_white,
 )
-from explainer.shapes import generate_shapes
 
 TRIANGLE = [(30, 20), (90, 35), (45, 80)]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explainer.evaluation import verdict_arrays
-from explainer.ood import generate_ood
-from explainer.predictor import Explainer
+from explainer.evaluation.reports import verdict_arrays
 from explainer.shapes import CLASS_NAMES, EXPLANATION_NAMES, generate_shapes
+from explainer.shapes.ood import generate_ood
 from explainer.shapes.sketches import generate_sketch_outliers, generate_sketches
-from explainer.strokes import simulate_dataset
+from explainer.shapes.strokes import simulate_dataset
+from explainer.verdict.predictor import Explainer
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 

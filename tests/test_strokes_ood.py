@@ -1,12 +1,13 @@
-"""Tests of the hand-drawing simulator (explainer/strokes.py) and the OOD image generator (explainer/ood.py)."""
+"""Tests of the hand-drawing simulator (explainer/shapes/strokes.py) and the out-of-distribution image generator
+(explainer/shapes/ood.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from explainer.ood import LETTERS, OOD_KINDS, generate_ood, letter_skeleton, ood_image
-from explainer.strokes import (
+from explainer.shapes.ood import LETTERS, OOD_KINDS, generate_ood, letter_skeleton, ood_image
+from explainer.shapes.strokes import (
     CLASS_NAMES,
     EQUILATERAL_MAX_EDGE_RATIO,
     EXPLANATION_NAMES,

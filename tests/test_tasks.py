@@ -7,8 +7,8 @@ import inspect
 import numpy as np
 import pytest
 
-from explainer.bundle import FORMAT_VERSION, validate_metadata
-from explainer.models import reference_shapes_architecture
+from explainer.pair.bundle import FORMAT_VERSION, validate_metadata
+from explainer.pair.models import reference_shapes_architecture
 from explainer.tasks import BIRDS, SHAPES, TASKS, Task
 
 
@@ -47,7 +47,7 @@ def test_shapes_and_birds_metadata_through_the_one_signature() -> None:
 
 
 def test_one_registry_of_architecture_families_builds_counts_and_describes() -> None:
-    from explainer.models import FAMILIES, build_pair, describe_architecture
+    from explainer.pair.models import FAMILIES, build_pair, describe_architecture
 
     assert set(FAMILIES) == {"shapes", "timm"}
     architecture = reference_shapes_architecture()
@@ -61,8 +61,8 @@ def test_one_registry_of_architecture_families_builds_counts_and_describes() -> 
 
 def test_a_file_whose_top_n_exceeds_its_classes_means_all_of_them_everywhere(tmp_path) -> None:
     from bundles import make_shapes_bundle
-    from explainer.bundle import load_bundle
-    from explainer.predictor import Explainer
+    from explainer.pair.bundle import load_bundle
+    from explainer.verdict.predictor import Explainer
 
     pair, meta = load_bundle(make_shapes_bundle(tmp_path / "s.safetensors"))
     meta["defaults"]["top_n"] = 99  # the bundle allows it: "above the class count: used as all"
@@ -74,8 +74,8 @@ def test_a_file_whose_top_n_exceeds_its_classes_means_all_of_them_everywhere(tmp
 
 def test_a_pair_of_no_known_task_reads_names_and_judges_nothing(tmp_path) -> None:
     from bundles import make_shapes_bundle
-    from explainer.bundle import load_bundle
-    from explainer.predictor import Explainer
+    from explainer.pair.bundle import load_bundle
+    from explainer.verdict.predictor import Explainer
 
     pair, meta = load_bundle(make_shapes_bundle(tmp_path / "s.safetensors"))
     meta["preprocessing"] = {**meta["preprocessing"], "kind": "someone-elses"}
@@ -85,7 +85,7 @@ def test_a_pair_of_no_known_task_reads_names_and_judges_nothing(tmp_path) -> Non
 
 
 def test_a_scope_result_says_its_own_question_answer_and_refusal() -> None:
-    from explainer.scope import ScopeResult, unmeasured_result
+    from explainer.pair.scope import ScopeResult, unmeasured_result
 
     gate_out = ScopeResult(False, 0.02, "imagenet-birds", "tabby cat", 0.08, "bird")
     assert gate_out.not_the_subject() == "a bird"

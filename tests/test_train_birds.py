@@ -72,8 +72,8 @@ def test_main_steps_train_choose_on_validation_and_resume(tmp_path: Path) -> Non
 
 
 def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tmp_path: Path) -> None:
-    from explainer.bundle import read_bundle
-    from explainer.predictor import Explainer
+    from explainer.pair.bundle import read_bundle
+    from explainer.verdict.predictor import Explainer
 
     data = make_cub_fixture(tmp_path, n_classes=3, n_attributes=12, images_per_class=6)
     imagenet, out, output = _imagenet_file(tmp_path), tmp_path / "run", tmp_path / "birds.safetensors"

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from explainer.models import build_pair
-from explainer.predictor import Explainer
+from explainer.pair.models import build_pair
 from explainer.shapes.training import augment_batch
+from explainer.verdict.predictor import Explainer
 from train import train_shapes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""Tests for drawings rendered as other tools store them (explainer/uploads.py) and for the per-condition report of
-train/evaluate_real_drawings.py --conditions. Tiny stroke fixtures only."""
+"""Tests for drawings rendered as other tools store them (explainer/shapes/uploads.py) and for the per-condition report
+of train/evaluate_real_drawings.py --conditions. Tiny stroke fixtures only."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explainer.shape_input import normalize_shape_image
-from explainer.uploads import (
+from explainer.shapes.normalize import normalize_shape_image
+from explainer.shapes.uploads import (
     BITMAP_SIDES,
     CONDITIONS,
     PHOTO_SIDE,

@@ -13,12 +13,12 @@ from PIL import Image, ImageDraw
 
 from bundles import make_birds_bundle, make_shapes_bundle
 from cub_fixture import make_cub_fixture
-from explainer import cub
-from explainer.bundle import load_bundle, save_bundle
-from explainer.models import MirrorError, MirrorPair, PartMirror, build_pair, region_targets, timm_feature_info
-from explainer.predictor import Explainer
-from explainer.transforms import EvalView, build_transform, reference_preprocessing
-from explainer.where import Heatmap, InputFrame, overlay, pointing, resize_crop_frame
+from explainer.birds import cub
+from explainer.inputs.transforms import EvalView, build_transform, reference_preprocessing
+from explainer.pair.bundle import load_bundle, save_bundle
+from explainer.pair.models import MirrorError, MirrorPair, PartMirror, build_pair, region_targets, timm_feature_info
+from explainer.verdict.predictor import Explainer
+from explainer.verdict.where import Heatmap, InputFrame, overlay, pointing, resize_crop_frame
 
 ROUTES = [[1], [1], [8], [], [0, 9]]  # beak, beak, wing, whole bird, back + nape
 

@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from explainer.bundle import BundleError, load_bundle_with_scope, read_bundle, write_bundle
-from explainer.pretrained import PretrainedWeightsError
-from explainer.scope import (
+from explainer.pair.bundle import BundleError, load_bundle_with_scope, read_bundle, write_bundle
+from explainer.pair.pretrained import PretrainedWeightsError
+from explainer.pair.scope import (
     BIRD_GATE_THRESHOLD,
     BIRD_GATE_THRESHOLD_SELECTION,
     SCOPE_PREFIX,
@@ -91,7 +91,7 @@ def attach(
     size = int(loaded.preprocessing["crop"])
     probe = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32))
     if loaded.uses_main_trunk:
-        from explainer.predictor import Explainer
+        from explainer.verdict.predictor import Explainer
 
         reading = Explainer.load(output).infer_tensors_with_scope(probe)[2][0]  # type: ignore[index]
     else:

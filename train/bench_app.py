@@ -45,11 +45,11 @@ import torch
 from PIL import Image, ImageDraw
 
 import webapp
-from explainer.bundle import save_bundle
-from explainer.imagecheck import check_image
-from explainer.models import build_pair, reference_shapes_architecture
-from explainer.predictor import Explainer
+from explainer.inputs.imagecheck import check_image
+from explainer.pair.bundle import save_bundle
+from explainer.pair.models import build_pair, reference_shapes_architecture
 from explainer.tasks import BIRDS, SHAPES
+from explainer.verdict.predictor import Explainer
 
 # Set before Gradio or huggingface_hub is first imported (both read them at import; this module imports neither).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -296,7 +296,7 @@ def bench_handlers(
             if scope_batch is not None:
                 print(
                     f"  the gate alone, 1 thread:              "
-                    f"{summary(timed(lambda: explainer.scope.read_tensors(scope_batch), repeats))}"
+                    f"{summary(timed(lambda: explainer.pair.scope.read_tensors(scope_batch), repeats))}"
                 )
         for count in (1, default_threads) if default_threads > 1 else (1,):
             torch.set_num_threads(count)
@@ -358,7 +358,7 @@ def bench_where(app: webapp.TaskApp, cache: dict[str, Any], image: Image.Image, 
 
 
 def bench_resnet50_pair(repeats: int) -> None:
-    from explainer.models import create_timm_main
+    from explainer.pair.models import create_timm_main
 
     architecture = {"family": "timm", "model_name": "resnet50", "n_classes": 200, "n_explanations": 312, "join": "add"}
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from explainer.predictor import Explainer
+from explainer.verdict.predictor import Explainer
 
 
 def main(argv: list[str] | None = None) -> int:

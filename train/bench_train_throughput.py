@@ -17,7 +17,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from explainer.models import build_pair
+from explainer.pair.models import build_pair
 
 
 def _sync(device: torch.device) -> None:

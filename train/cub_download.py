@@ -1,7 +1,7 @@
 """Download and unpack the official CUB-200-2011 archive for ``train/train_birds.py --download``.
 
 This is the only code that touches the network for the birds data, which is why it lives with the training scripts
-and not in the library (``explainer/cub.py`` reads a folder that is already on disk).
+and not in the library (``explainer/birds/cub.py`` reads a folder that is already on disk).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Callable
 
-from explainer.cub import CUB_FOLDER
+from explainer.birds.cub import CUB_FOLDER
 
 CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
 CUB_MD5 = "97eceeb196236b17998738112f37df78"

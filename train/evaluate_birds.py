@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from explainer import cub
-from explainer.calibration import plot_reliability, reliability, threshold_sensitivity
-from explainer.evaluation import evaluate_predictions, questioned_share, write_report
-from explainer.predictor import Explainer
+from explainer.birds import cub
+from explainer.evaluation.calibration import plot_reliability, reliability, threshold_sensitivity
+from explainer.evaluation.reports import evaluate_predictions, questioned_share, write_report
+from explainer.inputs.transforms import build_transform
 from explainer.tasks import BIRDS
-from explainer.transforms import build_transform
+from explainer.verdict.predictor import Explainer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,12 +2,12 @@
 
     python train/evaluate_drawings.py --weights weights/shapes.safetensors --out runs/eval-drawings
 
-Drawings come from ``explainer.strokes`` (pointer events rasterised like a browser canvas: a code path independent of
-the training renderer); out-of-distribution images from ``explainer.ood`` (uniform noise, scribbles, stars, hearts,
-pentagons, hexagons, crescents, arrows, letters, photo-like images). Neither is used for training. Reports main and
-vertex-count explanation accuracy on the drawings, the share of out-of-distribution images questioned per kind, the
-share of correct in-distribution predictions questioned, and AUROC of "is this out of distribution?" for the
-explanation verdict's margin against max-softmax.
+Drawings come from ``explainer.shapes.strokes`` (pointer events rasterised like a browser canvas: a code path
+independent of the training renderer); out-of-distribution images from ``explainer.shapes.ood`` (uniform noise,
+scribbles, stars, hearts, pentagons, hexagons, crescents, arrows, letters, photo-like images). Neither is used for
+training. Reports main and vertex-count explanation accuracy on the drawings, the share of out-of-distribution images
+questioned per kind, the share of correct in-distribution predictions questioned, and AUROC of "is this out of
+distribution?" for the explanation verdict's margin against max-softmax.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from explainer import metrics
-from explainer.evaluation import error_scores, evaluate_predictions, verdict_arrays, write_report
-from explainer.ood import generate_ood
-from explainer.predictor import Explainer
-from explainer.shape_input import NothingToClassify
-from explainer.strokes import simulate_dataset
+from explainer.evaluation import metrics
+from explainer.evaluation.reports import error_scores, evaluate_predictions, verdict_arrays, write_report
+from explainer.shapes.normalize import NothingToClassify
+from explainer.shapes.ood import generate_ood
+from explainer.shapes.strokes import simulate_dataset
 from explainer.tasks import SHAPES
+from explainer.verdict.predictor import Explainer
 
 VERTEX_GROUP = slice(0, 3)
 

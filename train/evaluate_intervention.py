@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from explainer import cub, postprocess
-from explainer.predictor import Explainer
+from explainer.birds import cub
+from explainer.verdict import postprocess
+from explainer.verdict.predictor import Explainer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,7 +5,7 @@
 
 Every drawing of every ``*.ndjson.gz`` collection in --data is rendered twice, black on white and white on black, on
 a 512 px canvas at a random size (15-90% of the canvas), position and pen width (0.75% to 3.5% of the drawing's size,
-log-uniform), deterministic for --seed (``explainer.drawn.render_strokes``). Reported per collection and label:
+log-uniform), deterministic for --seed (``explainer.shapes.drawn.render_strokes``). Reported per collection and label:
 - circle / triangle / square / rectangle: *right* (a drawn square called rectangle, or the reverse, counts as right,
   as do the classes a collection lists as ``acceptable``), *right but questioned*, *vertex explanation kept* (the
   kept vertex-count explanation is the drawing's: no / three / four vertices);
@@ -13,15 +13,15 @@ log-uniform), deterministic for --seed (``explainer.drawn.render_strokes``). Rep
   how often questioned), counted neither right nor wrong;
 - everything else is *none of the four*: the share questioned (a drawing refused as blank counts as questioned).
 Totals over all collections exclude the ambiguous labels. With --holdout-training-drawings, the drawings that
-``explainer.drawn.is_training_drawing`` assigns to training (half of the trainable collection) are left out, so a
+``explainer.shapes.drawn.is_training_drawing`` assigns to training (half of the trainable collection) are left out, so a
 model trained on them is measured only on the other half. Writes ``report.json``, ``report.md`` and one PNG contact
 sheet per kind of failure (``failures-*.png``, the 64 px network input with what was predicted) into --out.
 Rendered images of the drawings stay in --out (runs/ is git-ignored): the drawings are third-party data.
 
 The same drawings as people upload them (small bitmaps with and without anti-aliasing, hairline to marker pens, a
-dark app, any angle, photos of paper; ``explainer.uploads.CONDITIONS``), one report folder per condition and a table
-of them all in ``conditions.md``; --split validation keeps the part settings are chosen on
-(``explainer.uploads.is_validation_drawing``, 30% of each collection), --split test the rest:
+dark app, any angle, photos of paper; ``explainer.shapes.uploads.CONDITIONS``), one report folder per condition and a
+table of them all in ``conditions.md``; --split validation keeps the part settings are chosen on
+(``explainer.shapes.uploads.is_validation_drawing``, 30% of each collection), --split test the rest:
 
     .venv/bin/python train/evaluate_real_drawings.py --weights weights/shapes.safetensors \
         --data ../shared/data/drawn-shapes --out runs/uploads-test --holdout-training-drawings \
@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from explainer.drawn import (
+from explainer.evaluation.reports import verdict_arrays
+from explainer.shapes.drawn import (
     BACKGROUNDS,
     DrawingFormatError,
     StrokeDrawing,
@@ -49,10 +50,9 @@ from explainer.drawn import (
     read_drawings,
     render_strokes,
 )
-from explainer.evaluation import verdict_arrays
-from explainer.predictor import Explainer
-from explainer.shape_input import NothingToClassify
-from explainer.uploads import CONDITIONS, UploadCondition, condition_names, is_validation_drawing
+from explainer.shapes.normalize import NothingToClassify
+from explainer.shapes.uploads import CONDITIONS, UploadCondition, condition_names, is_validation_drawing
+from explainer.verdict.predictor import Explainer
 
 SHAPES = ("circle", "triangle", "square", "rectangle")
 AMBIGUOUS = ("oval", "ellipse", "diamond")
@@ -129,7 +129,7 @@ def evaluate(
     threshold = explainer.default_threshold if threshold is None else threshold
     top_n = explainer.default_top_n if top_n is None else top_n
     found = verdict_arrays(explainer, probs, expls, threshold, top_n)
-    from explainer.postprocess import kept_explanations
+    from explainer.verdict.postprocess import kept_explanations
 
     kept_scores = kept_explanations(expls, threshold, explainer.groups)
     names = explainer.class_names
@@ -379,20 +379,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--holdout-training-drawings",
         action="store_true",
-        help="leave out the drawings explainer.drawn.is_training_drawing assigns to training",
+        help="leave out the drawings explainer.shapes.drawn.is_training_drawing assigns to training",
     )
     p.add_argument(
         "--conditions",
         default=None,
         help="render as uploads instead of as the sketchpad: 'all' or comma-separated names or prefixes of "
-        f"explainer.uploads.CONDITIONS ({', '.join(CONDITIONS)}); one report folder each under --out",
+        f"explainer.shapes.uploads.CONDITIONS ({', '.join(CONDITIONS)}); one report folder each under --out",
     )
     p.add_argument(
         "--split",
         choices=("all", "validation", "test"),
         default="all",
-        help="keep only the drawings explainer.uploads.is_validation_drawing puts in the validation part, or only "
-        "the others",
+        help="keep only the drawings explainer.shapes.uploads.is_validation_drawing puts in the validation part, or "
+        "only the others",
     )
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--top-n", type=int, default=None)

@@ -22,7 +22,7 @@ of those photos and reports the largest score difference.
 
 Shapes have no scope network: ``in_scope`` is the pair's own "none of the four" judgement (some kept explanation
 supports a class). Its shares on simulated mouse drawings (in scope) and on the ten out-of-distribution kinds of
-``explainer.ood`` (out of scope), with the seed of ``train/evaluate_drawings.py``:
+``explainer.shapes.ood`` (out of scope), with the seed of ``train/evaluate_drawings.py``:
 
     python train/evaluate_scope.py --shapes-weights weights/shapes.safetensors --out runs/eval-scope-shapes
 
@@ -44,10 +44,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from explainer import cub
-from explainer.predictor import Explainer
-from explainer.scope import ScopeGate, ScopeReading, imagenet_gate_from_file, plain_name
-from explainer.transforms import load_rgb
+from explainer.birds import cub
+from explainer.inputs.transforms import load_rgb
+from explainer.pair.scope import ScopeGate, ScopeReading, imagenet_gate_from_file, plain_name
+from explainer.verdict.predictor import Explainer
 
 KEEP_SHARE = 0.995  # the threshold keeps at least this share of CUB training photos in scope
 # scikit-image samples that are photographs (or photo-like scans) of something that is not a bird. Left out:
@@ -202,9 +202,9 @@ def feature_scores(
 
 def shapes_scope(weights: str, per_class: int, per_kind: int, seed: int = 12345) -> dict[str, Any]:
     """In-scope share of simulated drawings and out-of-scope share of each out-of-distribution kind (shapes)."""
-    from explainer.ood import generate_ood
-    from explainer.shape_input import NothingToClassify
-    from explainer.strokes import simulate_dataset
+    from explainer.shapes.normalize import NothingToClassify
+    from explainer.shapes.ood import generate_ood
+    from explainer.shapes.strokes import simulate_dataset
 
     explainer = Explainer.load(weights)
 

@@ -27,11 +27,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from explainer import evaluation
-from explainer.imagecheck import ImageError, check_image
-from explainer.predictor import Explainer
+from explainer.evaluation import reports
+from explainer.inputs.imagecheck import ImageError, check_image
 from explainer.shapes import generate_shapes, split_stratified
 from explainer.tasks import SHAPES
+from explainer.verdict.predictor import Explainer
 
 _FILE_NAME = re.compile(r"^(?P<index>[^_]+)((?:_EX\d+)*)\.png$", re.IGNORECASE)
 _EXPLANATION_TAG = re.compile(r"_EX(\d+)", re.IGNORECASE)
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         set_name = f"folder {root.name}"
         notes.append(f"Images from {root} (explanation labels parsed from the file names), never used for training.")
     class_probs, expl_probs = explainer.infer(images, batch_size=256)
-    result = evaluation.evaluate_predictions(
+    result = reports.evaluate_predictions(
         explainer, class_probs, expl_probs, labels, targets, args.threshold, args.top_n
     )
     report: dict[str, Any] = {
@@ -203,12 +203,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name, count, make, note in noise_sets:
         if count > 0:
             probs, expl = explainer.infer(list(make(count)), batch_size=256)
-            report["ood"][name] = evaluation.questioned_share(explainer, probs, expl, args.threshold, args.top_n)
+            report["ood"][name] = reports.questioned_share(explainer, probs, expl, args.threshold, args.top_n)
             notes.append(note)
     if args.latency:
-        report["timing"] = evaluation.measure_latency(explainer, images[:50])
+        report["timing"] = reports.measure_latency(explainer, images[:50])
     notes.append(f"Inference and evaluation took {time.perf_counter() - started:.1f} s ({args.threads} threads).")
-    path = evaluation.write_report(report, args.out)
+    path = reports.write_report(report, args.out)
     expl = result["explanations"]
     summary = {
         "report": str(path),

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from explainer import cub
-from explainer.bundle import atomic_write_bytes
-from explainer.predictor import Explainer
-from explainer.transforms import EvalView
-from explainer.where import Heatmap, collect_maps, overlay, pointing_by_group
+from explainer.birds import cub
+from explainer.inputs.transforms import EvalView
+from explainer.pair.bundle import atomic_write_bytes
+from explainer.verdict.predictor import Explainer
+from explainer.verdict.where import Heatmap, collect_maps, overlay, pointing_by_group
 
 SHAPE_VERTEX_EXPLANATION = {"circle": 0, "triangle": 1, "square": 2, "rectangle": 2}
 
@@ -120,7 +120,7 @@ def birds(args: argparse.Namespace, explainer: Explainer, out: Path) -> dict:
 
 def _birds_sheets(args, explainer, meta, validation, points, boxes, routes, out: Path) -> None:
     """Hits and misses: for photos in a fixed order, the first kept part explanation of each."""
-    from explainer.transforms import load_rgb
+    from explainer.inputs.transforms import load_rgb
 
     rng = np.random.default_rng(args.seed)
     good, bad = [], []
@@ -224,7 +224,7 @@ def _point(explainer, args, image, kind, corners, circle, size) -> tuple[bool, t
 
 def real_drawings(args: argparse.Namespace, explainer: Explainer, out: Path) -> dict:
     """The pointing count on drawings by people, per collection; sheets ``real-hits.png``, ``real-misses.png``."""
-    from explainer.drawn import is_training_drawing, read_drawings, render_strokes
+    from explainer.shapes.drawn import is_training_drawing, read_drawings, render_strokes
     from explainer.shapes.grounding import drawn_corners
 
     rows: dict[str, dict[str, list[int]]] = {}

@@ -25,7 +25,7 @@ squiggles, zigzags and stars) and the in-between quadrilaterals (long / short si
 parallel, same size; the main network never sees them). Nadam, cosine learning rate, augmentation, the weights of
 the best validation epoch kept (validation: held-out generated shapes, sketches and sketched outliers; no real
 drawing outside the trainable half is ever used). Only ``quickdraw_onestroke`` may be trained on (CC BY 4.0, Google;
-``explainer.drawn.is_training_drawing`` picks its training half); the other collections are for evaluation.
+``explainer.shapes.drawn.is_training_drawing`` picks its training half); the other collections are for evaluation.
 Resumable: rerun with the same --out after a kill.
 """
 
@@ -42,13 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainer import evaluation
-from explainer.bundle import load_bundle, save_bundle
-from explainer.drawn import is_training_drawing, read_drawings
-from explainer.models import PartMirror, ShapesMirror, part_mirror_spec
-from explainer.predictor import Explainer
-from explainer.shape_input import NothingToClassify
+from explainer.evaluation import reports
+from explainer.pair.bundle import load_bundle, save_bundle
+from explainer.pair.models import PartMirror, ShapesMirror, part_mirror_spec
 from explainer.shapes import generate_outliers, generate_shapes, grounding
+from explainer.shapes.drawn import is_training_drawing, read_drawings
+from explainer.shapes.normalize import NothingToClassify
 from explainer.shapes.sketches import (
     DRAWN_SAME_SIZE_MAX,
     SQUARE_MAX_RATIO,
@@ -69,8 +68,9 @@ from explainer.shapes.training import (
     training_noise_images,
     uniform_noise_images,
 )
-from explainer.training import run_phase, seed_everything
-from explainer.uploads import render_paper_photo
+from explainer.shapes.uploads import render_paper_photo
+from explainer.training.loop import run_phase, seed_everything
+from explainer.verdict.predictor import Explainer
 
 SHAPE_LABELS = ("circle", "triangle", "square", "rectangle")
 PARTS_NOTE = (
@@ -110,7 +110,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--photo-renders",
         type=int,
         default=0,
-        help="also, phone photos on paper of each trainable drawing (explainer.uploads.render_paper_photo)",
+        help="also, phone photos on paper of each trainable drawing (explainer.shapes.uploads.render_paper_photo)",
     )
     p.add_argument("--epochs", type=int, default=6, help="main network epochs (0: keep the main network of --init)")
     p.add_argument("--mirror-epochs", type=int, default=8)
@@ -417,12 +417,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     explainer = Explainer(pair, meta, "cpu")
     class_probs, expl_probs = explainer.infer_tensors(data["x_val"])
-    validation = evaluation.evaluate_predictions(
+    validation = reports.evaluate_predictions(
         explainer, class_probs, expl_probs, data["y_val"].numpy(), data["e_val"].numpy()
     )
     noise_probs, noise_expl = explainer.infer(list(uniform_noise_images(1000, seed=20_000 + args.seed)))
-    noise = evaluation.questioned_share(explainer, noise_probs, noise_expl)
-    latency = evaluation.measure_latency(explainer, list(data["raw_val"]), repeats=200)
+    noise = reports.questioned_share(explainer, noise_probs, noise_expl)
+    latency = reports.measure_latency(explainer, list(data["raw_val"]), repeats=200)
     finetune = {
         **config(args),
         "script": "train/finetune_shapes_sketches.py",

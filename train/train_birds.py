@@ -3,10 +3,10 @@
 The main network is EfficientNet-Lite2 from its ImageNet weights, fine-tuned in every stage after the first two
 (the stem and ``blocks.0-1``, a few thousand generic edge filters, stay at ImageNet: on a CPU their backward pass
 at full resolution costs more than the rest of the network). The mirror is a part mirror
-(:class:`explainer.models.PartMirror`): fed by the main network's last two stages, it finds each body region (trained
-on the official part locations of the training photos) and reads every explanation from the region it names, so its
-heatmap shows where it read it. Every choice is made on a class-stratified validation split of the training photos
-(``--val-fraction``); the test photos are evaluated once, at the end.
+(:class:`explainer.pair.models.PartMirror`): fed by the main network's last two stages, it finds each body region
+(trained on the official part locations of the training photos) and reads every explanation from the region it names,
+so its heatmap shows where it read it. Every choice is made on a class-stratified validation split of the training
+photos (``--val-fraction``); the test photos are evaluated once, at the end.
 
 Steps, each resumable (rerun the same command after a kill; a finished step is not run again), each in ``--out``:
 1. ``main-val``: the main network trained on the training photos less the validation split; after every epoch its
@@ -43,16 +43,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainer import cub
-from explainer.bundle import atomic_write_bytes
-from explainer.calibration import threshold_sensitivity
-from explainer.finetune import ResumeError, fit, freeze, parameter_groups
-from explainer.metrics import multilabel_report
-from explainer.models import MirrorPair, PartMirror, create_timm_main, region_targets, timm_feature_info
-from explainer.pretrained import load_pretrained_backbone
-from explainer.training import seed_everything
-from explainer.transforms import EvalView, TrainView, birds_train_transform, build_transform, reference_preprocessing
-from explainer.where import collect_maps, pointing, pointing_by_group
+from explainer.birds import cub
+from explainer.evaluation.calibration import threshold_sensitivity
+from explainer.evaluation.metrics import multilabel_report
+from explainer.inputs.transforms import (
+    EvalView,
+    TrainView,
+    birds_train_transform,
+    build_transform,
+    reference_preprocessing,
+)
+from explainer.pair.bundle import atomic_write_bytes
+from explainer.pair.models import MirrorPair, PartMirror, create_timm_main, region_targets, timm_feature_info
+from explainer.pair.pretrained import load_pretrained_backbone
+from explainer.training.finetune import ResumeError, fit, freeze, parameter_groups
+from explainer.training.loop import seed_everything
+from explainer.verdict.where import collect_maps, pointing, pointing_by_group
 
 FROZEN = ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.")  # ImageNet weights and statistics kept
 HEAD = ("classifier.",)  # new, learns at --head-lr
@@ -299,7 +305,7 @@ def train_mirror(
 
 def main_from_file(path: str) -> tuple[nn.Module, dict[str, Any]]:
     """The main network and preprocessing of an existing weights file (the mirror is retrained for it)."""
-    from explainer.bundle import load_bundle
+    from explainer.pair.bundle import load_bundle
 
     pair, meta = load_bundle(path)
     return pair.main, meta["preprocessing"]
@@ -372,8 +378,8 @@ def validation_report(
 ) -> dict[str, Any]:
     """On the validation photos: the threshold choice, then pointing per attribute group for the part mirror's maps
     and, as the baseline, the predicted class's map (for the same kept explanations), and every verdict number."""
-    from explainer.evaluation import evaluate_predictions
-    from explainer.predictor import Explainer
+    from explainer.evaluation.reports import evaluate_predictions
+    from explainer.verdict.predictor import Explainer
 
     points, boxes = cub.read_part_locations(args.data, meta), cub.read_stored_boxes(args.data, meta)
     dataset = cub.CubPartImages(meta, positions, points, boxes, EvalView(preprocessing))
@@ -434,16 +440,16 @@ def write_weights(
 ) -> dict[str, Any]:
     """Evaluate the pair once on the official test photos and write the self-describing weights file (float16,
     the gate attached), atomically; the file is loaded back and must reproduce the predictions."""
-    from explainer.bundle import read_bundle, save_bundle
-    from explainer.evaluation import evaluate_predictions
-    from explainer.predictor import Explainer
-    from explainer.scope import (
+    from explainer.evaluation.reports import evaluate_predictions
+    from explainer.pair.bundle import read_bundle, save_bundle
+    from explainer.pair.scope import (
         BIRD_GATE_THRESHOLD,
         BIRD_GATE_THRESHOLD_SELECTION,
         imagenet_gate_from_file,
         scope_tensors,
     )
     from explainer.tasks import BIRDS
+    from explainer.verdict.predictor import Explainer
 
     base_tensors, base_meta = read_bundle(args.main_file) if args.main_file else ({}, None)
     architecture = part_architecture(args.model, meta, args.mirror_width)

@@ -38,10 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainer import evaluation
-from explainer.bundle import FORMAT_VERSION, save_bundle
-from explainer.models import MirrorPair, build_pair, keras_parameter_count, reference_shapes_architecture
-from explainer.predictor import Explainer
+from explainer.evaluation import reports
+from explainer.pair.bundle import FORMAT_VERSION, save_bundle
+from explainer.pair.models import MirrorPair, build_pair, keras_parameter_count, reference_shapes_architecture
 from explainer.shapes import (
     CLASS_NAMES,
     EXPLANATION_NAMES,
@@ -67,7 +66,8 @@ from explainer.shapes.training import (
     uniform_noise_images,
 )
 from explainer.tasks import SHAPES
-from explainer.training import run_phase, seed_everything
+from explainer.training.loop import run_phase, seed_everything
+from explainer.verdict.predictor import Explainer
 
 OUTLIER_SEED = 40_000  # + --seed: outliers never share a seed with the shapes or the noise
 
@@ -117,7 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="add this share (of the training set) of outliers from explainer.shapes.generate_outliers (5- to "
         "7-sided polygons, stars, concave polygons, open zigzags, drawn by the same renderer as the four shapes), "
         "labelled with no explanation, to the mirror's training data only: the mirror learns to stay silent on "
-        "drawings that are none of the four shapes, so the verdict questions them. explainer.ood, which the "
+        "drawings that are none of the four shapes, so the verdict questions them. explainer.shapes.ood, which the "
         "evaluation uses, is a separate code path and is never seen",
     )
     arch = p.add_argument_group("architecture")
@@ -518,20 +518,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     explainer = Explainer(pair, {**meta, "format_version": FORMAT_VERSION}, device)
     class_probs, expl_probs = infer_batched(explainer, data["x_val"])
-    validation = evaluation.evaluate_predictions(
+    validation = reports.evaluate_predictions(
         explainer, class_probs, expl_probs, data["y_val"].cpu().numpy(), data["e_val"].cpu().numpy()
     )
     noise_result: dict[str, Any] = {"n": 0, "share": None, "cases": {}, "predicted_counts": {}}
     if args.noise_eval > 0:
         noise = uniform_noise_images(args.noise_eval, seed=20_000 + args.seed)  # never the training noise's seed
         noise_probs, noise_expl = explainer.infer(list(noise))
-        noise_result = evaluation.questioned_share(explainer, noise_probs, noise_expl)
+        noise_result = reports.questioned_share(explainer, noise_probs, noise_expl)
     pair = pair.cpu()
     latency: dict[str, Any] = {}
     if args.latency_repeats > 0:
         torch.set_num_threads(2)  # the budget is stated for 2 CPU threads, whatever --threads trained with
         cpu_explainer = Explainer(pair, {**meta, "format_version": FORMAT_VERSION}, "cpu")
-        latency = evaluation.measure_latency(cpu_explainer, list(data["raw_val"][:50]), repeats=args.latency_repeats)
+        latency = reports.measure_latency(cpu_explainer, list(data["raw_val"][:50]), repeats=args.latency_repeats)
     log = phase_log(args.out)
     training = {
         **run_config(args),

@@ -9,7 +9,7 @@ are made (:mod:`webapp.files`, :mod:`webapp.memory`).
 
 from __future__ import annotations
 
-from .handlers import (
+from webapp.handlers import (
     PREVIEW_SIZE,
     TOP_K_MAX,
     ClassifyOutputs,
@@ -19,7 +19,7 @@ from .handlers import (
     WhereOutputs,
     plot_value,
 )
-from .panels import (
+from webapp.panels import (
     CSS,
     HEAD,
     about_markdown,
@@ -30,7 +30,7 @@ from .panels import (
     unavailable_markdown,
     write_examples,
 )
-from .weights import TaskModel, WeightsUnavailable, load_models, load_task_model, parse_hub_id, resolve_weights
+from webapp.weights import TaskModel, WeightsUnavailable, load_models, load_task_model, parse_hub_id, resolve_weights
 
 __all__ = [
     "CSS",

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from explainer.postprocess import check_threshold
+from explainer.verdict.postprocess import check_threshold
 
 Figure = dict[str, Any]
 

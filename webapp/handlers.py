@@ -16,7 +16,7 @@ tested by calling the methods directly. Rules the handlers keep:
   ImageNet model sees and why the model stopped; the model's own charts are folded away ("Show the bird model's
   guess anyway").
 - Every image, uploads, examples and sketchpad drawings alike, reaches the handlers un-decoded and goes through the
-  library's one check, :func:`explainer.imagecheck.check_image` (header read first: bombs, tiny, strip-like and
+  library's one check, :func:`explainer.inputs.imagecheck.check_image` (header read first: bombs, tiny, strip-like and
   blank images are refused in plain words, and memory is bounded before any resize); what differs between tasks
   (image checks, preview, prompt) is asked of the task (:mod:`explainer.tasks`).
 - The preview is written to a file of its own, named by its content keyed with a secret of this process (a name
@@ -55,16 +55,15 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 from PIL import Image
 
-from explainer.imagecheck import ImageError, check_image
-from explainer.postprocess import kept_threshold_range
-from explainer.predictor import Explainer, Explanation
-from explainer.scope import ScopeReading, plain_name
+from explainer.inputs.imagecheck import ImageError, check_image
+from explainer.pair.scope import ScopeReading, plain_name
 from explainer.tasks import ImageCheckError
-
-from . import charts, heatmaps, panels
-from .memory import release_memory
-from .weights import TaskModel
-from .words import words
+from explainer.verdict.postprocess import kept_threshold_range
+from explainer.verdict.predictor import Explainer, Explanation
+from webapp import charts, heatmaps, panels
+from webapp.memory import release_memory
+from webapp.weights import TaskModel
+from webapp.words import words
 
 LOG = logging.getLogger("webapp")
 

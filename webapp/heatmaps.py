@@ -17,8 +17,8 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from explainer.transforms import to_rgb
-from explainer.where import Heatmap, InputFrame, Where, overlay
+from explainer.inputs.transforms import to_rgb
+from explainer.verdict.where import Heatmap, InputFrame, Where, overlay
 
 PICTURE_SIDE = 384  # the pictures' longer side: two side by side in the results column, one across a phone
 JPEG_QUALITY = 90
@@ -53,7 +53,7 @@ def pack(where: Where, predicted_class: int, image: Image.Image, side: int = PIC
 
 
 def picture(packed: Mapping[str, Any], grid: np.ndarray) -> Image.Image:
-    """The cached thumbnail under one cached map (see :func:`explainer.where.overlay`)."""
+    """The cached thumbnail under one cached map (see :func:`explainer.verdict.where.overlay`)."""
     with Image.open(io.BytesIO(packed["picture"])) as opened:
         base = opened.convert("RGB")
     heatmap = Heatmap(np.asarray(grid, dtype=np.float32), InputFrame(**packed["frame"]))

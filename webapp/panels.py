@@ -11,11 +11,10 @@ from typing import Any, Mapping
 
 from PIL import Image
 
-from explainer.models import describe_architecture
+from explainer.pair.models import describe_architecture
 from explainer.tasks import Task
-
-from .weights import TaskModel
-from .words import words
+from webapp.weights import TaskModel
+from webapp.words import words
 
 LOG = logging.getLogger("webapp")
 

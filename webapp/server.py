@@ -31,8 +31,8 @@ import gradio as gr
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .files import UploadLedger
-from .handlers import echo
+from webapp.files import UploadLedger
+from webapp.handlers import echo
 
 LOG = logging.getLogger("webapp")
 

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from explainer.bundle import BundleError
-from explainer.predictor import Explainer
+from explainer.pair.bundle import BundleError
 from explainer.tasks import TASKS, Task
-
-from .words import words
+from explainer.verdict.predictor import Explainer
+from webapp.words import words
 
 LOG = logging.getLogger("webapp")
 

@@ -1,6 +1,6 @@
 """Where a shape's explanations are: its corners and its ink, found in the drawing itself, for a part mirror.
 
-A shapes part mirror (:class:`explainer.models.PartMirror`) reads "three vertices" and "four vertices" at the
+A shapes part mirror (:class:`explainer.pair.models.PartMirror`) reads "three vertices" and "four vertices" at the
 drawing's corners and the other explanations along its ink, so each heatmap shows what its explanation names. Its
 training needs to know where the corners are in every training image, whatever made the image (the generator, the
 sketcher, a Quick, Draw! drawing) and however it was cropped; this module finds them in the preprocessed image: the
@@ -16,7 +16,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from ..models import PartMirror, ShapesMirror, part_mirror
+from explainer.pair.models import PartMirror, ShapesMirror, part_mirror
 
 REGIONS: tuple[str, ...] = ("corners",)  # then, as every part mirror has, the whole drawing (here: its ink)
 ROUTES: tuple[tuple[int, ...], ...] = ((), (0,), (0,), (), ())  # per explanation: vertex counts read at the corners
@@ -130,7 +130,7 @@ def corner_hits(maps: torch.Tensor, corners: torch.Tensor, size: int = 64, radiu
     """How often the vertex explanation's map peaks within ``radius`` x the drawing's size of one of its corners:
     (hits, counted) over the images with corners. ``maps`` (N, 5, h, w) over ``size`` x ``size`` inputs; ``corners``
     as :func:`find_corners` gives them (three found: "three vertices" is looked at, four: "four vertices")."""
-    from explainer.where import peaks
+    from explainer.verdict.where import peaks
 
     hits = counted = 0
     for i in range(len(corners)):

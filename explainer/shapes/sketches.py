@@ -1,5 +1,5 @@
 """Training drawings as people make them: the four shapes, and drawings that are none of them, traced as strokes
-and painted by the sketchpad-like renderer (``explainer.drawn.render_strokes``).
+and painted by the sketchpad-like renderer (``explainer.shapes.drawn.render_strokes``).
 
 ``explainer.shapes`` draws tidy shapes (exact corners, a little jitter); real drawings are looser. Here a shape is a
 path a hand follows: corners that overshoot and cross, or are rounded, or hook; a stroke that ends short of its start
@@ -30,7 +30,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from ..drawn import PEN_FRACTION_RANGE, render_strokes
+from .drawn import PEN_FRACTION_RANGE, render_strokes
 
 CLASS_KINDS = ("circle", "triangle", "square", "rectangle")
 SQUARE_MAX_RATIO = 1.10

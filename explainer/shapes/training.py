@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..shape_input import normalize_shape_image
+from .normalize import normalize_shape_image
 
 IMAGE_SIZE = 64
 CROP_MARGIN = 0.1

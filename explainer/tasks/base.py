@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..imagecheck import MIN_SIDE, ImageError, check_size, is_flat
-from ..where import InputFrame
+from explainer.inputs.imagecheck import MIN_SIDE, ImageError, check_size, is_flat
+from explainer.verdict.where import InputFrame
 
 ImageLike = Image.Image | np.ndarray
 Preprocessor = Callable[[ImageLike], torch.Tensor]  # one image (PIL or array, any mode) -> the input tensor (C, H, W)
@@ -43,7 +43,7 @@ class Task(ABC):
 
     name: ClassVar[str]  # the weights' ``task`` field and the app tab's id
     preprocessing_kind: ClassVar[str]  # the ``preprocessing.kind`` a weights file for this task carries
-    ranking: ClassVar[str]  # the class ranking formula (see explainer.postprocess.rank_scores)
+    ranking: ClassVar[str]  # the class ranking formula (see explainer.verdict.postprocess.rank_scores)
 
     @abstractmethod
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
@@ -56,9 +56,10 @@ class Task(ABC):
         raise NotImplementedError
 
     def check_image(self, image: Image.Image) -> Image.Image:
-        """Refuse a decoded image the library's one check (:mod:`explainer.imagecheck`) would refuse: too many
+        """Refuse a decoded image the library's one check (:mod:`explainer.inputs.imagecheck`) would refuse: too many
         pixels, a side under 8 px, longer than 20:1, a single flat colour (raises :class:`ImageCheckError`); returns
-        the image to use. Files are checked by :func:`explainer.imagecheck.check_image` before they are decoded."""
+        the image to use. Files are checked by :func:`explainer.inputs.imagecheck.check_image` before they are
+        decoded."""
         try:
             check_size(*image.size)
             if is_flat(image):
@@ -83,7 +84,7 @@ class Task(ABC):
         defaults: Mapping[str, Any] | None = None,
         vocabulary: Mapping[str, Sequence] | None = None,
     ) -> dict:
-        """The metadata every weights file of this task carries (explainer.bundle's required keys): the pair's
+        """The metadata every weights file of this task carries (explainer.pair.bundle's required keys): the pair's
         ``architecture``, names and groups (``vocabulary``: ``class_names``, ``explanation_names`` and, where the
         task's names are not fixed, ``class_raw_names``, ``explanation_display_names``, ``explanation_groups``), the
         class x explanation prior, the ranking, ``preprocessing`` (what the task does not fix) and ``defaults``
@@ -92,7 +93,7 @@ class Task(ABC):
     def own_scope(self, explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float) -> Any:
         """In or out of scope judged by the pair itself, for files without a scope network: by default nothing is
         measured and every image is in scope (``scope_score`` 1.0, ``scope_method`` "none")."""
-        from ..scope import unmeasured_result
+        from explainer.pair.scope import unmeasured_result
 
         return unmeasured_result()
 

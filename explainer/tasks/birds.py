@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..where import InputFrame
+from explainer.verdict.where import InputFrame
+
 from .base import FramedPreprocessor, ImageLike, Preprocessor, Task
 
 
@@ -21,7 +22,7 @@ class BirdsTask(Task):
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
         """Resize, centre crop and normalise as the weights say; alpha onto white, 16-bit scaled, CMYK/palette
         converted."""
-        from ..transforms import build_transform, to_rgb
+        from explainer.inputs.transforms import build_transform, to_rgb
 
         transform = build_transform(dict(preprocessing), train=False)
 
@@ -34,8 +35,8 @@ class BirdsTask(Task):
 
     def framed_preprocessor(self, preprocessing: Mapping[str, Any]) -> FramedPreprocessor:
         """:meth:`preprocessor` and the part of the photo its centre crop keeps."""
-        from ..transforms import build_transform, to_rgb
-        from ..where import resize_crop_frame
+        from explainer.inputs.transforms import build_transform, to_rgb
+        from explainer.verdict.where import resize_crop_frame
 
         transform = build_transform(dict(preprocessing), train=False)
 
@@ -49,7 +50,7 @@ class BirdsTask(Task):
 
     def check_image(self, image: Image.Image) -> Image.Image:
         """The shared check; the photo comes back flattened to RGB (alpha onto white, 16-bit scaled)."""
-        from ..transforms import to_rgb
+        from explainer.inputs.transforms import to_rgb
 
         return to_rgb(super().check_image(image))
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..where import InputFrame
+from explainer.verdict.where import InputFrame
+
 from .base import FramedPreprocessor, ImageLike, Preprocessor, Task
 
 LOG = logging.getLogger("explainer.tasks")
@@ -21,9 +22,9 @@ class ShapesTask(Task):
     ranking: ClassVar[str] = "normalized"
 
     def preprocessor(self, preprocessing: Mapping[str, Any]) -> Preprocessor:
-        """Grey, cropped to the ink, 64 px in [0, 1]; raises :class:`explainer.shape_input.NothingToClassify` for a
+        """Grey, cropped to the ink, 64 px in [0, 1]; raises :class:`explainer.shapes.normalize.NothingToClassify` for a
         blank image."""
-        from ..shape_input import normalize_shape_image
+        from explainer.shapes.normalize import normalize_shape_image
 
         size = int(preprocessing.get("size", 64))
         crop_to_content = bool(preprocessing.get("crop_to_content", True))
@@ -37,7 +38,7 @@ class ShapesTask(Task):
 
     def framed_preprocessor(self, preprocessing: Mapping[str, Any]) -> FramedPreprocessor:
         """:meth:`preprocessor` and the square of the image it took (the ink's box and margin)."""
-        from ..shape_input import normalize_shape_image_framed
+        from explainer.shapes.normalize import normalize_shape_image_framed
 
         size = int(preprocessing.get("size", 64))
         crop_to_content = bool(preprocessing.get("crop_to_content", True))
@@ -68,7 +69,7 @@ class ShapesTask(Task):
         """Shapes: the fixed names and vertex-count group (``vocabulary`` must be None), the prior (default: the
         reference's table), the normalized ranking, 64 px input (``preprocessing``: ``crop_to_content``, default
         True, and ``margin``, default 0.1), defaults threshold 0.5 and top N 1 unless ``defaults`` says otherwise."""
-        from ..shapes import CLASS_NAMES, EXPLANATION_GROUPS, EXPLANATION_NAMES, reference_class_explanations
+        from explainer.shapes import CLASS_NAMES, EXPLANATION_GROUPS, EXPLANATION_NAMES, reference_class_explanations
 
         if vocabulary is not None:
             raise ValueError("the shapes task's names are fixed; leave vocabulary out")
@@ -92,9 +93,10 @@ class ShapesTask(Task):
         }
 
     def own_scope(self, explanation_probs: np.ndarray, class_explanations: np.ndarray, threshold: float) -> Any:
-        """The pair's own "none of the four" judgement (:func:`explainer.scope.explanation_scope`): the mirror learnt
-        to stay silent on outliers and noise, so an image is in scope when some kept explanation supports a class."""
-        from ..scope import explanation_scope
+        """The pair's own "none of the four" judgement (:func:`explainer.pair.scope.explanation_scope`): the mirror
+        learnt to stay silent on outliers and noise, so an image is in scope when some kept explanation supports a
+        class."""
+        from explainer.pair.scope import explanation_scope
 
         return explanation_scope(explanation_probs, class_explanations, threshold)
 
@@ -107,7 +109,7 @@ class ShapesTask(Task):
     def example_images(self, seed: int = 7) -> list[tuple[str, np.ndarray]]:
         """One image per class and style ("filled", then hand-drawn "outline"), drawn by the project's generator in a
         few milliseconds, so that no image is committed. A style the generator fails on is logged and left out."""
-        from ..shapes import CLASS_NAMES, generate_shapes
+        from explainer.shapes import CLASS_NAMES, generate_shapes
 
         examples = []
         for style in ("filled", "outline"):

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from explainer import postprocess
+from explainer.verdict import postprocess
 
 
 def reliability(probs: np.ndarray, targets: np.ndarray, bins: int = 10) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def resolve_controls(
     threshold: float | None, top_n: int | None, default_threshold: float, default_top_n: int, n_classes: int
 ) -> tuple[float, int]:
     """Threshold and top N with the weights' defaults filled in, both checked: what every caller (app, CLI,
-    evaluation, :meth:`explainer.predictor.Explainer.explain`) uses, so that the rules live in one place."""
+    evaluation, :meth:`explainer.verdict.predictor.Explainer.explain`) uses, so that the rules live in one place."""
     threshold = default_threshold if threshold is None else float(threshold)
     top_n = default_top_n if top_n is None else int(top_n)
     return check_threshold(threshold), check_top_n(top_n, n_classes)
@@ -200,7 +200,7 @@ def process(
     ranking: str,
 ) -> Processed:
     """Threshold, group cleaning, class ranking and verdict for a batch ((N, C) and (N, E)): the one path that
-    :meth:`explainer.predictor.Explainer.explain` (N = 1) and the evaluation share."""
+    :meth:`explainer.verdict.predictor.Explainer.explain` (N = 1) and the evaluation share."""
     kept = kept_explanations(np.atleast_2d(explanation_probs), threshold, groups)
     scores = rank_scores(kept, class_explanations, ranking)
     predicted = np.argmax(np.atleast_2d(class_probs), axis=1)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bundle import atomic_write_bytes
-from .models import unwrap
+from explainer.pair.bundle import atomic_write_bytes
+from explainer.pair.models import unwrap
 
 StepFn = Callable[[Any], tuple[torch.Tensor, int, dict[str, float]]]  # batch -> (loss, batch size, extra sums)
 EvalFn = Callable[[], dict[str, float]]

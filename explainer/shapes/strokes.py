@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .shapes import CLASS_NAMES, EXPLANATION_NAMES  # the shared vocabulary; the rendering below is independent
+from . import CLASS_NAMES, EXPLANATION_NAMES  # the shared vocabulary; the rendering below is independent
 
 # Per-class explanation truth, in EXPLANATION_NAMES order; the triangle's "same size" depends on its proportions.
 _BASE_EXPLANATIONS: dict[str, tuple[float, ...]] = {

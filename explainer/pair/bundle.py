@@ -5,7 +5,7 @@ and use the pair: format version, architecture, class and explanation names, exp
 explanation prior matrix, the ranking formula, preprocessing, default threshold and N, training config and measured
 metrics. Tensors are stored under ``main.`` and ``mirror.`` prefixes (optionally in float16 to halve the file).
 A birds file may also hold a frozen scope network ("is this a bird at all?") under ``scope.``, described by the
-metadata key ``scope`` (see :mod:`explainer.scope`); files without one load as before.
+metadata key ``scope`` (see :mod:`explainer.pair.scope`); files without one load as before.
 """
 
 from __future__ import annotations

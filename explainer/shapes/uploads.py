@@ -1,6 +1,6 @@
 """Drawings as people upload them rather than draw them in the app: rendered the way other tools store them.
 
-The sketchpad paints a drawing on a 512 px canvas with a thin to medium pen (``explainer.drawn.render_strokes``).
+The sketchpad paints a drawing on a 512 px canvas with a thin to medium pen (``explainer.shapes.drawn.render_strokes``).
 An uploaded file comes from elsewhere: a bitmap stored small (28 to 96 px a side, down-sampled with or without
 anti-aliasing), a hairline or a marker, light ink on a dark app background, a drawing turned to any angle, or a phone
 photo of a drawing on paper (paper grain, ruled or squared lines, uneven light and a shadow, a mild perspective,
@@ -48,7 +48,7 @@ class UploadCondition:
 
 def is_validation_drawing(collection: str, drawing_id: str) -> bool:
     """About VALIDATION_SHARE of the drawings of every collection, by a hash of collection and id (independent of
-    ``explainer.drawn.is_training_drawing``'s hash): the part upload settings are chosen on; the rest is for the
+    ``explainer.shapes.drawn.is_training_drawing``'s hash): the part upload settings are chosen on; the rest is for the
     report only."""
     digest = hashlib.blake2b(f"uploads:{collection}:{drawing_id}".encode("utf-8"), digest_size=2).digest()
     return int.from_bytes(digest, "big") < VALIDATION_SHARE * 65536

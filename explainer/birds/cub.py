@@ -26,9 +26,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from explainer.cub_names import SPECIES_NAMES
-from explainer.imageio import ImageError
-from explainer.transforms import load_rgb
+from explainer.inputs.imagecheck import ImageError
+from explainer.inputs.transforms import load_rgb
+
+from .names import SPECIES_NAMES
 
 CUB_FOLDER = "CUB_200_2011"
 CERTAINTY_NOT_VISIBLE = 1
@@ -579,8 +580,8 @@ class CubPartImages(Dataset):
     """CUB photos with their part locations and bird box, through a view that says where its input lies:
     (image tensor, class index, points (15, 3) of x, y, visible in input pixels, box (4,) in input pixels).
 
-    ``view(image) -> (tensor, frame, flipped)`` is :class:`explainer.transforms.TrainView` or ``EvalView``; a point
-    outside the input is marked not visible.
+    ``view(image) -> (tensor, frame, flipped)`` is :class:`explainer.inputs.transforms.TrainView` or ``EvalView``; a
+    point outside the input is marked not visible.
     """
 
     def __init__(

@@ -247,7 +247,7 @@ class MapRows:
 @torch.no_grad()
 def collect_maps(pair: torch.nn.Module, batches, device: str | torch.device = "cpu") -> MapRows:
     """Run ``pair.forward_maps`` over batches of (images, classes, points, boxes) (see
-    :class:`explainer.cub.CubPartImages`)."""
+    :class:`explainer.birds.cub.CubPartImages`)."""
     rows = MapRows([], [], [], [], [], [], [], [])
     pair.eval().to(device)
     for images, classes, points, boxes in batches:

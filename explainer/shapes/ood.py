@@ -1,9 +1,10 @@
 """Out-of-distribution images: pictures that are none of the four shapes (circle, triangle, square, rectangle).
 
 They feed the evaluation of how the tool questions inputs it was not trained for. Outlines are rendered three ways
-(filled, clean outline, traced by a simulated hand from ``explainer.strokes``) at random size, position and rotation,
-mostly black ink on white, sometimes coloured. Filled regions use PIL polygons (supersampled); strokes use the numpy
-capsule rasteriser of ``explainer.strokes``; letters are drawn from line/arc skeletons, so no system font is needed.
+(filled, clean outline, traced by a simulated hand from ``explainer.shapes.strokes``) at random size, position and
+rotation, mostly black ink on white, sometimes coloured. Filled regions use PIL polygons (supersampled); strokes use
+the numpy capsule rasteriser of ``explainer.shapes.strokes``; letters are drawn from line/arc skeletons, so no system
+font is needed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from explainer.strokes import humanise_outline, place_outline, stroke_coverage
+from .strokes import humanise_outline, place_outline, stroke_coverage
 
 OOD_KINDS: tuple[str, ...] = (
     "uniform noise",

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from explainer.pair.bundle import load_bundle_with_scope
+from explainer.pair.scope import ScopeGate, ScopeReading, ScopeResult, gate_result, unmeasured_result
+from explainer.tasks import TASKS, Task, task_for_preprocessing
+from explainer.tasks.base import FramedPreprocessor, ImageLike, Preprocessor, display_names
+
 from . import postprocess
-from .bundle import load_bundle_with_scope
-from .scope import ScopeGate, ScopeReading, ScopeResult, gate_result, unmeasured_result
-from .tasks import TASKS, Task, task_for_preprocessing
-from .tasks.base import FramedPreprocessor, ImageLike, Preprocessor, display_names
 from .where import InputFrame, Where
 
 
@@ -226,7 +227,7 @@ class Explainer:
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """One image (PIL or array, any mode) to the network's input tensor (C, H, W), as the task says.
 
-        Shapes raise :class:`explainer.shape_input.NothingToClassify` for a blank image.
+        Shapes raise :class:`explainer.shapes.normalize.NothingToClassify` for a blank image.
         """
         if self._preprocess is None:
             if self.task_spec is None:
@@ -357,7 +358,7 @@ class Explainer:
 
     def where(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray, Where]:
         """Class and explanation probabilities of one image, and the heatmaps of every class and explanation in the
-        image's own pixels (see :mod:`explainer.where`). The maps are the terms of each output's last layer, so
+        image's own pixels (see :mod:`explainer.verdict.where`). The maps are the terms of each output's last layer, so
         they show exactly where its score comes from."""
         return self.where_tensor(*self.framed_preprocess(image))
 
@@ -416,8 +417,8 @@ class Explainer:
         (False).
 
         ``scope``: the scope network's reading of this image (birds files with a gate). Without a gate the scope is
-        the pair's own (shapes, :func:`explainer.scope.explanation_scope`) or unmeasured (older birds files: in scope,
-        score 1.0). A gated model explained without its reading is treated as unmeasured too.
+        the pair's own (shapes, :func:`explainer.pair.scope.explanation_scope`) or unmeasured (older birds files: in
+        scope, score 1.0). A gated model explained without its reading is treated as unmeasured too.
         """
         threshold, top_n = self.resolve_controls(threshold, top_n)
         expl = np.asarray(explanation_probs, dtype=np.float64).copy()
@@ -455,7 +456,7 @@ class Explainer:
         if self.scope is not None and reading is not None:
             return gate_result(self.scope, reading)
         if self.task_spec is None:  # no task to judge: nothing is measured, every image is in scope
-            from .scope import unmeasured_result
+            from explainer.pair.scope import unmeasured_result
 
             return unmeasured_result()
         return self.task_spec.own_scope(explanation_probs, self.class_explanations, threshold)

@@ -1,0 +1,1 @@
+"""Images in: the one safety check every user image passes, and the birds' preprocessing described as data."""
