@@ -46,6 +46,7 @@ from PIL import Image, ImageDraw
 
 import webapp
 from explainer.inputs.imagecheck import check_image
+from explainer.inputs.transforms import reference_preprocessing
 from explainer.pair.bundle import save_bundle
 from explainer.pair.models import build_pair, reference_shapes_architecture
 from explainer.tasks import BIRDS, SHAPES
@@ -58,15 +59,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-IMAGENET = {
-    "kind": "imagenet",
-    "resize": 256,
-    "crop": 224,
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-    "interpolation": "bilinear",
-    "train_variant": "code",
-}
 
 
 def summary(seconds: list[float]) -> str:
@@ -98,7 +90,7 @@ def birds_size_metadata(architecture: dict[str, Any], n_classes: int = 200, n_ex
     meta = BIRDS.bundle_metadata(
         architecture,
         class_explanations=rng.random((n_classes, n_explanations)) ** 3,
-        preprocessing=dict(IMAGENET),
+        preprocessing=reference_preprocessing(),
         defaults={"threshold": 0.8, "top_n": 10},
         vocabulary={
             "class_names": class_names,
