@@ -60,7 +60,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 def summary(seconds: list[float]) -> str:
     ms = sorted(1000 * s for s in seconds)
     p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
