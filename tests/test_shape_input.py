@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 from explainer.shapes import generate_shapes
 from explainer.shapes.normalize import (
+    MIN_CONTRAST,
     NothingToClassify,
     _as_8bit_pil_or_float,
     _grey_from_8bit,
@@ -266,3 +267,31 @@ def test_noise_too_big_for_a_bitmap_is_read_the_plain_way():
     noise = np.random.default_rng(5).integers(0, 256, (200, 200, 3), dtype=np.uint8)
     assert has_uneven_background(_as_8bit_pil_or_float(noise))
     assert np.array_equal(to_grey_ink_on_white(noise), _grey_from_8bit(Image.fromarray(noise)))
+
+
+def _thin_triangle_thumbnail(side: int, canvas: int = 512, pen: int = 2) -> Image.Image:
+    """A triangle drawn with a thin pen on a large canvas, reduced to ``side`` px by an area average."""
+    large = Image.new("L", (canvas, canvas), 255)
+    ImageDraw.Draw(large).polygon([(256, 60), (450, 420), (62, 420)], outline=0, width=pen)
+    return large.resize((side, side), Image.Resampling.BOX)
+
+
+@pytest.mark.parametrize("side", [28, 32, 40])
+def test_a_faint_thumbnail_of_a_thin_pen_drawing_keeps_the_whole_shape(side):
+    """A 2 px line on 512 px reduced to 28 px is a grey of about 7%: the whole triangle must come out dark, not a
+    fragment and not "nothing to classify"."""
+    thumbnail = _thin_triangle_thumbnail(side)
+    assert 255 - int(np.asarray(thumbnail).min()) < 255 * MIN_CONTRAST  # fainter than a large image is stretched
+    result = normalize_shape_image(thumbnail)
+    top, bottom, left, right = _ink_box(result)
+    height, width = bottom - top, right - left
+    assert min(height, width) >= 40 and (result < 128).sum() >= 60
+
+
+@pytest.mark.parametrize("side", [32, 64, 120])
+def test_a_small_noisy_blank_bitmap_is_still_nothing_to_classify(side):
+    noise = np.random.default_rng(side).normal(0, 6, (side, side, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(235 + noise, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=60)
+    with pytest.raises(NothingToClassify):
+        normalize_shape_image(Image.open(io.BytesIO(buffer.getvalue())))

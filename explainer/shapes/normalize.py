@@ -9,7 +9,9 @@ shape filling a 64x64 image come out alike.
 How ink is found: the background colour is the median of the border pixels; each pixel's ink strength is its
 largest per-channel difference from that colour (so a red or blue stroke on white counts as fully as black, and
 white strokes on black are ink too). Strengths are stretched so that the strongest ink becomes black, but never by
-more than 1 / MIN_CONTRAST, so JPEG noise or a faint gradient on an empty canvas stays white.
+more than 1 / MIN_CONTRAST, so JPEG noise or a faint gradient on an empty canvas stays white; a small stored bitmap
+(under UNEVEN_MIN_SIDE a side) is stretched from as little as STORED_MIN_CONTRAST, as a thin pen reduced from a large
+canvas leaves only a faint grey trace there, unless its border is noisy.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ PAPER_PERCENTILE = 75.0  # a tile's paper level: this percentile of its pixels (
 PAPER_NOISE_FLOOR = 0.3  # on an uneven background, strengths below this share of the strongest ink are paper
 PAPER_MIN_CONTRAST = 4.0  # ... and ink must stand this many times the paper's noise above it to be stretched to black
 PAPER_MIN_LEVEL = 24.0  # ... and this many levels (of 255)
+STORED_MIN_CONTRAST = 0.08  # a small stored bitmap's faint ink (a thin pen reduced from a large canvas) is stretched
+STORED_NOISE_FACTOR = 12.0  # ... unless it is not this many times stronger than the border's typical difference
 
 _MIN_CONTRAST_LEVEL = round(MIN_CONTRAST * 255)
 _SMALL_IMAGE_PIXELS = 256 * 256
@@ -144,18 +148,34 @@ def _border_background(values: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0)
 
 
+def _stored_contrast_level(strength: np.ndarray) -> int:
+    """The least contrast a small stored bitmap is stretched from (0..255 levels): STORED_MIN_CONTRAST, or
+    STORED_NOISE_FACTOR times the typical strength of its border where the border is not clean (noise or JPEG)."""
+    border = np.concatenate([strength[0], strength[-1], strength[:, 0], strength[:, -1]])
+    return max(round(STORED_MIN_CONTRAST * 255), math.ceil(STORED_NOISE_FACTOR * float(np.median(border))))
+
+
+def _min_contrast_level(strength: np.ndarray) -> int:
+    """Differences from the background below this many levels are never stretched to black: MIN_CONTRAST, or for an
+    image under UNEVEN_MIN_SIDE a side (a stored bitmap, where a thin pen reduced from a large canvas leaves a faint
+    trace and no camera adds noise) :func:`_stored_contrast_level`, whichever is lower."""
+    if min(strength.shape) >= UNEVEN_MIN_SIDE:
+        return _MIN_CONTRAST_LEVEL
+    return min(_MIN_CONTRAST_LEVEL, _stored_contrast_level(strength))
+
+
 def _grey_from_8bit(image: Image.Image) -> np.ndarray:
     """Per-channel distance from the background, the largest channel, then the stretch, all by lookup tables:
     numpy for small images (no per-call setup), PIL for large ones (no strided channel copies)."""
     width, height = image.size
     channel_count = len(image.getbands())
-    if width * height <= _SMALL_IMAGE_PIXELS:
+    if width * height <= _SMALL_IMAGE_PIXELS or min(width, height) < UNEVEN_MIN_SIDE:
         values = np.asarray(image).reshape(height, width, channel_count)
         background = _border_background(values)
         strength = _distance_array(round(background[0]))[values[:, :, 0]]
         for channel in range(1, channel_count):
             np.maximum(strength, _distance_array(round(background[channel]))[values[:, :, channel]], out=strength)
-        return _stretch_array(max(int(strength.max()), _MIN_CONTRAST_LEVEL))[strength]
+        return _stretch_array(max(int(strength.max()), _min_contrast_level(strength)))[strength]
     strips = [image.crop(box) for box in ((0, 0, width, 1), (0, height - 1, width, height))]
     strips += [image.crop(box) for box in ((0, 0, 1, height), (width - 1, 0, width, height))]
     border = np.concatenate([np.asarray(strip).reshape(-1, channel_count) for strip in strips])
@@ -193,7 +213,7 @@ def _grey_from_float(channels: np.ndarray) -> np.ndarray:
     strength = np.abs(channels[:, :, 0] - background[0])
     for channel in range(1, channels.shape[2]):
         np.maximum(strength, np.abs(channels[:, :, channel] - background[channel]), out=strength)
-    contrast = max(float(strength.max()), MIN_CONTRAST)
+    contrast = max(float(strength.max()), _min_contrast_level(strength * np.float32(255.0)) / 255.0)
     return np.clip(255.0 - strength * (255.0 / contrast) + 0.5, 0, 255).astype(np.uint8)
 
 

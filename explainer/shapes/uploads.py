@@ -88,6 +88,21 @@ def render_bitmap(
     return paint_coverage(_reduce(coverage, side, anti_aliased), background)
 
 
+def render_thumbnail(
+    strokes: Strokes, rng: np.random.Generator, background: str, resample: Image.Resampling
+) -> np.ndarray:
+    """A drawing made with a thin pen (1-3 px) on a large canvas (256, 384 or 512 px, the drawing 50-90% of it),
+    then stored small (a side of BITMAP_SIDES) by a filtered resize (an area average or a bicubic filter, as image
+    editors and browsers reduce): each line turns into a faint grey trace (1 px on 512 px is a 5% grey at 28 px).
+    Not imitated: a resize without a filter (nearest neighbour), which breaks such lines into dots or loses them."""
+    canvas = int(rng.choice((256, 384, 512)))
+    side = int(rng.choice(BITMAP_SIDES))
+    pen_px = float(rng.uniform(1.0, 3.0))
+    coverage = _coverage(strokes, rng, canvas, rng.uniform(0.5, 0.9), pen_px)
+    large = Image.fromarray(paint_coverage(coverage, background))
+    return np.asarray(large.resize((side, side), resample))
+
+
 def render_pen(
     strokes: Strokes, rng: np.random.Generator, background: str, pen_range: tuple[float, float]
 ) -> np.ndarray:
@@ -234,6 +249,18 @@ def _conditions() -> dict[str, UploadCondition]:
                     lambda s, r, b, side=side, aa=anti_aliased: render_bitmap(s, r, b, side, aa),
                 )
             )
+    for name, resample, words in (
+        ("area", Image.Resampling.BOX, "an area average"),
+        ("bicubic", Image.Resampling.BICUBIC, "a bicubic filter"),
+    ):
+        found.append(
+            UploadCondition(
+                f"thumbnail-{name}",
+                f"thin pen on a 256-512 px canvas, stored at 28-96 px by {words}",
+                both,
+                lambda s, r, b, resample=resample: render_thumbnail(s, r, b, resample),
+            )
+        )
     for name, pens, words in (
         ("hairline", (0.002, 0.005), "a one-pixel hairline"),
         ("medium", (0.01, 0.03), "a medium pen (1-3% of the drawing)"),
