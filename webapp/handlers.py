@@ -530,11 +530,11 @@ class TaskApp:
             controls,
             top_k_value,
             raw,
-            {},
-            "",
-            reading,
-            cache["where"],
-            None,
+            overrides={},  # a new image starts with no intervention
+            note="",
+            scope=reading,
+            where=cache["where"],
+            where_choice=None,
         )
         class_map = cache["where"]["class_map"]
         preview: Image.Image | str = self._explainer.preview(tensor, self.preview_size)
