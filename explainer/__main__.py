@@ -93,7 +93,7 @@ def predict(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        threshold, top_n = explainer.resolve_controls(args.threshold, args.top_n)
+        controls = explainer.resolve_controls(args.threshold, args.top_n)  # checked once, for every image
     except ValueError as err:  # names the value and the valid range
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -118,7 +118,7 @@ def predict(args: argparse.Namespace) -> int:
             probs, expls, readings = explainer.run_inputs(tensors, scope_tensors)
             for n, (i, p, e) in enumerate(zip(where, probs, expls, strict=False)):
                 reading = readings[n] if readings is not None else None
-                explanation = explainer.explain(p, e, threshold, top_n, scope=reading)
+                explanation = explainer.explain_with(p, e, controls, scope=reading)
                 row = explanation.summary_json(TOP_CLASSES)
                 results[i] = {"image": chunk[i], **row, **(explanation.to_json() if args.all_probabilities else {})}
                 if args.where or args.where_dir:

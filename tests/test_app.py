@@ -8,6 +8,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import app_images
 import webapp
 from bundles import birds_like_metadata, make_birds_bundle, make_shapes_bundle
 from explainer.tasks import SHAPES
+from explainer.verdict import postprocess
 from explainer.verdict.predictor import Explainer
 from webapp import charts
 from webapp.words import WORDS
@@ -406,6 +408,29 @@ def test_rerender_matches_the_library(shapes: webapp.TaskApp, triangle_cache: di
     expected = shapes._explainer.explain(triangle_cache["class_probs"], triangle_cache["explanation_probs"], 0.8, 2)
     assert {k: v for k, v in out.result.items() if k not in ("overrides", "rank")} == expected.to_json()
     assert out.result["kept_explanations"] == ["three vertices"]
+
+
+def test_a_request_checks_threshold_and_top_n_once(
+    shapes: webapp.TaskApp, triangle_cache: dict, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controls are checked where they enter, the handler, once per request: the explanation, its verdict, the
+    kept-range line and the charts take the checked values as they are."""
+    calls = {"threshold": 0, "top N": 0}
+
+    def counted(name: str, check: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            calls[name] += 1
+            return check(*args)
+
+        return wrapper
+
+    monkeypatch.setattr(postprocess, "check_threshold", counted("threshold", postprocess.check_threshold))
+    monkeypatch.setattr(postprocess, "check_top_n", counted("top N", postprocess.check_top_n))
+    out = shapes.render(triangle_cache["class_probs"], triangle_cache["explanation_probs"], 0.5, 2, 4)
+    assert out.result["kept_explanations"] and calls == {"threshold": 1, "top N": 1}
+    calls.update({"threshold": 0, "top N": 0})
+    out = shapes.classify_image(str(app_images.triangle_png(images)), 0.5, 2)
+    assert "error" not in out.result and calls == {"threshold": 1, "top N": 1}
 
 
 def test_threshold_moves_what_is_kept(shapes: webapp.TaskApp, triangle_cache: dict) -> None:

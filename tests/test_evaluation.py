@@ -14,6 +14,7 @@ from explainer.evaluation import reports
 from explainer.evaluation.calibration import plot_reliability, reliability, threshold_sensitivity
 from explainer.pair.bundle import save_bundle
 from explainer.pair.models import build_pair, reference_shapes_architecture
+from explainer.verdict import postprocess
 from train import evaluate_shapes
 
 CLASSES = ["circle", "triangle", "square", "rectangle"]
@@ -101,6 +102,21 @@ def test_questioned_share_of_unlabelled_set() -> None:
     assert result["questioned"] == 7 and result["share"] == pytest.approx(0.7)
     assert result["cases"]["case_1"] == 7
     assert result["predicted_counts"]["circle"] == 10
+
+
+def test_a_set_checks_threshold_and_top_n_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many samples, an evaluation checks its controls once, where they enter; the post-processing of every
+    sample takes them as checked."""
+    calls: list[str] = []
+    check_threshold, check_top_n = postprocess.check_threshold, postprocess.check_top_n
+    monkeypatch.setattr(postprocess, "check_threshold", lambda t: calls.append("threshold") or check_threshold(t))
+    monkeypatch.setattr(postprocess, "check_top_n", lambda n, c: calls.append("top N") or check_top_n(n, c))
+    probs, expl = np.full((50, 4), 0.25), np.full((50, 5), 0.6)
+    reports.evaluate_predictions(fake_explainer(), probs, expl, np.zeros(50, dtype=np.int64), threshold=0.5, top_n=2)
+    assert sorted(calls) == ["threshold", "top N"]
+    calls.clear()
+    reports.questioned_share(fake_explainer(), probs, expl)
+    assert sorted(calls) == ["threshold", "top N"]
 
 
 def test_top5_and_per_class_accuracy_by_hand() -> None:

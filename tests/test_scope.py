@@ -422,51 +422,14 @@ def test_evaluate_scope_picks_on_training_photos_and_reports_both_sides(tmp_path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "out"
-    assert (
-        module.main(
-            [
-                "--pretrained-file",
-                str(pth),
-                "--model",
-                "test_efficientnet",
-                "--data",
-                str(root),
-                "--pick-threshold",
-                "--workers",
-                "0",
-                "--threads",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    common = ["--pretrained-file", str(pth), "--model", "test_efficientnet", "--data", str(root), "--workers", "0",
+              "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert module.main([*common, "--pick-threshold"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["picked_threshold"]["threshold"] >= 0.99  # every photo scores ~1: the largest multiple of 0.01
     assert results["picked_threshold"]["train_in_scope"] == 1.0
     assert "cub_test" not in results  # picking never looks at the test photos
-    assert (
-        module.main(
-            [
-                "--pretrained-file",
-                str(pth),
-                "--model",
-                "test_efficientnet",
-                "--data",
-                str(root),
-                "--threshold",
-                "0.5",
-                "--workers",
-                "0",
-                "--threads",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert module.main([*common, "--threshold", "0.5"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["cub_test"]["share_in_scope"] == 1.0 and results["skimage"]["photos"] == 21
     assert results["skimage"]["share_out_of_scope"] == 0.0  # this fixture calls everything a goldfinch

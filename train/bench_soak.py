@@ -236,7 +236,19 @@ def describe(outcome: Any) -> str:
     return is_error(outcome) or "ok"
 
 
-def main() -> int:
+NASTY = (
+    "strip_20to1_rgba",
+    "strip_40000x8",
+    "largest_rgba",
+    "canvas_13000_rgba",
+    "bomb_20000",
+    "bomb_100000",
+    "not_an_image",
+    "truncated",
+)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app", type=Path, default=ROOT / "app.py")
     parser.add_argument("--crowd", type=int, default=100)
@@ -244,167 +256,214 @@ def main() -> int:
     parser.add_argument("--nasty-repeats", type=int, default=3)
     parser.add_argument("--mixed", type=int, default=60)
     parser.add_argument("--max-seconds", type=float, default=900)
-    args = parser.parse_args()
-    began = time.monotonic()
+    return parser.parse_args()
 
-    def deadline(share: float) -> float:
-        return min(began + args.max_seconds, time.monotonic() + share * args.max_seconds)
 
+class Soak:
+    """The server's memory through the soak: each phase's peak and failures, and the rows printed at the end."""
+
+    def __init__(self, pid: int, began: float, max_seconds: float) -> None:
+        self.pid, self.began, self.max_seconds = pid, began, max_seconds
+        self.sampler = Sampler(pid)
+        self.rows: list[tuple[str, str]] = []
+        self.failures: dict[str, int] = {}
+        self.peaks: list[int] = []
+        self.start_rss = self.idle = 0
+
+    def deadline(self, share: float) -> float:
+        """``share`` of ``--max-seconds`` from now, never past the soak's own end."""
+        return min(self.began + self.max_seconds, time.monotonic() + share * self.max_seconds)
+
+    def phase(
+        self,
+        name: str,
+        jobs: list[Callable[[], Any]],
+        workers: int,
+        share: float,
+        expect_ok: bool,
+        barrier: bool = False,
+    ) -> None:
+        """Run one phase's requests, record its memory peak and failures, and print its rows."""
+        self.sampler.reset()
+        t0 = time.monotonic()
+        outcomes = run_many(jobs, workers, self.deadline(share), barrier)
+        seconds = time.monotonic() - t0
+        kinds: dict[str, int] = {}
+        for outcome in outcomes:
+            kinds[describe(outcome)[:90]] = kinds.get(describe(outcome)[:90], 0) + 1
+        bad = sum(isinstance(o, Exception) or (expect_ok and is_error(o) is not None) for o in outcomes)
+        self.failures[name] = bad
+        peak = self.sampler.peak()
+        self.peaks.append(peak)
+        self.rows.append(
+            (
+                f"{name}: peak",
+                f"{peak / MB:8.0f} MB  (+{(peak - self.idle) / MB:.0f} over "
+                f"idle) in {seconds:.1f} s; {len(outcomes) - bad}/{len(outcomes)} as "
+                f"expected",
+            )
+        )
+        for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])[:6]:
+            self.rows.append(("", f"  {count:4d} x {kind}"))
+        for label, value in self.rows[-1 - min(6, len(kinds)) :]:
+            print(f"{label:<36}  {value}", flush=True)
+
+
+def warm_up(soak: Soak, url: str, files: dict[str, Path]) -> None:
+    """Memory before any request, then after one shape and one bird photo, twice: the idle reference."""
     from gradio_client import handle_file
 
+    time.sleep(2)
+    soak.start_rss = rss_bytes(soak.pid)
+    warm = client(url)
+    for _ in range(2):
+        warm.predict(handle_file(str(files["triangle"])), api_name="/shapes_image")
+        warm.predict(handle_file(str(files["photo"])), api_name="/birds_image")
+    time.sleep(3)
+    soak.idle = rss_bytes(soak.pid)
+    soak.rows.append(("start (before any request)", f"{soak.start_rss / MB:8.0f} MB"))
+    soak.rows.append(("idle (after warm-up)", f"{soak.idle / MB:8.0f} MB"))
+
+
+def nasty_jobs(visitor: Any, files: dict[str, Path], repeats: int) -> list[Callable[[], Any]]:
+    """Every nasty file ``repeats`` times to each image endpoint."""
+    from gradio_client import handle_file
+
+    jobs: list[Callable[[], Any]] = []
+    for _ in range(repeats):
+        for name in NASTY:
+            path = str(files[name])
+            jobs.append(lambda p=path: visitor.predict(handle_file(p), api_name="/shapes_image"))
+            jobs.append(lambda p=path: visitor.predict(handle_file(p), api_name="/birds_image"))
+            jobs.append(
+                lambda p=path: visitor.predict(
+                    {"background": None, "layers": [], "composite": handle_file(p)}, api_name="/shapes_sketch"
+                )
+            )
+    return jobs
+
+
+def crowd_phase(soak: Soak, url: str, triangle: str, crowd: int) -> list[Any]:
+    """``crowd`` visitors upload the same triangle at the same moment; returns the visitors (the mixed traffic's)."""
+    from gradio_client import handle_file
+
+    made = run_many([lambda: client(url) for _ in range(crowd)], 16, soak.deadline(0.1))
+    visitors = [c for c in made if not isinstance(c, Exception)]
+    soak.phase(
+        f"crowd: {len(visitors)} identical uploads",
+        [lambda c=c: c.predict(handle_file(triangle), api_name="/shapes_image") for c in visitors],
+        workers=max(1, len(visitors)),
+        share=0.15,
+        expect_ok=True,
+        barrier=True,
+    )
+    return visitors
+
+
+def click_phase(soak: Soak, url: str, visitor: Any, clicks: int) -> None:
+    """``clicks`` visitors click the same example at the same moment."""
+    made = run_many([lambda: client(url, download=False) for _ in range(clicks)], 16, soak.deadline(0.1))
+    click_clients = [c for c in made if not isinstance(c, Exception)]
+    example_fn = next(
+        i for i, d in enumerate(visitor.config["dependencies"]) if d.get("api_name") == "shapes_load_example"
+    )
+
+    def click(c: Any) -> Any:
+        """As the browser does: the example endpoint hands back the cached example file, which is then sent, as
+        the server's own file (not uploaded again), to the upload event; then the preview is fetched."""
+        update = c.predict(0, fn_index=example_fn)
+        value = update.get("value", update) if isinstance(update, dict) else update
+        sent = {key: value.get(key) for key in ("path", "url", "orig_name", "size", "mime_type")}
+        answer = c.predict(sent, api_name="/shapes_image")
+        fetch_preview(answer)
+        return answer
+
+    soak.phase(
+        f"clicks: {len(click_clients)} on one example",
+        [lambda c=c: click(c) for c in click_clients],
+        workers=max(1, len(click_clients)),
+        share=0.15,
+        expect_ok=True,
+        barrier=True,
+    )
+
+
+def mixed_jobs(pool: list[Any], files: dict[str, Path], count: int) -> list[Callable[[], Any]]:
+    """``count`` requests of every kind in turn, spread over the visitors in ``pool``."""
+    from gradio_client import handle_file
+
+    kinds = [
+        lambda c: c.predict(handle_file(str(files["square"])), api_name="/shapes_image"),
+        lambda c: c.predict(handle_file(str(files["photo"])), api_name="/birds_image"),
+        lambda c: c.predict(
+            {"background": None, "layers": [], "composite": handle_file(str(files["triangle"]))},
+            api_name="/shapes_sketch",
+        ),
+        lambda c: c.predict(0.3, 2, 4, True, [], [], api_name="/shapes_explain"),
+        lambda c: c.predict(handle_file(str(files["largest_rgba"])), api_name="/birds_image"),
+        lambda c: c.predict(handle_file(str(files["bomb_20000"])), api_name="/shapes_image"),
+    ]
+    return [lambda i=i: kinds[i % len(kinds)](pool[i % len(pool)]) for i in range(count)]
+
+
+def record_after(soak: Soak) -> None:
+    """The peak over the whole soak, and the memory after 10 s of quiet, against their targets."""
+    time.sleep(10)
+    after = rss_bytes(soak.pid)
+    peak, idle = max(soak.peaks), soak.idle
+    soak.rows.append(
+        ("peak over the whole soak", f"{peak / MB:8.0f} MB  (+{(peak - idle) / MB:.0f} over idle; target +500)")
+    )
+    soak.rows.append(
+        (
+            "after the soak (10 s quiet)",
+            f"{after / MB:8.0f} MB  ({(after - idle) / MB:+.0f} vs idle, "
+            f"{(after - soak.start_rss) / MB:+.0f} vs start; target +150)",
+        )
+    )
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL if it has not stopped within 20 s."""
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+def print_report(soak: Soak, app: Path, url: str, log: Path) -> None:
+    print(f"\nsoak of {app} on {url} ({time.monotonic() - soak.began:.0f} s; server log {log})")
+    width = max(len(name) for name, _ in soak.rows)
+    for name, value in soak.rows:
+        print(f"{name:<{width}}  {value}")
+    failures = soak.failures
+    print("failures (exceptions, or errors for good images): " + ", ".join(f"{k}: {v}" for k, v in failures.items()))
+
+
+def main() -> int:
+    args = parse_args()
+    began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="explainer-soak-"))
     files = make_images(work)
     port = free_port()
     server = start_server(args.app.resolve(), port, work / "server.log", timeout=min(300, args.max_seconds))
     url = f"http://127.0.0.1:{port}/"
-    sampler = Sampler(server.pid)
-    rows: list[tuple[str, str]] = []
-    failures: dict[str, int] = {}
-    peaks: list[int] = []
+    soak = Soak(server.pid, began, args.max_seconds)
     try:
-        time.sleep(2)
-        start_rss = rss_bytes(server.pid)
-        warm = client(url)
-        for _ in range(2):
-            warm.predict(handle_file(str(files["triangle"])), api_name="/shapes_image")
-            warm.predict(handle_file(str(files["photo"])), api_name="/birds_image")
-        time.sleep(3)
-        idle = rss_bytes(server.pid)
-        rows.append(("start (before any request)", f"{start_rss / MB:8.0f} MB"))
-        rows.append(("idle (after warm-up)", f"{idle / MB:8.0f} MB"))
-
-        def phase(
-            name: str, jobs: list[Callable[[], Any]], workers: int, share: float, expect_ok: bool, barrier: bool = False
-        ) -> None:
-            sampler.reset()
-            t0 = time.monotonic()
-            outcomes = run_many(jobs, workers, deadline(share), barrier)
-            seconds = time.monotonic() - t0
-            kinds: dict[str, int] = {}
-            for outcome in outcomes:
-                kinds[describe(outcome)[:90]] = kinds.get(describe(outcome)[:90], 0) + 1
-            bad = sum(isinstance(o, Exception) or (expect_ok and is_error(o) is not None) for o in outcomes)
-            failures[name] = bad
-            peaks.append(sampler.peak())
-            rows.append(
-                (
-                    f"{name}: peak",
-                    f"{sampler.peak() / MB:8.0f} MB  (+{(sampler.peak() - idle) / MB:.0f} over "
-                    f"idle) in {seconds:.1f} s; {len(outcomes) - bad}/{len(outcomes)} as "
-                    f"expected",
-                )
-            )
-            for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])[:6]:
-                rows.append(("", f"  {count:4d} x {kind}"))
-            for label, value in rows[-1 - min(6, len(kinds)) :]:
-                print(f"{label:<36}  {value}", flush=True)
-
-        nasty = [
-            "strip_20to1_rgba",
-            "strip_40000x8",
-            "largest_rgba",
-            "canvas_13000_rgba",
-            "bomb_20000",
-            "bomb_100000",
-            "not_an_image",
-            "truncated",
-        ]
+        warm_up(soak, url, files)
         visitor = client(url)
-        jobs: list[Callable[[], Any]] = []
-        for _ in range(args.nasty_repeats):
-            for name in nasty:
-                path = str(files[name])
-                jobs.append(lambda p=path: visitor.predict(handle_file(p), api_name="/shapes_image"))
-                jobs.append(lambda p=path: visitor.predict(handle_file(p), api_name="/birds_image"))
-                jobs.append(
-                    lambda p=path: visitor.predict(
-                        {"background": None, "layers": [], "composite": handle_file(p)}, api_name="/shapes_sketch"
-                    )
-                )
-        phase("nasty images", jobs, workers=2, share=0.35, expect_ok=False)
-
-        crowd = run_many([lambda: client(url) for _ in range(args.crowd)], 16, deadline(0.1))
-        crowd_clients = [c for c in crowd if not isinstance(c, Exception)]
-        triangle = str(files["triangle"])
-        phase(
-            f"crowd: {len(crowd_clients)} identical uploads",
-            [lambda c=c: c.predict(handle_file(triangle), api_name="/shapes_image") for c in crowd_clients],
-            workers=max(1, len(crowd_clients)),
-            share=0.15,
-            expect_ok=True,
-            barrier=True,
-        )
-
-        made = run_many([lambda: client(url, download=False) for _ in range(args.clicks)], 16, deadline(0.1))
-        click_clients = [c for c in made if not isinstance(c, Exception)]
-
-        example_fn = next(
-            i for i, d in enumerate(visitor.config["dependencies"]) if d.get("api_name") == "shapes_load_example"
-        )
-
-        def click(c: Any) -> Any:
-            """As the browser does: the example endpoint hands back the cached example file, which is then sent, as
-            the server's own file (not uploaded again), to the upload event; then the preview is fetched."""
-            update = c.predict(0, fn_index=example_fn)
-            value = update.get("value", update) if isinstance(update, dict) else update
-            sent = {key: value.get(key) for key in ("path", "url", "orig_name", "size", "mime_type")}
-            answer = c.predict(sent, api_name="/shapes_image")
-            fetch_preview(answer)
-            return answer
-
-        phase(
-            f"clicks: {len(click_clients)} on one example",
-            [lambda c=c: click(c) for c in click_clients],
-            workers=max(1, len(click_clients)),
-            share=0.15,
-            expect_ok=True,
-            barrier=True,
-        )
-
-        mix: list[Callable[[], Any]] = []
-        kinds = [
-            lambda c: c.predict(handle_file(str(files["square"])), api_name="/shapes_image"),
-            lambda c: c.predict(handle_file(str(files["photo"])), api_name="/birds_image"),
-            lambda c: c.predict(
-                {"background": None, "layers": [], "composite": handle_file(str(files["triangle"]))},
-                api_name="/shapes_sketch",
-            ),
-            lambda c: c.predict(0.3, 2, 4, True, [], [], api_name="/shapes_explain"),
-            lambda c: c.predict(handle_file(str(files["largest_rgba"])), api_name="/birds_image"),
-            lambda c: c.predict(handle_file(str(files["bomb_20000"])), api_name="/shapes_image"),
-        ]
-        pool = crowd_clients[:8] or [visitor]
-        for i in range(args.mixed):
-            mix.append(lambda i=i: kinds[i % len(kinds)](pool[i % len(pool)]))
-        phase(f"mixed traffic: {len(mix)} requests", mix, workers=8, share=0.2, expect_ok=False)
-
-        time.sleep(10)
-        after = rss_bytes(server.pid)
-        rows.append(
-            (
-                "peak over the whole soak",
-                f"{max(peaks) / MB:8.0f} MB  (+{(max(peaks) - idle) / MB:.0f} over idle; target +500)",
-            )
-        )
-        rows.append(
-            (
-                "after the soak (10 s quiet)",
-                f"{after / MB:8.0f} MB  ({(after - idle) / MB:+.0f} vs idle, "
-                f"{(after - start_rss) / MB:+.0f} vs start; target +150)",
-            )
-        )
+        jobs = nasty_jobs(visitor, files, args.nasty_repeats)
+        soak.phase("nasty images", jobs, workers=2, share=0.35, expect_ok=False)
+        crowd = crowd_phase(soak, url, str(files["triangle"]), args.crowd)
+        click_phase(soak, url, visitor, args.clicks)
+        mix = mixed_jobs(crowd[:8] or [visitor], files, args.mixed)
+        soak.phase(f"mixed traffic: {len(mix)} requests", mix, workers=8, share=0.2, expect_ok=False)
+        record_after(soak)
     finally:
-        sampler.stop()
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(server.pid, signal.SIGKILL)
-    print(f"\nsoak of {args.app} on {url} ({time.monotonic() - began:.0f} s; server log {work / 'server.log'})")
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print("failures (exceptions, or errors for good images): " + ", ".join(f"{k}: {v}" for k, v in failures.items()))
+        soak.sampler.stop()
+        stop_server(server)
+    print_report(soak, args.app, url, work / "server.log")
     return 0
 
 

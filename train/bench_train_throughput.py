@@ -13,11 +13,12 @@ import json
 import sys
 import time
 from contextlib import nullcontext
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from explainer.pair.models import build_pair
+from explainer.pair.models import MirrorPair, build_pair
 
 
 def _sync(device: torch.device) -> None:
@@ -25,7 +26,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet50")
     p.add_argument("--classes", type=int, default=200)
@@ -37,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args(argv)
-    device = torch.device(args.device)
-    torch.backends.cudnn.benchmark = True
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace, device: torch.device) -> tuple[MirrorPair, torch.memory_format]:
+    """The pair of ``--model`` on ``device``, in the memory format asked for."""
     pair = build_pair(
         {
             "family": "timm",
@@ -53,21 +56,25 @@ def main(argv: list[str] | None = None) -> int:
     ).to(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     pair.to(memory_format=fmt)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device).to(memory_format=fmt)
-    y = torch.randint(0, args.classes, (args.batch_size,), device=device)
-    t = (torch.rand(args.batch_size, args.explanations, device=device) > 0.9).float()
+    return pair, fmt
 
-    def time_steps(step) -> float:
-        for _ in range(args.warmup):
-            step()
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        _sync(device)
-        return args.steps * args.batch_size / (time.perf_counter() - start)
 
+def images_per_second(step: Callable[[], None], args: argparse.Namespace, device: torch.device) -> float:
+    """``step`` run ``--warmup`` times, then timed over ``--steps``."""
+    for _ in range(args.warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    _sync(device)
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+def main_only_rate(
+    pair: MirrorPair, x: torch.Tensor, y: torch.Tensor, autocast: Any, args: argparse.Namespace, device: torch.device
+) -> float:
+    """Images/s of a training step of the main network alone."""
     pair.set_coupling("joint")
     pair.main.train()
     opt_main = torch.optim.SGD(pair.main.parameters(), lr=1e-4, momentum=0.9)
@@ -79,8 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         opt_main.step()
 
-    main_ips = time_steps(main_step)
+    return images_per_second(main_step, args, device)
 
+
+def pair_rate(
+    pair: MirrorPair, x: torch.Tensor, t: torch.Tensor, autocast: Any, args: argparse.Namespace, device: torch.device
+) -> float:
+    """Images/s of a pair step: the frozen main network's forward (no backward), the mirror trained on its taps."""
     pair.set_coupling("frozen")
     pair.mirror.train()
     opt_mirror = torch.optim.SGD(pair.mirror.parameters(), lr=1e-4, momentum=0.9)
@@ -94,7 +106,20 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         opt_mirror.step()
 
-    pair_ips = time_steps(pair_step)
+    return images_per_second(pair_step, args, device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    pair, fmt = build(args, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device).to(memory_format=fmt)
+    y = torch.randint(0, args.classes, (args.batch_size,), device=device)
+    t = (torch.rand(args.batch_size, args.explanations, device=device) > 0.9).float()
+    main_ips = main_only_rate(pair, x, y, autocast, args, device)
+    pair_ips = pair_rate(pair, x, t, autocast, args, device)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "model": args.model,

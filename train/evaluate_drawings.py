@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def _infer(explainer: Explainer, images: list[np.ndarray]) -> tuple[np.ndarray, 
     return np.concatenate(probs), np.concatenate(expls), np.array(kept)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", required=True)
     p.add_argument("--drawings-per-class", type=int, default=500)
@@ -59,22 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--top-n", type=int, default=None)
     p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    import torch
+    return p
 
-    torch.set_num_threads(2)
-    explainer = Explainer.load(args.weights)
-    if explainer.task_spec is not SHAPES:
-        p.error(f"{args.weights} is a {explainer.task!r} model, not a shapes model")
 
-    started = time.perf_counter()
-    images, labels, expl_targets = simulate_dataset(args.drawings_per_class, seed=args.seed)
-    probs, expls, kept = _infer(explainer, images)
-    labels, expl_targets = labels[kept], expl_targets[kept]
-    drawings = evaluate_predictions(explainer, probs, expls, labels, expl_targets, args.threshold, args.top_n)
-    vertex_acc = float(np.mean(expls[:, VERTEX_GROUP].argmax(1) == expl_targets[:, VERTEX_GROUP].argmax(1)))
-    drawings["vertex_count_accuracy"] = vertex_acc
-
+def measure_ood(
+    explainer: Explainer, args: argparse.Namespace, probs: np.ndarray, expls: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    """The out-of-distribution images: how many are refused as blank or questioned, per kind and in all, against
+    the drawings (``probs``, ``expls``, ``labels``: the classified ones), and how well each score tells them apart."""
     ood_images, kinds = generate_ood(args.ood_per_kind, seed=args.seed)
     o_probs, o_expls, o_kept = _infer(explainer, ood_images)
     kinds = np.array(kinds)
@@ -95,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     detection = {
         name: metrics.error_detection(is_ood, np.concatenate([i_scores[name], o_scores[name]])) for name in i_scores
     }
-    ood_summary = {
+    return {
         "n": int(len(ood_images)),
         "rejected_as_blank": int(np.sum(~o_kept)),
         "questioned_share": float(np.mean(o_found["questioned"])),
@@ -104,7 +97,44 @@ def main(argv: list[str] | None = None) -> int:
         "per_kind": per_kind,
         "detection_ood_vs_drawings": detection,
     }
+
+
+def summary_of(drawings: dict[str, Any], blank: int, ood: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The figures printed at the end."""
+    return {
+        "drawings_main_accuracy": drawings["accuracy"],
+        "drawings_vertex_count_accuracy": drawings["vertex_count_accuracy"],
+        "drawings_explanation_exact_match": drawings["explanations"]["exact_match"],
+        "drawings_blank": blank,
+        "ood_questioned_share": ood["questioned_share"],
+        "ood_questioned_or_rejected_share": ood["questioned_or_rejected_share"],
+        "in_distribution_correct_questioned_share": ood["in_distribution_correct_questioned_share"],
+        "ood_auroc": {k: v["auroc"] for k, v in ood["detection_ood_vs_drawings"].items()},
+        "ood_per_kind_questioned": {k: v["questioned"] for k, v in ood["per_kind"].items()},
+        "report": str(path),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    explainer = Explainer.load(args.weights)
+    if explainer.task_spec is not SHAPES:
+        p.error(f"{args.weights} is a {explainer.task!r} model, not a shapes model")
+
+    started = time.perf_counter()
+    images, labels, expl_targets = simulate_dataset(args.drawings_per_class, seed=args.seed)
+    probs, expls, kept = _infer(explainer, images)
+    labels, expl_targets = labels[kept], expl_targets[kept]
+    drawings = evaluate_predictions(explainer, probs, expls, labels, expl_targets, args.threshold, args.top_n)
+    vertex_acc = float(np.mean(expls[:, VERTEX_GROUP].argmax(1) == expl_targets[:, VERTEX_GROUP].argmax(1)))
+    drawings["vertex_count_accuracy"] = vertex_acc
+    ood_summary = measure_ood(explainer, args, probs, expls, labels)
     seconds = time.perf_counter() - started
+
     results = {
         "title": f"Hand-drawn and out-of-distribution evaluation: {Path(args.weights).name}",
         "model": {"description": explainer.meta.get("description", ""), "seed": args.seed},
@@ -119,19 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = write_report(results, args.out)
     (Path(args.out) / "ood.json").write_text(json.dumps(ood_summary, indent=1))
-    summary = {
-        "drawings_main_accuracy": drawings["accuracy"],
-        "drawings_vertex_count_accuracy": vertex_acc,
-        "drawings_explanation_exact_match": drawings["explanations"]["exact_match"],
-        "drawings_blank": int(np.sum(~kept)),
-        "ood_questioned_share": ood_summary["questioned_share"],
-        "ood_questioned_or_rejected_share": ood_summary["questioned_or_rejected_share"],
-        "in_distribution_correct_questioned_share": ood_summary["in_distribution_correct_questioned_share"],
-        "ood_auroc": {k: v["auroc"] for k, v in detection.items()},
-        "ood_per_kind_questioned": {k: v["questioned"] for k, v in per_kind.items()},
-        "report": str(path),
-    }
-    print(json.dumps(summary, indent=1))
+    print(json.dumps(summary_of(drawings, int(np.sum(~kept)), ood_summary, path), indent=1))
     return 0
 
 

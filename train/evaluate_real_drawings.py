@@ -369,7 +369,7 @@ def conditions_markdown(results: dict[str, dict[str, Any]], descriptions: dict[s
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True, help="a folder of *.ndjson.gz stroke collections, or such files")
@@ -396,14 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--top-n", type=int, default=None)
-    args = p.parse_args(argv)
-    import torch
+    return p
 
-    torch.set_num_threads(2)
-    try:
-        names = condition_names(args.conditions) if args.conditions is not None else []
-    except ValueError as err:
-        p.error(str(err))
+
+def load_drawings(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[StrokeDrawing]:
+    """The drawings of every collection in ``--data``, less the training half (``--holdout-training-drawings``) and
+    the other split's part (``--split``); exits with the parser's message when there are none or one is malformed."""
     data = Path(args.data)
     paths = sorted(data.glob("*.ndjson.gz")) if data.is_dir() else [data]
     if not paths or not all(path.is_file() for path in paths):
@@ -417,27 +415,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.split != "all":
         validation = args.split == "validation"
         drawings = [d for d in drawings if is_validation_drawing(d.collection, d.id) == validation]
-    explainer = Explainer.load(args.weights)
-    if explainer.task != "shapes":
-        p.error(f"{args.weights} is a {explainer.task!r} model, not a shapes model")
-    out = Path(args.out)
-    command = "python train/evaluate_real_drawings.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    extra = {
-        "weights": str(args.weights),
-        "seed": args.seed,
-        "holdout_training_drawings": args.holdout_training_drawings,
-        "split": args.split,
-        "n_drawings": len(drawings),
-    }
-    if not names:
-        started = time.perf_counter()
-        result = evaluate(explainer, drawings, args.seed, args.canvas, args.threshold, args.top_n)
-        extra = {**extra, "canvas": args.canvas, "seconds": round(time.perf_counter() - started, 1)}
-        title = f"Real drawings: {Path(args.weights).name}"
-        summary = _write_reports(out, result, args.seed, title, command, extra)
-        printed = {k: summary[k] for k in ("totals", "per_collection", "failures")}
-        print(json.dumps({**printed, "seconds": extra["seconds"], "report": str(out / "report.md")}, indent=1))
-        return 0
+    return drawings
+
+
+def run_sketchpad(
+    args: argparse.Namespace,
+    explainer: Explainer,
+    drawings: list[StrokeDrawing],
+    out: Path,
+    command: str,
+    extra: dict[str, Any],
+) -> None:
+    """The drawings as the sketchpad renders them: one report folder, its totals printed."""
+    started = time.perf_counter()
+    result = evaluate(explainer, drawings, args.seed, args.canvas, args.threshold, args.top_n)
+    extra = {**extra, "canvas": args.canvas, "seconds": round(time.perf_counter() - started, 1)}
+    title = f"Real drawings: {Path(args.weights).name}"
+    summary = _write_reports(out, result, args.seed, title, command, extra)
+    printed = {k: summary[k] for k in ("totals", "per_collection", "failures")}
+    print(json.dumps({**printed, "seconds": extra["seconds"], "report": str(out / "report.md")}, indent=1))
+
+
+def run_conditions(
+    args: argparse.Namespace,
+    explainer: Explainer,
+    drawings: list[StrokeDrawing],
+    names: list[str],
+    out: Path,
+    command: str,
+    extra: dict[str, Any],
+) -> None:
+    """The drawings as uploads, one report folder per condition (its totals printed) and ``conditions.md``."""
     results = {}
     for name in names:
         started = time.perf_counter()
@@ -456,6 +464,34 @@ def main(argv: list[str] | None = None) -> int:
     descriptions = {name: CONDITIONS[name].description for name in names}
     (out / "conditions.md").write_text(conditions_markdown(results, descriptions, command))
     print(f"report: {out / 'conditions.md'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    try:
+        names = condition_names(args.conditions) if args.conditions is not None else []
+    except ValueError as err:
+        p.error(str(err))
+    drawings = load_drawings(p, args)
+    explainer = Explainer.load(args.weights)
+    if explainer.task != "shapes":
+        p.error(f"{args.weights} is a {explainer.task!r} model, not a shapes model")
+    command = "python train/evaluate_real_drawings.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    extra = {
+        "weights": str(args.weights),
+        "seed": args.seed,
+        "holdout_training_drawings": args.holdout_training_drawings,
+        "split": args.split,
+        "n_drawings": len(drawings),
+    }
+    if names:
+        run_conditions(args, explainer, drawings, names, Path(args.out), command, extra)
+    else:
+        run_sketchpad(args, explainer, drawings, Path(args.out), command, extra)
     return 0
 
 

@@ -37,7 +37,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -249,7 +249,7 @@ def pick_threshold(train_scores: np.ndarray, keep: float = KEEP_SHARE) -> float:
     return next(t for t in candidates if np.mean(train_scores >= t - 1e-12) >= keep)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", help="a birds weights file with a scope network (its threshold is used)")
     p.add_argument("--pretrained-file", help="the ImageNet weights file the gate is built from (e.g. .local/lite0.pth)")
@@ -270,24 +270,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check-features", type=int, default=0, help="with --features: compare N photos to the network")
     p.add_argument("--partial-features", action="store_true", help="with --features: use the chunks written so far")
     p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    if args.shapes_weights:
-        torch.set_num_threads(args.threads)
-        out.mkdir(parents=True, exist_ok=True)
-        shapes = shapes_scope(args.shapes_weights, args.drawings_per_class, args.ood_per_kind)
-        (out / "results.json").write_text(json.dumps(shapes, indent=1))
-        print(json.dumps(shapes, indent=1))
-        return 0
+    return p
+
+
+def check_bird_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The birds gate's runs need the photos and a gate to read them with (exits with the parser's message)."""
     if not args.data:
         p.error("--data is needed for the birds gate")
     if not args.weights and not args.pretrained_file:
         p.error("give --weights (a file with a scope network) or --pretrained-file (ImageNet weights)")
     if args.features and not args.pretrained_file:
         p.error("--features needs --pretrained-file (the ImageNet classifier applied to the features)")
-    torch.set_num_threads(args.threads)
-    out.mkdir(parents=True, exist_ok=True)
 
+
+class Gates(NamedTuple):
+    """The gate under evaluation and its scorer, and the float32 ImageNet gate built from ``--pretrained-file``
+    (None without it): the reference the stored gate is checked against, and what ``--features`` are scored with."""
+
+    gate: ScopeGate
+    scorer: Scorer
+    reference: ScopeGate | None
+    reference_scorer: Scorer | None
+
+
+def load_gates(p: argparse.ArgumentParser, args: argparse.Namespace) -> Gates:
+    """The weights file's gate (read through its pair), or else the ImageNet file's, and the reference."""
     reference = None
     if args.pretrained_file:
         reference = imagenet_gate_from_file(args.pretrained_file, threshold=0.5, model_name=args.model)
@@ -300,132 +307,130 @@ def main(argv: list[str] | None = None) -> int:
     else:
         gate = reference
     assert gate is not None
-    scorer = Scorer(gate, explainer)
-    reference_scorer = Scorer(reference) if reference is not None else None
-    meta = cub.read_cub(args.data, image_level_attributes=False)
-    results: dict[str, Any] = {"model": gate.description["architecture"], "weights": args.weights}
+    return Gates(gate, Scorer(gate, explainer), reference, Scorer(reference) if reference is not None else None)
 
-    def paths_of(indices: np.ndarray) -> list[Path]:
-        chosen = indices[: args.limit] if args.limit else indices
-        return [meta.image_path(int(i)) for i in chosen]
 
-    def scores_of(split: str, network: Scorer, tag: str) -> tuple[list[Path], dict]:
-        if args.features:
-            assert reference is not None
-            paths, scores = feature_scores(Path(args.features), split, reference, meta, args.partial_features)
-            results[f"{split}_source"] = f"pooled features cached in {args.features}"
-            if args.check_features:
-                rows = np.linspace(0, len(paths) - 1, args.check_features).astype(int)
-                assert reference_scorer is not None
-                direct = score_paths(reference_scorer, [paths[i] for i in rows], args.batch_size, args.workers)
-                results[f"{split}_features_check"] = {
-                    "photos": len(rows),
-                    "max_abs_score_difference": float(np.abs(direct["score"] - scores["score"][rows]).max()),
-                    "same_top_class": float(np.mean(direct["top"] == scores["top"][rows])),
-                }
-                print(json.dumps(results[f"{split}_features_check"]), flush=True)
-            return paths, scores
-        paths = paths_of(meta.train_indices if split == "train" else meta.test_indices)
-        return paths, cached_scores(out, split, network, paths, args, tag)
+def split_scores(
+    args: argparse.Namespace,
+    out: Path,
+    meta: cub.CubMetadata,
+    gates: Gates,
+    split: str,
+    network: Scorer,
+    tag: str,
+    results: dict[str, Any],
+) -> tuple[list[Path], dict]:
+    """The scores of one CUB split by ``network`` (cached in ``out`` under ``tag``), or from ``--features``, which
+    also records their source and, with ``--check-features``, how far they are from the network's in ``results``."""
+    if args.features:
+        assert gates.reference is not None
+        paths, scores = feature_scores(Path(args.features), split, gates.reference, meta, args.partial_features)
+        results[f"{split}_source"] = f"pooled features cached in {args.features}"
+        if args.check_features:
+            rows = np.linspace(0, len(paths) - 1, args.check_features).astype(int)
+            assert gates.reference_scorer is not None
+            direct = score_paths(gates.reference_scorer, [paths[i] for i in rows], args.batch_size, args.workers)
+            results[f"{split}_features_check"] = {
+                "photos": len(rows),
+                "max_abs_score_difference": float(np.abs(direct["score"] - scores["score"][rows]).max()),
+                "same_top_class": float(np.mean(direct["top"] == scores["top"][rows])),
+            }
+            print(json.dumps(results[f"{split}_features_check"]), flush=True)
+        return paths, scores
+    indices = meta.train_indices if split == "train" else meta.test_indices
+    chosen = indices[: args.limit] if args.limit else indices
+    paths = [meta.image_path(int(i)) for i in chosen]
+    return paths, cached_scores(out, split, network, paths, args, tag)
 
-    if args.pick_threshold:
-        train_paths, train = scores_of("train", reference_scorer or scorer, "reference" if reference else "file")
-        threshold = pick_threshold(train["score"])
-        results["picked_threshold"] = {
-            "threshold": threshold,
-            "rule": f"largest multiple of 0.01 keeping >= {100 * KEEP_SHARE:g}% of CUB training photos in scope",
-            "train_photos": len(train_paths),
-            "train_in_scope": float(np.mean(train["score"] >= threshold)),
-            "train_score_quantiles": {
-                q: float(np.quantile(train["score"], q)) for q in (0.001, 0.005, 0.01, 0.05, 0.5)
-            },
-        }
-        print(json.dumps(results["picked_threshold"]), flush=True)
-    threshold = (
-        args.threshold
-        if args.threshold is not None
-        else (
-            results.get("picked_threshold", {}).get("threshold", gate.threshold) if not args.weights else gate.threshold
-        )
-    )
-    results["threshold"] = threshold
 
-    if not args.pick_threshold or args.weights:
-        test_paths, test = scores_of("test", scorer, "file" if args.weights else "reference")
-        in_scope = test["score"] >= threshold
-        names = gate.class_names
-        missed = np.flatnonzero(~in_scope)
-        results["cub_test"] = {
-            "photos": len(test_paths),
-            "in_scope": int(in_scope.sum()),
-            "share_in_scope": float(in_scope.mean()),
-            "score_quantiles": {q: float(np.quantile(test["score"], q)) for q in (0.001, 0.01, 0.05, 0.5)},
-            "out_of_scope_examples": [
+def picked_threshold(train_paths: list[Path], train: dict) -> dict[str, Any]:
+    """The threshold picked on the training photos' scores, with the rule and how the photos score."""
+    threshold = pick_threshold(train["score"])
+    return {
+        "threshold": threshold,
+        "rule": f"largest multiple of 0.01 keeping >= {100 * KEEP_SHARE:g}% of CUB training photos in scope",
+        "train_photos": len(train_paths),
+        "train_in_scope": float(np.mean(train["score"] >= threshold)),
+        "train_score_quantiles": {q: float(np.quantile(train["score"], q)) for q in (0.001, 0.005, 0.01, 0.05, 0.5)},
+    }
+
+
+def cub_test_summary(
+    test_paths: list[Path], test: dict, threshold: float, gate: ScopeGate, meta: cub.CubMetadata
+) -> dict[str, Any]:
+    """How many official test photos are in scope, the score quantiles, and the first 30 that are not."""
+    in_scope = test["score"] >= threshold
+    missed = np.flatnonzero(~in_scope)
+    return {
+        "photos": len(test_paths),
+        "in_scope": int(in_scope.sum()),
+        "share_in_scope": float(in_scope.mean()),
+        "score_quantiles": {q: float(np.quantile(test["score"], q)) for q in (0.001, 0.01, 0.05, 0.5)},
+        "out_of_scope_examples": [
+            {
+                "image": str(test_paths[i].relative_to(meta.images_dir)),
+                "score": float(test["score"][i]),
+                "looks_like": plain_name(gate.class_names[int(test["top_other"][i])]),
+            }
+            for i in missed[:30]
+        ],
+    }
+
+
+def measure_skimage(scorer: Scorer, gate: ScopeGate, threshold: float) -> dict[str, Any]:
+    """Every scikit-image sample's score and verdict (printed one a line); the shares count the photos only."""
+    rows = []
+    for group, names in (("photo", SKIMAGE_PHOTOS), ("other", SKIMAGE_OTHER)):
+        for name in names:
+            image = skimage_image(name)
+            reading = scorer.read(scorer.transform(image)[None])[0]
+            rows.append(
                 {
-                    "image": str(test_paths[i].relative_to(meta.images_dir)),
-                    "score": float(test["score"][i]),
-                    "looks_like": plain_name(names[int(test["top_other"][i])]),
+                    "sample": name,
+                    "kind": group,
+                    "size": list(image.size),
+                    "score": reading.score,
+                    "in_scope": bool(reading.score >= threshold),
+                    "top_class": plain_name(gate.class_names[reading.top_class]),
+                    "looks_like": plain_name(gate.class_names[reading.top_other]),
                 }
-                for i in missed[:30]
-            ],
-        }
-        if reference is not None and args.weights and not args.features:  # the stored gate against float32
-            assert reference_scorer is not None
-            ref = cached_scores(out, "test", reference_scorer, test_paths, args, "reference")
-            diff = np.abs(ref["score"] - test["score"])
-            results["stored_vs_float32"] = {
-                "max_abs_score_difference": float(diff.max()),
-                "verdicts_agree": float(np.mean((ref["score"] >= threshold) == in_scope)),
-            }
-
-        rows = []
-        for group, names_ in (("photo", SKIMAGE_PHOTOS), ("other", SKIMAGE_OTHER)):
-            for name in names_:
-                image = skimage_image(name)
-                reading = scorer.read(scorer.transform(image)[None])[0]
-                rows.append(
-                    {
-                        "sample": name,
-                        "kind": group,
-                        "size": list(image.size),
-                        "score": reading.score,
-                        "in_scope": bool(reading.score >= threshold),
-                        "top_class": plain_name(gate.class_names[reading.top_class]),
-                        "looks_like": plain_name(gate.class_names[reading.top_other]),
-                    }
-                )
-        photos = [row for row in rows if row["kind"] == "photo"]
-        results["skimage"] = {
-            "photos": len(photos),
-            "out_of_scope": sum(not row["in_scope"] for row in photos),
-            "share_out_of_scope": float(np.mean([not row["in_scope"] for row in photos])),
-            "max_score": max(row["score"] for row in photos),
-            "rows": rows,
-        }
-        for row in rows:
-            print(
-                f"  {row['sample']:24s} {row['kind']:5s} score {row['score']:.4f} "
-                f"{'IN ' if row['in_scope'] else 'out'} looks like {row['looks_like']}",
-                flush=True,
             )
-        if args.noise:  # not photos: uniform noise over 0..255, 300x400 px, as evaluate_birds feeds the pair
-            rng = np.random.default_rng(args.seed)
-            noise = [Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)) for _ in range(args.noise)]
-            readings = [
-                r
-                for start in range(0, len(noise), args.batch_size)
-                for r in scorer.read(
-                    torch.stack([scorer.transform(im) for im in noise[start : start + args.batch_size]])
-                )
-            ]
-            scores = np.array([r.score for r in readings])
-            results["noise"] = {
-                "images": len(noise),
-                "share_out_of_scope": float(np.mean(scores < threshold)),
-                "max_score": float(scores.max()),
-                "median_score": float(np.median(scores)),
-            }
-            print(json.dumps(results["noise"]), flush=True)
+    photos = [row for row in rows if row["kind"] == "photo"]
+    for row in rows:
+        print(
+            f"  {row['sample']:24s} {row['kind']:5s} score {row['score']:.4f} "
+            f"{'IN ' if row['in_scope'] else 'out'} looks like {row['looks_like']}",
+            flush=True,
+        )
+    return {
+        "photos": len(photos),
+        "out_of_scope": sum(not row["in_scope"] for row in photos),
+        "share_out_of_scope": float(np.mean([not row["in_scope"] for row in photos])),
+        "max_score": max(row["score"] for row in photos),
+        "rows": rows,
+    }
+
+
+def measure_noise(scorer: Scorer, count: int, seed: int, batch_size: int, threshold: float) -> dict[str, Any]:
+    """Not photos: uniform noise over 0..255, 300x400 px, as evaluate_birds feeds the pair."""
+    rng = np.random.default_rng(seed)
+    noise = [Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)) for _ in range(count)]
+    readings = [
+        r
+        for start in range(0, len(noise), batch_size)
+        for r in scorer.read(torch.stack([scorer.transform(im) for im in noise[start : start + batch_size]]))
+    ]
+    scores = np.array([r.score for r in readings])
+    return {
+        "images": len(noise),
+        "share_out_of_scope": float(np.mean(scores < threshold)),
+        "max_score": float(scores.max()),
+        "median_score": float(np.median(scores)),
+    }
+
+
+def write_results(out: Path, results: dict[str, Any]) -> None:
+    """``results.json`` and ``report.md`` into ``out``, and a one-line summary on stdout."""
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(out / "report.md", results)
     summary = {k: v for k, v in results.items() if k not in ("skimage", "cub_test")}
@@ -433,6 +438,55 @@ def main(argv: list[str] | None = None) -> int:
         summary["cub_test_in_scope"] = results["cub_test"]["share_in_scope"]
         summary["skimage_out_of_scope"] = results["skimage"]["share_out_of_scope"]
     print(json.dumps(summary), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.shapes_weights:
+        torch.set_num_threads(args.threads)
+        out.mkdir(parents=True, exist_ok=True)
+        shapes = shapes_scope(args.shapes_weights, args.drawings_per_class, args.ood_per_kind)
+        (out / "results.json").write_text(json.dumps(shapes, indent=1))
+        print(json.dumps(shapes, indent=1))
+        return 0
+    check_bird_args(p, args)
+    torch.set_num_threads(args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    gates = load_gates(p, args)
+    gate, scorer = gates.gate, gates.scorer
+    meta = cub.read_cub(args.data, image_level_attributes=False)
+    results: dict[str, Any] = {"model": gate.description["architecture"], "weights": args.weights}
+
+    if args.pick_threshold:
+        network, tag = gates.reference_scorer or scorer, "reference" if gates.reference else "file"
+        train_paths, train = split_scores(args, out, meta, gates, "train", network, tag, results)
+        results["picked_threshold"] = picked_threshold(train_paths, train)
+        print(json.dumps(results["picked_threshold"]), flush=True)
+    if args.threshold is not None:
+        threshold = args.threshold
+    elif args.weights:
+        threshold = gate.threshold
+    else:
+        threshold = results.get("picked_threshold", {}).get("threshold", gate.threshold)
+    results["threshold"] = threshold
+
+    if not args.pick_threshold or args.weights:
+        tag = "file" if args.weights else "reference"
+        test_paths, test = split_scores(args, out, meta, gates, "test", scorer, tag, results)
+        results["cub_test"] = cub_test_summary(test_paths, test, threshold, gate, meta)
+        if gates.reference_scorer is not None and args.weights and not args.features:  # the stored gate vs float32
+            ref = cached_scores(out, "test", gates.reference_scorer, test_paths, args, "reference")
+            results["stored_vs_float32"] = {
+                "max_abs_score_difference": float(np.abs(ref["score"] - test["score"]).max()),
+                "verdicts_agree": float(np.mean((ref["score"] >= threshold) == (test["score"] >= threshold))),
+            }
+        results["skimage"] = measure_skimage(scorer, gate, threshold)
+        if args.noise:
+            results["noise"] = measure_noise(scorer, args.noise, args.seed, args.batch_size, threshold)
+            print(json.dumps(results["noise"]), flush=True)
+    write_results(out, results)
     return 0
 
 

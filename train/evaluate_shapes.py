@@ -136,53 +136,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    explainer = Explainer.load(args.weights)
-    if explainer.task_spec is not SHAPES:
-        raise SystemExit(f"error: {args.weights} is a {explainer.task!r} model, not a shapes model")
-    started = time.perf_counter()
-    notes = []
+def load_set(args: argparse.Namespace, explainer: Explainer) -> tuple[list, np.ndarray, np.ndarray, str, list[str]]:
+    """The images ``--data`` names, their classes and explanation labels, the set's name and a note on where it
+    comes from."""
     if args.data.startswith("fresh:"):
         style = args.data.split(":", 1)[1]
         shapes = generate_shapes(1500, seed=FRESH_SEED, style=style)
-        images, labels, targets = list(shapes.images), shapes.labels, shapes.explanations
+        made = f"generate_shapes(1500, seed={FRESH_SEED}, style={style!r})"
+        note = f"{len(shapes.labels)} images from {made}, never trained on."
         set_name = f"fresh generated ({style}, seed {FRESH_SEED})"
-        notes = [
-            f"{len(labels)} images from generate_shapes(1500, seed={FRESH_SEED}, style={style!r}), never trained on."
-        ]
-    elif args.data == "generated":
+        return list(shapes.images), shapes.labels, shapes.explanations, set_name, [note]
+    if args.data == "generated":
         images, labels, targets, described = load_generated(explainer)
-        set_name = f"generated validation ({described['style']}, seed {described['seed']})"
-        notes.append(
+        note = (
             f"Validation split regenerated with generate_shapes(n_per_class={described['n_per_class']}, "
             f"seed={described['seed']}, style={described['style']!r}) and split_stratified("
             f"val_fraction={described['val_fraction']}, seed={described['split_seed']})."
         )
-    else:
-        root = Path(args.data)
-        if not root.is_dir():
-            raise SystemExit(f"error: --data {args.data!r} is neither 'generated' nor a folder")
-        images, labels, targets, _ = load_folder(root, explainer, args.limit)
-        set_name = f"folder {root.name}"
-        notes.append(f"Images from {root} (explanation labels parsed from the file names), never used for training.")
-    class_probs, expl_probs = explainer.infer(images, batch_size=256)
-    result = reports.evaluate_predictions(
-        explainer, class_probs, expl_probs, labels, targets, args.threshold, args.top_n
-    )
-    report: dict[str, Any] = {
-        "title": f"Shapes evaluation: {args.weights.name} on {set_name}",
-        "model": {
-            "weights": str(args.weights),
-            "description": explainer.meta.get("description", ""),
-            "preprocessing": explainer.preprocessing,
-            "class explanations (prior rows)": explainer.class_explanations.round(3).tolist(),
-        },
-        "evaluations": {set_name: result},
-        "ood": {},
-        "notes": notes,
-    }
+        return images, labels, targets, f"generated validation ({described['style']}, seed {described['seed']})", [note]
+    root = Path(args.data)
+    if not root.is_dir():
+        raise SystemExit(f"error: --data {args.data!r} is neither 'generated' nor a folder")
+    images, labels, targets, _ = load_folder(root, explainer, args.limit)
+    note = f"Images from {root} (explanation labels parsed from the file names), never used for training."
+    return images, labels, targets, f"folder {root.name}", [note]
+
+
+def question_noise(args: argparse.Namespace, explainer: Explainer, report: dict[str, Any], notes: list[str]) -> None:
+    """How many uniform-noise and smooth-noise images the explanations question, into ``report["ood"]``, each set
+    described in ``notes``."""
     noise_sets = (
         (
             "uniform noise",
@@ -205,10 +187,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             probs, expl = explainer.infer(list(make(count)), batch_size=256)
             report["ood"][name] = reports.questioned_share(explainer, probs, expl, args.threshold, args.top_n)
             notes.append(note)
-    if args.latency:
-        report["timing"] = reports.measure_latency(explainer, images[:50])
-    notes.append(f"Inference and evaluation took {time.perf_counter() - started:.1f} s ({args.threads} threads).")
-    path = reports.write_report(report, args.out)
+
+
+def summary_of(report: dict[str, Any], result: dict[str, Any], set_name: str, path: Path) -> dict[str, Any]:
+    """The figures printed at the end (and returned)."""
     expl = result["explanations"]
     summary = {
         "report": str(path),
@@ -229,6 +211,39 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         summary["smooth_noise_questioned"] = report["ood"]["smooth noise"]["share"]
     if "timing" in report:
         summary["timing"] = report["timing"]
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    explainer = Explainer.load(args.weights)
+    if explainer.task_spec is not SHAPES:
+        raise SystemExit(f"error: {args.weights} is a {explainer.task!r} model, not a shapes model")
+    started = time.perf_counter()
+    images, labels, targets, set_name, notes = load_set(args, explainer)
+    class_probs, expl_probs = explainer.infer(images, batch_size=256)
+    result = reports.evaluate_predictions(
+        explainer, class_probs, expl_probs, labels, targets, args.threshold, args.top_n
+    )
+    report: dict[str, Any] = {
+        "title": f"Shapes evaluation: {args.weights.name} on {set_name}",
+        "model": {
+            "weights": str(args.weights),
+            "description": explainer.meta.get("description", ""),
+            "preprocessing": explainer.preprocessing,
+            "class explanations (prior rows)": explainer.class_explanations.round(3).tolist(),
+        },
+        "evaluations": {set_name: result},
+        "ood": {},
+        "notes": notes,
+    }
+    question_noise(args, explainer, report, notes)
+    if args.latency:
+        report["timing"] = reports.measure_latency(explainer, images[:50])
+    notes.append(f"Inference and evaluation took {time.perf_counter() - started:.1f} s ({args.threads} threads).")
+    path = reports.write_report(report, args.out)
+    summary = summary_of(report, result, set_name, path)
     print(json.dumps(summary, indent=1))
     return summary
 

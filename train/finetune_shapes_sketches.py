@@ -44,7 +44,7 @@ from torch import nn
 
 from explainer.evaluation import reports
 from explainer.pair.bundle import load_bundle, save_bundle
-from explainer.pair.models import PartMirror, ShapesMirror, part_mirror_spec
+from explainer.pair.models import MirrorPair, PartMirror, ShapesMirror, part_mirror_spec
 from explainer.shapes import generate_outliers, generate_shapes, grounding
 from explainer.shapes.drawn import is_training_drawing, read_drawings
 from explainer.shapes.normalize import NothingToClassify
@@ -69,7 +69,7 @@ from explainer.shapes.training import (
     uniform_noise_images,
 )
 from explainer.shapes.uploads import render_paper_photo
-from explainer.training.loop import run_phase, seed_everything
+from explainer.training.loop import PhaseResult, run_phase, seed_everything
 from explainer.verdict.predictor import Explainer
 
 SHAPE_LABELS = ("circle", "triangle", "square", "rectangle")
@@ -187,9 +187,8 @@ def quickdraw_labels(label: str, strokes: Sequence[np.ndarray]) -> tuple[int | N
     return None, None
 
 
-def build_data(args: argparse.Namespace) -> dict[str, Any]:
-    """Preprocessed tensors: main train/val (images, classes, explanations) and mirror-only extras."""
-    started = time.perf_counter()
+def base_shapes(args: argparse.Namespace) -> Any:
+    """The generated shapes: mixed styles, and ``--filled-per-class`` more filled ones."""
     base = generate_shapes(args.base_per_class, seed=args.seed, size=64, style="mixed")
     if args.filled_per_class > 0:
         filled = generate_shapes(args.filled_per_class, seed=60_000 + args.seed, size=64, style="filled")
@@ -198,81 +197,90 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
             np.concatenate([base.labels, filled.labels]),
             np.concatenate([base.explanations, filled.explanations]),
         )
-    s_images, s_labels, s_expl, s_teach = generate_sketches(
+    return base
+
+
+def quickdraw_images(args: argparse.Namespace) -> dict[str, list]:
+    """Renderings of the trainable Quick, Draw! drawings, sorted by what they teach (see :func:`quickdraw_labels`):
+    ``main_x``/``main_y``/``main_e`` the main network (explanations NaN where the mirror is not taught),
+    ``mirror_x``/``mirror_e`` the mirror only, ``zero`` no explanation (none of the four shapes)."""
+    found: dict[str, list] = {k: [] for k in ("main_x", "main_y", "main_e", "mirror_x", "mirror_e", "zero")}
+    if args.quickdraw is None:
+        return found
+    for d_index, drawing in enumerate(d for d in read_drawings(args.quickdraw) if is_training_drawing(d)):
+        cls, explanation = quickdraw_labels(drawing.label, drawing.strokes)
+        for r in range(args.quickdraw_renders + args.photo_renders):
+            rng = np.random.default_rng([args.seed, 7, d_index, r])
+            if r < args.quickdraw_renders:
+                image = paint_sketch(list(drawing.strokes), rng)
+            else:  # a phone photo of it on paper (plain, ruled or squared), as people upload drawings
+                paper = ("plain", "ruled", "squared")[int(rng.integers(3))]
+                image = render_paper_photo(list(drawing.strokes), rng, "paper", paper)
+                try:
+                    to_tensor([image], True)
+                except NothingToClassify:  # a pencil too faint to tell from the paper: the app refuses it too
+                    continue
+            if drawing.label not in SHAPE_LABELS:
+                found["zero"].append(image)
+            elif cls is not None:  # without explanation labels the main network learns the class, the mirror nothing
+                found["main_x"].append(image)
+                found["main_y"].append(cls)
+                found["main_e"].append(explanation if explanation is not None else np.full(5, np.nan, np.float32))
+            elif explanation is not None:
+                found["mirror_x"].append(image)
+                found["mirror_e"].append(explanation)
+    return found
+
+
+def build_data(args: argparse.Namespace) -> dict[str, Any]:
+    """Preprocessed tensors: main train/val (images, classes, explanations) and mirror-only extras."""
+    started = time.perf_counter()
+    base = base_shapes(args)
+    s_images, s_labels, s_expl, teach = generate_sketches(
         args.sketches_per_class, seed=args.seed, tall_boxes=args.tall_boxes
     )
     x_base, x_sketch = to_tensor(base.images, True), to_tensor(s_images, True)
     rng = np.random.default_rng(args.seed)
-    n_base, n_sketch = len(base.labels), len(s_labels)
-    val_base = rng.random(n_base) < VAL_SHARE
-    val_sketch = rng.random(n_sketch) < VAL_SHARE
+    val_base = rng.random(len(base.labels)) < VAL_SHARE
+    val_sketch = rng.random(len(s_labels)) < VAL_SHARE
     o_images, _ = generate_sketch_outliers(args.sketch_outliers, seed=args.seed, tall_boxes=args.tall_boxes)
     x_out = to_tensor(o_images, True)
     val_out = rng.random(len(o_images)) < VAL_SHARE
     old_out, _ = generate_outliers(args.outliers, seed=41_000 + args.seed, size=64, style="mixed")
     noise = to_tensor(training_noise_images(args.noise, seed=11_000 + args.seed), True)
+    qd = quickdraw_images(args)
 
-    qd_main_x, qd_main_y, qd_main_e, qd_mirror_x, qd_mirror_e, qd_zero = [], [], [], [], [], []
-    if args.quickdraw is not None:
-        for d_index, drawing in enumerate(d for d in read_drawings(args.quickdraw) if is_training_drawing(d)):
-            cls, explanation = quickdraw_labels(drawing.label, drawing.strokes)
-            for r in range(args.quickdraw_renders + args.photo_renders):
-                rng = np.random.default_rng([args.seed, 7, d_index, r])
-                if r < args.quickdraw_renders:
-                    image = paint_sketch(list(drawing.strokes), rng)
-                else:  # a phone photo of it on paper (plain, ruled or squared), as people upload drawings
-                    paper = ("plain", "ruled", "squared")[int(rng.integers(3))]
-                    image = render_paper_photo(list(drawing.strokes), rng, "paper", paper)
-                    try:
-                        to_tensor([image], True)
-                    except NothingToClassify:  # a pencil too faint to tell from the paper: the app refuses it too
-                        continue
-                if drawing.label in SHAPE_LABELS:
-                    if cls is not None and explanation is not None:
-                        qd_main_x.append(image)
-                        qd_main_y.append(cls)
-                        qd_main_e.append(explanation)
-                    elif cls is not None:  # the main network learns the class; the mirror is not taught it
-                        qd_main_x.append(image)
-                        qd_main_y.append(cls)
-                        qd_main_e.append(np.full(5, np.nan, np.float32))
-                    elif explanation is not None:
-                        qd_mirror_x.append(image)
-                        qd_mirror_e.append(explanation)
-                else:
-                    qd_zero.append(image)
+    def tensors(images: list) -> list[torch.Tensor]:
+        return [to_tensor(images, True)] if images else []
 
-    teach = s_teach
-    x_main = torch.cat(
-        [x_base[~val_base], x_sketch[~val_sketch & teach]] + ([to_tensor(qd_main_x, True)] if qd_main_x else [])
-    )
+    def stacked(rows: list) -> list[torch.Tensor]:
+        return [torch.from_numpy(np.stack(rows))] if rows else []
+
+    train_sketch, val_sketch_taught = ~val_sketch & teach, val_sketch & teach
+    x_main = torch.cat([x_base[~val_base], x_sketch[train_sketch], *tensors(qd["main_x"])])
     y_main = torch.cat(
-        [torch.from_numpy(base.labels[~val_base]), torch.from_numpy(s_labels[~val_sketch & teach])]
-        + ([torch.tensor(qd_main_y, dtype=torch.int64)] if qd_main_y else [])
+        [torch.from_numpy(base.labels[~val_base]), torch.from_numpy(s_labels[train_sketch])]
+        + ([torch.tensor(qd["main_y"], dtype=torch.int64)] if qd["main_y"] else [])
     )
     e_main = torch.cat(
-        [torch.from_numpy(base.explanations[~val_base]), torch.from_numpy(s_expl[~val_sketch & teach])]
-        + ([torch.from_numpy(np.stack(qd_main_e))] if qd_main_e else [])
+        [torch.from_numpy(base.explanations[~val_base]), torch.from_numpy(s_expl[train_sketch]), *stacked(qd["main_e"])]
     )
     known = ~torch.isnan(e_main).any(dim=1)  # quickdraw triangles of unsure proportions teach the class only
-    zero_parts = [x_out[~val_out], to_tensor(old_out, True), noise] + ([to_tensor(qd_zero, True)] if qd_zero else [])
-    x_zero = torch.cat(zero_parts)
-    extra_x = [x_sketch[~val_sketch & ~teach]] + ([to_tensor(qd_mirror_x, True)] if qd_mirror_x else [])
-    extra_e = [torch.from_numpy(s_expl[~val_sketch & ~teach])] + (
-        [torch.from_numpy(np.stack(qd_mirror_e))] if qd_mirror_e else []
-    )
+    x_zero = torch.cat([x_out[~val_out], to_tensor(old_out, True), noise, *tensors(qd["zero"])])
+    extra_x = [x_sketch[~val_sketch & ~teach], *tensors(qd["mirror_x"])]
+    extra_e = [torch.from_numpy(s_expl[~val_sketch & ~teach]), *stacked(qd["mirror_e"])]
     x_mirror = torch.cat([x_main[known], *extra_x, x_zero])
     e_mirror = torch.cat([e_main[known], *extra_e, torch.zeros(len(x_zero), 5)])
-    x_val = torch.cat([x_base[val_base], x_sketch[val_sketch & teach]])
-    y_val = torch.cat([torch.from_numpy(base.labels[val_base]), torch.from_numpy(s_labels[val_sketch & teach])])
-    e_val = torch.cat([torch.from_numpy(base.explanations[val_base]), torch.from_numpy(s_expl[val_sketch & teach])])
+    x_val = torch.cat([x_base[val_base], x_sketch[val_sketch_taught]])
+    y_val = torch.cat([torch.from_numpy(base.labels[val_base]), torch.from_numpy(s_labels[val_sketch_taught])])
+    e_val = torch.cat([torch.from_numpy(base.explanations[val_base]), torch.from_numpy(s_expl[val_sketch_taught])])
     x_val_mirror = torch.cat([x_val, x_sketch[val_sketch & ~teach], x_out[val_out]])
     e_val_mirror = torch.cat([e_val, torch.from_numpy(s_expl[val_sketch & ~teach]), torch.zeros(int(val_out.sum()), 5)])
     counts = {
         "main_train": len(y_main),
-        "quickdraw_main": len(qd_main_y),
-        "quickdraw_mirror_only": len(qd_mirror_x),
-        "quickdraw_none_of_the_four": len(qd_zero),
+        "quickdraw_main": len(qd["main_y"]),
+        "quickdraw_mirror_only": len(qd["mirror_x"]),
+        "quickdraw_none_of_the_four": len(qd["zero"]),
         "mirror_train": len(e_mirror),
         "mirror_zero": len(x_zero),
         "in_between_quadrilaterals": int((~val_sketch & ~teach).sum()),
@@ -301,18 +309,27 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items()) if k not in skip}
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    started = time.time()
+DRAWINGS_NOTE = (
+    "Then fine-tuned on shapes drawn as people draw them (explainer.shapes.sketches: overshooting, rounded and"
+    " open corners, gaps, several strokes, slant, tremor, thin to thick pens, 28 px bitmaps) and on half of "
+    "the Quick, Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are "
+    "none of the four shapes (open shapes, arrows, lines, zigzags, spirals, crossings, stars, many-cornered "
+    "and curved-with-corner outlines). A drawn quadrilateral keeps 'all edges have the same size' up to "
+    "long/short side 1.25."
+)
+
+
+def load_pair(args: argparse.Namespace) -> tuple[MirrorPair, dict[str, Any]]:
+    """The pair of ``--init``, its batch norms set to ``--bn-momentum``."""
     pair, meta = load_bundle(args.init)
     for module in pair.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = args.bn_momentum
-    data = build_data(args)
-    device = torch.device("cpu")
+    return pair, meta
 
+
+def train_main(pair: MirrorPair, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Step one: the main network on the shapes, sketches and Quick, Draw! classes (none with ``--epochs 0``)."""
     main_net = pair.main
     pair.set_coupling("joint")
     optimizer = nadam(list(main_net.parameters()), args.lr)
@@ -325,40 +342,43 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return F.cross_entropy(logits, y), x.shape[0], {"accuracy": float((logits.argmax(1) == y).sum())}
 
     def main_eval() -> dict[str, float]:
-        logits = predict_logits(main_net, data["x_val"], device)
+        logits = predict_logits(main_net, data["x_val"], torch.device("cpu"))
         return {"val_accuracy": float((logits.argmax(1) == data["y_val"]).float().mean())}
 
-    main_phase: dict[str, Any] = {"best_epoch": 0, "best_score": None, "note": "--epochs 0: the main network of --init"}
-    if args.epochs > 0:
-        main_result = run_phase(
-            "main",
-            args.out,
-            main_net,
-            optimizer,
-            None,
-            batches([data["x_main"], data["y_main"]], args.batch_size, args.seed, True),
-            main_step,
-            main_eval,
-            args.epochs,
-            "val_accuracy",
-            config=config(args),
-            progress=not args.no_progress,
-        )
-        main_phase = {"best_epoch": main_result.best_epoch, "best_score": main_result.best_score}
+    if args.epochs <= 0:
+        return {"best_epoch": 0, "best_score": None, "note": "--epochs 0: the main network of --init"}
+    result = run_phase(
+        "main",
+        args.out,
+        main_net,
+        optimizer,
+        None,
+        batches([data["x_main"], data["y_main"]], args.batch_size, args.seed, True),
+        main_step,
+        main_eval,
+        args.epochs,
+        "val_accuracy",
+        config=config(args),
+        progress=not args.no_progress,
+    )
+    return {"best_epoch": result.best_epoch, "best_score": result.best_score}
 
-    pair.set_coupling("frozen")
-    grounded = args.mirror_kind == "parts" or isinstance(pair.mirror, PartMirror)  # trained with its where-loss
-    if args.mirror_kind == "parts":
-        old = pair.mirror
-        body = old if isinstance(old, ShapesMirror) and args.mirror_body else None
-        pair.mirror = grounding.shapes_part_mirror(
-            pair.main.feature_info, len(grounding.ROUTES), args.mirror_width, args.mirror_depth, body
-        )
-        meta = {**meta, "architecture": {**meta["architecture"], "mirror": {
-            "n_explanations": len(grounding.ROUTES), **part_mirror_spec(pair.mirror)}}}  # fmt: skip
-    if grounded:
-        data["c_mirror"] = grounding.find_corners(data["x_mirror"], data["e_mirror"])
-        data["c_val_mirror"] = grounding.find_corners(data["x_val_mirror"], data["e_val_mirror"])
+
+def use_part_mirror(pair: MirrorPair, meta: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Put a new part mirror in place of the pair's (the old one's blocks under it with ``--mirror-body``); returns
+    the metadata with its architecture."""
+    old = pair.mirror
+    body = old if isinstance(old, ShapesMirror) and args.mirror_body else None
+    pair.mirror = grounding.shapes_part_mirror(
+        pair.main.feature_info, len(grounding.ROUTES), args.mirror_width, args.mirror_depth, body
+    )
+    mirror = {"n_explanations": len(grounding.ROUTES), **part_mirror_spec(pair.mirror)}
+    return {**meta, "architecture": {**meta["architecture"], "mirror": mirror}}
+
+
+def train_mirror(pair: MirrorPair, data: dict[str, Any], args: argparse.Namespace, grounded: bool) -> PhaseResult:
+    """Step two: the mirror on the frozen main network; a ``grounded`` (part) mirror also learns where to read
+    (its where-loss on the drawings' corners and ink), and is validated on pointing at the corners too."""
     mirror_opt = nadam(list(pair.mirror.parameters()), args.mirror_lr)
     mirror_per_epoch = steps_per_epoch(len(data["e_mirror"]), args.batch_size)
 
@@ -385,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     def mirror_eval() -> dict[str, float]:
         if not grounded:
-            _, expl_logits = predict_logits(pair, data["x_val_mirror"], device)
+            _, expl_logits = predict_logits(pair, data["x_val_mirror"], torch.device("cpu"))
             return explanation_scores(expl_logits, data["e_val_mirror"])
         logits, maps = [], []
         pair.eval()
@@ -399,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return {**scores, "val_corner_pointing": hits / max(counted, 1)}
 
     tensors = [data["x_mirror"], data["e_mirror"]] + ([data["c_mirror"]] if grounded else [])
-    mirror_result = run_phase(
+    return run_phase(
         "mirror",
         args.out,
         pair,
@@ -413,27 +433,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config=config(args),
         progress=not args.no_progress,
     )
-    pair = pair.eval()
 
-    explainer = Explainer(pair, meta, "cpu")
+
+def measure(explainer: Explainer, data: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The fine-tuned pair on the validation images, on 1,000 noise images (questioned share) and its latency."""
     class_probs, expl_probs = explainer.infer_tensors(data["x_val"])
     validation = reports.evaluate_predictions(
         explainer, class_probs, expl_probs, data["y_val"].numpy(), data["e_val"].numpy()
     )
-    noise_probs, noise_expl = explainer.infer(list(uniform_noise_images(1000, seed=20_000 + args.seed)))
+    noise_probs, noise_expl = explainer.infer(list(uniform_noise_images(1000, seed=20_000 + seed)))
     noise = reports.questioned_share(explainer, noise_probs, noise_expl)
     latency = reports.measure_latency(explainer, list(data["raw_val"]), repeats=200)
-    finetune = {
-        **config(args),
-        "script": "train/finetune_shapes_sketches.py",
-        "data": data["counts"],
-        "phases": {
-            "main": main_phase,
-            "mirror": {"best_epoch": mirror_result.best_epoch, "best_score": mirror_result.best_score},
-        },
-        "wall_seconds_last_session": round(time.time() - started, 1),
-        "torch": torch.__version__,
-    }
+    return {"validation": validation, "noise": noise, "latency": latency}
+
+
+def record_step(meta: dict[str, Any], finetune: dict[str, Any], measured: dict[str, Any], grounded: bool) -> dict:
+    """The metadata with this step appended to the training record, its figures as the file's metrics (the starting
+    pair's kept apart) and the description saying what the fine-tuning taught."""
+    validation, noise = measured["validation"], measured["noise"]
     meta = dict(meta)
     earlier = meta["training"].get("finetune")  # fine-tuning an already fine-tuned file keeps every step's record
     steps = (earlier if isinstance(earlier, list) else [earlier]) if earlier else []
@@ -450,27 +467,54 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "questioned_share_correct": validation["verdict"]["questioned_share_correct"],
         },
         "uniform_noise": {k: noise[k] for k in ("n", "share", "cases", "predicted_counts")},
-        "latency": latency,
+        "latency": measured["latency"],
     }
-    addition = (
-        "Then fine-tuned on shapes drawn as people draw them (explainer.shapes.sketches: overshooting, rounded and"
-        " open corners, gaps, several strokes, slant, tremor, thin to thick pens, 28 px bitmaps) and on half of "
-        "the Quick, Draw! one-stroke drawings (CC BY 4.0, Google); the mirror also saw sketched drawings that are "
-        "none of the four shapes (open shapes, arrows, lines, zigzags, spirals, crossings, stars, many-cornered "
-        "and curved-with-corner outlines). A drawn quadrilateral keeps 'all edges have the same size' up to "
-        "long/short side 1.25."
-    )
-    if addition not in meta["description"]:
-        meta["description"] = meta["description"] + " " + addition
+    if DRAWINGS_NOTE not in meta["description"]:
+        meta["description"] = meta["description"] + " " + DRAWINGS_NOTE
     if grounded and PARTS_NOTE not in meta["description"]:
         meta["description"] = meta["description"] + " " + PARTS_NOTE
-    save_bundle(args.output, pair, meta)
+    return meta
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    started = time.time()
+    pair, meta = load_pair(args)
+    data = build_data(args)
+    main_phase = train_main(pair, data, args)
+
+    pair.set_coupling("frozen")
+    grounded = args.mirror_kind == "parts" or isinstance(pair.mirror, PartMirror)  # trained with its where-loss
+    if args.mirror_kind == "parts":
+        meta = use_part_mirror(pair, meta, args)
+    if grounded:
+        data["c_mirror"] = grounding.find_corners(data["x_mirror"], data["e_mirror"])
+        data["c_val_mirror"] = grounding.find_corners(data["x_val_mirror"], data["e_val_mirror"])
+    mirror_result = train_mirror(pair, data, args, grounded)
+    pair = pair.eval()
+
+    measured = measure(Explainer(pair, meta, "cpu"), data, args.seed)
+    finetune = {
+        **config(args),
+        "script": "train/finetune_shapes_sketches.py",
+        "data": data["counts"],
+        "phases": {
+            "main": main_phase,
+            "mirror": {"best_epoch": mirror_result.best_epoch, "best_score": mirror_result.best_score},
+        },
+        "wall_seconds_last_session": round(time.time() - started, 1),
+        "torch": torch.__version__,
+    }
+    save_bundle(args.output, pair, record_step(meta, finetune, measured, grounded))
+    validation = measured["validation"]
     report = {
         "validation_main_accuracy": validation["accuracy"],
         "validation_exact_match": validation["explanations"]["exact_match"],
         "validation_correct_questioned": validation["verdict"]["questioned_share_correct"],
-        "noise_questioned": noise["share"],
-        "latency": latency,
+        "noise_questioned": measured["noise"]["share"],
+        "latency": measured["latency"],
         "phases": finetune["phases"],
         "output": str(args.output),
         "wall_seconds": finetune["wall_seconds_last_session"],

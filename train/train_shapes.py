@@ -478,44 +478,40 @@ def summary_metrics(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    started = time.time()
-    seed_everything(args.seed)
+def build(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], MirrorPair]:
+    """The architecture the options ask for and a fresh pair of it on ``device``."""
     arch = architecture_for(args)
     pair = build_pair(arch, coupling="joint")
     for module in pair.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = args.bn_momentum
-    pair = pair.to(device)
-    generated = time.perf_counter()
-    data = load_data(args, device)
-    data_seconds = time.perf_counter() - generated
-    print(
-        f"data: {len(data['y_train'])} training, {len(data['y_val'])} validation images ({data_seconds:.1f} s); "
-        f"main {keras_parameter_count(pair.main)} / mirror {keras_parameter_count(pair.mirror)} parameters "
-        "(Keras count)",
-        flush=True,
-    )
+    return arch, pair.to(device)
+
+
+def train(
+    args: argparse.Namespace, pair: MirrorPair, data: dict[str, Any], device: torch.device
+) -> tuple[dict[str, Any], list[str]]:
+    """Both networks in one phase (``--joint``), or the main network, then the mirror on it frozen (warm-started
+    from the main network with ``--warm-start-mirror``). Returns each phase's result and the warm-started layers."""
+    if args.joint:
+        return {"joint": train_joint(args, pair, data, device)}, []
     results: dict[str, Any] = {}
     warm: list[str] = []
-    if args.joint:
-        results["joint"] = train_joint(args, pair, data, device)
-    else:
-        if args.main_from is not None and not (args.out / "main.last.pt").exists():
-            reuse_main(args.main_from, args.out)
-        results["main"] = train_main(args, pair, data, device)
-        pair.set_coupling("frozen")
-        if args.warm_start_mirror and not (args.out / "mirror.last.pt").exists():
-            warm = pair.warm_start_from_main()
-        results["mirror"] = train_mirror(args, pair, data, device)
-    pair = pair.eval()
+    if args.main_from is not None and not (args.out / "main.last.pt").exists():
+        reuse_main(args.main_from, args.out)
+    results["main"] = train_main(args, pair, data, device)
+    pair.set_coupling("frozen")
+    if args.warm_start_mirror and not (args.out / "mirror.last.pt").exists():
+        warm = pair.warm_start_from_main()
+    results["mirror"] = train_mirror(args, pair, data, device)
+    return results, warm
 
-    meta: dict[str, Any] = SHAPES.bundle_metadata(
-        arch, data["prior"], preprocessing={"crop_to_content": bool(args.crop_to_content), "margin": CROP_MARGIN}
-    )
+
+def measure(
+    args: argparse.Namespace, pair: MirrorPair, meta: dict[str, Any], data: dict[str, Any], device: torch.device
+) -> dict[str, Any]:
+    """The trained pair on the validation images, on uniform noise (questioned share) and its latency on 2 CPU
+    threads; the pair ends on the CPU."""
     explainer = Explainer(pair, {**meta, "format_version": FORMAT_VERSION}, device)
     class_probs, expl_probs = infer_batched(explainer, data["x_val"])
     validation = reports.evaluate_predictions(
@@ -526,14 +522,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         noise = uniform_noise_images(args.noise_eval, seed=20_000 + args.seed)  # never the training noise's seed
         noise_probs, noise_expl = explainer.infer(list(noise))
         noise_result = reports.questioned_share(explainer, noise_probs, noise_expl)
-    pair = pair.cpu()
+    pair.cpu()
     latency: dict[str, Any] = {}
     if args.latency_repeats > 0:
         torch.set_num_threads(2)  # the budget is stated for 2 CPU threads, whatever --threads trained with
         cpu_explainer = Explainer(pair, {**meta, "format_version": FORMAT_VERSION}, "cpu")
         latency = reports.measure_latency(cpu_explainer, list(data["raw_val"][:50]), repeats=args.latency_repeats)
+    return {"validation": validation, "noise": noise_result, "latency": latency}
+
+
+def training_record(
+    args: argparse.Namespace,
+    pair: MirrorPair,
+    data: dict[str, Any],
+    results: dict[str, Any],
+    warm: list[str],
+    data_seconds: float,
+    started: float,
+) -> dict[str, Any]:
+    """What the weights file says about its training: options, data, optimizer, selection, phases, timing."""
     log = phase_log(args.out)
-    training = {
+    return {
         **run_config(args),
         "data": {
             "generator": "explainer.shapes.generate_shapes",
@@ -567,22 +576,50 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "wall_seconds_last_session": round(time.time() - started, 1),
         "torch": torch.__version__,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    started = time.time()
+    seed_everything(args.seed)
+    arch, pair = build(args, device)
+    generated = time.perf_counter()
+    data = load_data(args, device)
+    data_seconds = time.perf_counter() - generated
+    print(
+        f"data: {len(data['y_train'])} training, {len(data['y_val'])} validation images ({data_seconds:.1f} s); "
+        f"main {keras_parameter_count(pair.main)} / mirror {keras_parameter_count(pair.mirror)} parameters "
+        "(Keras count)",
+        flush=True,
+    )
+    results, warm = train(args, pair, data, device)
+    pair = pair.eval()
+
+    meta: dict[str, Any] = SHAPES.bundle_metadata(
+        arch, data["prior"], preprocessing={"crop_to_content": bool(args.crop_to_content), "margin": CROP_MARGIN}
+    )
+    measured = measure(args, pair, meta, data, device)
+    training = training_record(args, pair, data, results, warm, data_seconds, started)
+    validation = summary_metrics(measured["validation"])
+    noise_result = measured["noise"]
     meta.update(
         {
             "training": training,
             "metrics": {
-                "validation": summary_metrics(validation),
+                "validation": validation,
                 "uniform_noise": {k: noise_result[k] for k in ("n", "share", "cases", "predicted_counts")},
-                "latency": latency,
+                "latency": measured["latency"],
             },
             "description": describe(args, arch),
         }
     )
     save_bundle(args.output, pair, meta)
     report = {
-        "validation": summary_metrics(validation),
+        "validation": summary_metrics(measured["validation"]),
         "uniform_noise_questioned": noise_result["share"],
-        "latency": latency,
+        "latency": measured["latency"],
         "phases": training["phases"],
         "output": str(args.output),
     }

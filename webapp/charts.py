@@ -9,6 +9,10 @@ bar's value in a column to the right of the plot (so that no dashed threshold or
 shows long names in full, wrapped over lines (a mark such as the prediction's ◀ stays with the last word), explains
 its colours and dashed lines in a legend below, sizes its height to its rows and lines, and disables zoom and the
 mode bar, so that it stays readable on a phone.
+
+A threshold or top N comes checked (the handlers resolve the controls once, by the library's rule; a scope gate's
+threshold is checked when its file is loaded), so the charts take them as they are; top k, the number of rows, is the
+charts' own argument and checked here.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-from explainer.verdict.postprocess import check_threshold
 
 Figure = dict[str, Any]
 
@@ -306,7 +308,6 @@ def explanation_chart(
     n = len(explanation_names)
     if probs.shape != (n,) or kept.shape != (n,):
         raise ValueError(f"explanation arrays have shapes {probs.shape} and {kept.shape}; expected ({n},)")
-    check_threshold(threshold)
     top_k = _check_top("top k", top_k, n)
     overrides = {int(i): bool(on) for i, on in (overrides or {}).items()}
     cleaned = probs if cleaned_scores is None else np.asarray(cleaned_scores, dtype=np.float64)
@@ -403,7 +404,6 @@ def ranking_chart(
         raise ValueError(f"ranking_scores has shape {scores.shape}; expected ({len(class_names)},)")
     if not 0 <= predicted_class < scores.size:
         raise ValueError(f"predicted class {predicted_class} is out of range (0 to {scores.size - 1})")
-    top_n = _check_top("top N", top_n, scores.size)
     top_k = _check_top("top k", top_k, scores.size)
     # Ties share a rank (1 + the number of classes scoring strictly higher, as the verdict counts) and the predicted
     # class comes first among its ties, so that a tie at the cut shows inside it, as the verdict treats it.
@@ -478,7 +478,6 @@ def scope_chart(
     probable classes, then one row for all its ``subject`` classes together, with the share needed to count as one
     drawn as a dashed line on that row only: why the model stopped. ``top_classes``: (plain name, probability, whether
     it is one of the subject's classes), best first; ``subject_count``: how many of its classes are the subject's."""
-    check_threshold(threshold)
     if not top_classes:
         raise ValueError("the scope reading lists no classes")
     plural = f"{subject} classes"

@@ -58,7 +58,7 @@ from PIL import Image
 from explainer.inputs.imagecheck import ImageError, check_image
 from explainer.pair.scope import ScopeReading, plain_name
 from explainer.tasks import ImageCheckError
-from explainer.verdict.postprocess import kept_threshold_range
+from explainer.verdict.postprocess import Controls
 from explainer.verdict.predictor import Explainer, Explanation
 from webapp import charts, heatmaps, panels
 from webapp.memory import release_memory
@@ -263,9 +263,10 @@ class TaskApp:
         """The intervention controls' choices: display names, so that API callers send names, not indices."""
         return list(self._explainer.display_names)
 
-    def _controls(self, threshold: Any, top_n: Any, top_k: Any, show_raw: Any) -> tuple[float, int, int, bool]:
-        """The controls' values, this tab's defaults filled in; threshold and top N are checked by the library's one
-        rule (:meth:`Explainer.resolve_controls`), top k (bars per chart) and the raw switch, app-only, here."""
+    def _controls(self, threshold: Any, top_n: Any, top_k: Any, show_raw: Any) -> tuple[Controls, int, bool]:
+        """The controls' values, this tab's defaults filled in, checked once for the whole request: threshold and top
+        N by the library's one rule (:meth:`Explainer.resolve_controls`), top k (bars per chart) and the raw switch,
+        app-only, here. What follows (explanation, charts, status) takes the checked values as they are."""
         numbers = (threshold, top_n, top_k)
         try:
             if any(isinstance(value, (bool, np.bool_)) for value in numbers):
@@ -280,12 +281,12 @@ class TaskApp:
         if show_raw is not None and not isinstance(show_raw, (bool, np.bool_)):
             raise UserInputError(f"Show raw must be true or false, not {echo(show_raw)}.")
         try:
-            threshold_value, top_n_value = self._explainer.resolve_controls(threshold_value, top_n_value)
+            controls = self._explainer.resolve_controls(threshold_value, top_n_value)
         except ValueError as err:  # "threshold 1.5 is out of range (0 to 1)" -> a sentence
             raise UserInputError(f"{_sentence(err)}.") from err
         if top_k_value < 1:
             raise UserInputError(f"Top k {echo(top_k_value)} is out of range (at least 1).")
-        return threshold_value, top_n_value, top_k_value, bool(show_raw)
+        return controls, top_k_value, bool(show_raw)
 
     def _overrides(self, present: Sequence[Any] | None, absent: Sequence[Any] | None) -> tuple[dict[int, bool], str]:
         """Intervention lists (indices or display names) -> {index: on}; an explanation in both is forced absent."""
@@ -372,7 +373,7 @@ class TaskApp:
             f"**Explanations kept:** {kept} of {len(explanation.explanation_names)} at threshold {threshold:.2f} "
             "(the greyed bars are below it)"
         )
-        low, high = kept_threshold_range(explanation.explanation_probs, threshold, self._explainer.groups)
+        low, high = explanation.kept_threshold_range
         start = 0.0 if low is None else math.floor(low * 100) / 100 + 0.01  # the first slider step above ``low``
         end = 1.0 if high is None else math.floor(high * 100) / 100
         same = f"the same {kept}" if kept else "none"
@@ -407,48 +408,38 @@ class TaskApp:
     ) -> RenderOutputs:
         """Post-process cached probabilities, draw the three charts and, given the cached maps (``where``, see
         :mod:`webapp.heatmaps`), the chosen explanation's picture (no network). Raises UserInputError."""
+        controls, top_k_value, raw = self._controls(threshold, top_n, top_k, show_raw)
+        overrides, note = self._overrides(force_present, force_absent)
         return self._render(
-            class_probs,
-            explanation_probs,
-            threshold,
-            top_n,
-            top_k,
-            show_raw,
-            force_present,
-            force_absent,
-            scope,
-            where,
-            where_choice,
+            class_probs, explanation_probs, controls, top_k_value, raw, overrides, note, scope, where, where_choice
         )[0]
 
     def _render(
         self,
         class_probs: np.ndarray,
         explanation_probs: np.ndarray,
-        threshold: Any,
-        top_n: Any,
-        top_k: Any,
-        show_raw: Any,
-        force_present: Sequence[Any] | None,
-        force_absent: Sequence[Any] | None,
+        controls: Controls,
+        top_k: int,
+        raw: bool,
+        overrides: dict[int, bool],
+        note: str,
         scope: ScopeReading | None,
         where: Mapping[str, Any] | None,
         where_choice: Any,
     ) -> tuple[RenderOutputs, Explanation]:
-        threshold_value, top_n_value, top_k_value, raw = self._controls(threshold, top_n, top_k, show_raw)
-        overrides, note = self._overrides(force_present, force_absent)
+        """:meth:`render` for controls and interventions already checked (:meth:`_controls`, :meth:`_overrides`)."""
         exp = self._explainer
-        explanation = exp.explain(class_probs, explanation_probs, threshold_value, top_n_value, overrides, scope)
+        explanation = exp.explain_with(class_probs, explanation_probs, controls, overrides, scope)
         result = explanation.to_json()
         result["overrides"] = {exp.display_names[i]: on for i, on in overrides.items()}
         result["rank"] = explanation.verdict.rank
-        class_fig = charts.class_chart(exp.class_names, explanation.class_probs, min(top_k_value, self.n_classes))
+        class_fig = charts.class_chart(exp.class_names, explanation.class_probs, min(top_k, self.n_classes))
         expl_fig = charts.explanation_chart(
             exp.display_names,
             explanation.explanation_probs,
             explanation.kept_scores,
-            threshold_value,
-            min(top_k_value, self.n_explanations),
+            controls.threshold,
+            min(top_k, self.n_explanations),
             explanation.cleaned_scores,
             raw=raw,
             overrides=overrides,
@@ -457,8 +448,8 @@ class TaskApp:
             exp.class_names,
             explanation.ranking_scores,
             explanation.verdict.predicted_class,
-            top_n_value,
-            min(top_k_value, self.n_classes),
+            controls.top_n,
+            min(top_k, self.n_classes),
             normalized=exp.ranking == "normalized",
         )
         rendered = RenderOutputs(
@@ -511,7 +502,7 @@ class TaskApp:
         return picture if self.preview_folder is None else write_preview(picture, self.preview_folder, jpeg=True)
 
     def _classify(self, image: Image.Image, threshold: Any, top_n: Any, top_k: Any, show_raw: Any) -> ClassifyOutputs:
-        controls = self._controls(threshold, top_n, top_k, show_raw)  # fail on bad controls before running a network
+        controls, top_k_value, raw = self._controls(threshold, top_n, top_k, show_raw)  # before any network runs
         try:
             image = self._explainer.check_image(image)
         except ImageCheckError as err:
@@ -534,7 +525,16 @@ class TaskApp:
             "where": heatmaps.pack(where, predicted, image),
         }
         rendered, explanation = self._render(
-            cache["class_probs"], cache["explanation_probs"], *controls, None, None, reading, cache["where"], None
+            cache["class_probs"],
+            cache["explanation_probs"],
+            controls,
+            top_k_value,
+            raw,
+            overrides={},  # a new image starts with no intervention
+            note="",
+            scope=reading,
+            where=cache["where"],
+            where_choice=None,
         )
         class_map = cache["where"]["class_map"]
         preview: Image.Image | str = self._explainer.preview(tensor, self.preview_size)
@@ -727,11 +727,11 @@ class TaskApp:
             return WhereOutputs(*_NO_WHERE[:2], self.prompt)
         assert cache is not None
         try:
-            threshold_value, top_n_value, _, _ = self._controls(threshold, top_n, None, False)
+            controls, _, _ = self._controls(threshold, top_n, None, False)
             overrides, _ = self._overrides(force_present, force_absent)
             reading = ScopeReading(**cache["scope"]) if cache.get("scope") else None
-            explanation = self._explainer.explain(
-                cache["class_probs"], cache["explanation_probs"], threshold_value, top_n_value, overrides, reading
+            explanation = self._explainer.explain_with(
+                cache["class_probs"], cache["explanation_probs"], controls, overrides, reading
             )
             return self._where_view(cache["where"], explanation, choice, chosen=choice is not None and choice != "")
         except UserInputError as err:

@@ -45,7 +45,7 @@ def _as_probs(class_probs: np.ndarray, expl_probs: np.ndarray, n_classes: int, n
     return class_probs, expl_probs
 
 
-def _resolve(explainer: Any, threshold: float | None, top_n: int | None) -> tuple[float, int]:
+def _resolve(explainer: Any, threshold: float | None, top_n: int | None) -> postprocess.Controls:
     return postprocess.resolve_controls(
         threshold, top_n, explainer.default_threshold, explainer.default_top_n, len(explainer.class_names)
     )
@@ -56,10 +56,18 @@ def verdict_arrays(
 ) -> dict[str, np.ndarray]:
     """Per-sample verdicts of cached probabilities: predicted class, questioned, case (0 = consistent), margin, rank.
 
-    Runs the post-processing path :meth:`Explainer.explain` runs (:func:`postprocess.process`).
+    Runs the post-processing path :meth:`Explainer.explain` runs (:func:`postprocess.process`). Threshold and top N
+    are checked (ValueError naming the valid range).
     """
+    return _verdict_arrays(explainer, class_probs, expl_probs, _resolve(explainer, threshold, top_n))
+
+
+def _verdict_arrays(
+    explainer: Any, class_probs: np.ndarray, expl_probs: np.ndarray, controls: postprocess.Controls
+) -> dict[str, np.ndarray]:
+    """:func:`verdict_arrays` for controls already checked."""
     done = postprocess.process(
-        class_probs, expl_probs, threshold, top_n, explainer.groups, explainer.class_explanations, explainer.ranking
+        class_probs, expl_probs, controls, explainer.groups, explainer.class_explanations, explainer.ranking
     )
     predicted, found = done.predicted, done.verdicts
     return {
@@ -126,9 +134,10 @@ def evaluate_predictions(
         raise ValueError(f"labels has {labels.shape[0]} entries for {class_probs.shape[0]} predictions")
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes}); got range [{labels.min()}, {labels.max()}]")
-    threshold, top_n = _resolve(explainer, threshold, top_n)
+    controls = _resolve(explainer, threshold, top_n)
+    threshold, top_n = controls
     n = int(labels.size)
-    found = verdict_arrays(explainer, class_probs, expl_probs, threshold, top_n)
+    found = _verdict_arrays(explainer, class_probs, expl_probs, controls)
     predicted = found["predicted"]
     correct = predicted == labels
     wrong = ~correct
@@ -207,8 +216,9 @@ def questioned_share(
     """
     n_classes, n_expl = len(explainer.class_names), len(explainer.explanation_names)
     class_probs, expl_probs = _as_probs(class_probs, expl_probs, n_classes, n_expl)
-    threshold, top_n = _resolve(explainer, threshold, top_n)
-    found = verdict_arrays(explainer, class_probs, expl_probs, threshold, top_n)
+    controls = _resolve(explainer, threshold, top_n)
+    threshold, top_n = controls
+    found = _verdict_arrays(explainer, class_probs, expl_probs, controls)
     n = int(class_probs.shape[0])
     counts = np.bincount(found["predicted"], minlength=n_classes)
     return {

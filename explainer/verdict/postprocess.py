@@ -3,6 +3,12 @@
 Pure functions on NumPy arrays, so the app can rerun them on every slider move and tests can check them by hand.
 Every function accepts one sample (shape ``(E,)`` / ``(C,)``) or a batch (``(N, E)`` / ``(N, C)``).
 
+Threshold and top N are checked once, where they enter: the public functions here check what they are given (a
+caller may pass anything), :func:`resolve_controls` checks and returns :class:`Controls`, and what takes a
+:class:`Controls` (:func:`process`, and through it the app, the CLI and the evaluation) trusts it and checks nothing
+again. The checked functions are thin: a check, then the unchecked step (``_apply_threshold``, ``_kept_range``,
+``_verdict``) that the checked paths of :mod:`explainer.verdict` share.
+
 The reference work defines two class rankings:
 - ``"normalized"`` (shapes): binarise the kept explanations, multiply by each class's explanation vector, sum, divide
   by the number of explanations the class has (the sum of its row of the prior matrix).
@@ -12,7 +18,7 @@ The reference work defines two class rankings:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -33,19 +39,31 @@ def check_top_n(top_n: int, n_classes: int) -> int:
     return top_n
 
 
+class Controls(NamedTuple):
+    """A threshold and a top N that have passed their rules. Made by :func:`resolve_controls` (never by hand): what
+    takes one checks nothing again. A tuple, so ``threshold, top_n = resolve_controls(...)`` reads as before."""
+
+    threshold: float
+    top_n: int
+
+
 def resolve_controls(
     threshold: float | None, top_n: int | None, default_threshold: float, default_top_n: int, n_classes: int
-) -> tuple[float, int]:
+) -> Controls:
     """Threshold and top N with the weights' defaults filled in, both checked: what every caller (app, CLI,
     evaluation, :meth:`explainer.verdict.predictor.Explainer.explain`) uses, so that the rules live in one place."""
     threshold = default_threshold if threshold is None else float(threshold)
     top_n = default_top_n if top_n is None else int(top_n)
-    return check_threshold(threshold), check_top_n(top_n, n_classes)
+    return Controls(check_threshold(threshold), check_top_n(top_n, n_classes))
 
 
 def apply_threshold(probs: np.ndarray, threshold: float) -> np.ndarray:
     """Scores below ``threshold`` become 0; the rest keep their value (a score equal to the threshold is kept)."""
-    check_threshold(threshold)
+    return _apply_threshold(probs, check_threshold(threshold))
+
+
+def _apply_threshold(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """:func:`apply_threshold` for a threshold already checked."""
     probs = np.asarray(probs, dtype=np.float64)
     return np.where(probs >= threshold, probs, 0.0)
 
@@ -74,7 +92,12 @@ def clean_groups(probs: np.ndarray, groups: Sequence[Sequence[int]]) -> np.ndarr
 
 def kept_explanations(probs: np.ndarray, threshold: float, groups: Sequence[Sequence[int]]) -> np.ndarray:
     """Threshold then group cleaning: the explanation scores the ranking uses (0 where dropped)."""
-    return clean_groups(apply_threshold(probs, threshold), groups)
+    return _kept_explanations(probs, check_threshold(threshold), groups)
+
+
+def _kept_explanations(probs: np.ndarray, threshold: float, groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """:func:`kept_explanations` for a threshold already checked."""
+    return clean_groups(_apply_threshold(probs, threshold), groups)
 
 
 def kept_threshold_range(
@@ -90,7 +113,12 @@ def kept_threshold_range(
     winners and the ungrouped explanations; a score of 0 is never kept.
     """
     check_threshold(threshold)
-    candidates = clean_groups(np.asarray(probs, dtype=np.float64), groups)
+    return _kept_range(clean_groups(np.asarray(probs, dtype=np.float64), groups), threshold)
+
+
+def _kept_range(cleaned: np.ndarray, threshold: float) -> tuple[float | None, float | None]:
+    """:func:`kept_threshold_range` from one sample's group-cleaned scores and a threshold already checked."""
+    candidates = np.asarray(cleaned, dtype=np.float64)
     candidates = candidates[candidates > 0]
     kept = candidates[candidates >= threshold]
     below = candidates[candidates < threshold]
@@ -140,13 +168,31 @@ def verdict(scores: np.ndarray, predicted_class: int, top_n: int) -> Verdict:
     Ties at the cut count as inside. A predicted class with no support at all (score 0) is always questioned: the
     explanations say nothing for it, even when every class scores 0.
     """
+    scores = _one_sample(scores, predicted_class)
+    return _verdict(scores, predicted_class, check_top_n(top_n, scores.size))
+
+
+def verdicts(scores: np.ndarray, predicted: np.ndarray, top_n: int) -> list[Verdict]:
+    """:func:`verdict` for a batch: ``scores`` (N, C), ``predicted`` (N,). Top N is checked once for the batch."""
     scores = np.asarray(scores, dtype=np.float64)
-    n_classes = scores.shape[-1]
+    top_n = check_top_n(top_n, scores.shape[-1])
+    return [
+        _verdict(_one_sample(row, int(p)), int(p), top_n) for row, p in zip(scores, np.asarray(predicted), strict=False)
+    ]
+
+
+def _one_sample(scores: np.ndarray, predicted_class: int) -> np.ndarray:
+    """One sample's scores as floats, shape (C,), with the predicted class in range (raises ValueError)."""
+    scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1:
         raise ValueError(f"verdict takes the scores of one sample, shape (classes,); got {scores.shape}")
-    if not 0 <= predicted_class < n_classes:
-        raise ValueError(f"predicted class {predicted_class} is out of range (0 to {n_classes - 1})")
-    check_top_n(top_n, n_classes)
+    if not 0 <= predicted_class < scores.size:
+        raise ValueError(f"predicted class {predicted_class} is out of range (0 to {scores.size - 1})")
+    return scores
+
+
+def _verdict(scores: np.ndarray, predicted_class: int, top_n: int) -> Verdict:
+    """:func:`verdict` for one sample's float scores (C,), a predicted class in range and a top N already checked."""
     own = scores[predicted_class]
     higher = int(np.sum(scores > own))
     others = np.delete(scores, predicted_class)
@@ -175,11 +221,6 @@ def verdict(scores: np.ndarray, predicted_class: int, top_n: int) -> Verdict:
     )
 
 
-def verdicts(scores: np.ndarray, predicted: np.ndarray, top_n: int) -> list[Verdict]:
-    """:func:`verdict` for a batch: ``scores`` (N, C), ``predicted`` (N,)."""
-    return [verdict(row, int(p), top_n) for row, p in zip(np.asarray(scores), np.asarray(predicted), strict=False)]
-
-
 @dataclass
 class Processed:
     """The post-processing of a batch: what the verdicts rest on."""
@@ -193,15 +234,16 @@ class Processed:
 def process(
     class_probs: np.ndarray,
     explanation_probs: np.ndarray,
-    threshold: float,
-    top_n: int,
+    controls: Controls,
     groups: Sequence[Sequence[int]],
     class_explanations: np.ndarray,
     ranking: str,
 ) -> Processed:
     """Threshold, group cleaning, class ranking and verdict for a batch ((N, C) and (N, E)): the one path that
-    :meth:`explainer.verdict.predictor.Explainer.explain` (N = 1) and the evaluation share."""
-    kept = kept_explanations(np.atleast_2d(explanation_probs), threshold, groups)
+    :meth:`explainer.verdict.predictor.Explainer.explain` (N = 1) and the evaluation share. ``controls`` come from
+    :func:`resolve_controls`, checked: nothing is checked again here, however large the batch."""
+    kept = _kept_explanations(np.atleast_2d(explanation_probs), controls.threshold, groups)
     scores = rank_scores(kept, class_explanations, ranking)
     predicted = np.argmax(np.atleast_2d(class_probs), axis=1)
-    return Processed(kept, scores, predicted, verdicts(scores, predicted, top_n))
+    found = [_verdict(row, int(p), controls.top_n) for row, p in zip(scores, predicted, strict=False)]
+    return Processed(kept, scores, predicted, found)

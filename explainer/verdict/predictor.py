@@ -60,6 +60,12 @@ class Explanation:
         return [int(i) for i in order if self.kept_scores[i] > 0]
 
     @property
+    def kept_threshold_range(self) -> tuple[float | None, float | None]:
+        """The thresholds that keep exactly what this one keeps (see :func:`postprocess.kept_threshold_range`), from
+        the cleaned scores and the threshold :meth:`Explainer.explain` checked."""
+        return postprocess._kept_range(self.cleaned_scores, self.threshold)
+
+    @property
     def ranking(self) -> list[tuple[str, float]]:
         """Classes by explanation score, best first (stable: ties keep class order)."""
         order = np.argsort(-self.ranking_scores, kind="stable")
@@ -398,8 +404,9 @@ class Explainer:
 
     # -- explanation (no network) ------------------------------------------------------------------------------------
 
-    def resolve_controls(self, threshold: float | None = None, top_n: int | None = None) -> tuple[float, int]:
-        """Threshold and top N, this model's defaults filled in, checked (raises ValueError naming the valid range)."""
+    def resolve_controls(self, threshold: float | None = None, top_n: int | None = None) -> postprocess.Controls:
+        """Threshold and top N, this model's defaults filled in, checked (raises ValueError naming the valid range):
+        what :meth:`explain_with` takes."""
         return postprocess.resolve_controls(
             threshold, top_n, self.default_threshold, self.default_top_n, len(self.class_names)
         )
@@ -414,22 +421,34 @@ class Explainer:
         scope: ScopeReading | None = None,
     ) -> Explanation:
         """Post-process one sample's cached probabilities. ``overrides`` forces explanations on (True) or off
-        (False).
+        (False). Threshold and top N (this model's defaults when None) are checked here: a ValueError names the
+        valid range.
 
         ``scope``: the scope network's reading of this image (birds files with a gate). Without a gate the scope is
         the pair's own (shapes, :func:`explainer.pair.scope.explanation_scope`) or unmeasured (older birds files: in
         scope, score 1.0). A gated model explained without its reading is treated as unmeasured too.
         """
-        threshold, top_n = self.resolve_controls(threshold, top_n)
+        controls = self.resolve_controls(threshold, top_n)
+        return self.explain_with(class_probs, explanation_probs, controls, overrides, scope)
+
+    def explain_with(
+        self,
+        class_probs: np.ndarray,
+        explanation_probs: np.ndarray,
+        controls: postprocess.Controls,
+        overrides: Mapping[int, bool] | None = None,
+        scope: ScopeReading | None = None,
+    ) -> Explanation:
+        """:meth:`explain` with controls from :meth:`resolve_controls`, not checked again: for the app and the CLI,
+        which check their controls once, where they enter, and then explain many times."""
+        threshold, top_n = controls
         expl = np.asarray(explanation_probs, dtype=np.float64).copy()
         overrides = dict(overrides or {})
         for idx, on in overrides.items():
             if not 0 <= idx < expl.size:
                 raise ValueError(f"explanation index {idx} is out of range (0 to {expl.size - 1})")
             expl[idx] = 1.0 if on else 0.0
-        done = postprocess.process(
-            class_probs, expl, threshold, top_n, self.groups, self.class_explanations, self.ranking
-        )
+        done = postprocess.process(class_probs, expl, controls, self.groups, self.class_explanations, self.ranking)
         verdict = done.verdicts[0]
         scope_result = self.scope_result(expl, threshold, scope)
         if not scope_result.in_scope:
