@@ -17,6 +17,7 @@ import torch
 
 from explainer.pair.bundle import save_bundle
 from explainer.pair.models import build_pair, reference_shapes_architecture
+from webapp.process import free_port
 
 SHAPES_CLASSES = ["circle", "triangle", "square", "rectangle"]
 SHAPES_EXPLANATIONS = [
@@ -200,14 +201,6 @@ def import_app(env: dict[str, str], module_name: str = "app") -> Any:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def running_app(shipped: bool = False) -> tuple[Any, str]:

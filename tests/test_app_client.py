@@ -16,6 +16,7 @@ from PIL import Image
 
 import app_images
 from bundles import import_app, running_app
+from webapp.process import resident_bytes
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),  # pandas 3 deprecations inside Gradio's queue
@@ -49,14 +50,6 @@ def client(server: tuple[Any, str]) -> Client:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("client-images")
-
-
-def rss_bytes() -> int:
-    """Resident memory of this process (the server runs in it), from /proc."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def test_every_action_has_an_api_name(client: Client) -> None:
@@ -212,11 +205,12 @@ def test_fifty_concurrent_requests_succeed_with_bounded_memory(server: tuple[Any
     files = [app_images.triangle_png(images), app_images.outline_square_png(images), app_images.greyscale_png(images)]
     client = Client(server[1], verbose=False, download_files=False, max_workers=50)
     client.predict(handle_file(str(files[0])), api_name="/shapes_image")  # warm up
-    before = rss_bytes()
+    before = resident_bytes()
+    assert before > 0, "resident memory unreadable (/proc)"
     jobs = [client.submit(handle_file(str(files[i % len(files)])), api_name="/shapes_image") for i in range(50)]
     results = [job.result(timeout=240)[0] for job in jobs]
     assert all("predicted_class" in r for r in results), [r for r in results if "predicted_class" not in r][:2]
-    grown = rss_bytes() - before
+    grown = resident_bytes() - before
     assert grown < 300 * 2**20, f"memory grew by {grown / 2**20:.0f} MiB over 50 requests"
 
 

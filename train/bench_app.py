@@ -51,6 +51,7 @@ from explainer.pair.bundle import save_bundle
 from explainer.pair.models import build_pair, reference_shapes_architecture
 from explainer.tasks import BIRDS, SHAPES
 from explainer.verdict.predictor import Explainer
+from webapp.process import resident_bytes
 
 # Set before Gradio or huggingface_hub is first imported (both read them at import; this module imports neither).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -143,14 +144,6 @@ def sample_images(folder: Path) -> tuple[Path, Path]:
 # -- 1. the real server ------------------------------------------------------------------------------------------------
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def bench_server(shapes_weights: Path, birds_weights: Path, shape_image: Path, photo: Path, repeats: int) -> None:
     import socket
 
@@ -200,7 +193,7 @@ def bench_server(shapes_weights: Path, birds_weights: Path, shape_image: Path, p
         )
         print(f"birds slider move, client round trip:   {summary(explain_rt)}")
         burst = Client(url, verbose=False, download_files=False, max_workers=50)
-        before = rss_mib(server.pid)
+        before = resident_bytes(server.pid) / 2**20
         start = time.perf_counter()
         jobs = [
             burst.submit(
@@ -213,7 +206,7 @@ def bench_server(shapes_weights: Path, birds_weights: Path, shape_image: Path, p
         took = time.perf_counter() - start
         print(
             f"50 simultaneous requests (25 shapes, 25 birds): {ok}/50 answered in {took:.1f} s; "
-            f"server memory {before:.0f} -> {rss_mib(server.pid):.0f} MiB"
+            f"server memory {before:.0f} -> {resident_bytes(server.pid) / 2**20:.0f} MiB"
         )
     finally:
         server.terminate()

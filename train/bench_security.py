@@ -17,73 +17,19 @@ import argparse
 import base64
 import io
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from webapp.process import PeakSampler, free_port, resident_bytes, start_app
+
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-class Sampler:
-    """The peak VmRSS of one process, sampled every 50 ms in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak, self._stop = pid, rss_bytes(pid), threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes(self.pid))
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self._stop.set()
-        return max(self.peak, rss_bytes(self.pid))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(app: Path, port: int, log: Path, timeout: float = 300) -> subprocess.Popen:
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
-    env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    process = subprocess.Popen(
-        [sys.executable, str(app)], cwd=app.parent, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the app exited with status {process.returncode}; see {log}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"the app did not listen on port {port} within {timeout:.0f} s; see {log}")
 
 
 def noise_data_url(side: int, seed: int) -> str:
@@ -131,15 +77,15 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="explainer-bench-security-"))
     port = free_port()
-    server = start_server(args.app.resolve(), port, work / "server.log")
+    server = start_app(args.app.resolve(), port, work / "server.log")
     url = f"http://127.0.0.1:{port}/"
     try:
         warm = json.dumps({"data": [noise_data_url(300, 0)]}).encode()
         for _ in range(2):
             print("warm-up:", call(url, "birds_image", warm), flush=True)
         time.sleep(3)
-        before = rss_bytes(server.pid)
-        sampler = Sampler(server.pid)
+        before = resident_bytes(server.pid)
+        sampler = PeakSampler(server.pid)
         body = json.dumps({"data": [noise_data_url(args.side, 1)]}).encode()
         for i in range(args.bodies):
             t0 = time.monotonic()
@@ -150,7 +96,7 @@ def main() -> int:
         del huge
         time.sleep(10)
         peak = sampler.stop()
-        memory = {"before": before, "peak": peak, "after": rss_bytes(server.pid)}
+        memory = {"before": before, "peak": peak, "after": resident_bytes(server.pid)}
         print(describe(memory, args.bodies, len(body)), flush=True)
     finally:
         server.send_signal(signal.SIGTERM)

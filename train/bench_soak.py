@@ -32,7 +32,6 @@ import concurrent.futures as futures
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from webapp.process import PeakSampler, free_port, resident_bytes, start_app
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
@@ -104,75 +105,6 @@ def make_images(folder: Path) -> dict[str, Path]:
 
 
 # -- the server -------------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-class Sampler:
-    """VmRSS of one process every 50 ms in a thread; ``peak()`` since the last ``reset()``."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self._peak, self._stop = pid, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, rss_bytes(self.pid))
-            time.sleep(0.05)
-
-    def reset(self) -> None:
-        self._peak = rss_bytes(self.pid)
-
-    def peak(self) -> int:
-        return max(self._peak, rss_bytes(self.pid))
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-def start_server(app: Path, port: int, log: Path, timeout: float) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
-        "HF_HUB_OFFLINE": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-    }
-    process = subprocess.Popen(
-        [sys.executable, str(app)],
-        cwd=app.parent,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the app exited with status {process.returncode}; see {log}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"the app did not listen on port {port} within {timeout:.0f} s; see {log}")
 
 
 # -- requests ---------------------------------------------------------------------------------------------------------
@@ -264,7 +196,7 @@ class Soak:
 
     def __init__(self, pid: int, began: float, max_seconds: float) -> None:
         self.pid, self.began, self.max_seconds = pid, began, max_seconds
-        self.sampler = Sampler(pid)
+        self.sampler = PeakSampler(pid)
         self.rows: list[tuple[str, str]] = []
         self.failures: dict[str, int] = {}
         self.peaks: list[int] = []
@@ -314,13 +246,13 @@ def warm_up(soak: Soak, url: str, files: dict[str, Path]) -> None:
     from gradio_client import handle_file
 
     time.sleep(2)
-    soak.start_rss = rss_bytes(soak.pid)
+    soak.start_rss = resident_bytes(soak.pid)
     warm = client(url)
     for _ in range(2):
         warm.predict(handle_file(str(files["triangle"])), api_name="/shapes_image")
         warm.predict(handle_file(str(files["photo"])), api_name="/birds_image")
     time.sleep(3)
-    soak.idle = rss_bytes(soak.pid)
+    soak.idle = resident_bytes(soak.pid)
     soak.rows.append(("start (before any request)", f"{soak.start_rss / MB:8.0f} MB"))
     soak.rows.append(("idle (after warm-up)", f"{soak.idle / MB:8.0f} MB"))
 
@@ -409,7 +341,7 @@ def mixed_jobs(pool: list[Any], files: dict[str, Path], count: int) -> list[Call
 def record_after(soak: Soak) -> None:
     """The peak over the whole soak, and the memory after 10 s of quiet, against their targets."""
     time.sleep(10)
-    after = rss_bytes(soak.pid)
+    after = resident_bytes(soak.pid)
     peak, idle = max(soak.peaks), soak.idle
     soak.rows.append(
         ("peak over the whole soak", f"{peak / MB:8.0f} MB  (+{(peak - idle) / MB:.0f} over idle; target +500)")
@@ -447,7 +379,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="explainer-soak-"))
     files = make_images(work)
     port = free_port()
-    server = start_server(args.app.resolve(), port, work / "server.log", timeout=min(300, args.max_seconds))
+    server = start_app(args.app.resolve(), port, work / "server.log", min(300, args.max_seconds), new_session=True)
     url = f"http://127.0.0.1:{port}/"
     soak = Soak(server.pid, began, args.max_seconds)
     try:
