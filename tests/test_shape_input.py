@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from explainer.shapes import generate_shapes
 from explainer.shapes.normalize import (
@@ -295,3 +295,75 @@ def test_a_small_noisy_blank_bitmap_is_still_nothing_to_classify(side):
     Image.fromarray(np.clip(235 + noise, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=60)
     with pytest.raises(NothingToClassify):
         normalize_shape_image(Image.open(io.BytesIO(buffer.getvalue())))
+
+
+def _outline_triangle() -> np.ndarray:
+    """Ink coverage (1 = ink) of a 3 px outline triangle on a 300 px page."""
+    clean = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(clean).polygon([(60, 60), (200, 90), (100, 190)], outline=0, width=3)
+    return 1.0 - np.asarray(clean, dtype=np.float32) / 255.0
+
+
+def _jpeg(page: np.ndarray, quality: int = 70) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).convert("RGB").save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+
+
+def _ink_on_outline(photo: np.ndarray, coverage: np.ndarray) -> tuple[float, int]:
+    """Share of the outline's pixels that come out as ink, and how many ink pixels lie off the outline (one pixel of
+    tolerance around it)."""
+    ink = to_grey_ink_on_white(photo) < 128
+    near = np.asarray(Image.fromarray((coverage > 0).astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
+    return float((ink & (coverage > 0.5)).sum() / (coverage > 0.5).sum()), int((ink & ~near).sum())
+
+
+def test_a_sharp_shadow_edge_next_to_faint_ink_is_not_ink():
+    """A shadow's edge a few pixels wide is a step in the light, not a line: with faint ink (the strongest marks barely
+    above the step) it stays paper and the crop is the drawing's."""
+    coverage = _outline_triangle()
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:300, 0:300].astype(np.float32)
+    paper = 215.0 + 2.5 * rng.standard_normal(coverage.shape)
+    light = (1.0 - 0.25 * ys / 300) - 0.4 / (1.0 + np.exp(np.clip(-(xs + 0.3 * ys - 250) / 4.0, -30, 30)))
+    photo = _jpeg((paper * (1 - coverage) + 170.0 * coverage) * light)
+    assert has_uneven_background(_as_8bit_pil_or_float(photo))
+    top, bottom, left, right = _ink_box(to_grey_ink_on_white(photo))
+    assert abs(top - 60) <= 2 and abs(bottom - 190) <= 2 and abs(left - 60) <= 2 and abs(right - 200) <= 2
+
+
+def test_faint_grainy_pencil_stays_one_line():
+    """Pencil on paper is grainy: its faint pixels continue the stroke and are kept (hysteresis), so the outline is not
+    broken into dashes, while the paper's grain around it stays white."""
+    coverage = _outline_triangle()
+    rng = np.random.default_rng(1)
+    coverage = coverage * np.clip(0.75 + 0.25 * rng.standard_normal(coverage.shape), 0.3, 1.0)
+    paper = 200.0 + 3.0 * rng.standard_normal(coverage.shape)
+    light = 1.0 - 0.3 * np.arange(300, dtype=np.float32)[None, :] / 300
+    kept, stray = _ink_on_outline(_jpeg((paper * (1 - coverage) + 150.0 * coverage) * light, 60), coverage)
+    assert kept > 0.75 and stray <= 5
+
+
+def test_a_photo_brighter_in_the_middle_keeps_dark_ink():
+    """Light falling off towards the edges (a lens's vignetting, a lamp above the page) makes the border darker than the
+    paper in the middle: the ink's polarity is judged against the local paper, not the border, so faint dark ink is
+    still dark ink."""
+    coverage = _outline_triangle()
+    rng = np.random.default_rng(2)
+    ys, xs = np.mgrid[0:300, 0:300].astype(np.float32)
+    paper = 225.0 + 2.5 * rng.standard_normal(coverage.shape)
+    light = 1.0 - 0.35 * ((xs - 150) ** 2 + (ys - 150) ** 2) / 150**2
+    kept, stray = _ink_on_outline(_jpeg((paper * (1 - coverage) + 150.0 * coverage) * light), coverage)
+    assert kept > 0.9 and stray == 0
+
+
+def test_a_speck_apart_from_the_drawing_does_not_stretch_the_crop():
+    """A blot on the paper far from the drawing (a few pixels, a tiny share of the ink) is not part of what is
+    framed."""
+    coverage = _outline_triangle()
+    rng = np.random.default_rng(3)
+    page = (215.0 + 2.5 * rng.standard_normal(coverage.shape)) * (1 - coverage) + 40.0 * coverage
+    page[255:260, 260:265] = 60.0
+    photo = _jpeg(page * (1.0 - 0.2 * np.arange(300, dtype=np.float32)[None, :] / 300))
+    top, bottom, left, right = _ink_box(to_grey_ink_on_white(photo))
+    assert abs(top - 60) <= 2 and abs(bottom - 190) <= 2 and abs(left - 60) <= 2 and abs(right - 200) <= 2

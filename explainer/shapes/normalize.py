@@ -12,6 +12,14 @@ white strokes on black are ink too). Strengths are stretched so that the stronge
 more than 1 / MIN_CONTRAST, so JPEG noise or a faint gradient on an empty canvas stays white; a small stored bitmap
 (under UNEVEN_MIN_SIDE a side) is stretched from as little as STORED_MIN_CONTRAST, as a thin pen reduced from a large
 canvas leaves only a faint grey trace there, unless its border is noisy.
+
+A photo of paper (a border that is neither one colour nor two, :func:`has_uneven_background`) has no one background
+colour: grain, a light gradient, a shadow with its edge, printed rules. Its paper level is measured locally instead, by
+a closing wider than a stroke on a reduced copy (strokes vanish from it, the light as it falls stays, a shadow's edge
+included); the ink's polarity is judged against that local paper, not the border (which light falling off towards the
+edges darkens). Ink is what stands clearly out of the paper's own noise, with its fainter pixels kept where they
+continue it (grainy pencil stays one line), and specks apart from the drawing are dropped so that they do not stretch
+the crop.
 """
 
 from __future__ import annotations
@@ -30,13 +38,19 @@ MAX_WORKING_SIDE = 1024  # larger inputs are reduced first (area average) so tha
 UNEVEN_BORDER_LEVELS = 6.0  # border pixels this far (of 255) from the border's one or two colours are uneven ...
 UNEVEN_BORDER_SHARE = 0.1  # ... and a border with more than this share of such pixels is uneven (a photo)
 UNEVEN_MIN_SIDE = 128  # smaller images are stored drawings (anti-aliased ink may touch their border), not photos
-BACKGROUND_TILES = 16  # an uneven background is estimated per tile of 1/16 of the longer side
-PAPER_PERCENTILE = 75.0  # a tile's paper level: this percentile of its pixels (strokes darken a minority of them)
-PAPER_NOISE_FLOOR = 0.3  # on an uneven background, strengths below this share of the strongest ink are paper
+BACKGROUND_SIDE = 128  # an uneven background is estimated on a copy reduced to about this many pixels a side ...
+PAPER_CLOSING = 7  # ... by a closing this many of its pixels wide (1/18 of the side: wider than a marker's stroke)
+POLARITY_PERCENTILE = 99.5  # the ink is the side (darker or lighter than the paper) whose marks reach further here
+PAPER_INK_PERCENTILE = 90.0  # the ink's typical strength: this percentile of the pixels standing out of the noise
+PAPER_NOISE_FLOOR = 0.3  # on an uneven background, strengths below this share of the typical ink are paper ...
 PAPER_MIN_CONTRAST = 4.0  # ... and ink must stand this many times the paper's noise above it to be stretched to black
 PAPER_MIN_LEVEL = 24.0  # ... and this many levels (of 255)
 STORED_MIN_CONTRAST = 0.08  # a small stored bitmap's faint ink (a thin pen reduced from a large canvas) is stretched
 STORED_NOISE_FACTOR = 12.0  # ... unless it is not this many times stronger than the border's typical difference
+PAPER_FAINT_FLOOR = 0.15  # fainter pixels down to this share are ink where they continue ink ...
+PAPER_FAINT_REACH = 4  # ... up to this many pixels on (hysteresis)
+SPECK_SHARE = 0.03  # groups of ink holding less than this share of all the ink, apart from the rest, are specks ...
+SPECK_CELLS = 48  # ... grouped on cells of 1/48 of the longer side, up to two cells apart
 
 _MIN_CONTRAST_LEVEL = round(MIN_CONTRAST * 255)
 _SMALL_IMAGE_PIXELS = 256 * 256
@@ -246,69 +260,149 @@ def has_uneven_background(converted: Image.Image | np.ndarray) -> bool:
     return bool(off.mean() > UNEVEN_BORDER_SHARE)
 
 
-def _blocks_percentile(channel: np.ndarray, block: int, percent: float) -> np.ndarray:
-    """The ``percent`` percentile of each block x block tile (edge tiles padded by repetition)."""
-    height, width = channel.shape
-    rows, columns = -(-height // block), -(-width // block)
-    padded = np.pad(channel, ((0, rows * block - height), (0, columns * block - width)), mode="edge")
-    tiles = padded.reshape(rows, block, columns, block).transpose(0, 2, 1, 3).reshape(rows, columns, -1)
-    return np.percentile(tiles, percent, axis=-1).astype(np.float32)
-
-
-def _grid_filter(grid: np.ndarray, pick: "np.ufunc") -> np.ndarray:
-    """3 x 3 maximum or minimum of a small grid (edges repeated)."""
-    padded = np.pad(grid, 1, mode="edge")
-    height, width = grid.shape
-    result = padded[1 : height + 1, 1 : width + 1].copy()
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            pick(result, padded[dy : dy + height, dx : dx + width], out=result)
+def _running(values: np.ndarray, width: int, axis: int, pick: "np.ufunc") -> np.ndarray:
+    """Running maximum or minimum over ``width`` (odd) neighbours along one axis, edges repeated."""
+    reach = width // 2
+    padding = [(0, 0)] * values.ndim
+    padding[axis] = (reach, reach)
+    padded = np.pad(values, padding, mode="edge")
+    length = values.shape[axis]
+    result = np.take(padded, np.arange(length), axis=axis)
+    for offset in range(1, width):
+        pick(result, np.take(padded, np.arange(offset, offset + length), axis=axis), out=result)
     return result
 
 
-def _paper_background(channel: np.ndarray, dark_ink: bool) -> np.ndarray:
-    """The background of one channel under uneven light: per tile of about 1 / BACKGROUND_TILES of the longer side,
-    the paper's level (a high percentile for dark ink, a low one for light ink: strokes cover a minority of a tile);
-    tiles mostly covered by ink are filled from their neighbours (a 3 x 3 closing of the grid); then smoothly
-    enlarged back to the image."""
-    height, width = channel.shape
-    block = max(4, round(max(height, width) / BACKGROUND_TILES))
-    grid = _blocks_percentile(channel, block, PAPER_PERCENTILE if dark_ink else 100 - PAPER_PERCENTILE)
+def _closing(values: np.ndarray, width: int, dark_ink: bool) -> np.ndarray:
+    """Grey closing (for dark ink: a running maximum, then minimum, over width x width) of an (H, W, C) array, or the
+    opening for light ink: marks narrower than ``width`` are replaced by the paper around them, while any wider
+    structure (a gradient, a shadow and its edge, however sharp) is kept as it is."""
     first, second = (np.maximum, np.minimum) if dark_ink else (np.minimum, np.maximum)
-    grid = _grid_filter(_grid_filter(grid, first), second)
-    rows, columns = grid.shape
-    smooth = Image.fromarray(grid, mode="F").resize(
-        (columns * block, rows * block), Image.Resampling.BILINEAR, box=(0, 0, columns, rows)
-    )
-    return np.asarray(smooth, dtype=np.float32)[:height, :width]
+    spread = _running(_running(values, width, 0, first), width, 1, first)
+    return _running(_running(spread, width, 0, second), width, 1, second)
+
+
+def _paper_background(image: Image.Image) -> tuple[Image.Image, bool]:
+    """The paper's level under uneven light (an image of the same size and mode) and whether the ink is darker.
+
+    Measured on a copy area-reduced to about BACKGROUND_SIDE pixels a side (which also averages grain and noise
+    away): a closing of PAPER_CLOSING reduced pixels removes the strokes and keeps the light as it falls, then the
+    result is enlarged smoothly. The polarity is the one whose marks stand out more from that background (a high
+    percentile of luminance minus its closing, against its opening minus luminance): a local comparison, which a
+    shadow or a gradient across the border does not mislead."""
+    width, height = image.size
+    factor = max(1.0, max(width, height) / BACKGROUND_SIDE)
+    small_size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    small = np.asarray(image.resize(small_size, Image.Resampling.BOX), dtype=np.float32)
+    small = small.reshape(small_size[1], small_size[0], -1)
+    luminance = small.mean(axis=2, keepdims=True)
+    darker = np.percentile(_closing(luminance, PAPER_CLOSING, True) - luminance, POLARITY_PERCENTILE)
+    lighter = np.percentile(luminance - _closing(luminance, PAPER_CLOSING, False), POLARITY_PERCENTILE)
+    dark_ink = bool(darker >= lighter)
+    closed = np.clip(_closing(small, PAPER_CLOSING, dark_ink) + 0.5, 0, 255).astype(np.uint8)
+    closed_image = Image.fromarray(closed[:, :, 0] if closed.shape[2] == 1 else closed)
+    return closed_image.resize((width, height), Image.Resampling.BILINEAR), dark_ink
+
+
+def _histogram_level(histogram: np.ndarray, share: float) -> float:
+    """The level below which ``share`` of a 256-bin histogram's count lies."""
+    cumulative = np.cumsum(histogram)
+    return float(np.searchsorted(cumulative, share * cumulative[-1]))
 
 
 def _grey_from_uneven(converted: Image.Image | np.ndarray) -> np.ndarray:
-    """Ink on paper under uneven light (a photo): the ink's strength is its distance from the local paper level
-    (:func:`_paper_background`, per channel, the largest channel counts); strengths below PAPER_NOISE_FLOOR of the
-    strongest (paper grain, JPEG, printed ruled lines, what is left of a shadow's edge) become white; the rest is
-    stretched so that the strongest ink is black."""
+    """Ink on paper under uneven light (a photo), on 8-bit levels.
+
+    The ink's strength is its distance from the local paper level (:func:`_paper_background`), averaged over the
+    channels (a coloured printed rule differs from the paper in one or two channels, pencil and pen in all three). The
+    paper's own strengths (its median, subtracted, and their spread, its noise) set what is ink: pixels above
+    PAPER_NOISE_FLOOR of the ink's typical strength (PAPER_INK_PERCENTILE of the pixels standing out of the noise) are
+    ink, and fainter ones down to PAPER_FAINT_FLOOR are kept where they continue such ink (hysteresis, up to
+    PAPER_FAINT_REACH pixels on: grainy pencil stays one line, while grain, JPEG and printed rules go white); the
+    typical strength is stretched to black. Last, specks apart from the drawing are removed (:func:`_drop_specks`)."""
     if isinstance(converted, Image.Image):
-        width, height = converted.size
-        values = np.asarray(converted, dtype=np.float32).reshape(height, width, -1)
+        image = converted
     else:
-        values = converted * np.float32(255.0)
-    luminance = values.mean(axis=2)
-    # the ink reaches past the range of the border's levels (paper, in shadow or not): darker, or lighter
-    border = _border_levels(converted).mean(axis=1)
-    darkest, lightest = np.percentile(luminance, (0.1, 99.9))
-    dark_ink = float(np.percentile(border, 5) - darkest) >= float(lightest - np.percentile(border, 95))
-    strength = np.zeros(luminance.shape, dtype=np.float32)
-    for channel in range(values.shape[2]):
-        background = _paper_background(values[:, :, channel], dark_ink)
-        difference = background - values[:, :, channel] if dark_ink else values[:, :, channel] - background
-        np.maximum(strength, difference, out=strength)
-    np.maximum(strength, 0.0, out=strength)
-    noise = float(np.median(strength)) * 1.5 + 1.0  # most pixels are paper: their typical strength is its noise
-    strongest = max(float(strength.max()), PAPER_MIN_CONTRAST * noise, PAPER_MIN_LEVEL)
+        levels = np.clip(converted * np.float32(255.0) + np.float32(0.5), 0, 255).astype(np.uint8)
+        image = Image.fromarray(levels[:, :, 0] if levels.shape[2] == 1 else levels)
+    background, dark_ink = _paper_background(image)
+    difference = ImageChops.subtract(background, image) if dark_ink else ImageChops.subtract(image, background)
+    bands = difference.split()
+    total = np.asarray(bands[0], dtype=np.uint16)
+    for band in bands[1:]:
+        total = total + np.asarray(band)
+    strength = Image.fromarray(((total + len(bands) // 2) // len(bands)).astype(np.uint8))
+    histogram = np.asarray(strength.histogram())
+    paper = _histogram_level(histogram, 0.5)  # most pixels are paper: their median is its level of strength ...
+    noise = _histogram_level(histogram, 0.84) - paper + 1.0  # ... and their spread its noise
+    histogram = np.concatenate([histogram[int(paper) :], np.zeros(int(paper), dtype=histogram.dtype)])
+    strength = ImageChops.subtract(strength, Image.new("L", strength.size, int(paper)))
+    standing_out = histogram.copy()
+    standing_out[: int(3.0 * noise) + 1] = 0
+    typical = _histogram_level(standing_out, PAPER_INK_PERCENTILE / 100) if standing_out.any() else 0.0
+    strongest = max(typical, PAPER_MIN_CONTRAST * noise, PAPER_MIN_LEVEL)
     floor = max(PAPER_NOISE_FLOOR * strongest, 3.0 * noise)
-    scaled = np.clip((strength - floor) * (255.0 / (strongest - floor)), 0.0, 255.0)
-    return (255.0 - scaled + 0.5).astype(np.uint8)
+    faint = max(PAPER_FAINT_FLOOR * strongest, 2.0 * noise)
+    levels = np.arange(256, dtype=np.float32)
+    table = 255.0 - np.clip((levels - faint) * (255.0 / (strongest - faint)), 0.0, 255.0) + 0.5
+    grey = np.asarray(strength.point(table.astype(np.uint8).tolist())).copy()
+    strengths = np.asarray(strength)
+    ink, candidates = strengths >= floor, strengths >= faint
+    for _ in range(PAPER_FAINT_REACH):
+        ink = _grown(ink) & candidates
+    grey[~ink] = 255
+    return _drop_specks(grey)
+
+
+def _grown(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask grown by one pixel in the 8-neighbourhood."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    across = grown.copy()
+    grown[:, 1:] |= across[:, :-1]
+    grown[:, :-1] |= across[:, 1:]
+    return grown
+
+
+def _drop_specks(grey: np.ndarray) -> np.ndarray:
+    """White out groups of ink that hold under SPECK_SHARE of all the ink: on a grid of cells of 1 / SPECK_CELLS of
+    the longer side, ink cells up to two cells apart are one group, so the strokes of a drawing (even broken ones) stay
+    together while a blotch or a speck of paper far from them, which would stretch the crop, goes."""
+    ink = grey < INK_LEVEL
+    height, width = ink.shape
+    cell = max(2, round(max(height, width) / SPECK_CELLS))
+    rows, columns = -(-height // cell), -(-width // cell)
+    padded = np.zeros((rows * cell, columns * cell), dtype=np.int32)
+    padded[:height, :width] = ink
+    counts = padded.reshape(rows, cell, columns, cell).sum(axis=(1, 3))
+    total = int(counts.sum())
+    occupied = {(int(y), int(x)) for y, x in zip(*np.nonzero(counts), strict=True)}
+    groups: list[list[tuple[int, int]]] = []
+    seen: set[tuple[int, int]] = set()
+    for start in occupied:
+        if start in seen:
+            continue
+        seen.add(start)
+        group, stack = [start], [start]
+        while stack:
+            y, x = stack.pop()
+            for dy in range(-2, 3):
+                for dx in range(-2, 3):
+                    neighbour = (y + dy, x + dx)
+                    if neighbour in occupied and neighbour not in seen:
+                        seen.add(neighbour)
+                        group.append(neighbour)
+                        stack.append(neighbour)
+        groups.append(group)
+    specks = [group for group in groups if sum(int(counts[y, x]) for y, x in group) < SPECK_SHARE * total]
+    if not specks:
+        return grey
+    grey = grey.copy()
+    for group in specks:
+        for y, x in group:
+            grey[y * cell : (y + 1) * cell, x * cell : (x + 1) * cell] = 255
+    return grey
 
 
 def to_grey_ink_on_white(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -317,8 +411,8 @@ def to_grey_ink_on_white(image: Image.Image | np.ndarray) -> np.ndarray:
     Transparent areas count as white; the polarity comes from the border (light-on-dark input is inverted); coloured
     ink counts by its distance from the background colour. Inputs larger than MAX_WORKING_SIDE are area-reduced. An
     uneven background (:func:`has_uneven_background`: a photo of paper) is measured locally instead of from the
-    border, so light gradients, shadows, grain and faint printed lines do not count as ink; where nothing stands out
-    from the paper that way (noise, a busy photo), the plain path reads it.
+    border (:func:`_grey_from_uneven`), so light gradients, shadows and their edges, grain and faint printed lines do
+    not count as ink; where nothing stands out from the paper that way (noise, a busy photo), the plain path reads it.
     """
     converted = _as_8bit_pil_or_float(image)
     if has_uneven_background(converted):
