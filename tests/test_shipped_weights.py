@@ -122,3 +122,17 @@ def test_the_readme_python_example_runs_as_written(tmp_path: Path, monkeypatch: 
     assert printed[0] == "Consistent: the explanations rank 'triangle' first of 4."
     assert printed[1] == "['three vertices', 'all edges have the same size']"
     assert printed[2].startswith("{'predicted_class': 'triangle'")
+
+
+def test_a_set_with_blank_drawings_is_measured_in_one_call(shapes: Explainer) -> None:
+    """preprocess_accepted leaves out what holds nothing to classify (a blank canvas) and says which; infer_inputs
+    then gives what infer gives for the others, whatever the batch size."""
+    images = list(generate_shapes(5, seed=7, style="mixed").images)
+    blank = np.full((64, 64), 255, dtype=np.uint8)
+    inputs, accepted = shapes.preprocess_accepted([images[0], blank, *images[1:], blank])
+    assert accepted.tolist() == [True, False, True, True, True, True, False] and len(inputs) == 5
+    probs, expls = shapes.infer_inputs(inputs, batch_size=2)
+    direct_probs, direct_expls = shapes.infer(images)
+    assert np.allclose(probs, direct_probs, atol=1e-6) and np.allclose(expls, direct_expls, atol=1e-6)
+    empty_probs, empty_expls = shapes.infer_inputs([])
+    assert empty_probs.shape == (0, 4) and empty_expls.shape == (0, 5)

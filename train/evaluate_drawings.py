@@ -23,7 +23,6 @@ import numpy as np
 
 from explainer.evaluation import metrics
 from explainer.evaluation.reports import error_scores, evaluate_predictions, verdict_arrays, write_report
-from explainer.shapes.normalize import NothingToClassify
 from explainer.shapes.ood import generate_ood
 from explainer.shapes.strokes import simulate_dataset
 from explainer.tasks import SHAPES
@@ -34,21 +33,8 @@ VERTEX_GROUP = slice(0, 3)
 
 def _infer(explainer: Explainer, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities for the images the normaliser accepts, and the mask of those it accepted."""
-    import torch
-
-    tensors, kept = [], []
-    for image in images:
-        try:
-            tensors.append(explainer.preprocess(image))
-            kept.append(True)
-        except NothingToClassify:
-            kept.append(False)
-    probs, expls = [], []
-    for start in range(0, len(tensors), 256):
-        p, e = explainer.infer_tensors(torch.stack(tensors[start : start + 256]))
-        probs.append(p)
-        expls.append(e)
-    return np.concatenate(probs), np.concatenate(expls), np.array(kept)
+    inputs, kept = explainer.preprocess_accepted(images)
+    return (*explainer.infer_inputs(inputs, batch_size=256), kept)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,6 @@ from explainer.shapes.drawn import (
     read_drawings,
     render_strokes,
 )
-from explainer.shapes.normalize import NothingToClassify
 from explainer.shapes.uploads import CONDITIONS, UploadCondition, condition_names, is_validation_drawing
 from explainer.verdict.predictor import Explainer
 
@@ -89,24 +88,17 @@ def _render_all(
 
 
 def _infer(explainer: Explainer, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities of every image, the mask of those the normaliser accepted, and the network inputs (for the
+    contact sheets); a drawing refused as blank is run as a white input, whose verdict is not used."""
     import torch
 
-    tensors, kept = [], []
+    accepted, kept = explainer.preprocess_accepted(images)
     side = int(explainer.preprocessing.get("size", 64))
-    blank = torch.ones(1, side, side)  # stands in for a drawing refused as blank; its verdict is not used
-    for image in images:
-        try:
-            tensors.append(explainer.preprocess(image))
-            kept.append(True)
-        except NothingToClassify:
-            tensors.append(blank)
-            kept.append(False)
-    probs, expls = [], []
-    for start in range(0, len(tensors), 512):
-        p, e = explainer.infer_tensors(torch.stack(tensors[start : start + 512]))
-        probs.append(p)
-        expls.append(e)
-    return np.concatenate(probs), np.concatenate(expls), np.array(kept), torch.stack(tensors).numpy()[:, 0]
+    blank = torch.ones(1, side, side)
+    found = iter(accepted)
+    inputs = [next(found) if keep else blank for keep in kept]
+    probs, expls = explainer.infer_inputs(inputs, batch_size=512)
+    return probs, expls, kept, torch.stack(inputs).numpy()[:, 0]
 
 
 def _pct(part: int, whole: int) -> float | None:

@@ -202,24 +202,16 @@ def feature_scores(
 
 def shapes_scope(weights: str, per_class: int, per_kind: int, seed: int = 12345) -> dict[str, Any]:
     """In-scope share of simulated drawings and out-of-scope share of each out-of-distribution kind (shapes)."""
-    from explainer.shapes.normalize import NothingToClassify
     from explainer.shapes.ood import generate_ood
     from explainer.shapes.strokes import simulate_dataset
 
     explainer = Explainer.load(weights)
 
     def in_scope(images: list[np.ndarray]) -> tuple[np.ndarray, int]:
-        tensors, blank = [], 0
-        for image in images:
-            try:
-                tensors.append(explainer.preprocess(image))
-            except NothingToClassify:
-                blank += 1
-        flags = []
-        for start in range(0, len(tensors), 256):
-            probs, expls = explainer.infer_tensors(torch.stack(tensors[start : start + 256]))
-            flags += [explainer.explain(p, e).scope.in_scope for p, e in zip(probs, expls, strict=False)]
-        return np.array(flags), blank
+        inputs, kept = explainer.preprocess_accepted(images)
+        probs, expls = explainer.infer_inputs(inputs, batch_size=256)
+        flags = [explainer.explain(p, e).scope.in_scope for p, e in zip(probs, expls, strict=True)]
+        return np.array(flags), int((~kept).sum())
 
     drawings, _, _ = simulate_dataset(per_class, seed=seed)
     drawn, drawn_blank = in_scope(list(drawings))

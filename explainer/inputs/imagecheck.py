@@ -56,6 +56,11 @@ class ImageError(ValueError):
     """An input that is not a usable image; the message says why in plain words, without naming a file."""
 
 
+class NothingToClassify(ValueError):
+    """A usable image that holds nothing to classify: blank, uniform, or its only marks a few specks of noise (a
+    task's preprocessing raises it; the shapes normalisation does)."""
+
+
 ImageSource = str | Path | bytes | BinaryIO
 
 

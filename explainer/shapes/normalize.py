@@ -30,6 +30,16 @@ import math
 import numpy as np
 from PIL import Image, ImageChops
 
+from explainer.inputs.imagecheck import NothingToClassify
+
+__all__ = [
+    "NothingToClassify",
+    "has_uneven_background",
+    "normalize_shape_image",
+    "normalize_shape_image_framed",
+    "to_grey_ink_on_white",
+]
+
 MIN_CONTRAST = 0.3  # differences from the background below this fraction of full range are never stretched to black
 INK_LEVEL = 128  # after stretching, pixels darker than this are ink (i.e. >= 0.15 of full range from the background)
 MIN_INK_PIXELS = 4  # fewer connected ink pixels than this (or MIN_INK_FRACTION of the image) is nothing to classify
@@ -55,10 +65,6 @@ SPECK_CELLS = 48  # ... grouped on cells of 1/48 of the longer side, up to two c
 _MIN_CONTRAST_LEVEL = round(MIN_CONTRAST * 255)
 _SMALL_IMAGE_PIXELS = 256 * 256
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-
-
-class NothingToClassify(ValueError):
-    """The image has no ink: it is blank, uniform, or its only marks are a few specks of noise."""
 
 
 def _float_from_integers(values: np.ndarray) -> np.ndarray:

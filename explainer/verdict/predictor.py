@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from explainer.inputs.imagecheck import NothingToClassify
 from explainer.pair.bundle import load_bundle_with_scope
 from explainer.pair.scope import ScopeGate, ScopeReading, ScopeResult, gate_result, unmeasured_result
 from explainer.tasks import TASKS, Task, task_for_preprocessing
@@ -352,15 +353,38 @@ class Explainer:
 
     def infer(self, images: Sequence[ImageLike], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Preprocess and run a list of images in batches (the pair alone, without the scope gate)."""
-        probs, expls = [], []
-        for start in range(0, len(images), batch_size):
-            inputs = [self.preprocess(im) for im in images[start : start + batch_size]]
-            p, e, _ = self.run_inputs(inputs, with_scope=False)
-            probs.append(p)
-            expls.append(e)
-        if not probs:
+        parts = [
+            self.infer_inputs([self.preprocess(image) for image in images[start : start + batch_size]])
+            for start in range(0, len(images), batch_size)
+        ]
+        return self._joined(parts)
+
+    def infer_inputs(self, inputs: Sequence[torch.Tensor], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Class and explanation probabilities of preprocessed inputs, in order, run in batches of ``batch_size``
+        (the pair alone, without the scope gate)."""
+        parts = [
+            self.run_inputs(inputs[start : start + batch_size], with_scope=False)[:2]
+            for start in range(0, len(inputs), batch_size)
+        ]
+        return self._joined(parts)
+
+    def preprocess_accepted(self, images: Sequence[ImageLike]) -> tuple[list[torch.Tensor], np.ndarray]:
+        """The preprocessed inputs of the images that hold something to classify, and the mask of which those are:
+        an image the task refuses as :class:`~explainer.inputs.imagecheck.NothingToClassify` (a blank drawing) is
+        left out instead of raising, so a data set with a few blanks can be measured in one call."""
+        inputs, accepted = [], []
+        for image in images:
+            try:
+                inputs.append(self.preprocess(image))
+                accepted.append(True)
+            except NothingToClassify:
+                accepted.append(False)
+        return inputs, np.array(accepted, dtype=bool)
+
+    def _joined(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        if not parts:
             return np.zeros((0, len(self.class_names))), np.zeros((0, len(self.explanation_names)))
-        return np.concatenate(probs), np.concatenate(expls)
+        return np.concatenate([p for p, _ in parts]), np.concatenate([e for _, e in parts])
 
     def where(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray, Where]:
         """Class and explanation probabilities of one image, and the heatmaps of every class and explanation in the
