@@ -11,8 +11,8 @@ photos (``--val-fraction``); the test photos are evaluated once, at the end.
 Steps, each resumable (rerun the same command after a kill; a finished step is not run again), each in ``--out``:
 1. ``main-val``: the main network trained on the training photos less the validation split; after every epoch its
    top-1 on the validation photos (raw weights and their moving average), which picks raw or averaged weights;
-   then ``views.json``: the test view (shorter side, centre crop or the whole photo) with the best validation top-1;
-2. ``main-final``: the same recipe on all training photos, the choice of step 1 applied;
+2. ``main-final``: the same recipe on all training photos, the choice of step 1 applied; then ``views.json``: the
+   test view (shorter side, centre crop or the whole photo) with the best validation top-1 of step 1's network;
 3. ``mirror-val``: the part mirror on the validation run's main network; ``validation.json``: the default threshold
    and, on the validation photos, pointing per attribute group (beside the class heatmap) and every verdict number;
 4. ``mirror-final``: the part mirror on the final main network and all training photos;
