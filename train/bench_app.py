@@ -287,7 +287,7 @@ def bench_task_handlers(
         if scope_batch is not None:
             print(
                 f"  the gate alone, 1 thread:              "
-                f"{summary(timed(lambda: explainer.pair.scope.read_tensors(scope_batch), repeats))}"
+                f"{summary(timed(lambda: explainer.scope.read_tensors(scope_batch), repeats))}"
             )
     for count in (1, default_threads) if default_threads > 1 else (1,):
         torch.set_num_threads(count)
