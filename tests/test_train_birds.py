@@ -94,6 +94,13 @@ def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tm
     assert meta["architecture"]["mirror"]["kind"] == "parts" and explainer.scope is not None
     assert meta["training"]["command"].startswith("python train/train_birds.py --data")
     assert meta["training"]["wall_seconds_of_this_run"] > 0 and not meta["training"]["skip_final"]
+    steps = meta["training"]["steps"]
+    assert all(steps[step]["wall_seconds"] > 0 for step in ("main-val", "main-final", "mirror-val", "mirror-final"))
+    views = json.loads((out / "views.json").read_text())  # every view alone and with its mirror image, on validation
+    assert len(views["validation_top1"]) == 13 and "320/whole+flip" in views["validation_top1"]
+    assert meta["preprocessing"] == views["preprocessing"] and steps["test_view"]["chosen"] == views["validation_top1"][
+        "chosen"]  # fmt: skip
+    assert explainer.pair.flip_average is meta["preprocessing"]["flip_average"]
     report = meta["metrics"]["validation"]
     assert report["threshold"] == meta["defaults"]["threshold"] and 0 <= report["pointing"]["mirror"] <= 1
     assert meta["metrics"]["test_images"] == 9 and 0 <= meta["metrics"]["accuracy"] <= 1

@@ -290,3 +290,51 @@ def test_shapes_pointing_report_on_drawn_shapes_with_known_corners(tmp_path, sha
     assert {k: v["shapes"] for k, v in report["by_kind"].items()} == {"circle": 2, "triangle": 2, "square": 2,
                                                                         "rectangle": 2}  # fmt: skip
     assert 0 <= report["vertex_explanations"] <= 1 and (tmp_path / "w" / "hits.png").exists()
+
+
+def test_flip_average_is_the_mean_of_both_views_and_its_maps_still_sum_to_the_logits() -> None:
+    """The test view "photo + mirror image": mean logits of the two, maps of the flipped one flipped back, so the
+    maps still add up to the logits; mirroring the photo then changes nothing but mirrors the maps."""
+    pair = _part_pair()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        plain, plain_flipped = pair(x), pair(x.flip(-1))
+        pair.flip_average = True
+        logits, expl = pair(x)
+        logits2, expl2, class_maps, expl_maps = pair.forward_maps(x)
+        mirrored = pair.forward_maps(x.flip(-1))
+    torch.testing.assert_close(logits, (plain[0] + plain_flipped[0]) / 2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(expl, (plain[1] + plain_flipped[1]) / 2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits2, logits, rtol=1e-5, atol=1e-5)
+    assert expl_maps.shape == (2, len(ROUTES), 6, 6)
+    torch.testing.assert_close(expl_maps.sum((2, 3)) + pair.mirror.bias, expl, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(class_maps.sum((2, 3)) + pair.main.get_classifier().bias, logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mirrored[0], logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mirrored[3], expl_maps.flip(-1), rtol=1e-4, atol=1e-4)
+
+
+def test_a_weights_file_with_the_flip_view_runs_both_views_and_refuses_a_bad_value(tmp_path) -> None:
+    path = make_birds_bundle(tmp_path / "birds.safetensors", model_name="tf_efficientnet_lite0")
+    pair, meta = load_bundle(path)
+    assert pair.flip_average is False  # files without the key: the photo alone
+    meta["preprocessing"]["flip_average"] = True
+    save_bundle(tmp_path / "flip.safetensors", pair, meta)
+    explainer = Explainer.load(tmp_path / "flip.safetensors")
+    assert explainer.pair.flip_average is True
+    # 320 x 256 px: resized to itself, cropped 16 px from top and bottom, 48 px from left and right, so the crop of the
+    # mirror image is the mirror image of the crop
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (256, 320, 3), dtype=np.uint8))
+    mirror_image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    probs, expls = explainer.infer([image, mirror_image])
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-4)
+    np.testing.assert_allclose(expls[0], expls[1], atol=1e-4)
+    explainer.pair.flip_average = False
+    assert np.abs(explainer.infer([image, mirror_image])[0][0] - probs[0]).max() > 1e-3  # one view alone differs
+    explainer.pair.flip_average = True
+    np.testing.assert_allclose(explainer.where(image)[0], probs[0], atol=1e-5)
+    meta["preprocessing"]["flip_average"] = "yes"
+    save_bundle(tmp_path / "bad.safetensors", pair, meta)
+    with pytest.raises(Exception, match="flip_average"):
+        load_bundle(tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="true or false"):
+        build_transform(meta["preprocessing"], train=False)

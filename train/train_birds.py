@@ -156,13 +156,25 @@ def loader(meta, positions, transform, batch_size, shuffle, args, seed=0) -> tor
 
 @torch.no_grad()
 def top1(net: nn.Module, batches: torch.utils.data.DataLoader, device: torch.device) -> float:
+    return top1_views(net, batches, device)[0]
+
+
+@torch.no_grad()
+def top1_views(
+    net: nn.Module, batches: torch.utils.data.DataLoader, device: torch.device, flip: bool = False
+) -> tuple[float, float | None]:
+    """Top-1 of the photos as given and, with ``flip``, of the mean logits of each photo and its mirror image (what
+    :class:`MirrorPair` does with ``flip_average``), from one pass over the photos."""
     net.eval()
-    right = seen = 0
+    right = flipped = seen = 0
     for images, labels, *_ in batches:
-        logits = net(images.to(device).to(memory_format=torch.channels_last))
+        images = images.to(device).to(memory_format=torch.channels_last)
+        logits = net(images)
         right += int((logits.argmax(1).cpu() == labels).sum())
+        if flip:
+            flipped += int(((logits + net(images.flip(-1))).argmax(1).cpu() == labels).sum())
         seen += len(labels)
-    return right / max(seen, 1)
+    return right / max(seen, 1), (flipped / max(seen, 1) if flip else None)
 
 
 def train_main(
@@ -324,17 +336,19 @@ def digest(net: nn.Module) -> str:
 
 @torch.no_grad()
 def choose_view(net: nn.Module, meta: cub.CubMetadata, validation: np.ndarray, args) -> tuple[dict, dict]:
-    """The test view (shorter side and centre crop, or the whole photo) with the best top-1 on the validation
-    photos; a tie goes to the fewer pixels."""
-    scores = {}
+    """The test view (shorter side and centre crop, or the whole photo; the photo alone or averaged with its mirror
+    image) with the best top-1 on the validation photos; a tie goes to the fewer pixels, then to one pass."""
+    scores: dict[str, tuple[float, dict[str, Any], tuple[int, int]]] = {}
     for resize, crop in VIEWS:
         cfg = reference_preprocessing(crop or resize, resize, mean=[0.5] * 3, std=[0.5] * 3)
         cfg["crop"] = crop
         batches = loader(meta, validation, build_transform(cfg, train=False), 64 if crop else 1, False, args)
+        plain, flipped = top1_views(net, batches, torch.device(args.device), flip=True)
         name = f"{resize}/{crop or 'whole'}"
-        scores[name] = (top1(net, batches, torch.device(args.device)), cfg)
-        print(f"view {name}: validation top-1 {scores[name][0]:.4f}", flush=True)
-    best = max(scores, key=lambda key: (scores[key][0], -VIEWS[list(scores).index(key)][0]))
+        scores[name] = (plain, cfg | {"flip_average": False}, (resize, 0))
+        scores[name + "+flip"] = (float(flipped), cfg | {"flip_average": True}, (resize, 1))
+        print(f"view {name}: validation top-1 {plain:.4f}, with its mirror image {flipped:.4f}", flush=True)
+    best = max(scores, key=lambda key: (scores[key][0], -scores[key][2][0], -scores[key][2][1]))
     return scores[best][1], {key: value[0] for key, value in scores.items()} | {"chosen": best}
 
 
@@ -533,7 +547,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def done(step: str, summary: dict[str, Any]) -> bool:
         (out / step / "summary.json").write_text(json.dumps(summary, indent=2))
-        history[step] = {k: v for k, v in summary.items() if k != "history"} | {"last": summary["history"][-1:]}
+        epochs = summary["history"]  # every epoch's own seconds, over all the sessions the step took
+        history[step] = {k: v for k, v in summary.items() if k != "history"} | {
+            "last": epochs[-1:],
+            "wall_seconds": round(sum(row.get("seconds", 0.0) for row in epochs), 1),
+        }
         return args.stop_after == step
 
     if args.main_file:  # an existing main network: only the mirror is trained
@@ -559,12 +577,15 @@ def main(argv: list[str] | None = None) -> int:
             views.write_text(json.dumps(chosen, indent=2))
         preprocessing, history["test_view"] = chosen["preprocessing"], chosen["validation_top1"]
 
+    flipped = bool(preprocessing.get("flip_average", False))  # the test view: the photo and its mirror image
     args.main_digest = digest(val_main)
     val_mirror, summary = train_mirror(args, meta, val_main, preprocessing, split.train, split.validation,
                                        out / "mirror-val")  # fmt: skip
     if done("mirror-val", summary):
         return 0
-    report = validation_report(MirrorPair(val_main, val_mirror), meta, split.validation, preprocessing, args)
+    report = validation_report(
+        MirrorPair(val_main, val_mirror, flip_average=flipped), meta, split.validation, preprocessing, args
+    )
     (out / "validation.json").write_text(json.dumps(report, indent=2))
     pointed = report["pointing"]
     print(f"validation: top-1 {report['top1']:.4f}, threshold {report['threshold']}, pointing "
@@ -579,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         choices = {"threshold": report["threshold"], "main_weights": getattr(args, "weights_choice", "from file"),
                    "validation": report}  # fmt: skip
-        pair = MirrorPair(final_main, final_mirror).eval()
+        pair = MirrorPair(final_main, final_mirror, flip_average=flipped).eval()
         results = write_weights(args, meta, pair, preprocessing, choices, history, started)
         print(f"test: top-1 {results['accuracy']:.4f}; wrote {args.output}", flush=True)
     return 0

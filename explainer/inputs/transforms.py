@@ -38,6 +38,7 @@ _INTERPOLATIONS = {
     "lanczos": T.InterpolationMode.LANCZOS,
 }
 _CONFIG_KEYS = ("kind", "resize", "crop", "mean", "std", "interpolation", "train_variant")
+_OPTIONAL_KEYS = ("flip_average",)  # the pair also reads the mirror image (see MirrorPair); absent means False
 
 
 class TransformConfigError(ValueError):
@@ -104,12 +105,15 @@ def validate_preprocessing(cfg: dict[str, Any]) -> None:
     """Raise TransformConfigError naming the first bad entry, so a corrupt weights file fails at load, not mid-serve."""
     if not isinstance(cfg, dict):
         raise TransformConfigError(f"preprocessing config must be a dict, got {type(cfg).__name__}")
-    unknown = sorted(set(cfg) - set(_CONFIG_KEYS))
+    unknown = sorted(set(cfg) - set(_CONFIG_KEYS) - set(_OPTIONAL_KEYS))
     missing = [key for key in _CONFIG_KEYS if key not in cfg]
     if unknown or missing:
         raise TransformConfigError(
-            f"preprocessing config keys: unknown {unknown}, missing {missing}; valid keys are {list(_CONFIG_KEYS)}"
+            f"preprocessing config keys: unknown {unknown}, missing {missing}; valid keys are "
+            f"{list(_CONFIG_KEYS + _OPTIONAL_KEYS)}"
         )
+    if not isinstance(cfg.get("flip_average", False), bool):
+        raise TransformConfigError(f"preprocessing 'flip_average' must be true or false, got {cfg['flip_average']!r}")
     if cfg["kind"] != "imagenet":
         raise TransformConfigError(f"preprocessing kind {cfg['kind']!r} is not supported; valid: 'imagenet'")
     for key in ("resize", "crop"):

@@ -246,4 +246,8 @@ def load_bundle_with_scope(
         raise BundleError(f"{path}: {problem}")
     state = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
     pair.load_state_dict(state, strict=True)
+    flip = meta["preprocessing"].get("flip_average", False)
+    if not isinstance(flip, bool):
+        raise BundleError(f"{path}: preprocessing 'flip_average' must be true or false, got {str(flip)[:40]!r}")
+    pair.flip_average = flip  # the test view: the photo and its mirror image, averaged
     return pair.to(device).eval(), meta, gate

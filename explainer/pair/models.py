@@ -506,13 +506,20 @@ class MirrorPair(nn.Module):
 
     ``"frozen"``: the main network runs in eval mode under ``torch.no_grad()`` and its parameters have
     ``requires_grad=False`` (the reference's second training step). ``"joint"``: both networks train together.
+
+    ``flip_average``: every forward also runs the mirror image (flipped left to right) and returns the mean of the
+    two logits, pooled features and maps (the flipped image's maps flipped back), so the maps still sum to the
+    logits. A test view chosen on validation photos (a weights file's ``preprocessing["flip_average"]``).
     """
 
-    def __init__(self, main: nn.Module, mirror: nn.Module, coupling: str = "frozen") -> None:
+    def __init__(
+        self, main: nn.Module, mirror: nn.Module, coupling: str = "frozen", flip_average: bool = False
+    ) -> None:
         super().__init__()
         self.main = main
         self.mirror = mirror
         self.coupling = "joint"
+        self.flip_average = bool(flip_average)
         self.set_coupling(coupling)
 
     def set_coupling(self, coupling: str) -> None:
@@ -536,19 +543,30 @@ class MirrorPair(nn.Module):
             logits = self.main.forward_head(final)
         return logits, list(taps)
 
+    def _views(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x.flip(-1)]) if self.flip_average else x
+
+    def _merged(self, outputs: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:
+        """The mean over the two views of each output; maps (4-D) of the flipped view are flipped back first."""
+        if not self.flip_average:
+            return outputs
+        return tuple((t[:n] + (t[n:].flip(-1) if t.ndim == 4 else t[n:])) / 2 for t in outputs)
+
     def forward_with_pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(class logits, explanation logits, the main network's pooled features before its classifier), from one
         forward: what a scope gate sharing the main network's trunk reads (timm main networks only)."""
+        n, x = len(x), self._views(x)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.coupling == "joint"):
             final, taps = self.main.forward_intermediates(x)
             pooled = self.main.forward_head(final, pre_logits=True)
             logits = self.main.get_classifier()(pooled)
-        return logits, self.mirror(x, list(taps)), pooled
+        return self._merged((logits, self.mirror(x, list(taps)), pooled), n)  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (class logits, explanation logits)."""
+        n, x = len(x), self._views(x)
         logits, taps = self.forward_main(x)
-        return logits, self.mirror(x, taps)
+        return self._merged((logits, self.mirror(x, taps)), n)  # type: ignore[return-value]
 
     def forward_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(class logits, explanation logits, class maps (N, C, h, w), explanation maps (N, E, h', w')).
@@ -556,6 +574,10 @@ class MirrorPair(nn.Module):
         Each map holds the terms of its logit's last layer, position by position: for a linear head on pooled
         features the class activation map, for a part mirror its routed contributions. They sum to the logit less
         its bias, so they show where the logit comes from, exactly."""
+        n, x = len(x), self._views(x)
+        return self._merged(self._forward_maps(x), n)  # type: ignore[return-value]
+
+    def _forward_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         final, taps = self.main.forward_intermediates(x)
         logits = self.main.forward_head(final)
         class_maps = _head_maps(self.main, final)
