@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from scope_fixtures import HORSE, add_scope
 
 from bundles import make_birds_bundle
-from scope_fixtures import HORSE, add_scope
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,5 +24,5 @@ def test_birds_handler_timings_with_a_gate_of_its_own(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    for row in ("whole view", "pair + gate as served", "the gate alone", "both networks"):
+    for row in ("whole view", "pair + gate as served", "the gate alone", "BatchNorm folded (served)", "both networks"):
         assert row in done.stdout, done.stdout[-2000:]

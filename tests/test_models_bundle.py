@@ -19,6 +19,7 @@ from explainer.pair.models import (
     ShapesMirror,
     TimmMirror,
     build_pair,
+    fuse_batchnorm,
     keras_parameter_count,
     reference_shapes_architecture,
 )
@@ -147,6 +148,68 @@ def test_bundle_round_trip_rebuilds_the_same_pair(tmp_path):
             assert torch.equal(a, b)
     assert meta["metrics"] == {"x": 1} and meta["format_version"] == 1
     assert path.stat().st_mode & 0o044  # readable by others, unlike mkstemp's default
+
+
+def _batchnorms(model: torch.nn.Module) -> int:
+    return sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def _randomised_statistics(model: torch.nn.Module) -> None:
+    """BatchNorm away from its identity start, so that folding it changes the convolutions' weights."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
+
+
+@pytest.mark.parametrize("kind", ["timm-parts", "shapes"])
+def test_folding_batchnorm_keeps_the_outputs_and_the_maps(kind):
+    if kind == "shapes":
+        pair, x = build_pair(reference_shapes_architecture()), torch.rand(2, 1, 64, 64)
+    else:
+        from explainer.birds import cub
+
+        spec = {"kind": "parts", "regions": list(cub.REGIONS), "routes": [[1], [8], []], "width": 16}
+        pair = build_pair({**timm_arch("tf_efficientnet_lite0", expl=3), "mirror": spec})
+        x = torch.randn(2, 3, 96, 96)
+    _randomised_statistics(pair)
+    pair.eval()
+    with torch.no_grad():
+        before = pair.forward_maps(x)
+        count = _batchnorms(pair)
+        folded = fuse_batchnorm(pair)
+        left = _batchnorms(pair)
+        after = pair.forward_maps(x)
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    if kind == "shapes":  # Keras's order, conv -> ReLU -> BatchNorm: nothing to fold, nothing changed
+        assert folded == 0 and left == count > 0
+    else:  # every BatchNorm of an EfficientNet-Lite and of the part mirror follows its convolution
+        assert folded == count and left == 0
+        with pytest.raises(ValueError, match="eval mode"):
+            fuse_batchnorm(build_pair({**timm_arch("tf_efficientnet_lite0", expl=3), "mirror": spec}).train())
+
+
+def test_a_loaded_explainer_serves_folded_networks_with_the_files_outputs(tmp_path):
+    from scope_fixtures import HORSE, add_scope
+
+    from bundles import make_birds_bundle
+
+    path = add_scope(make_birds_bundle(tmp_path / "birds.safetensors"), HORSE, share_preprocessing=False)
+    served = Explainer.load(path)
+    stored, meta = load_bundle(path)
+    # timm's test ResNet keeps one: its stem's BatchNorm follows a Sequential, not a convolution
+    assert _batchnorms(served.pair) == 1 < _batchnorms(stored) and _batchnorms(served.scope.network) == 0
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 150, 3), dtype=np.uint8))
+    probs, expls, readings = served.infer_with_scope([image])
+    with torch.no_grad():
+        logits, expl_logits = stored(served.preprocess(image)[None])
+    np.testing.assert_allclose(probs[0], torch.softmax(logits, 1)[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(expls[0], torch.sigmoid(expl_logits)[0].numpy(), atol=1e-5)
 
 
 def test_half_storage_halves_the_file_and_stays_close(tmp_path):

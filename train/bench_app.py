@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw
 import webapp
 from explainer.inputs.imagecheck import check_image
 from explainer.inputs.transforms import reference_preprocessing
-from explainer.pair.bundle import save_bundle
+from explainer.pair.bundle import load_bundle_with_scope, save_bundle
 from explainer.pair.models import build_pair, reference_shapes_architecture
 from explainer.tasks import BIRDS, SHAPES
 from explainer.verdict.predictor import Explainer
@@ -65,6 +65,20 @@ def summary(seconds: list[float]) -> str:
     ms = sorted(1000 * s for s in seconds)
     p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
     return f"median {statistics.median(ms):7.1f} ms   p90 {p90:7.1f} ms   min {ms[0]:7.1f} ms   (n={len(ms)})"
+
+
+def interleaved(fns: list[Callable[[], Any]], repeats: int, warmup: int = 2) -> list[list[float]]:
+    """Each function timed ``repeats`` times, taking turns, so a change of the machine's load hits them alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, row in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            row.append(time.perf_counter() - start)
+    return times
 
 
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> list[float]:
@@ -250,6 +264,22 @@ def bench_handlers(
     bench_birds_sized_rerender(repeats)
 
 
+def bench_folded_batchnorm(
+    explainer: Explainer, path: str, tensor: torch.Tensor, scope_batch: torch.Tensor | None, repeats: int
+) -> None:
+    """Pair + gate as served (BatchNorm folded into the convolutions at load) against the same file's networks as
+    stored, taking turns in one run."""
+    pair, meta, scope = load_bundle_with_scope(path)
+    stored = Explainer(pair, meta, "cpu", scope)
+    folded, kept = interleaved(
+        [lambda: explainer.infer_tensors_with_scope(tensor, scope_batch),
+         lambda: stored.infer_tensors_with_scope(tensor, scope_batch)], repeats,
+    )  # fmt: skip
+    ratio = statistics.median(folded) / statistics.median(kept)
+    print(f"  pair + gate, BatchNorm as stored:      {summary(kept)}")
+    print(f"  the same, BatchNorm folded (served):   {summary(folded)}; ratio of medians {ratio:.2f}")
+
+
 def bench_task_handlers(
     task: str, model: webapp.TaskModel, image: Path, repeats: int, previews: Path | None, default_threads: int
 ) -> None:
@@ -289,6 +319,7 @@ def bench_task_handlers(
                 f"  the gate alone, 1 thread:              "
                 f"{summary(timed(lambda: explainer.scope.read_tensors(scope_batch), repeats))}"
             )
+        bench_folded_batchnorm(explainer, model.source, tensor, scope_batch, repeats)
     for count in (1, default_threads) if default_threads > 1 else (1,):
         torch.set_num_threads(count)
         print(

@@ -666,6 +666,35 @@ def _warm_start_timm_mirror(main: nn.Module, mirror: TimmMirror) -> list[str]:
     return sorted(copied)
 
 
+def fuse_batchnorm(model: nn.Module) -> int:
+    """For inference only: fold every BatchNorm that directly follows a convolution into that convolution's weights
+    and bias, and return how many were folded.
+
+    "Directly follows" means the two are neighbouring children of one module, convolution first, as timm's EfficientNet
+    blocks (``conv_pw, bn1, conv_dw, bn2, ...``) and ``nn.Sequential(conv, bn)`` hold them; a convolution followed by
+    something else first (the shapes networks' ReLU) is left alone. The BatchNorm is replaced by what it does after
+    normalising: timm's ``BatchNormAct2d`` keeps its dropout and activation, a plain ``BatchNorm2d`` becomes nothing.
+    The outputs stay the same up to float rounding and the BatchNorm passes are no longer run (about a tenth of the
+    birds pair's time on a CPU). The model must be in eval mode, and its state dict changes: never train or save it.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for parent in list(model.modules()):
+        names = list(parent._modules)
+        for first, second in zip(names[:-1], names[1:], strict=True):
+            conv, norm = parent._modules[first], parent._modules[second]
+            if not (isinstance(conv, nn.Conv2d) and type(norm).__name__ in ("BatchNorm2d", "BatchNormAct2d")):
+                continue
+            if conv.training or norm.training or not norm.track_running_stats:  # type: ignore[union-attr]
+                raise ValueError("fuse_batchnorm needs a network in eval mode with running statistics")
+            setattr(parent, first, fuse_conv_bn_eval(conv, norm))  # type: ignore[arg-type]
+            after = [norm.drop, norm.act] if type(norm).__name__ == "BatchNormAct2d" else []
+            setattr(parent, second, nn.Sequential(*after) if after else nn.Identity())
+            folded += 1
+    return folded
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module behind torch.compile / DistributedDataParallel wrappers (what a weights file must hold)."""
     model = getattr(model, "_orig_mod", model)

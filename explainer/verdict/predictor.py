@@ -16,6 +16,7 @@ from PIL import Image
 
 from explainer.inputs.imagecheck import NothingToClassify
 from explainer.pair.bundle import load_bundle_with_scope
+from explainer.pair.models import fuse_batchnorm
 from explainer.pair.scope import ScopeGate, ScopeReading, ScopeResult, gate_result, unmeasured_result
 from explainer.tasks import TASKS, Task, task_for_preprocessing
 from explainer.tasks.base import FramedPreprocessor, ImageLike, Preprocessor, display_names
@@ -226,7 +227,13 @@ class Explainer:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Explainer":
+        """The file's pair and gate, ready to serve: each convolution's BatchNorm is folded into it
+        (:func:`~explainer.pair.models.fuse_batchnorm`; the same outputs, less time), so the loaded networks are for
+        inference only (to train or save a file's networks, use :func:`~explainer.pair.bundle.load_bundle`)."""
         pair, meta, scope = load_bundle_with_scope(path, device)
+        fuse_batchnorm(pair)
+        if scope is not None and not scope.uses_main_trunk:
+            fuse_batchnorm(scope.network)
         return cls(pair, meta, device, scope)
 
     # -- images -> tensors -------------------------------------------------------------------------------------------
