@@ -147,3 +147,39 @@ def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tm
     assert second_meta["training"]["skip_final"] and "main-final" not in {
         p.name for p in (tmp_path / "mirror-only").iterdir()
     }
+
+
+def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    """The script under torchrun, two processes on the CPU (gloo)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return subprocess.run(
+        [*command, "train/train_birds.py", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
+    )
+
+
+def test_two_processes_under_torchrun_write_once_and_resume(tmp_path: Path) -> None:
+    from explainer.verdict.predictor import Explainer
+
+    data = make_cub_fixture(tmp_path, n_classes=3, n_attributes=12, images_per_class=6)
+    imagenet, out, output = _imagenet_file(tmp_path), tmp_path / "run", tmp_path / "birds.safetensors"
+    args = ["--data", str(data), "--pretrained-file", str(imagenet), "--model", "tf_efficientnet_lite0",
+            "--img-size", "64", "--eval-size", "64", "--epochs", "1", "--mirror-epochs", "1", "--batch-size", "2",
+            "--val-fraction", "0.34", "--workers", "0", "--mirror-width", "8", "--device", "cpu", "--out", str(out),
+            "--scope-file", str(imagenet), "--output", str(output)]  # fmt: skip
+    made = _torchrun(args)
+    assert made.returncode == 0, made.stderr[-3000:]
+    meta = Explainer.load(output).meta
+    assert meta["training"]["command"].startswith("torchrun --nproc_per_node 2 train/train_birds.py --data")
+    for step in ("main-val", "main-final", "mirror-val", "mirror-final"):  # process 1 wrote no line of its own
+        assert len((out / step / "metrics.jsonl").read_text().splitlines()) == 1, step
+    assert made.stdout.count("validation photos") == 1 and made.stdout.count("test: top-1") == 1  # printed once
+
+    again = _torchrun(args)  # every step finished: all are resumed, none is trained again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("resuming after epoch 1") == 4 and "epoch 1/1" not in again.stdout
+    assert all(len((out / step / "metrics.jsonl").read_text().splitlines()) == 1 for step in ("main-val", "mirror-val"))
+
+    refused = _torchrun([*args[:-2], "--batch-size", "3"])  # 3 photos do not divide between 2 processes
+    assert refused.returncode != 0 and "must divide evenly among them" in refused.stderr
+    assert 'train_birds.py", line' not in refused.stderr  # no traceback of the script (torchrun prints its own)

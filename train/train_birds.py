@@ -25,16 +25,23 @@ CPU (this 2-core machine; the main network takes 7 to 9 minutes an epoch with th
     nice -n 10 python train/train_birds.py --data ../shared/data/cub-200 --pretrained-file .local/lite2.pth \
         --scope-file .local/lite0.pth --out runs/birds --output weights/birds.safetensors
 
-GPU: add ``--device cuda --workers 8``.
+GPU: add ``--device cuda --workers 8``. Several GPUs (``--batch-size`` stays the batch of one step, shared among
+them; process 0 alone evaluates, prints and writes):
+
+    torchrun --standalone --nproc_per_node 8 train/train_birds.py --data ../shared/data/cub-200 \
+        --pretrained-file .local/lite2.pth --scope-file .local/lite0.pth --out runs/birds \
+        --output weights/birds.safetensors --device cuda --workers 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +116,92 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@dataclass
+class Processes:
+    """The processes that train together: torchrun's, one per GPU, or without torchrun this one alone.
+
+    Each process trains on its share of every batch; the first (rank 0) alone evaluates, chooses, prints and writes
+    (the training loss it logs is that of its own share), while the others wait for it (:meth:`wait`) and then take
+    its networks (:meth:`share`)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def barrier(self):
+        """What :func:`fit` calls to hold the other processes while the first evaluates and writes (None alone)."""
+        return self.wait if self.world > 1 else None
+
+    def wait(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` as it trains: alone, itself; with several processes, wrapped so that their gradients are
+        averaged at every step (the batch is shared among them, so the step is the one of the whole batch).
+
+        BatchNorm keeps per-process statistics (plain DistributedDataParallel, no SyncBatchNorm): each process
+        normalises its own share of the batch, and the running averages of process 0, broadcast at every forward
+        pass, are the ones saved. SyncBatchNorm would normalise the whole batch, as one process does, but it runs
+        on GPUs only (this could not be tested here) and timm's BatchNormAct2d layers need timm's converter."""
+        if self.world == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = next(module.parameters()).device
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def share(self, net: nn.Module) -> nn.Module:
+        """Every process takes process 0's tensors of ``net`` (its choice of raw or averaged weights, its BatchNorm
+        statistics), so all go on from the same network."""
+        if self.world > 1:
+            with torch.no_grad():
+                for value in net.state_dict().values():
+                    torch.distributed.broadcast(value, 0)
+        return net
+
+    def epoch(self, batches: torch.utils.data.DataLoader, epoch: int, seed: int) -> torch.utils.data.DataLoader:
+        """The training batches of ``epoch``. With several processes each reseeds at the start of every epoch (its
+        own dropout, stochastic depth and, without loader workers, random crops, from the seed, the epoch and its
+        rank) and its sampler takes the epoch's order, so a resumed run trains as the killed one would have (loader
+        workers keep the random streams they started with, as with one process). Alone, nothing changes."""
+        if self.world > 1:
+            seed_everything(seed * 1_000_000 + epoch * 1_000 + self.rank)
+            batches.generator.manual_seed(seed * 1_000_000 + epoch * 1_000 + self.rank)  # the loader workers' seeds
+            batches.sampler.set_epoch(epoch)
+        return batches
+
+    def close(self) -> None:
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def start_processes(args: argparse.Namespace) -> Processes:
+    """Under torchrun (``WORLD_SIZE`` > 1): join the others, each process on its own GPU with ``--device cuda``
+    (NCCL; gloo on CPUs). ``--batch-size`` stays the batch of one step, shared evenly among the processes. Without
+    torchrun: this process alone, as before."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Processes()
+    rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if args.batch_size % world:
+        raise SystemExit(f"error: --batch-size {args.batch_size} is the batch of all {world} processes together; it "
+                         f"must divide evenly among them (a multiple of {world})" if rank == 0 else 1)  # fmt: skip
+    backend, options = "gloo", {}
+    if torch.device(args.device).type == "cuda":
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+        backend, options = "nccl", {"device_id": torch.device(args.device)}
+    # the others wait while process 0 alone evaluates (the test photos, every view): minutes on a GPU, an hour or
+    # more on CPUs, longer than the default timeout of NCCL (10 minutes)
+    torch.distributed.init_process_group(backend, timeout=timedelta(hours=6), **options)
+    return Processes(rank, world)
+
+
 def main_config(args: argparse.Namespace) -> dict[str, Any]:
     """The options that decide the main network's training (a checkpoint resumes only under the same ones)."""
     keys = ("model", "img_size", "min_scale", "eval_size", "epochs", "batch_size", "lr", "head_lr", "weight_decay",
@@ -145,6 +238,23 @@ def new_main(args: argparse.Namespace, n_classes: int) -> nn.Module:
     return net
 
 
+def train_loader(dataset, args: argparse.Namespace, processes: Processes) -> torch.utils.data.DataLoader:
+    """Shuffled batches of ``--batch-size`` photos, the last incomplete one dropped. With several processes each
+    takes batches of its share from its part of every epoch's order (a DistributedSampler, seeded by ``--seed``);
+    the few photos past a multiple of the number of processes are dropped too, so an epoch has as many steps as
+    one process alone would take (the same warm-up and cosine)."""
+    sampler = None
+    if processes.world > 1:
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, processes.world, processes.rank, shuffle=True, seed=args.seed, drop_last=True
+        )
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch_size // processes.world, shuffle=sampler is None, sampler=sampler,
+        drop_last=True, num_workers=args.workers, persistent_workers=args.workers > 0,
+        generator=torch.Generator().manual_seed(args.seed),
+    )  # fmt: skip
+
+
 def loader(meta, positions, transform, batch_size, shuffle, args, seed=0) -> torch.utils.data.DataLoader:
     dataset = cub.CubImages(meta, indices=positions, transform=transform)
     generator = torch.Generator().manual_seed(seed)
@@ -178,10 +288,16 @@ def top1_views(
 
 
 def train_main(
-    args: argparse.Namespace, meta: cub.CubMetadata, train: np.ndarray, validation: np.ndarray | None, folder: Path
+    args: argparse.Namespace,
+    meta: cub.CubMetadata,
+    train: np.ndarray,
+    validation: np.ndarray | None,
+    folder: Path,
+    processes: Processes,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune the main network on ``train``; returns the network (raw or averaged weights, as chosen) and a
-    summary. With ``validation`` the choice is made there; without, ``args.weights_choice`` is applied."""
+    summary. With ``validation`` the choice is made there; without, ``args.weights_choice`` is applied. Every
+    process returns the same network and choice (made from process 0's log)."""
     device = torch.device(args.device)
     config = main_config(args) | {"train_photos": int(len(train))}
     mean, std = [0.5] * 3, [0.5] * 3  # what the Lite weights were trained with (timm's data config for them)
@@ -192,17 +308,18 @@ def train_main(
     net.to(device).to(memory_format=torch.channels_last)
     groups = parameter_groups(net, args.lr, args.head_lr, args.weight_decay, HEAD)
     optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
-    batches = loader(meta, train, train_tf, args.batch_size, True, args, args.seed)
+    batches = train_loader(cub.CubImages(meta, indices=train, transform=train_tf), args, processes)
     steps = len(batches)
+    trained = processes.wrap(net)
     val_batches = loader(meta, validation, eval_view, 64, False, args) if validation is not None else None
 
     def train_batches(epoch: int):
         batches.generator.manual_seed(args.seed * 1000 + epoch)  # the same order after a resume
-        return batches
+        return processes.epoch(batches, epoch, args.seed)
 
     def loss_fn(model: nn.Module, batch) -> tuple[torch.Tensor, int]:
-        images, labels, *_ = batch
-        logits = model(images.to(device).to(memory_format=torch.channels_last))
+        images, labels, *_ = batch  # ``model`` is ``net``, which trains through ``trained``
+        logits = trained(images.to(device).to(memory_format=torch.channels_last))
         return F.cross_entropy(logits, labels.to(device), label_smoothing=args.label_smoothing), len(labels)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
@@ -212,6 +329,7 @@ def train_main(
     result, ema = fit(
         folder, net, optimizer, train_batches, loss_fn, evaluate, args.epochs, steps,
         round(args.warmup_epochs * steps), args.ema_decay, config, log=lambda line: print(line, flush=True),
+        is_main=processes.main, barrier=processes.barrier,
     )  # fmt: skip
     last = result.history[-1] if result.history else {}
     if validation is not None:
@@ -219,7 +337,7 @@ def train_main(
         choice = "ema" if ema is not None and averaged > raw else "raw"
     else:
         choice = args.weights_choice
-    chosen = ema.module if choice == "ema" and ema is not None else net
+    chosen = processes.share(ema.module if choice == "ema" and ema is not None else net)
     summary = {"weights": choice, "epochs": args.epochs, "history": result.history,
                "train_photos": int(len(train)), "seconds_this_run": round(time.time() - started, 1)}  # fmt: skip
     return chosen.eval(), summary
@@ -239,6 +357,18 @@ def mirror_config(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, key) for key in keys}
 
 
+class ReadMaps(nn.Module):
+    """A part mirror whose forward pass is its ``forward_maps``: what DistributedDataParallel must run to average
+    the mirror's gradients among the processes (it sees only calls to the module it wraps)."""
+
+    def __init__(self, mirror: PartMirror) -> None:
+        super().__init__()
+        self.mirror = mirror
+
+    def forward(self, images: torch.Tensor, taps: list[torch.Tensor]):
+        return self.mirror.forward_maps(images, taps)
+
+
 def train_mirror(
     args: argparse.Namespace,
     meta: cub.CubMetadata,
@@ -247,6 +377,7 @@ def train_mirror(
     train: np.ndarray,
     validation: np.ndarray | None,
     folder: Path,
+    processes: Processes,
 ) -> tuple[PartMirror, dict[str, Any]]:
     """Train the part mirror on the frozen ``main`` network's activations: the explanations of the photo's species
     (class-level labels, >= 50%) and, where the photo has part locations, where each body region is."""
@@ -261,24 +392,21 @@ def train_mirror(
     labels = torch.from_numpy((meta.class_attributes >= 50.0).astype(np.float32))
     mean, std = preprocessing["mean"], preprocessing["std"]
     train_set = cub.CubPartImages(meta, train, points, boxes, TrainView(args.img_size, args.min_scale, mean, std))
-    batches = torch.utils.data.DataLoader(
-        train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
-        persistent_workers=args.workers > 0, generator=torch.Generator().manual_seed(args.seed),
-    )  # fmt: skip
+    batches = train_loader(train_set, args, processes)
+    trained = processes.wrap(ReadMaps(mirror))  # the main network is frozen and not wrapped: only the mirror trains
     val_batches = None
     if validation is not None:
         val_set = cub.CubPartImages(meta, validation, points, boxes, EvalView(preprocessing))
         val_batches = torch.utils.data.DataLoader(val_set, batch_size=64, num_workers=args.workers)
     point_regions = list(cub.PART_REGION)
 
-    def forward(model: PartMirror, images: torch.Tensor):
+    def taps_of(images: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
-            _, taps = main.forward_intermediates(images.to(device).to(memory_format=torch.channels_last))
-        return model.forward_maps(images, taps)
+            return main.forward_intermediates(images.to(device).to(memory_format=torch.channels_last))[1]
 
     def loss_fn(model: nn.Module, batch) -> tuple[torch.Tensor, int]:
-        images, classes, where, box = batch
-        logits, region_logits, _ = forward(model, images)
+        images, classes, where, box = batch  # ``model`` is ``mirror``, which trains through ``trained``
+        logits, region_logits, _ = trained(images, taps_of(images))
         explained = F.binary_cross_entropy_with_logits(logits, labels[classes].to(device))
         targets, known = region_targets(where, point_regions, box, region_logits.shape[-2:], images.shape[-2:])
         log_p = torch.log_softmax(region_logits.flatten(2), dim=-1)
@@ -292,7 +420,7 @@ def train_mirror(
         model.eval()
         probs, truth, hits, counted = [], [], 0, 0
         for images, classes, where, box in val_batches:
-            logits, _, maps = forward(model, images)
+            logits, _, maps = model.forward_maps(images, taps_of(images))
             p = torch.sigmoid(logits).cpu()
             h, c = pointing(maps.cpu(), p.numpy() >= MONITOR_THRESHOLD, where.numpy(), point_regions, routes,
                             box.numpy(), tuple(images.shape[-2:]))  # fmt: skip
@@ -307,12 +435,13 @@ def train_mirror(
     config = mirror_config(args) | {"train_photos": int(len(train)), "main": args.main_digest}
     started = time.time()
     result, _ = fit(
-        folder, mirror, optimizer, lambda epoch: batches, loss_fn, evaluate, args.mirror_epochs, steps,
-        round(0.5 * steps), None, config, log=lambda line: print(f"[mirror] {line}", flush=True),
+        folder, mirror, optimizer, lambda epoch: processes.epoch(batches, epoch, args.seed), loss_fn, evaluate,
+        args.mirror_epochs, steps, round(0.5 * steps), None, config,
+        log=lambda line: print(f"[mirror] {line}", flush=True), is_main=processes.main, barrier=processes.barrier,
     )  # fmt: skip
     summary = {"epochs": args.mirror_epochs, "history": result.history, "train_photos": int(len(train)),
                "seconds_this_run": round(time.time() - started, 1)}  # fmt: skip
-    return mirror.eval(), summary
+    return processes.share(mirror).eval(), summary
 
 
 def main_from_file(path: str) -> tuple[nn.Module, dict[str, Any]]:
@@ -533,20 +662,39 @@ def write_weights(
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = parse_args(argv)
-    args.command = "python train/train_birds.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.command = launcher() + " train/train_birds.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    processes = start_processes(args)
+    try:
+        return run(args, processes, started)
+    finally:
+        processes.close()
+
+
+def launcher() -> str:
+    """How this process was started, for the file's record: python, or torchrun with its number of processes."""
+    world, here = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if world == 1:
+        return "python"
+    return f"torchrun --nproc_per_node {here}" + (f" --nnodes {world // here}" if world != here else "")
+
+
+def run(args: argparse.Namespace, processes: Processes, started: float) -> int:
+    """The steps in order, each skipped when its folder holds it finished; only process 0 writes and prints."""
     seed_everything(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out, first = Path(args.out), processes.main
     out.mkdir(parents=True, exist_ok=True)
     meta = cub.read_cub(args.data, image_level_attributes=False)
     split = read_split(meta, args)
     everything = limit(meta.train_indices, meta.class_indices, args.limit_per_class)
-    print(f"{len(split.train)} training, {len(split.validation)} validation photos, {meta.num_classes} species")
+    if first:
+        print(f"{len(split.train)} training, {len(split.validation)} validation photos, {meta.num_classes} species")
     history: dict[str, Any] = {}
 
     def done(step: str, summary: dict[str, Any]) -> bool:
-        (out / step / "summary.json").write_text(json.dumps(summary, indent=2))
+        if first:
+            (out / step / "summary.json").write_text(json.dumps(summary, indent=2))
         epochs = summary["history"]  # every epoch's own seconds, over all the sessions the step took
         history[step] = {k: v for k, v in summary.items() if k != "history"} | {
             "last": epochs[-1:],
@@ -558,51 +706,56 @@ def main(argv: list[str] | None = None) -> int:
         val_main, preprocessing = main_from_file(args.main_file)
         final_main = val_main
     else:
-        val_main, summary = train_main(args, meta, split.train, split.validation, out / "main-val")
-        save_main(val_main, out / "main-val" / "main.safetensors")
+        val_main, summary = train_main(args, meta, split.train, split.validation, out / "main-val", processes)
+        if first:
+            save_main(val_main, out / "main-val" / "main.safetensors")
         if done("main-val", summary):
             return 0
         args.weights_choice, final_main = summary["weights"], val_main
         if not args.skip_final:
-            final_main, summary = train_main(args, meta, everything, None, out / "main-final")
-            save_main(final_main, out / "main-final" / "main.safetensors")
+            final_main, summary = train_main(args, meta, everything, None, out / "main-final", processes)
+            if first:
+                save_main(final_main, out / "main-final" / "main.safetensors")
             if done("main-final", summary):
                 return 0
         views = out / "views.json"  # the test view, chosen once with the validation run's main network
-        if views.exists():
-            chosen = json.loads(views.read_text())
-        else:
+        if first and not views.exists():
             preprocessing, scores = choose_view(val_main, meta, split.validation, args)
-            chosen = {"preprocessing": preprocessing, "validation_top1": scores}
-            views.write_text(json.dumps(chosen, indent=2))
+            views.write_text(json.dumps({"preprocessing": preprocessing, "validation_top1": scores}, indent=2))
+        processes.wait()
+        chosen = json.loads(views.read_text())
         preprocessing, history["test_view"] = chosen["preprocessing"], chosen["validation_top1"]
 
     flipped = bool(preprocessing.get("flip_average", False))  # the test view: the photo and its mirror image
     args.main_digest = digest(val_main)
     val_mirror, summary = train_mirror(args, meta, val_main, preprocessing, split.train, split.validation,
-                                       out / "mirror-val")  # fmt: skip
+                                       out / "mirror-val", processes)  # fmt: skip
     if done("mirror-val", summary):
         return 0
-    report = validation_report(
-        MirrorPair(val_main, val_mirror, flip_average=flipped), meta, split.validation, preprocessing, args
-    )
-    (out / "validation.json").write_text(json.dumps(report, indent=2))
-    pointed = report["pointing"]
-    print(f"validation: top-1 {report['top1']:.4f}, threshold {report['threshold']}, pointing "
-          f"{pointed['mirror']:.3f} (class map {pointed['class_map']:.3f})", flush=True)  # fmt: skip
+    report: dict[str, Any] = {}
+    if first:
+        report = validation_report(
+            MirrorPair(val_main, val_mirror, flip_average=flipped), meta, split.validation, preprocessing, args
+        )
+        (out / "validation.json").write_text(json.dumps(report, indent=2))
+        pointed = report["pointing"]
+        print(f"validation: top-1 {report['top1']:.4f}, threshold {report['threshold']}, pointing "
+              f"{pointed['mirror']:.3f} (class map {pointed['class_map']:.3f})", flush=True)  # fmt: skip
+    processes.wait()
     final_mirror = val_mirror
     if not args.skip_final:
         args.main_digest = digest(final_main)
         final_mirror, summary = train_mirror(args, meta, final_main, preprocessing, everything, None,
-                                             out / "mirror-final")  # fmt: skip
+                                             out / "mirror-final", processes)  # fmt: skip
         if done("mirror-final", summary):
             return 0
-    if args.output:
+    if args.output and first:
         choices = {"threshold": report["threshold"], "main_weights": getattr(args, "weights_choice", "from file"),
                    "validation": report}  # fmt: skip
         pair = MirrorPair(final_main, final_mirror, flip_average=flipped).eval()
         results = write_weights(args, meta, pair, preprocessing, choices, history, started)
         print(f"test: top-1 {results['accuracy']:.4f}; wrote {args.output}", flush=True)
+    processes.wait()
     return 0
 
 

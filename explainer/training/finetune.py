@@ -138,13 +138,21 @@ def fit(
     ema_decay: float | None,
     config: dict[str, Any],
     log: Callable[[str], None] = print,
+    is_main: bool = True,
+    barrier: Callable[[], None] | None = None,
 ) -> tuple[FitResult, WeightAverage | None]:
     """Train ``model`` for ``epochs`` epochs (resuming from ``out_dir/last.pt``), learning rate per step.
 
     Each param group's ``base_lr`` is scaled by :func:`warmup_cosine`. ``loss_fn(model, batch)`` returns the mean
     loss and the batch size. ``evaluate(network)`` is called after every epoch on the network and on its EMA;
     their metrics are logged with the prefixes ``raw_`` and ``ema_``. Returns the history and the EMA.
+
+    Several processes (torchrun): each calls ``fit`` with the same arguments, ``model`` being the plain network
+    (``loss_fn`` may run it through its DistributedDataParallel wrapper); all load the same checkpoint, but only
+    the one with ``is_main`` evaluates, logs and writes, while the others wait in ``barrier`` (called by every
+    process after every epoch and before the history is read back from ``metrics.jsonl``, so all return the same).
     """
+    wait = barrier if barrier is not None else lambda: None
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, log_path = out_dir / "last.pt", out_dir / "metrics.jsonl"
     ema = WeightAverage(model, ema_decay) if ema_decay else None
@@ -159,8 +167,9 @@ def fit(
             ema.module.load_state_dict(ckpt["ema"])
         _set_rng_state(ckpt["rng"])
         start_epoch = int(ckpt["epoch"]) + 1
-        _truncate_log(log_path, "fit", start_epoch - 1)
-        log(f"resuming after epoch {start_epoch - 1} from {last_path}")
+        if is_main:
+            _truncate_log(log_path, "fit", start_epoch - 1)
+            log(f"resuming after epoch {start_epoch - 1} from {last_path}")
     total_steps = epochs * steps_per_epoch
     for epoch in range(start_epoch, epochs + 1):
         started = time.perf_counter()
@@ -181,6 +190,9 @@ def fit(
             step += 1
         train_seconds = time.perf_counter() - started
         model.eval()
+        if not is_main:  # the main process evaluates and writes meanwhile
+            wait()
+            continue
         metrics = {f"raw_{k}": v for k, v in evaluate(model).items()}
         if ema is not None:
             metrics.update({f"ema_{k}": v for k, v in evaluate(ema.module).items()})
@@ -206,4 +218,6 @@ def fit(
             payload["ema"] = ema.module.state_dict()
         save_checkpoint(last_path, payload)
         log(f"epoch {epoch}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
+        wait()
+    wait()
     return FitResult(_read_history(log_path), epochs - start_epoch + 1), ema
