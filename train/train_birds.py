@@ -20,7 +20,7 @@ Steps, each resumable (rerun the same command after a kill; a finished step is n
 ``--skip-final`` ships the validation run's networks (half the time); ``--main-file`` keeps an existing file's main
 network and gate and trains only the mirror.
 
-CPU (this 2-core machine; the main network takes 7 to 9 minutes an epoch with the machine to itself):
+CPU (this 2-core machine; a main-network epoch took 5 to 6.5 minutes when nothing else ran):
 
     nice -n 10 python train/train_birds.py --data ../shared/data/cub-200 --pretrained-file .local/lite2.pth \
         --scope-file .local/lite0.pth --out runs/birds --output weights/birds.safetensors
