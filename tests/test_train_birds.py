@@ -101,6 +101,7 @@ def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tm
     assert meta["preprocessing"] == views["preprocessing"] and steps["test_view"]["chosen"] == views["validation_top1"][
         "chosen"]  # fmt: skip
     assert explainer.pair.flip_average is meta["preprocessing"]["flip_average"]
+    assert ("mirror image" in meta["description"]) is meta["preprocessing"]["flip_average"]
     report = meta["metrics"]["validation"]
     assert report["threshold"] == meta["defaults"]["threshold"] and 0 <= report["pointing"]["mirror"] <= 1
     assert meta["metrics"]["test_images"] == 9 and 0 <= meta["metrics"]["accuracy"] <= 1

@@ -558,8 +558,10 @@ def other_threshold(threshold: float) -> float:
     return 0.6 if threshold <= 0.45 else 0.3
 
 
-def describe(args: argparse.Namespace, meta: cub.CubMetadata, top1: float, n_test: int) -> str:
-    """The plain-words line the app shows: what was trained on what, and the measured top-1."""
+def describe(
+    args: argparse.Namespace, meta: cub.CubMetadata, top1: float, n_test: int, preprocessing: dict[str, Any]
+) -> str:
+    """The plain-words line the app shows: what was trained on what, how a photo is read, and the measured top-1."""
     mirror_photos = len(read_split(meta, args).train) if args.skip_final else len(meta.train_indices)
     if args.main_file:
         main = f"the main network of {Path(args.main_file).name} ({args.model}, ImageNet-pretrained, fine-tuned)"
@@ -568,7 +570,9 @@ def describe(args: argparse.Namespace, meta: cub.CubMetadata, top1: float, n_tes
         main = f"{args.model} ImageNet-pretrained and fine-tuned on {main_photos:,} training photos"
     return (
         f"200 species of CUB-200-2011: {main}, with a part mirror that reads each explanation from the body part it "
-        f"names, trained on {mirror_photos:,} training photos; top-1 {100 * top1:.1f}% on {n_test:,} held-out images"
+        f"names, trained on {mirror_photos:,} training photos; "
+        + ("each photo is read together with its mirror image; " if preprocessing.get("flip_average") else "")
+        + f"top-1 {100 * top1:.1f}% on {n_test:,} held-out images"
     )
 
 
@@ -632,7 +636,7 @@ def write_weights(
         "steps": history,
         "wall_seconds_of_this_run": round(time.time() - started, 1),
     }
-    file_meta["description"] = describe(args, meta, results["accuracy"], len(test))
+    file_meta["description"] = describe(args, meta, results["accuracy"], len(test), preprocessing)
     scope: dict[str, torch.Tensor] = {}
     if base_meta is not None and "scope" in base_meta:  # the same main network: its gate stays as it was
         file_meta["scope"] = base_meta["scope"]
