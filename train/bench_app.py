@@ -82,14 +82,7 @@ def interleaved(fns: list[Callable[[], Any]], repeats: int, warmup: int = 2) -> 
 
 
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return interleaved([fn], repeats, warmup)[0]
 
 
 # -- stand-in weights --------------------------------------------------------------------------------------------------

@@ -255,13 +255,12 @@ def train_loader(dataset, args: argparse.Namespace, processes: Processes) -> tor
     )  # fmt: skip
 
 
-def loader(meta, positions, transform, batch_size, shuffle, args, seed=0) -> torch.utils.data.DataLoader:
+def loader(meta, positions, transform, batch_size, args) -> torch.utils.data.DataLoader:
+    """Photos in their order, for evaluation (training batches come from :func:`train_loader`)."""
     dataset = cub.CubImages(meta, indices=positions, transform=transform)
-    generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=args.workers,
-        persistent_workers=args.workers > 0, generator=generator,
-    )  # fmt: skip
+        dataset, batch_size=batch_size, num_workers=args.workers, persistent_workers=args.workers > 0
+    )
 
 
 @torch.no_grad()
@@ -311,7 +310,7 @@ def train_main(
     batches = train_loader(cub.CubImages(meta, indices=train, transform=train_tf), args, processes)
     steps = len(batches)
     trained = processes.wrap(net)
-    val_batches = loader(meta, validation, eval_view, 64, False, args) if validation is not None else None
+    val_batches = loader(meta, validation, eval_view, 64, args) if validation is not None else None
 
     def train_batches(epoch: int):
         batches.generator.manual_seed(args.seed * 1000 + epoch)  # the same order after a resume
@@ -471,7 +470,7 @@ def choose_view(net: nn.Module, meta: cub.CubMetadata, validation: np.ndarray, a
     for resize, crop in VIEWS:
         cfg = reference_preprocessing(crop or resize, resize, mean=[0.5] * 3, std=[0.5] * 3)
         cfg["crop"] = crop
-        batches = loader(meta, validation, build_transform(cfg, train=False), 64 if crop else 1, False, args)
+        batches = loader(meta, validation, build_transform(cfg, train=False), 64 if crop else 1, args)
         plain, flipped = top1_views(net, batches, torch.device(args.device), flip=True)
         name = f"{resize}/{crop or 'whole'}"
         scores[name] = (plain, cfg | {"flip_average": False}, (resize, 0))
@@ -485,7 +484,7 @@ def choose_view(net: nn.Module, meta: cub.CubMetadata, validation: np.ndarray, a
 def run_pair(pair: MirrorPair, meta: cub.CubMetadata, positions, preprocessing, args) -> tuple[np.ndarray, np.ndarray]:
     """Class and explanation probabilities of photos through the serving view."""
     view = build_transform(preprocessing, train=False)
-    batches = loader(meta, positions, view, 64 if preprocessing["crop"] else 1, False, args)
+    batches = loader(meta, positions, view, 64 if preprocessing["crop"] else 1, args)
     probs, expls = [], []
     pair.eval()
     for images, *_ in batches:
