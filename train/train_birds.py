@@ -655,7 +655,9 @@ def write_weights(
         "max_abs_explanation_prob_diff": float(np.abs(check_expls - expls[:32]).max()),
         "top1_agreement": float((check_probs.argmax(1) == probs[:32].argmax(1)).mean()),
     }
-    if file_check["max_abs_class_prob_diff"] > 2e-3 or file_check["top1_agreement"] < 1.0:
+    # float16 storage moves a class probability by up to 0.003 (the flip-averaged Lite2 of 7 December, 32 photos);
+    # a wrong view or a wrong tensor moves it by far more and changes answers
+    if file_check["max_abs_class_prob_diff"] > 5e-3 or file_check["top1_agreement"] < 1.0:
         raise SystemExit(f"the written file does not reproduce the predictions: {file_check}")
     file_meta["metrics"]["weights_file_check"] = file_check
     save_bundle(args.output, pair, file_meta, half=True, extra_tensors=scope)  # the check recorded in the file
