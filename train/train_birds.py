@@ -12,11 +12,13 @@ Steps, each resumable (rerun the same command after a kill; a finished step is n
 1. ``main-val``: the main network trained on the training photos less the validation split; after every epoch its
    top-1 on the validation photos (raw weights and their moving average), which picks raw or averaged weights;
 2. ``main-final``: the same recipe on all training photos, the choice of step 1 applied; then ``views.json``: the
-   test view (shorter side, centre crop or the whole photo) with the best validation top-1 of step 1's network;
+   test view (shorter side, centre crop or the whole photo, alone or with its mirror image) with the best
+   validation top-1 of step 1's network among those within ``--view-budget`` (the app's time);
 3. ``mirror-val``: the part mirror on the validation run's main network; ``validation.json``: the default threshold
    and, on the validation photos, pointing per attribute group (beside the class heatmap) and every verdict number;
 4. ``mirror-final``: the part mirror on the final main network and all training photos;
-5. ``--output``: the test photos evaluated once, the float16 file written with its gate, reloaded and checked.
+5. ``--output``: the test photos evaluated once; the float16 file with its gate, written only after a trial copy
+   has reproduced the predictions.
 ``--skip-final`` ships the validation run's networks (half the time); ``--main-file`` keeps an existing file's main
 network and gate and trains only the mirror.
 
@@ -43,7 +45,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -106,6 +108,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-final", action="store_true",
                    help="ship the validation run's networks (trained without the validation photos) instead of "
                    "training again on all training photos: half the time")  # fmt: skip
+    p.add_argument("--view-budget", type=int, default=256 * 256,
+                   help="the most network-input pixels the test view may cost per photo (a crop's side squared, "
+                   "twice with the photo's mirror image; 0: no limit). The default, one 256-px crop, keeps the "
+                   "birds app's whole answer within 150 ms on a 2-core CPU; two such passes took 188.8 ms")  # fmt: skip
     p.add_argument("--top-n", type=int, default=10, help="default top N stored with the weights")
     p.add_argument("--output", help="the weights file to write (.safetensors); without it no file is written")
     p.add_argument("--stop-after", choices=STEPS, help="stop after this step")
@@ -462,22 +468,51 @@ def digest(net: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def view_preprocessing(resize: int, crop: int, flip: bool) -> dict[str, Any]:
+    """A test view as stored in the weights file: shorter side ``resize``, centre crop ``crop`` (0: the whole
+    photo), the photo alone or averaged with its mirror image."""
+    cfg = reference_preprocessing(crop or resize, resize, mean=[0.5] * 3, std=[0.5] * 3)
+    return cfg | {"crop": crop, "flip_average": flip}
+
+
+def view_pixels(resize: int, crop: int, flip: bool) -> int:
+    """Network-input pixels a view costs per photo, the measure of its serving time: the crop's, or a whole photo's
+    at CUB's usual 4:3; twice with the mirror image."""
+    pixels = crop * crop if crop else round(resize * resize * 4 / 3)
+    return pixels * (2 if flip else 1)
+
+
+def view_name(resize: int, crop: int, flip: bool) -> str:
+    return f"{resize}/{crop or 'whole'}" + ("+flip" if flip else "")
+
+
 @torch.no_grad()
-def choose_view(net: nn.Module, meta: cub.CubMetadata, validation: np.ndarray, args) -> tuple[dict, dict]:
-    """The test view (shorter side and centre crop, or the whole photo; the photo alone or averaged with its mirror
-    image) with the best top-1 on the validation photos; a tie goes to the fewer pixels, then to one pass."""
-    scores: dict[str, tuple[float, dict[str, Any], tuple[int, int]]] = {}
+def score_views(net: nn.Module, meta: cub.CubMetadata, validation: np.ndarray, args) -> dict[str, float]:
+    """Validation top-1 of every test view (:data:`VIEWS`, each alone and averaged with its mirror image)."""
+    scores: dict[str, float] = {}
     for resize, crop in VIEWS:
-        cfg = reference_preprocessing(crop or resize, resize, mean=[0.5] * 3, std=[0.5] * 3)
-        cfg["crop"] = crop
+        cfg = view_preprocessing(resize, crop, False)
         batches = loader(meta, validation, build_transform(cfg, train=False), 64 if crop else 1, args)
         plain, flipped = top1_views(net, batches, torch.device(args.device), flip=True)
-        name = f"{resize}/{crop or 'whole'}"
-        scores[name] = (plain, cfg | {"flip_average": False}, (resize, 0))
-        scores[name + "+flip"] = (float(flipped), cfg | {"flip_average": True}, (resize, 1))
-        print(f"view {name}: validation top-1 {plain:.4f}, with its mirror image {flipped:.4f}", flush=True)
-    best = max(scores, key=lambda key: (scores[key][0], -scores[key][2][0], -scores[key][2][1]))
-    return scores[best][1], {key: value[0] for key, value in scores.items()} | {"chosen": best}
+        scores[view_name(resize, crop, False)], scores[view_name(resize, crop, True)] = plain, float(flipped)
+        print(f"view {view_name(resize, crop, False)}: validation top-1 {plain:.4f}, with its mirror image "
+              f"{flipped:.4f}", flush=True)  # fmt: skip
+    return scores
+
+
+def pick_view(scores: dict[str, float], budget: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The test view with the best validation top-1 among those within ``budget`` network-input pixels per photo
+    (0: any); a tie goes to the fewer pixels, then to one pass. Returns its preprocessing and the record for
+    ``views.json``."""
+    views = [(resize, crop, flip) for resize, crop in VIEWS for flip in (False, True)]
+    pixels = {view_name(*view): view_pixels(*view) for view in views}
+    allowed = [view for view in views if not budget or pixels[view_name(*view)] <= budget]
+    if not allowed:
+        raise SystemExit(f"no test view fits --view-budget {budget} (the smallest costs {min(pixels.values())})")
+    best = max(allowed, key=lambda view: (scores[view_name(*view)], -view_pixels(*view), not view[2]))
+    record = {"validation_top1": {name: scores[name] for name in pixels} | {"chosen": view_name(*best)},
+              "input_pixels": pixels, "budget_pixels": budget}  # fmt: skip
+    return view_preprocessing(*best), record
 
 
 @torch.no_grad()
@@ -585,9 +620,9 @@ def write_weights(
     started: float,
 ) -> dict[str, Any]:
     """Evaluate the pair once on the official test photos and write the self-describing weights file (float16,
-    the gate attached), atomically; the file is loaded back and must reproduce the predictions."""
+    the gate attached) once its stored form has reproduced the predictions (:func:`save_checked`)."""
     from explainer.evaluation.reports import evaluate_predictions
-    from explainer.pair.bundle import read_bundle, save_bundle
+    from explainer.pair.bundle import read_bundle
     from explainer.pair.scope import (
         BIRD_GATE_THRESHOLD,
         BIRD_GATE_THRESHOLD_SELECTION,
@@ -646,22 +681,48 @@ def write_weights(
         gate.description["storage_dtype"] = "float16"
         file_meta["scope"] = gate.description
         scope = scope_tensors(gate.network, half=True)
-    save_bundle(args.output, pair, file_meta, half=True, extra_tensors=scope)
-    reloaded = Explainer.load(args.output)
-    check_probs, check_expls = run_pair(reloaded.pair, meta, test[:32], preprocessing, args)
+    save_checked(Path(args.output), Path(args.out), pair, file_meta, scope, probs[:32], expls[:32],
+                 lambda checked: run_pair(checked, meta, test[:32], preprocessing, args))  # fmt: skip
+    return results
+
+
+def save_checked(
+    output: Path,
+    scratch: Path,
+    pair: MirrorPair,
+    file_meta: dict[str, Any],
+    scope: dict[str, torch.Tensor],
+    probs: np.ndarray,
+    expls: np.ndarray,
+    predict: Callable[[MirrorPair], tuple[np.ndarray, np.ndarray]],
+) -> dict[str, Any]:
+    """Write the weights file to ``output`` only once its stored form (float16) is shown to reproduce ``probs`` and
+    ``expls``: a trial copy in ``scratch`` is loaded back and ``predict`` runs it; then ``output`` is written once,
+    atomically, with the check recorded in it, and the trial copy removed. A failed check leaves ``output`` as it was
+    (an earlier file stays; no unchecked file appears)."""
+    from explainer.pair.bundle import save_bundle
+    from explainer.verdict.predictor import Explainer
+
+    trial = scratch / ("checking-" + output.name)
+    save_bundle(trial, pair, file_meta, half=True, extra_tensors=scope)
+    try:
+        check_probs, check_expls = predict(Explainer.load(trial).pair)
+    finally:
+        trial.unlink(missing_ok=True)
     file_check = {
-        "photos": int(min(32, len(test))),
-        "max_abs_class_prob_diff": float(np.abs(check_probs - probs[:32]).max()),
-        "max_abs_explanation_prob_diff": float(np.abs(check_expls - expls[:32]).max()),
-        "top1_agreement": float((check_probs.argmax(1) == probs[:32].argmax(1)).mean()),
+        "photos": int(len(probs)),
+        "max_abs_class_prob_diff": float(np.abs(check_probs - probs).max()),
+        "max_abs_explanation_prob_diff": float(np.abs(check_expls - expls).max()),
+        "top1_agreement": float((check_probs.argmax(1) == probs.argmax(1)).mean()),
     }
     # float16 storage moves a class probability by up to 0.003 (the flip-averaged Lite2 of 7 December, 32 photos);
     # a wrong view or a wrong tensor moves it by far more and changes answers
     if file_check["max_abs_class_prob_diff"] > 5e-3 or file_check["top1_agreement"] < 1.0:
-        raise SystemExit(f"the written file does not reproduce the predictions: {file_check}")
+        raise SystemExit(f"the weights file would not reproduce the predictions, so {output} was not written: "
+                         f"{file_check}")  # fmt: skip
     file_meta["metrics"]["weights_file_check"] = file_check
-    save_bundle(args.output, pair, file_meta, half=True, extra_tensors=scope)  # the check recorded in the file
-    return results
+    save_bundle(output, pair, file_meta, half=True, extra_tensors=scope)
+    return file_check
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -723,13 +784,17 @@ def run(args: argparse.Namespace, processes: Processes, started: float) -> int:
                 save_main(final_main, out / "main-final" / "main.safetensors")
             if done("main-final", summary):
                 return 0
-        views = out / "views.json"  # the test view, chosen once with the validation run's main network
-        if first and not views.exists():
-            preprocessing, scores = choose_view(val_main, meta, split.validation, args)
-            views.write_text(json.dumps({"preprocessing": preprocessing, "validation_top1": scores}, indent=2))
+        views = out / "views.json"  # the test views scored once with the validation run's main network
+        if first:
+            scores = json.loads(views.read_text())["validation_top1"] if views.exists() else None
+            if scores is None:
+                scores = score_views(val_main, meta, split.validation, args)
+            preprocessing, record = pick_view(scores, args.view_budget)  # again on a resume: the budget may change
+            views.write_text(json.dumps({"preprocessing": preprocessing} | record, indent=2))
         processes.wait()
         chosen = json.loads(views.read_text())
-        preprocessing, history["test_view"] = chosen["preprocessing"], chosen["validation_top1"]
+        preprocessing = chosen["preprocessing"]
+        history["test_view"] = chosen["validation_top1"] | {"budget_pixels": chosen["budget_pixels"]}
 
     flipped = bool(preprocessing.get("flip_average", False))  # the test view: the photo and its mirror image
     args.main_digest = digest(val_main)

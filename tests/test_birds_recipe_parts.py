@@ -1,0 +1,86 @@
+"""Parts of the birds recipe that need no training: the test view chosen within the app's time budget, and the
+weights file written only after its stored (float16) form has reproduced the predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bundles import birds_like_metadata
+from explainer.pair.bundle import read_bundle
+from explainer.pair.models import build_pair
+from train.train_birds import save_checked
+
+ARCHITECTURE = {"family": "timm", "model_name": "test_resnet", "n_classes": 5, "n_explanations": 12, "join": "add"}
+
+
+def _pair_and_predict():
+    torch.manual_seed(0)
+    pair = build_pair(ARCHITECTURE, verify=False).eval()
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+    @torch.no_grad()
+    def predict(net) -> tuple[np.ndarray, np.ndarray]:
+        logits, expl = net.eval()(images)
+        return torch.softmax(logits.float(), 1).numpy(), torch.sigmoid(expl.float()).numpy()
+
+    return pair, predict
+
+
+def test_a_file_that_reproduces_the_predictions_is_written_once_with_its_check(tmp_path: Path) -> None:
+    pair, predict = _pair_and_predict()
+    probs, expls = predict(pair)
+    output, scratch = tmp_path / "out" / "birds.safetensors", tmp_path / "run"
+    output.parent.mkdir()
+    scratch.mkdir()
+    check = save_checked(output, scratch, pair, birds_like_metadata(5, 12, ARCHITECTURE), {}, probs, expls, predict)
+    assert check["photos"] == 4 and check["top1_agreement"] == 1.0 and check["max_abs_class_prob_diff"] <= 5e-3
+    tensors, meta = read_bundle(output)
+    assert meta["metrics"]["weights_file_check"] == check and meta["storage_dtype"] == "float16"
+    assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())
+    assert list(scratch.iterdir()) == []  # the trial copy is gone
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_file_that_does_not_reproduce_them_is_not_written(tmp_path: Path, earlier: bool) -> None:
+    pair, predict = _pair_and_predict()
+    probs, expls = predict(pair)
+    wrong = np.roll(probs, 1, axis=1)  # other answers: what a wrong view or a wrong tensor would give
+    output = tmp_path / "birds.safetensors"
+    if earlier:
+        output.write_bytes(b"the file of an earlier run")
+    with pytest.raises(SystemExit, match="was not written") as raised:
+        save_checked(output, tmp_path, pair, birds_like_metadata(5, 12, ARCHITECTURE), {}, wrong, expls, predict)
+    assert "top1_agreement" in str(raised.value)
+    if earlier:
+        assert output.read_bytes() == b"the file of an earlier run"
+    else:
+        assert not output.exists()
+    assert [p.name for p in tmp_path.iterdir()] == (["birds.safetensors"] if earlier else [])
+
+
+SCORES = {"256/224": 0.70, "256/224+flip": 0.71, "256/256": 0.72, "256/256+flip": 0.74, "288/256": 0.73,
+          "288/256+flip": 0.75, "256/whole": 0.70, "256/whole+flip": 0.72, "288/whole": 0.69,
+          "288/whole+flip": 0.76, "320/whole": 0.68, "320/whole+flip": 0.70}  # fmt: skip
+
+
+def test_the_test_view_is_the_best_on_validation_within_the_time_budget() -> None:
+    from train.train_birds import pick_view
+
+    preprocessing, record = pick_view(SCORES, 256 * 256)  # one 256-px pass: no mirror image, no whole photo
+    assert record["validation_top1"]["chosen"] == "288/256" and record["budget_pixels"] == 65536
+    assert preprocessing["resize"] == 288 and preprocessing["crop"] == 256 and preprocessing["flip_average"] is False
+    assert record["input_pixels"]["288/256+flip"] == 2 * 256 * 256 and record["input_pixels"]["256/224"] == 224 * 224
+    assert set(record["validation_top1"]) == set(SCORES) | {"chosen"}
+
+    preprocessing, record = pick_view(SCORES, 0)  # no budget: the best of all
+    assert record["validation_top1"]["chosen"] == "288/whole+flip" and preprocessing["crop"] == 0
+    assert preprocessing["flip_average"] is True
+
+    _, record = pick_view(SCORES | {"256/224": 0.73}, 256 * 256)  # a tie goes to the fewer pixels
+    assert record["validation_top1"]["chosen"] == "256/224"
+    with pytest.raises(SystemExit, match="no test view fits"):
+        pick_view(SCORES, 1000)
