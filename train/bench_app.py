@@ -372,6 +372,23 @@ def bench_where(app: webapp.TaskApp, cache: dict[str, Any], image: Image.Image, 
     print(f"  slider move keeping the chosen one:    {summary(keeping)}")
 
 
+def bench_compare_birds(files: list[str], photo: Path, repeats: int, previews: Path) -> None:
+    """The whole birds handler (one thread, as served) of several weights files, timed in turn so that a change of
+    the machine's load hits them alike; each median also as a ratio of the first file's."""
+    torch.set_num_threads(1)
+    apps = []
+    for path in files:
+        model = webapp.load_task_model("birds", path, ROOT / "weights")
+        if not model.available:
+            raise SystemExit(f"{path}: {model.problem}")
+        apps.append(webapp.TaskApp(model, preview_folder=previews))
+    rows = interleaved([lambda app=app: app.classify_image(str(photo)) for app in apps], repeats)
+    base = statistics.median(rows[0])
+    print(f"birds whole handler, {len(files)} files taking turns, 1 thread:")
+    for path, row in zip(files, rows, strict=True):
+        print(f"  {path}: {summary(row)}; ratio of medians {statistics.median(row) / base:.2f}")
+
+
 # -- 4. the pair against its main network ------------------------------------------------------------------------------
 
 
@@ -420,6 +437,12 @@ def main() -> int:
     parser.add_argument("--skip-server", action="store_true", help="skip the cold start and round trips")
     parser.add_argument("--skip-resnet", action="store_true", help="skip the ResNet50 pair comparison")
     parser.add_argument("--tasks", default="shapes,birds", help="comma list of the handlers to time")
+    parser.add_argument(
+        "--compare-birds",
+        nargs="+",
+        metavar="FILE",
+        help="only the whole birds handler of these weights files, taking turns (ratios to the first)",
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # numbers appear as they are measured, even through a pipe
     load = os.getloadavg()
@@ -437,6 +460,9 @@ def main() -> int:
         )
         print(f"shapes weights: {shapes_weights} ({shapes_from}); birds weights: {birds_weights} ({birds_from})")
         shape_image, photo = sample_images(scratch)
+        if args.compare_birds:
+            bench_compare_birds(args.compare_birds, photo, args.repeats, scratch / "previews")
+            return 0
         if not args.skip_server:
             bench_server(shapes_weights, birds_weights, shape_image, photo, args.repeats)
         bench_handlers(
