@@ -715,9 +715,9 @@ def save_checked(
         "max_abs_explanation_prob_diff": float(np.abs(check_expls - expls).max()),
         "top1_agreement": float((check_probs.argmax(1) == probs.argmax(1)).mean()),
     }
-    # float16 storage moves a class probability by up to 0.003 (the flip-averaged Lite2 of 7 December, 32 photos);
-    # a wrong view or a wrong tensor moves it by far more and changes answers
-    if file_check["max_abs_class_prob_diff"] > 5e-3 or file_check["top1_agreement"] < 1.0:
+    # float16 storage moved a class probability by up to 0.0030 (the Lite2 of 7 December with the mirror image) and
+    # 0.0044 (without it), 32 photos each; the other of those two views moved one by 0.22 and changed an answer
+    if file_check["max_abs_class_prob_diff"] > 1e-2 or file_check["top1_agreement"] < 1.0:
         raise SystemExit(f"the weights file would not reproduce the predictions, so {output} was not written: "
                          f"{file_check}")  # fmt: skip
     file_meta["metrics"]["weights_file_check"] = file_check
