@@ -3,6 +3,10 @@
     .venv/bin/python train/bench_app.py [--shapes-weights weights/shapes.safetensors]
                                         [--birds-weights weights/birds.safetensors] [--repeats 30]
                                         [--repeats-resnet 10] [--skip-server] [--skip-resnet] [--tasks birds]
+    .venv/bin/python train/bench_app.py --compare-birds A.safetensors B.safetensors [...] [--repeats 60]
+
+``--compare-birds`` times only the whole birds handler of several files, taking turns in one run, with each median as a
+ratio of the first file's: separate runs drift by a third on this shared machine.
 
 The birds handler's figure (issue 11's goal: <= 150 ms median on this 2-core machine) includes the scope gate when the
 weights file has one (``train/attach_scope.py``): the whole handler, then its parts (the pair alone, the gate alone,
