@@ -194,9 +194,9 @@ def start_processes(args: argparse.Namespace) -> Processes:
     if world == 1:
         return Processes()
     rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-    if args.batch_size % world:
+    if args.batch_size % world:  # every process says it: torchrun may stop the others before process 0 has spoken
         raise SystemExit(f"error: --batch-size {args.batch_size} is the batch of all {world} processes together; it "
-                         f"must divide evenly among them (a multiple of {world})" if rank == 0 else 1)  # fmt: skip
+                         f"must divide evenly among them (a multiple of {world})")  # fmt: skip
     backend, options = "gloo", {}
     if torch.device(args.device).type == "cuda":
         torch.cuda.set_device(local)
