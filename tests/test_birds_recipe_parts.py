@@ -84,3 +84,48 @@ def test_the_test_view_is_the_best_on_validation_within_the_time_budget() -> Non
     assert record["validation_top1"]["chosen"] == "256/224"
     with pytest.raises(SystemExit, match="no test view fits"):
         pick_view(SCORES, 1000)
+
+
+def test_the_classifier_refit_in_the_test_view_is_kept_when_it_helps_and_resumed(tmp_path: Path, capsys) -> None:
+    """The refit (FixRes) changes the classifier alone, is kept only when validation top-1 rises, is written once
+    and read back by a rerun instead of being computed again."""
+    from safetensors.torch import load_file
+
+    from cub_fixture import make_cub_fixture
+    from explainer.birds import cub
+    from explainer.pair.models import create_timm_main
+    from train.train_birds import Processes, parse_args, refit_head, view_preprocessing
+
+    data = make_cub_fixture(tmp_path, n_classes=3, n_attributes=12, images_per_class=6)
+    args = parse_args(["--data", str(data), "--pretrained-file", "unused", "--out", str(tmp_path), "--workers", "0",
+                       "--head-epochs", "30"])  # fmt: skip
+    meta = cub.read_cub(args.data, image_level_attributes=False)
+    train = meta.train_indices
+    torch.manual_seed(0)
+    net = create_timm_main("tf_efficientnet_lite0", meta.num_classes).eval()
+    trunk = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("classifier.")}
+    with torch.no_grad():  # a classifier that knows nothing: every photo gets the first species
+        net.get_classifier().weight.zero_()
+        net.get_classifier().bias.zero_()
+    view = view_preprocessing(72, 64, False)
+    # validation = the training photos: a refit that fits them must raise it (the mechanics, not the gain)
+    net, summary = refit_head(args, meta, net, view, train, train, tmp_path / "head-val", Processes())
+    assert summary["choice"] == "refit" and summary["history"][-1]["val_top1"] > summary["history"][0]["val_top1"]
+    assert len(summary["history"]) == 31 and summary["config"]["head_epochs"] == 30
+    state = net.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trunk.items())  # nothing but the classifier moved
+    stored = load_file(tmp_path / "head-val" / "head.safetensors")
+    assert torch.equal(stored["weight"], net.get_classifier().weight) and stored["weight"].abs().sum() > 0
+
+    with torch.no_grad():
+        net.get_classifier().weight.zero_()
+    capsys.readouterr()
+    net, again = refit_head(args, meta, net, view, train, train, tmp_path / "head-val", Processes())
+    assert again == summary and "head-val finished: refit" in capsys.readouterr().out  # read back, not recomputed
+    assert torch.equal(net.get_classifier().weight, stored["weight"])
+
+    args.head_choice = "as trained"  # the final step applies the validation step's choice: here, no refit
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net, final = refit_head(args, meta, net, view, train, None, tmp_path / "head-final", Processes())
+    assert final["choice"] == "as trained" and final["config"]["applied"] == "as trained"
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())

@@ -85,6 +85,8 @@ def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tm
     assert {p.name for p in out.iterdir()} >= {
         "main-val",
         "main-final",
+        "head-val",
+        "head-final",
         "mirror-val",
         "mirror-final",
         "validation.json",
@@ -94,6 +96,9 @@ def test_one_command_writes_the_file_and_retrains_the_mirror_for_a_given_main(tm
     assert meta["architecture"]["mirror"]["kind"] == "parts" and explainer.scope is not None
     assert meta["training"]["command"].startswith("python train/train_birds.py --data")
     assert meta["training"]["wall_seconds_of_this_run"] > 0 and not meta["training"]["skip_final"]
+    head = json.loads((out / "head-val" / "summary.json").read_text())  # the classifier's refit in the test view
+    assert meta["training"]["choices"]["classifier"] == head["choice"] in ("refit", "as trained")
+    assert head["config"]["preprocessing"] == meta["preprocessing"]
     steps = meta["training"]["steps"]
     assert all(steps[step]["wall_seconds"] > 0 for step in ("main-val", "main-final", "mirror-val", "mirror-final"))
     views = json.loads((out / "views.json").read_text())  # every view alone and with its mirror image, on validation

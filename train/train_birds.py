@@ -14,6 +14,8 @@ Steps, each resumable (rerun the same command after a kill; a finished step is n
 2. ``main-final``: the same recipe on all training photos, the choice of step 1 applied; then ``views.json``: the
    test view (shorter side, centre crop or the whole photo, alone or with its mirror image) with the best
    validation top-1 of step 1's network among those within ``--view-budget`` (the app's time);
+   ``head-val`` and ``head-final``: each network's classifier refit in that view (FixRes), kept if it raises
+   validation top-1 (the mirror reads the stages before it and is unaffected);
 3. ``mirror-val``: the part mirror on the validation run's main network; ``validation.json``: the default threshold
    and, on the validation photos, pointing per attribute group (beside the class heatmap) and every verdict number;
 4. ``mirror-final``: the part mirror on the final main network and all training photos;
@@ -71,7 +73,7 @@ from explainer.verdict.where import collect_maps, pointing, pointing_by_group
 
 FROZEN = ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.")  # ImageNet weights and statistics kept
 HEAD = ("classifier.",)  # new, learns at --head-lr
-STEPS = ("main-val", "main-final", "mirror-val", "mirror-final")
+STEPS = ("main-val", "main-final", "head-val", "head-final", "mirror-val", "mirror-final")
 VIEWS = ((256, 224), (256, 256), (288, 256), (256, 0), (288, 0), (320, 0))  # test views: (shorter side, crop; 0: none)
 THRESHOLDS = np.round(np.arange(0.30, 0.851, 0.05), 2)  # candidates for the default explanation threshold
 MONITOR_THRESHOLD = 0.5  # kept explanations for the per-epoch pointing (the default threshold is chosen later)
@@ -108,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-final", action="store_true",
                    help="ship the validation run's networks (trained without the validation photos) instead of "
                    "training again on all training photos: half the time")  # fmt: skip
+    p.add_argument(
+        "--head-epochs",
+        type=int,
+        default=2,
+        help="epochs of the classifier's refit on the main network's features in the test view (0: none)",
+    )
     p.add_argument("--view-budget", type=int, default=256 * 256,
                    help="the most network-input pixels the test view may cost per photo (a crop's side squared, "
                    "twice with the photo's mirror image; 0: no limit). The default, one 256-px crop, keeps the "
@@ -346,6 +354,102 @@ def train_main(
     summary = {"weights": choice, "epochs": args.epochs, "history": result.history,
                "train_photos": int(len(train)), "seconds_this_run": round(time.time() - started, 1)}  # fmt: skip
     return chosen.eval(), summary
+
+
+@torch.no_grad()
+def pooled_features(
+    net: nn.Module, meta: cub.CubMetadata, positions: np.ndarray, preprocessing: dict[str, Any], flip: bool, args
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the main network's classifier reads (its pooled features, timm's ``pre_logits``) for photos in the test
+    view, or in their mirror image with ``flip``, and their species."""
+    batches = loader(meta, positions, build_transform(preprocessing, train=False), 64 if preprocessing["crop"] else 1,
+                     args)  # fmt: skip
+    features, species = [], []
+    net.eval()
+    for images, labels, *_ in batches:
+        images = images.to(args.device).to(memory_format=torch.channels_last)
+        images = images.flip(-1) if flip else images
+        features.append(net.forward_head(net.forward_features(images), pre_logits=True).float().cpu())
+        species.append(labels)
+    return torch.cat(features), torch.cat(species)
+
+
+def refit_head(
+    args: argparse.Namespace,
+    meta: cub.CubMetadata,
+    net: nn.Module,
+    preprocessing: dict[str, Any],
+    train: np.ndarray,
+    validation: np.ndarray | None,
+    folder: Path,
+    processes: Processes,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Refit the main network's classifier in the test view (FixRes: the network trained on random crops at
+    ``--img-size`` is read on a larger, centred view, whose features the classifier never saw), on its pooled
+    features of the ``train`` photos and their mirror images, for ``--head-epochs`` (AdamW, label smoothing).
+    Nothing else changes: the mirror reads the stages before, so it stays valid. With ``validation`` the refit is
+    kept only if it raises validation top-1 in the test view; without, ``args.head_choice`` is applied. Process 0
+    computes and writes ``head.safetensors``; every process then loads it; a finished step is not run again."""
+    from safetensors.torch import load_file, save
+
+    classifier = net.get_classifier()
+    config = {"head_epochs": args.head_epochs, "preprocessing": preprocessing, "train_photos": int(len(train)),
+              "seed": args.seed, "label_smoothing": args.label_smoothing}  # fmt: skip
+    if validation is None:
+        config["applied"] = args.head_choice  # the validation step's choice
+    summary_path, head_path = folder / "summary.json", folder / "head.safetensors"
+    finished = summary_path.exists() and json.loads(summary_path.read_text()).get("config") == config
+    if processes.main and not finished:
+        started = time.time()
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in classifier.state_dict().items()}
+        keep = args.head_epochs > 0 and (validation is not None or args.head_choice == "refit")
+        features = species = None
+        if keep:
+            parts = [pooled_features(net, meta, train, preprocessing, flip, args) for flip in (False, True)]
+            features, species = torch.cat([f for f, _ in parts]), torch.cat([y for _, y in parts])
+        read: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if validation is not None and keep:  # the test view: the photo, and its mirror image if it averages them
+            views = [False, True] if preprocessing.get("flip_average") else [False]
+            read = [pooled_features(net, meta, validation, preprocessing, flip, args) for flip in views]
+
+        def val_top1() -> dict[str, float]:
+            if not read:
+                return {}
+            with torch.no_grad():
+                logits = sum(classifier(f.to(args.device)).cpu() for f, _ in read)
+            return {"val_top1": float((logits.argmax(1) == read[0][1]).float().mean())}
+
+        history = [{"epoch": 0, "seconds": round(time.time() - started, 1)} | val_top1()]  # the features' pass
+        if keep:
+            order = torch.Generator().manual_seed(args.seed)
+            optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-3, weight_decay=1e-4)
+            for epoch in range(1, args.head_epochs + 1):
+                begun = time.time()
+                for rows in torch.randperm(len(features), generator=order).split(64):
+                    logits = classifier(features[rows].to(args.device))
+                    loss = F.cross_entropy(logits, species[rows].to(args.device), label_smoothing=args.label_smoothing)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                row = {"epoch": epoch, "loss": round(loss.item(), 4), "seconds": round(time.time() - begun, 1)}
+                history.append(row | val_top1())
+                print(f"[head] epoch {epoch}/{args.head_epochs}: {history[-1]}", flush=True)
+        if validation is not None:
+            keep = keep and history[-1]["val_top1"] > history[0]["val_top1"]
+            print(f"[head] validation top-1 {history[0]['val_top1']:.4f} as trained, {history[-1]['val_top1']:.4f} "
+                  f"refit: {'refit kept' if keep else 'kept as trained'}", flush=True)  # fmt: skip
+        if not keep:
+            classifier.load_state_dict(state)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}
+        atomic_write_bytes(head_path, save(tensors))
+        summary = {"config": config, "choice": "refit" if keep else "as trained", "history": history}
+        atomic_write_bytes(summary_path, json.dumps(summary, indent=2).encode())
+    processes.wait()
+    if processes.main and finished:
+        print(f"[head] {folder.name} finished: {json.loads(summary_path.read_text())['choice']}", flush=True)
+    classifier.load_state_dict(load_file(head_path))
+    return net, json.loads(summary_path.read_text())  # ``done`` writes it back as it is
 
 
 def save_main(net: nn.Module, path: Path) -> None:
@@ -661,8 +765,9 @@ def write_weights(
     file_meta["metrics"] = results
     file_meta["training"] = {
         "command": "python " + " ".join(sys.argv) if args.command is None else args.command,
-        "recipe": "train/train_birds.py: main network fine-tuned from ImageNet (stem and blocks.0-1 kept), part "
-        "mirror on the frozen main network, choices on a validation split of the training photos",
+        "recipe": "train/train_birds.py: main network fine-tuned from ImageNet (stem and blocks.0-1 kept), its "
+        "classifier refit in the test view, part mirror on the frozen main network, choices on a validation split "
+        "of the training photos",
         "main_network": "from " + Path(args.main_file).name if args.main_file else "trained by this command",
         "label_source": "class",  # the species' attributes (>= 50% of its photos): CUB has no per-photo labels here
         "skip_final": bool(args.skip_final),
@@ -797,7 +902,20 @@ def run(args: argparse.Namespace, processes: Processes, started: float) -> int:
         history["test_view"] = chosen["validation_top1"] | {"budget_pixels": chosen["budget_pixels"]}
 
     flipped = bool(preprocessing.get("flip_average", False))  # the test view: the photo and its mirror image
-    args.main_digest = digest(val_main)
+    # the mirrors belong to the main networks as trained: the classifier's refit changes nothing they read
+    val_digest, final_digest = digest(val_main), digest(final_main)
+    if not args.main_file:
+        val_main, summary = refit_head(args, meta, val_main, preprocessing, split.train, split.validation,
+                                       out / "head-val", processes)  # fmt: skip
+        if done("head-val", summary):
+            return 0
+        args.head_choice = summary["choice"]
+        if not args.skip_final:
+            final_main, summary = refit_head(args, meta, final_main, preprocessing, everything, None,
+                                             out / "head-final", processes)  # fmt: skip
+            if done("head-final", summary):
+                return 0
+    args.main_digest = val_digest
     val_mirror, summary = train_mirror(args, meta, val_main, preprocessing, split.train, split.validation,
                                        out / "mirror-val", processes)  # fmt: skip
     if done("mirror-val", summary):
@@ -814,13 +932,14 @@ def run(args: argparse.Namespace, processes: Processes, started: float) -> int:
     processes.wait()
     final_mirror = val_mirror
     if not args.skip_final:
-        args.main_digest = digest(final_main)
+        args.main_digest = final_digest
         final_mirror, summary = train_mirror(args, meta, final_main, preprocessing, everything, None,
                                              out / "mirror-final", processes)  # fmt: skip
         if done("mirror-final", summary):
             return 0
     if args.output and first:
         choices = {"threshold": report["threshold"], "main_weights": getattr(args, "weights_choice", "from file"),
+                   "classifier": getattr(args, "head_choice", "from file"),
                    "validation": report}  # fmt: skip
         pair = MirrorPair(final_main, final_mirror, flip_average=flipped).eval()
         results = write_weights(args, meta, pair, preprocessing, choices, history, started)
