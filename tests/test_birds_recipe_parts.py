@@ -129,3 +129,22 @@ def test_the_classifier_refit_in_the_test_view_is_kept_when_it_helps_and_resumed
     net, final = refit_head(args, meta, net, view, train, None, tmp_path / "head-final", Processes())
     assert final["choice"] == "as trained" and final["config"]["applied"] == "as trained"
     assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+
+
+def test_no_refit_when_its_epochs_are_zero(tmp_path: Path) -> None:
+    from cub_fixture import make_cub_fixture
+    from explainer.birds import cub
+    from explainer.pair.models import create_timm_main
+    from train.train_birds import Processes, parse_args, refit_head, view_preprocessing
+
+    data = make_cub_fixture(tmp_path, n_classes=3, n_attributes=12, images_per_class=6)
+    args = parse_args(["--data", str(data), "--pretrained-file", "unused", "--out", str(tmp_path), "--workers", "0",
+                       "--head-epochs", "0"])  # fmt: skip
+    meta = cub.read_cub(args.data, image_level_attributes=False)
+    net = create_timm_main("tf_efficientnet_lite0", meta.num_classes).eval()
+    before = net.get_classifier().weight.clone()
+    train = meta.train_indices
+    net, summary = refit_head(args, meta, net, view_preprocessing(72, 64, False), train, train, tmp_path / "h",
+                              Processes())  # fmt: skip
+    assert summary["choice"] == "as trained" and len(summary["history"]) == 1
+    assert torch.equal(net.get_classifier().weight, before)

@@ -435,8 +435,8 @@ def refit_head(
                 row = {"epoch": epoch, "loss": round(loss.item(), 4), "seconds": round(time.time() - begun, 1)}
                 history.append(row | val_top1())
                 print(f"[head] epoch {epoch}/{args.head_epochs}: {history[-1]}", flush=True)
-        if validation is not None:
-            keep = keep and history[-1]["val_top1"] > history[0]["val_top1"]
+        if read:  # with validation photos, the refit stays only if it helps there
+            keep = history[-1]["val_top1"] > history[0]["val_top1"]
             print(f"[head] validation top-1 {history[0]['val_top1']:.4f} as trained, {history[-1]['val_top1']:.4f} "
                   f"refit: {'refit kept' if keep else 'kept as trained'}", flush=True)  # fmt: skip
         if not keep:
