@@ -277,6 +277,12 @@ def loader(meta, positions, transform, batch_size, args) -> torch.utils.data.Dat
     )
 
 
+def view_loader(meta, positions, preprocessing: dict[str, Any], args) -> torch.utils.data.DataLoader:
+    """:func:`loader` for photos in a test view: batches of 64, one by one for whole photos (they differ in shape)."""
+    return loader(meta, positions, build_transform(preprocessing, train=False), 64 if preprocessing["crop"] else 1,
+                  args)  # fmt: skip
+
+
 @torch.no_grad()
 def top1(net: nn.Module, batches: torch.utils.data.DataLoader, device: torch.device) -> float:
     return top1_views(net, batches, device)[0]
@@ -362,8 +368,7 @@ def pooled_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What the main network's classifier reads (its pooled features, timm's ``pre_logits``) for photos in the test
     view, or in their mirror image with ``flip``, and their species."""
-    batches = loader(meta, positions, build_transform(preprocessing, train=False), 64 if preprocessing["crop"] else 1,
-                     args)  # fmt: skip
+    batches = view_loader(meta, positions, preprocessing, args)
     features, species = [], []
     net.eval()
     for images, labels, *_ in batches:
@@ -389,7 +394,8 @@ def refit_head(
     features of the ``train`` photos and their mirror images, for ``--head-epochs`` (AdamW, label smoothing).
     Nothing else changes: the mirror reads the stages before, so it stays valid. With ``validation`` the refit is
     kept only if it raises validation top-1 in the test view; without, ``args.head_choice`` is applied. Process 0
-    computes and writes ``head.safetensors``; every process then loads it; a finished step is not run again."""
+    computes and writes ``head.safetensors`` and ``head.json``; every process then loads them; a finished step is
+    not run again."""
     from safetensors.torch import load_file, save
 
     classifier = net.get_classifier()
@@ -397,7 +403,8 @@ def refit_head(
               "seed": args.seed, "label_smoothing": args.label_smoothing}  # fmt: skip
     if validation is None:
         config["applied"] = args.head_choice  # the validation step's choice
-    summary_path, head_path = folder / "summary.json", folder / "head.safetensors"
+    # its own record: ``summary.json`` is rewritten by ``run`` while the other processes may be reading this one
+    summary_path, head_path = folder / "head.json", folder / "head.safetensors"
     finished = summary_path.exists() and json.loads(summary_path.read_text()).get("config") == config
     if processes.main and not finished:
         started = time.time()
@@ -449,7 +456,7 @@ def refit_head(
     if processes.main and finished:
         print(f"[head] {folder.name} finished: {json.loads(summary_path.read_text())['choice']}", flush=True)
     classifier.load_state_dict(load_file(head_path))
-    return net, json.loads(summary_path.read_text())  # ``done`` writes it back as it is
+    return net, json.loads(summary_path.read_text())
 
 
 def save_main(net: nn.Module, path: Path) -> None:
@@ -596,7 +603,7 @@ def score_views(net: nn.Module, meta: cub.CubMetadata, validation: np.ndarray, a
     scores: dict[str, float] = {}
     for resize, crop in VIEWS:
         cfg = view_preprocessing(resize, crop, False)
-        batches = loader(meta, validation, build_transform(cfg, train=False), 64 if crop else 1, args)
+        batches = view_loader(meta, validation, cfg, args)
         plain, flipped = top1_views(net, batches, torch.device(args.device), flip=True)
         scores[view_name(resize, crop, False)], scores[view_name(resize, crop, True)] = plain, float(flipped)
         print(f"view {view_name(resize, crop, False)}: validation top-1 {plain:.4f}, with its mirror image "
@@ -622,8 +629,7 @@ def pick_view(scores: dict[str, float], budget: int) -> tuple[dict[str, Any], di
 @torch.no_grad()
 def run_pair(pair: MirrorPair, meta: cub.CubMetadata, positions, preprocessing, args) -> tuple[np.ndarray, np.ndarray]:
     """Class and explanation probabilities of photos through the serving view."""
-    view = build_transform(preprocessing, train=False)
-    batches = loader(meta, positions, view, 64 if preprocessing["crop"] else 1, args)
+    batches = view_loader(meta, positions, preprocessing, args)
     probs, expls = [], []
     pair.eval()
     for images, *_ in batches:
