@@ -31,6 +31,7 @@ from explainer.inputs.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TransformConfigError,
+    birds_train_transform,
     build_transform,
     load_rgb,
     reference_preprocessing,
@@ -284,6 +285,22 @@ def test_code_training_transform_is_random_and_right_size() -> None:
     first, second = transform(image), transform(image)
     assert first.shape == second.shape == (3, 224, 224) and not torch.equal(first, second)
     pickle.loads(pickle.dumps(transform))
+
+
+@pytest.mark.parametrize("augment", ["none", "trivial"])
+def test_birds_training_crops_with_and_without_trivialaugment(augment: str) -> None:
+    transform = birds_train_transform(64, 0.25, [0.5] * 3, [0.5] * 3, augment)
+    names = [type(step).__name__ for step in transform.transforms]
+    assert ("TrivialAugmentWide" in names) is (augment == "trivial") and names[:2] == [
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+    ]
+    torch.manual_seed(0)
+    crops = [transform(_image(120, 90, seed)) for seed in range(4)]
+    assert all(c.shape == (3, 64, 64) and c.min() >= -1 and c.max() <= 1 for c in crops)
+    pickle.loads(pickle.dumps(transform))  # loader workers get it pickled
+    with pytest.raises(ValueError, match="augment must be one of"):
+        birds_train_transform(64, 0.25, [0.5] * 3, [0.5] * 3, "randaugment")
 
 
 def test_text_variant_resizes_longer_side_and_pads_with_the_mean() -> None:

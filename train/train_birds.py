@@ -58,6 +58,7 @@ from explainer.birds import cub
 from explainer.evaluation.calibration import threshold_sensitivity
 from explainer.evaluation.metrics import multilabel_report
 from explainer.inputs.transforms import (
+    BIRDS_AUGMENTS,
     EvalView,
     TrainView,
     birds_train_transform,
@@ -98,6 +99,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drop-rate", type=float, default=0.3, help="dropout before the classifier")
     p.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth")
     p.add_argument("--ema-decay", type=float, default=0.998, help="moving average of the weights, per step")
+    p.add_argument("--augment", choices=BIRDS_AUGMENTS, default="none",
+                   help="'trivial' adds TrivialAugment to the main network's training crops (colour-altering "
+                        "operations included)")  # fmt: skip
+    p.add_argument(
+        "--amp",
+        action="store_true",
+        help="train the main network under bfloat16 autocast (for GPUs: about twice the speed)",
+    )
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mirror-epochs", type=int, default=8)
@@ -221,7 +230,10 @@ def main_config(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("model", "img_size", "min_scale", "eval_size", "epochs", "batch_size", "lr", "head_lr", "weight_decay",
             "warmup_epochs", "label_smoothing", "drop_rate", "drop_path", "ema_decay", "val_fraction", "seed",
             "limit_per_class")  # fmt: skip
-    return {key: getattr(args, key) for key in keys} | {"pretrained_file": Path(args.pretrained_file).name}
+    config = {key: getattr(args, key) for key in keys} | {"pretrained_file": Path(args.pretrained_file).name}
+    # options added later are recorded only when used, so the runs (and files) made before them still resume
+    later = {"augment": (args.augment, "none"), "amp": (args.amp, False)}
+    return config | {key: value for key, (value, default) in later.items() if value != default}
 
 
 @dataclass
@@ -319,9 +331,12 @@ def train_main(
     process returns the same network and choice (made from process 0's log)."""
     device = torch.device(args.device)
     config = main_config(args) | {"train_photos": int(len(train))}
+    finished = finished_main(folder, config, meta.num_classes, args, processes.main)
+    if finished is not None:
+        return finished
     mean, std = [0.5] * 3, [0.5] * 3  # what the Lite weights were trained with (timm's data config for them)
     eval_view = build_transform(reference_preprocessing(args.eval_size, args.eval_size, mean=mean, std=std), False)
-    train_tf = birds_train_transform(args.img_size, args.min_scale, mean, std)
+    train_tf = birds_train_transform(args.img_size, args.min_scale, mean, std, args.augment)
     net = new_main(args, meta.num_classes)
     freeze(net, FROZEN)
     net.to(device).to(memory_format=torch.channels_last)
@@ -338,8 +353,9 @@ def train_main(
 
     def loss_fn(model: nn.Module, batch) -> tuple[torch.Tensor, int]:
         images, labels, *_ = batch  # ``model`` is ``net``, which trains through ``trained``
-        logits = trained(images.to(device).to(memory_format=torch.channels_last))
-        return F.cross_entropy(logits, labels.to(device), label_smoothing=args.label_smoothing), len(labels)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+            logits = trained(images.to(device).to(memory_format=torch.channels_last))
+        return F.cross_entropy(logits.float(), labels.to(device), label_smoothing=args.label_smoothing), len(labels)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         return {"val_top1": top1(model, val_batches, device)} if val_batches is not None else {}
@@ -358,8 +374,30 @@ def train_main(
         choice = args.weights_choice
     chosen = processes.share(ema.module if choice == "ema" and ema is not None else net)
     summary = {"weights": choice, "epochs": args.epochs, "history": result.history,
-               "train_photos": int(len(train)), "seconds_this_run": round(time.time() - started, 1)}  # fmt: skip
+               "train_photos": int(len(train)), "seconds_this_run": round(time.time() - started, 1),
+               "config": config}  # fmt: skip
     return chosen.eval(), summary
+
+
+def finished_main(
+    folder: Path, config: dict[str, Any], n_classes: int, args: argparse.Namespace, say: bool = True
+) -> tuple[nn.Module, dict[str, Any]] | None:
+    """A main-network step finished under ``config``: its ``summary.json`` (written once the step is done, with
+    the configuration it ran under) and ``main.safetensors`` (the chosen network), read back without the 60 MB
+    training checkpoint ``last.pt``, which a run trained elsewhere (a lent GPU) need not bring back. None otherwise."""
+    from safetensors.torch import load_file
+
+    summary_path, weights = folder / "summary.json", folder / "main.safetensors"
+    if not (summary_path.is_file() and weights.is_file()):
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("config") != config:
+        return None
+    net = create_timm_main(args.model, n_classes)
+    net.load_state_dict(load_file(weights))  # safetensors: tensors only, nothing unpickled
+    if say:
+        print(f"{folder.name}: finished, its network read from {weights.name}", flush=True)
+    return net.to(torch.device(args.device)).to(memory_format=torch.channels_last).eval(), summary
 
 
 @torch.no_grad()

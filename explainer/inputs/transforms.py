@@ -209,16 +209,29 @@ def build_transform(cfg: dict[str, Any], train: bool) -> Callable[[Image.Image],
     return T.Compose([*square, rotation, T.RandomCrop(crop), *finish])
 
 
+BIRDS_AUGMENTS = ("none", "trivial")
+
+
 def birds_train_transform(
-    size: int, min_scale: float, mean: list[float] | tuple[float, ...], std: list[float] | tuple[float, ...]
+    size: int,
+    min_scale: float,
+    mean: list[float] | tuple[float, ...],
+    std: list[float] | tuple[float, ...],
+    augment: str = "none",
 ) -> Callable[[Image.Image], torch.Tensor]:
     """The fine-tuning augmentation: a random-resized crop (``min_scale`` to all of the area), a horizontal flip and
-    a mild brightness, contrast and saturation jitter. No hue change and no colour-altering policies: a bird's
-    colours are what tells many species, and what half its explanations name."""
+    a mild brightness, contrast and saturation jitter. By default no hue change and no colour-altering policies: a
+    bird's colours are what tells many species, and what half its explanations name. ``augment="trivial"`` adds
+    TrivialAugment (one random operation of random strength per photo, colour-altering ones included) after the
+    crop: the standard strong augmentation, for longer runs to try on the validation photos."""
+    if augment not in BIRDS_AUGMENTS:
+        raise ValueError(f"augment must be one of {BIRDS_AUGMENTS}, not {augment!r}")
+    strong = [T.TrivialAugmentWide(interpolation=T.InterpolationMode.BILINEAR)] if augment == "trivial" else []
     return T.Compose(
         [
             T.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=T.InterpolationMode.BILINEAR),
             T.RandomHorizontalFlip(),
+            *strong,
             T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
             T.ToTensor(),
             T.Normalize(mean=list(mean), std=list(std)),
