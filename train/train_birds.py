@@ -35,6 +35,9 @@ them; process 0 alone evaluates, prints and writes):
     torchrun --standalone --nproc_per_node 8 train/train_birds.py --data ../shared/data/cub-200 \
         --pretrained-file .local/lite2.pth --scope-file .local/lite0.pth --out runs/birds \
         --output weights/birds.safetensors --device cuda --workers 8
+
+A GPU lent for one call (no ``../shared`` there, 64 MiB a call): ``train/pack_cub.py`` and ``train/device_birds.py``
+train the main networks there and this script finishes the run here (docs/training.md, "On a lent GPU").
 """
 
 from __future__ import annotations
