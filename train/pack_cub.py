@@ -38,11 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--add", action="append", default=[],
                    help="a file to carry too, unpacked at this same relative path (repeatable)")  # fmt: skip
     p.add_argument("--dest", default="data/cub-200", help="where the data folder is unpacked, from the checkout's root")
-    p.add_argument("--limit-per-class", type=int, default=0, help="at most this many photos per class (trials)")
     return p.parse_args(argv)
 
 
-def plan(data: Path, photos: str, adds: list[str], dest: str, per_class: int) -> list[tuple[Path, str]]:
+def plan(data: Path, photos: str, adds: list[str], dest: str) -> list[tuple[Path, str]]:
     """(file here, path in the zip) for every file to carry: added files, metadata, then the photos in id order."""
     root = cub.resolve_cub_folder(data)
     meta = cub.read_cub(data, image_level_attributes=False)
@@ -56,20 +55,14 @@ def plan(data: Path, photos: str, adds: list[str], dest: str, per_class: int) ->
         if path.is_absolute() or ".." in path.parts:
             raise SystemExit(f"error: {add}: give a path inside the checkout, relative to its root")
         files.append((path, path.as_posix()))
-    for path in sorted(top.rglob("*")):  # metadata: every file outside images/
+    # metadata: every file of the CUB folder outside images/, and what the archive puts beside it (attributes.txt;
+    # the shared copy's extras/), not whatever else the folder above holds
+    beside = [top / "attributes.txt", *sorted((top / "extras").rglob("*"))] if top != root else []
+    for path in [*sorted(root.rglob("*")), *beside]:
         if path.is_file() and (root / "images") not in path.parents:
             files.append((path, (Path(dest) / path.relative_to(top)).as_posix()))
     chosen = {"train": meta.train_indices, "test": meta.test_indices}.get(photos)
     positions = range(len(meta.images)) if chosen is None else chosen
-    if per_class > 0:
-        seen: dict[int, int] = {}
-        kept = []
-        for i in positions:
-            c = meta.images[int(i)].class_index
-            if seen.get(c, 0) < per_class:
-                seen[c] = seen.get(c, 0) + 1
-                kept.append(i)
-        positions = kept
     missing = [meta.image_path(int(i)) for i in positions if not meta.image_path(int(i)).is_file()]
     if missing:
         raise SystemExit(f"error: {len(missing)} listed photos are missing, e.g. {missing[0].relative_to(root)}")
@@ -110,7 +103,7 @@ def write_part(path: Path, files: list[tuple[Path, str]]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        files = plan(Path(args.data), args.photos, args.add, args.dest, args.limit_per_class)
+        files = plan(Path(args.data), args.photos, args.add, args.dest)
     except cub.CubDataError as error:
         raise SystemExit(f"error: {error}") from None
     limit = int(args.part_mib * 2**20)
